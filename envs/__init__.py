@@ -1,0 +1,72 @@
+"""Portfolio environment package (Gymnasium only; Ray is optional here).
+
+Importing ``envs`` registers the environment as Gymnasium id ``Portfolio-v0`` and, when Ray is installed,
+under the same name in Ray Tune's env registry, so RLlib configs can say ``.environment("Portfolio-v0",
+env_config={...})``. The Ray registration is guarded: this package has no hard Ray dependency (design:
+``envs/`` is usable with Gymnasium alone).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any
+
+import gymnasium as gym
+
+ENV_ID = "Portfolio-v0"
+
+__all__ = [
+    "ENV_ID",
+    "DataError",
+    "FeatureConfig",
+    "MarketData",
+    "PortfolioEnv",
+    "PriceData",
+    "compute_features",
+    "load_features",
+    "load_market",
+    "load_prices",
+    "make_env",
+    "split_ranges",
+]
+
+
+# Submodules are imported lazily so that `python -m envs.data` does not import itself twice.
+_LAZY = {
+    "DataError": "envs.data",
+    "PriceData": "envs.data",
+    "load_prices": "envs.data",
+    "split_ranges": "envs.data",
+    "FeatureConfig": "envs.features",
+    "compute_features": "envs.features",
+    "load_features": "envs.features",
+    "MarketData": "envs.portfolio",
+    "PortfolioEnv": "envs.portfolio",
+    "load_market": "envs.portfolio",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'envs' has no attribute {name!r}")
+
+
+def make_env(config: dict[str, Any] | None = None) -> Any:
+    """Build a ``PortfolioEnv`` from a (small) config dict, e.g. Ray's ``EnvContext``."""
+    from envs.portfolio import PortfolioEnv
+
+    return PortfolioEnv(**dict(config or {}))
+
+
+def _register() -> None:
+    if ENV_ID not in gym.registry:
+        gym.register(id=ENV_ID, entry_point="envs.portfolio:PortfolioEnv", disable_env_checker=True)
+    if importlib.util.find_spec("ray") is not None:
+        from ray.tune.registry import register_env
+
+        register_env(ENV_ID, make_env)
+
+
+_register()
