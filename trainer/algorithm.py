@@ -1,0 +1,314 @@
+"""``PortfolioSAC``: RLlib's SAC (new API stack) with our replay, evaluation, guard and checkpoint extras.
+
+What differs from ``ray.rllib.algorithms.sac.SAC`` and why:
+
+- ``training_step``: samples from the env runners, adds raw transitions to ``FlatReplayBuffer`` (reward
+  clipped there: RLlib's ``clip_rewards`` does nothing on the new stack), and performs exactly
+  ``training_intensity / batch_size`` gradient steps per sampled env step (a carried fractional credit keeps
+  the ratio exact across iterations). Each sampled batch is normalised with the observation filter's current
+  statistics, so the learner sees what the policy would see now. Losses, networks and target updates are
+  RLlib's SAC learner, unchanged.
+- ``step``: adds the ``portfolio`` result section: losses, entropy (RLlib has no entropy key; we report
+  ``-mean log pi``), throughput, and every ``evaluation.interval`` iterations a deterministic pass over the
+  validation split with ``tanh(mean)`` actions and the frozen filter (RLlib's deterministic SAC action
+  skips the tanh, issue #51544).
+- Divergence guard: a non-finite critic loss, or one above ``divergence.max_critic_loss``, stops updates;
+  the result says ``diverged`` with the reason, and no further checkpoint is written by our entry points.
+- ``save_to_path`` / ``restore_from_path`` also write/read the replay buffer and our counters (RLlib does
+  not checkpoint the buffer on the new stack, notes §0.2), so a resumed run continues as an uninterrupted
+  one would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ray.rllib.algorithms.sac import SAC, SACConfig
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.columns import Columns
+from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
+from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+from ray.rllib.utils.metrics import (
+    ALL_MODULES,
+    ENV_RUNNER_RESULTS,
+    ENV_RUNNER_SAMPLING_TIMER,
+    EPISODE_RETURN_MEAN,
+    LEARNER_RESULTS,
+    LEARNER_UPDATE_TIMER,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    NUM_ENV_STEPS_TRAINED_LIFETIME,
+    REPLAY_BUFFER_SAMPLE_TIMER,
+    SYNCH_WORKER_WEIGHTS_TIMER,
+    TIMERS,
+)
+
+from trainer import metrics as M
+from trainer.buffer import FlatReplayBuffer
+from trainer.connectors import RawObsMeanStdFilter, find_obs_filter, normalize_with
+
+STATE_FILE = "portfolio_state.json"
+TD_ERROR_KEY = "td_error"
+QF_LOSS_KEY = "qf_loss"
+QF_TWIN_LOSS_KEY = "qf_twin_loss"
+POLICY_LOSS_KEY = "policy_loss"
+LOGPS_KEY = "logps"
+ALPHA_VALUE_KEY = "alpha_value"
+
+
+class PortfolioSACConfig(SACConfig):
+    """``SACConfig`` plus ``portfolio``: the experiment settings PortfolioSAC reads itself."""
+
+    def __init__(self, algo_class: type | None = None) -> None:
+        super().__init__(algo_class=algo_class or PortfolioSAC)
+        self.portfolio: dict[str, Any] = {}
+
+
+class PortfolioSAC(SAC):
+    """SAC with a flat raw-observation replay buffer, validation passes and a divergence guard."""
+
+    @classmethod
+    def get_default_config(cls) -> PortfolioSACConfig:
+        return PortfolioSACConfig()
+
+    # --- set-up ---------------------------------------------------------------------------------------
+    def setup(self, config: Any) -> None:
+        super().setup(config)
+        from envs.portfolio import PortfolioEnv
+
+        settings = self.config.portfolio
+        threads = settings.get("resources", {}).get("torch_threads")
+        if threads:
+            import torch
+
+            torch.set_num_threads(int(threads))
+        env_cfg = dict(self.config.env_config)
+        eval_split = settings.get("evaluation", {}).get("split", "validation")
+        self._eval_env = PortfolioEnv(**{**env_cfg, "split": eval_split})
+        obs_dim = self._eval_env.observation_space.shape[0]
+        act_dim = self._eval_env.action_space.shape[0]
+        self.tickers = list(self._eval_env.market.tickers)
+        self.buffer = FlatReplayBuffer(
+            self.config.replay_buffer_config["capacity"], obs_dim, act_dim, seed=self.config.seed
+        )
+        self._reward_clip = settings.get("reward", {}).get("clip")
+        self._reward_normalize = bool(settings.get("reward", {}).get("normalize", False))
+        self._eval_interval = int(settings.get("evaluation", {}).get("interval", 5))
+        self._max_critic_loss = float(settings.get("divergence", {}).get("max_critic_loss", 1e6))
+        self._update_credit = 0.0
+        self.diverged: str | None = None
+        self.last_evaluation: dict[str, float] = {}
+        self._last_counts = (0, 0, time.perf_counter())
+        batch = self.config.total_train_batch_size
+        self._ones = np.ones(batch, np.float32)
+
+    # --- observation filter ---------------------------------------------------------------------------
+    def obs_filter(self) -> RawObsMeanStdFilter | None:
+        """The filter holding the merged statistics (on the local env runner)."""
+        runner = self.env_runner_group.local_env_runner if self.env_runner_group else None
+        pipeline = getattr(runner, "_env_to_module", None) if runner is not None else None
+        if pipeline is None:
+            pipeline = getattr(self, "env_to_module_connector", None)
+        return find_obs_filter(pipeline)
+
+    def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
+        filt = self.obs_filter()
+        return obs.astype(np.float32, copy=False) if filt is None else filt.normalize(obs)
+
+    # --- training -------------------------------------------------------------------------------------
+    def _add_episodes(self, episodes: list) -> int:
+        added = 0
+        for ep in episodes:
+            n = len(ep)
+            if n == 0:
+                continue
+            obs = np.asarray(ep.get_observations(slice(0, n + 1)), np.float32)
+            actions = np.asarray(ep.get_actions(slice(0, n)), np.float32)
+            rewards = np.asarray(ep.get_rewards(slice(0, n)), np.float32)
+            if self._reward_clip is not None:
+                np.clip(rewards, -self._reward_clip, self._reward_clip, out=rewards)
+            terminateds = np.zeros(n, np.float32)
+            terminateds[-1] = float(ep.is_terminated)  # truncation (end of data/episode) bootstraps
+            self.buffer.add(obs[:-1], actions, rewards, obs[1:], terminateds)
+            added += n
+        return added
+
+    def _sample_batch(self) -> MultiAgentBatch:
+        raw = self.buffer.sample(self.config.total_train_batch_size)
+        filt = self.obs_filter()
+        if filt is not None:
+            mean, std, _ = filt.stats()
+            obs = normalize_with(raw["obs"], mean, std, filt.clip_by_value)
+            next_obs = normalize_with(raw["next_obs"], mean, std, filt.clip_by_value)
+        else:
+            obs, next_obs = raw["obs"], raw["next_obs"]
+        rewards = raw["rewards"]
+        if self._reward_normalize:
+            rewards = rewards / max(self.buffer.reward_std, 1e-8)
+        # A MultiAgentBatch of numpy arrays: the Learner converts it to tensors on its own device.
+        sample = SampleBatch(
+            {
+                Columns.OBS: obs,
+                Columns.NEXT_OBS: next_obs,
+                Columns.ACTIONS: raw["actions"],
+                Columns.REWARDS: rewards,
+                Columns.TERMINATEDS: raw["terminateds"],
+                "n_step": self._ones,
+                "weights": self._ones,
+            }
+        )
+        return MultiAgentBatch({DEFAULT_MODULE_ID: sample}, env_steps=len(rewards))
+
+    def _filter_needs_sync(self) -> bool:
+        filt = self.obs_filter()
+        return filt is not None and filt.stats()[2] == 0 and self.config.num_env_runners > 0
+
+    def training_step(self) -> None:
+        if self.diverged:
+            return
+        with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
+            episodes, env_runner_results = synchronous_parallel_sample(
+                worker_set=self.env_runner_group,
+                concat=True,
+                sample_timeout_s=self.config.sample_timeout_s,
+                _uses_new_env_runners=True,
+                _return_metrics=True,
+            )
+        self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
+        n_new = self._add_episodes(episodes)
+        current_ts = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
+        batch_size = self.config.total_train_batch_size
+        if current_ts < self.config.num_steps_sampled_before_learning_starts or len(self.buffer) < batch_size:
+            return
+        if self._filter_needs_sync():
+            # Remote runners' statistics reach the local filter once per iteration; before the first
+            # merge, pull them now rather than normalise with empty statistics.
+            self.env_runner_group.sync_env_runner_states(config=self.config)
+        self._update_credit += n_new * self.config.training_intensity / batch_size
+        n_updates = int(self._update_credit)
+        self._update_credit -= n_updates
+        for _ in range(n_updates):
+            with self.metrics.log_time((TIMERS, REPLAY_BUFFER_SAMPLE_TIMER)):
+                batch = self._sample_batch()
+            with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+                learner_results = self.learner_group.update(
+                    batch=batch, timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: current_ts}
+                )
+            for res in learner_results:  # per-sample TD errors are not metrics (RLlib's DQN drops them too)
+                for module_results in res.values():
+                    module_results.pop(TD_ERROR_KEY, None)
+            self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+        if n_updates:
+            self._check_divergence()
+            with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
+                self.env_runner_group.sync_weights(
+                    from_worker_or_learner_group=self.learner_group,
+                    policies={DEFAULT_MODULE_ID},
+                    inference_only=True,
+                )
+
+    def _learner_value(self, key: str) -> float | None:
+        value = self.metrics.peek((LEARNER_RESULTS, DEFAULT_MODULE_ID, key), default=None)
+        return None if value is None else float(value)
+
+    def _check_divergence(self) -> None:
+        for key in (QF_LOSS_KEY, QF_TWIN_LOSS_KEY, POLICY_LOSS_KEY):
+            value = self._learner_value(key)
+            if value is None:
+                continue
+            if not math.isfinite(value):
+                self.diverged = f"{key} is {value} (non-finite)"
+            elif key != POLICY_LOSS_KEY and value > self._max_critic_loss:
+                self.diverged = (
+                    f"{key} = {value:.3g} exceeds divergence.max_critic_loss = {self._max_critic_loss:.3g}"
+                )
+            if self.diverged:
+                return
+
+    # --- evaluation -----------------------------------------------------------------------------------
+    def evaluate_deterministic(self) -> dict[str, float]:
+        """One deterministic pass (tanh of the Gaussian mean, frozen filter) over the evaluation split."""
+        from trainer.evaluation import policy_from_algorithm, run_policy
+
+        run = run_policy(self._eval_env, policy_from_algorithm(self))
+        self.last_evaluation = M.summarize(run.net_returns, run.turnovers)
+        return self.last_evaluation
+
+    def step(self) -> dict:
+        result = super().step()
+        iteration = self.iteration + 1  # Trainable increments after step()
+        if iteration == 1 or iteration % self._eval_interval == 0 or not self.last_evaluation:
+            self.evaluate_deterministic()
+        result[M.PORTFOLIO] = self._portfolio_section(result)
+        return result
+
+    def _portfolio_section(self, result: dict) -> dict[str, Any]:
+        env_res = result.get(ENV_RUNNER_RESULTS, {})
+        learner = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
+        env_steps = int(result.get(ENV_RUNNER_RESULTS, {}).get(NUM_ENV_STEPS_SAMPLED_LIFETIME, 0) or 0)
+        trained = int(
+            result.get(LEARNER_RESULTS, {}).get(ALL_MODULES, {}).get(NUM_ENV_STEPS_TRAINED_LIFETIME, 0) or 0
+        )
+        prev_steps, prev_trained, prev_t = self._last_counts
+        now = time.perf_counter()
+        dt = max(now - prev_t, 1e-9)
+        self._last_counts = (env_steps, trained, now)
+
+        def num(x: Any) -> float:
+            return float(x) if x is not None else float("nan")
+
+        qf, qf_twin = learner.get(QF_LOSS_KEY), learner.get(QF_TWIN_LOSS_KEY)
+        critic = (num(qf) + num(qf_twin)) / 2 if qf is not None and qf_twin is not None else num(qf)
+        filt = self.obs_filter()
+        section: dict[str, Any] = {
+            M.ENV_STEPS: env_steps,
+            M.ENV_STEPS_PER_S: (env_steps - prev_steps) / dt,
+            M.TRAINED_SAMPLES_PER_S: (trained - prev_trained) / dt,
+            M.CRITIC_LOSS: critic,
+            M.ACTOR_LOSS: num(learner.get(POLICY_LOSS_KEY)),
+            M.ALPHA: num(learner.get(ALPHA_VALUE_KEY)),
+            M.ENTROPY: -num(learner.get(LOGPS_KEY)) if learner.get(LOGPS_KEY) is not None else float("nan"),
+            M.EPISODE_RETURN: num(env_res.get(EPISODE_RETURN_MEAN)),
+            M.TRAIN_SHARPE: num(env_res.get(M.TRAIN_SHARPE)),
+            M.TRAIN_FINAL_VALUE: num(env_res.get(M.TRAIN_FINAL_VALUE)),
+            M.TRAIN_TURNOVER: num(env_res.get(M.TRAIN_TURNOVER)),
+            M.BUFFER_SIZE: len(self.buffer),
+            M.FILTER_COUNT: filt.stats()[2] if filt is not None else 0,
+            M.DIVERGED: bool(self.diverged),
+            M.DIVERGED_REASON: self.diverged or "",
+            M.VALIDATION: dict(self.last_evaluation),
+        }
+        return section
+
+    # --- checkpoints ----------------------------------------------------------------------------------
+    def save_to_path(self, path: Any = None, *, state: Any = None, filesystem: Any = None, use_msgpack: bool = False) -> str:
+        out = super().save_to_path(path, state=state, filesystem=filesystem, use_msgpack=use_msgpack)
+        if self.config.portfolio.get("checkpoint", {}).get("save_buffer", True):
+            self.buffer.save(out)
+        extra = {
+            "update_credit": self._update_credit,
+            "diverged": self.diverged,
+            "last_evaluation": self.last_evaluation,
+            "tickers": self.tickers,
+            "env_config": dict(self.config.env_config),
+            "experiment": self.config.portfolio,
+            "obs_filter_count": (f.stats()[2] if (f := self.obs_filter()) is not None else 0),
+        }
+        (Path(out) / STATE_FILE).write_text(json.dumps(extra, indent=2, default=str))
+        return out
+
+    def restore_from_path(self, path: Any, *args: Any, component: str | None = None, **kwargs: Any) -> None:
+        super().restore_from_path(path, *args, component=component, **kwargs)
+        if component is not None:
+            return
+        path = Path(path)
+        self.buffer.load(path)
+        state_file = path / STATE_FILE
+        if state_file.exists():
+            extra = json.loads(state_file.read_text())
+            self._update_credit = float(extra.get("update_credit", 0.0))
+            self.last_evaluation = dict(extra.get("last_evaluation") or {})

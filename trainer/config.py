@@ -1,0 +1,352 @@
+"""The experiment schema (closed, validated) and the one place a ``SACConfig`` is built.
+
+An experiment is a YAML file in ``tune_configs/`` (``tune_configs/<name>.yaml``). Unknown keys and
+impossible values are errors naming the file and the key. ``build_sac_config`` turns an experiment into
+an RLlib ``SACConfig``; train, tune, backtest and benchmarks all call it.
+
+Where RLlib's defaults differ from the reference configuration (see ../shared/docs/design.md) we override
+them here, explicitly:
+
+- activation: RLlib "tanh" -> "relu";
+- critic: RLlib adds a "fusion" MLP ([256, 256], tanh) after the obs/action streams -> none
+  (``fusionnet_hiddens=[]``): each Q net is the MLP of ``model.hidden`` on (obs, action);
+- actor_lr: RLlib 3e-5 (critic 3e-4) -> 1e-4 for both;
+- replay: RLlib's prioritized episode buffer -> our uniform flat buffer of raw transitions
+  (``trainer.buffer``), sampled at a fixed replay ratio (``sac.training_intensity``);
+- learning starts: RLlib 1500 -> 1000 env steps;
+- observation filter: RLlib's MeanStdFilter writes normalised observations into the episodes (so the buffer
+  would hold values normalised with stale statistics); ours keeps episodes raw (``trainer.connectors``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "tune_configs"
+
+
+class ExperimentError(ValueError):
+    """A bad experiment file or override; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Which prices, which dates, which costs and reward: passed to the env (small values only)."""
+
+    source: str = "sp500"
+    split_dates: dict[Literal["train", "validation", "test"], tuple[dt.date, dt.date]] | None = None
+    cost_bps: float = Field(10.0, ge=0)
+    reward: Literal["default", "log_return", "differential_sharpe"] = "default"
+    episode_len: int = Field(252, ge=1)
+    temperature: float = Field(3.0, gt=0)
+
+    @field_validator("split_dates")
+    @classmethod
+    def _all_splits(cls, v: dict | None) -> dict | None:
+        if v is not None and set(v) != {"train", "validation", "test"}:
+            raise ValueError("give all three of train, validation and test as [start, end]")
+        return v
+
+    def env_config(self, split: str = "train") -> dict[str, Any]:
+        """The env's keyword arguments (see ``envs.portfolio.PortfolioEnv``)."""
+        dates = None
+        if self.split_dates is not None:
+            dates = {k: [a.isoformat(), b.isoformat()] for k, (a, b) in self.split_dates.items()}
+        return {
+            "data": self.source,
+            "split": split,
+            "cost_bps": self.cost_bps,
+            "episode_len": self.episode_len,
+            "reward": self.reward,
+            "temperature": self.temperature,
+            "split_dates": dates,
+        }
+
+
+class ModelConfig(_Strict):
+    """Policy and each Q network: an MLP of ``hidden`` with ``activation`` (Q nets on [obs, action])."""
+
+    hidden: list[int] = Field(default_factory=lambda: [256, 256], min_length=1)
+    activation: Literal["relu", "tanh", "silu", "elu"] = "relu"
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(h < 1 for h in v):
+            raise ValueError("every hidden layer size must be >= 1")
+        return v
+
+
+class SACSettings(_Strict):
+    actor_lr: float = Field(1e-4, gt=0)
+    critic_lr: float = Field(1e-4, gt=0)
+    alpha_lr: float = Field(1e-4, gt=0)
+    batch_size: int = Field(256, ge=1)
+    tau: float = Field(0.005, gt=0, le=1)
+    gamma: float = Field(0.99, gt=0, le=1)
+    buffer_size: int = Field(200_000, ge=1)
+    learning_starts: int = Field(1000, ge=0)
+    # Trained samples per sampled env step: batch_size means one gradient step per env step.
+    training_intensity: float = Field(256.0, gt=0)
+    target_entropy: Literal["auto"] | float = "auto"
+    initial_alpha: float = Field(1.0, gt=0)
+    rollout_fragment_length: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _buffer_holds_a_batch(self) -> SACSettings:
+        if self.buffer_size < self.batch_size:
+            raise ValueError(f"buffer_size ({self.buffer_size}) must be >= batch_size ({self.batch_size})")
+        return self
+
+
+class ObsFilterConfig(_Strict):
+    enabled: bool = True
+    clip: float = Field(10.0, gt=0)
+
+
+class RewardConfig(_Strict):
+    """Applied when transitions enter the replay buffer (RLlib's ``clip_rewards`` is a no-op here)."""
+
+    clip: float | None = Field(20.0, gt=0)
+    normalize: bool = False  # divide by the running std of stored rewards, at sample time
+
+
+class ResourcesConfig(_Strict):
+    num_env_runners: int = Field(0, ge=0)
+    num_envs_per_env_runner: int = Field(1, ge=1)
+    num_cpus_per_env_runner: float = Field(1, gt=0)
+    num_learners: int = Field(0, ge=0)
+    num_gpus_per_learner: float = Field(0, ge=0)
+    num_cpus_per_learner: float | Literal["auto"] = "auto"
+    # torch threads of the learner process; None = one per process (see notes §0.11).
+    torch_threads: int | None = Field(None, ge=1)
+
+
+class EvaluationConfig(_Strict):
+    interval: int = Field(5, ge=1)  # every N training iterations (and at the end)
+    split: Literal["validation", "test"] = "validation"
+
+
+class StoppingConfig(_Strict):
+    env_steps: int = Field(100_000, ge=1)
+    iterations: int | None = Field(None, ge=1)
+    steps_per_iteration: int = Field(1000, ge=1)  # env steps sampled per training iteration
+
+
+class CheckpointConfig(_Strict):
+    frequency: int = Field(10, ge=0)  # every N iterations; 0 = only at the end
+    num_to_keep: int | None = Field(3, ge=1)
+    save_buffer: bool = True
+
+
+class DivergenceConfig(_Strict):
+    # The reference run that diverged reached a critic loss of 7e12; a healthy one stays far below this.
+    max_critic_loss: float = Field(1e6, gt=0)
+
+
+class Experiment(_Strict):
+    name: str = "experiment"
+    description: str = ""
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    sac: SACSettings = Field(default_factory=SACSettings)
+    obs_filter: ObsFilterConfig = Field(default_factory=ObsFilterConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    stopping: StoppingConfig = Field(default_factory=StoppingConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    divergence: DivergenceConfig = Field(default_factory=DivergenceConfig)
+    sweep: dict[str, Any] | None = None  # validated by trainer.tune
+
+
+def _format_validation_error(where: str, exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling; see tune_configs/README.md for the schema)"
+    more = len(exc.errors()) - 1
+    return f"{where}: key '{key}': {msg}" + (f" (and {more} more problem(s))" if more else "")
+
+
+def experiment_from_dict(raw: dict[str, Any], where: str = "experiment") -> Experiment:
+    """Validate a raw dict; errors name ``where`` and the dotted key."""
+    try:
+        return Experiment.model_validate(raw)
+    except ValidationError as exc:
+        raise ExperimentError(_format_validation_error(where, exc)) from None
+
+
+def resolve_experiment_path(name_or_path: str) -> Path:
+    """``smoke`` -> tune_configs/smoke.yaml; a path is used as given."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        return p
+    return CONFIG_DIR / f"{name_or_path}.yaml"
+
+
+def available_experiments() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def load_raw(name_or_path: str) -> tuple[dict[str, Any], Path]:
+    """The experiment file's raw mapping and its path; errors name the file."""
+    path = resolve_experiment_path(name_or_path)
+    if not path.exists():
+        raise ExperimentError(
+            f"{path}: experiment not found; available: {', '.join(available_experiments())} (or a .yaml path)"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ExperimentError(f"{path}: not valid YAML{line}: {getattr(exc, 'problem', exc)}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ExperimentError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    raw.setdefault("name", path.stem)
+    return raw, path
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key.sub=value`` -> (``key.sub``, YAML-parsed value)."""
+    if "=" not in text:
+        raise ExperimentError(f"--set {text!r}: expected key=value, e.g. --set sac.batch_size=128")
+    key, value = text.split("=", 1)
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys in a (copied) raw mapping."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    for dotted, value in overrides.items():
+        node = out
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part, {}), dict):
+                raise ExperimentError(f"--set {dotted}: '{part}' is not a section")
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def load_experiment(name_or_path: str, overrides: dict[str, Any] | None = None) -> Experiment:
+    """Load ``tune_configs/<name>.yaml`` (or a path), apply ``--set`` overrides, validate."""
+    raw, path = load_raw(name_or_path)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    return experiment_from_dict(raw, where=str(path))
+
+
+def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = None):  # noqa: ANN201
+    """The one place a ``SACConfig`` is built.
+
+    Args:
+        exp: a validated experiment.
+        param_overrides: values that replace the experiment's at the RLlib level, possibly Ray Tune
+            search-space domains (passed through untouched): keys ``"seed"``, ``"model.hidden"``,
+            ``"model.activation"``, ``"sac.<field>"``.
+
+    Returns:
+        A ``SACConfig`` whose ``algo_class`` is ``trainer.algorithm.PortfolioSAC``.
+    """
+    import envs  # registers "Portfolio-v0" with Tune
+    from trainer.algorithm import PortfolioSAC
+    from trainer.callbacks import PortfolioCallbacks
+    from trainer.connectors import make_env_to_module_connector
+
+    po = dict(param_overrides or {})
+
+    def pick(key: str, value: Any) -> Any:
+        return po.pop(key, value)
+
+    sac = exp.sac
+    hidden = pick("model.hidden", exp.model.hidden)
+    activation = pick("model.activation", exp.model.activation)
+    res = exp.resources
+    # A plain dict, not DefaultModelConfig: Tune expands search spaces only in dicts (notes §0.8).
+    model_config = {
+        "fcnet_hiddens": hidden,
+        "fcnet_activation": activation,
+        "head_fcnet_hiddens": [],
+        "fusionnet_hiddens": [],
+    }
+    training = {
+        "actor_lr": pick("sac.actor_lr", sac.actor_lr),
+        "critic_lr": pick("sac.critic_lr", sac.critic_lr),
+        "alpha_lr": pick("sac.alpha_lr", sac.alpha_lr),
+        "tau": pick("sac.tau", sac.tau),
+        "gamma": pick("sac.gamma", sac.gamma),
+        "initial_alpha": pick("sac.initial_alpha", sac.initial_alpha),
+        "target_entropy": pick("sac.target_entropy", sac.target_entropy),
+        "train_batch_size_per_learner": pick("sac.batch_size", sac.batch_size),
+        "num_steps_sampled_before_learning_starts": pick("sac.learning_starts", sac.learning_starts),
+        "training_intensity": pick("sac.training_intensity", sac.training_intensity),
+        "twin_q": True,
+        "n_step": 1,
+        # RLlib's validate() accepts only episode-buffer type names; PortfolioSAC replaces the buffer
+        # with trainer.buffer.FlatReplayBuffer of this capacity (no_local_replay_buffer: none is built).
+        "replay_buffer_config": {
+            "type": "EpisodeReplayBuffer",
+            "capacity": pick("sac.buffer_size", sac.buffer_size),
+            "no_local_replay_buffer": True,
+        },
+    }
+    seed = pick("seed", exp.seed)
+    if po:
+        raise ExperimentError(f"cannot sweep or override {', '.join(sorted(po))} at the RLlib level")
+
+    # Experiment settings PortfolioSAC reads itself (reward clip, evaluation, divergence, buffer saving).
+    portfolio_settings = exp.model_dump(mode="json", include={
+        "name", "data", "obs_filter", "reward", "evaluation", "divergence", "checkpoint", "resources"
+    })
+    config = (
+        PortfolioSAC.get_default_config()
+        .environment(envs.ENV_ID, env_config=exp.data.env_config("train"))
+        .framework("torch")
+        .env_runners(
+            num_env_runners=res.num_env_runners,
+            num_envs_per_env_runner=res.num_envs_per_env_runner,
+            num_cpus_per_env_runner=res.num_cpus_per_env_runner,
+            rollout_fragment_length=sac.rollout_fragment_length,
+            env_to_module_connector=make_env_to_module_connector(
+                exp.obs_filter.enabled, exp.obs_filter.clip
+            ),
+        )
+        .learners(
+            num_learners=res.num_learners,
+            num_gpus_per_learner=res.num_gpus_per_learner,
+            num_cpus_per_learner=res.num_cpus_per_learner,
+        )
+        .training(**training)
+        .rl_module(model_config=model_config)
+        .callbacks(PortfolioCallbacks)
+        .reporting(
+            min_time_s_per_iteration=0,
+            min_sample_timesteps_per_iteration=exp.stopping.steps_per_iteration,
+            metrics_num_episodes_for_smoothing=20,
+        )
+        .fault_tolerance(restart_failed_env_runners=True)
+        .debugging(seed=seed)
+        .python_environment(extra_python_environs_for_worker={"OMP_NUM_THREADS": "1"})
+    )
+    config.portfolio = portfolio_settings
+    return config

@@ -1,0 +1,83 @@
+"""Observation normalisation that keeps raw observations in the episodes (and so in the replay buffer).
+
+RLlib's ``MeanStdFilter`` writes normalised observations back into the episodes, so a replay buffer fed from
+them holds observations normalised with whatever statistics were current when they were collected; the
+statistics keep moving, so old and new transitions disagree (notes §2). ``RawObsMeanStdFilter`` is RLlib's
+filter with the same statistics, state, merging across env runners and checkpointing, but it puts the
+normalised observation only into the *batch* the module acts on; the episode keeps the raw one. The replay
+buffer stores raw observations and ``PortfolioSAC`` normalises each sampled batch with the current
+statistics, so a sampled transition is normalised exactly as the policy would see it now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from ray.rllib.connectors.env_to_module import MeanStdFilter
+from ray.rllib.core.columns import Columns
+from ray.rllib.utils.filter import SMALL_NUMBER
+
+
+class RawObsMeanStdFilter(MeanStdFilter):
+    """``MeanStdFilter`` that normalises the module's input but leaves the episodes' observations raw."""
+
+    def __call__(self, *, rl_module, batch, episodes, explore=None, persistent_data=None, **kwargs) -> Any:  # noqa: ANN001
+        if self._filters is None:
+            self._init_new_filters()
+        filt = self._filters[None]
+        for sa_episode in self.single_agent_episode_iterator(episodes):
+            raw = sa_episode.get_observations(indices=-1)
+            # The default AddObservationsFromEpisodesToBatch piece skips OBS when it is already present.
+            self.add_batch_item(
+                batch,
+                Columns.OBS,
+                item_to_add=filt(raw, update=self._update_stats),
+                single_agent_episode=sa_episode,
+            )
+        return batch
+
+    def stats(self) -> tuple[NDArray, NDArray, int]:
+        """(mean, std, count) of the observations seen so far, in the filter's own precision."""
+        if self._filters is None:
+            self._init_new_filters()
+        rs = self._filters[None].running_stats
+        return rs.mean, rs.std, int(rs.num_pushes)
+
+    def normalize(self, obs: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Normalise a batch ``[B, D]`` without updating the statistics (same formula as the filter)."""
+        mean, std, _ = self.stats()
+        return normalize_with(obs, mean, std, self.clip_by_value)
+
+
+def normalize_with(
+    obs: NDArray[np.float32], mean: NDArray, std: NDArray, clip: float | None
+) -> NDArray[np.float32]:
+    """``clip((obs - mean) / (std + SMALL_NUMBER))``: RLlib's filter formula, vectorised over a batch."""
+    out = (np.asarray(obs) - mean) / (std + SMALL_NUMBER)
+    if clip:
+        out = np.clip(out, -clip, clip)
+    return out.astype(np.float32, copy=False)
+
+
+def make_env_to_module_connector(enabled: bool, clip: float) -> Callable | None:
+    """The ``env_to_module_connector`` factory for the config (None when the filter is off)."""
+    if not enabled:
+        return None
+
+    def factory(env: Any = None, spaces: Any = None, device: Any = None) -> RawObsMeanStdFilter:
+        return RawObsMeanStdFilter(clip_by_value=clip)
+
+    return factory
+
+
+def find_obs_filter(pipeline: Any) -> RawObsMeanStdFilter | None:
+    """The filter piece of an env-to-module pipeline, or None."""
+    if pipeline is None:
+        return None
+    for piece in getattr(pipeline, "connectors", []):
+        if isinstance(piece, RawObsMeanStdFilter):
+            return piece
+    return None

@@ -1,0 +1,125 @@
+"""Deterministic policies (tanh of the Gaussian mean, frozen filter) and one-pass evaluation runs.
+
+The same code serves training-time validation and ``trainer.backtest``, so a backtest cannot silently
+differ from what training reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from trainer.connectors import normalize_with
+
+Policy = Callable[[NDArray[np.float32]], NDArray[np.float32]]
+
+
+@dataclass
+class EvalRun:
+    """Per-day outcome of one pass: arrays of length ``n_steps`` (weights: ``[n_steps, n_assets + 1]``)."""
+
+    net_returns: NDArray[np.float64]
+    turnovers: NDArray[np.float64]
+    costs: NDArray[np.float64]
+    values: NDArray[np.float64]
+    weights: NDArray[np.float64]
+    step_indices: NDArray[np.int64]
+
+
+def deterministic_action(module: Any, norm_obs: NDArray[np.float32]) -> NDArray[np.float32]:
+    """``tanh(mean)`` of the squashed Gaussian: the true mode, unlike RLlib's ``explore=False`` path."""
+    from ray.rllib.core.columns import Columns
+
+    with torch.no_grad():
+        obs_t = torch.as_tensor(np.atleast_2d(norm_obs), dtype=torch.float32)
+        out = module.forward_inference({Columns.OBS: obs_t})
+        mean, _log_std = out[Columns.ACTION_DIST_INPUTS].chunk(2, dim=-1)
+        return torch.tanh(mean).numpy()
+
+
+def make_policy(module: Any, mean: NDArray | None, std: NDArray | None, clip: float | None) -> Policy:
+    """A policy on raw observations: frozen normalisation, then the deterministic action."""
+    module.eval()
+
+    def policy(raw_obs: NDArray[np.float32]) -> NDArray[np.float32]:
+        obs = raw_obs if mean is None else normalize_with(raw_obs, mean, std, clip)
+        return deterministic_action(module, obs)[0]
+
+    return policy
+
+
+def policy_from_algorithm(algo: Any) -> Policy:
+    """The deterministic policy of a live ``PortfolioSAC`` (module of the local env runner)."""
+    filt = algo.obs_filter()
+    if filt is None:
+        return make_policy(algo.get_module(), None, None, None)
+    mean, std, _ = filt.stats()
+    return make_policy(algo.get_module(), np.array(mean), np.array(std), filt.clip_by_value)
+
+
+def load_checkpoint_policy(checkpoint: str | Path) -> tuple[Policy, dict[str, Any]]:
+    """Restore the RL module and the frozen filter statistics of a checkpoint, without building an Algorithm.
+
+    Returns:
+        ``(policy, portfolio_state)`` where portfolio_state is the checkpoint's ``portfolio_state.json``.
+    """
+    import json
+
+    from ray.rllib.core import (
+        COMPONENT_ENV_RUNNER,
+        COMPONENT_ENV_TO_MODULE_CONNECTOR,
+        COMPONENT_LEARNER,
+        COMPONENT_LEARNER_GROUP,
+        COMPONENT_RL_MODULE,
+        DEFAULT_MODULE_ID,
+    )
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    from trainer.algorithm import STATE_FILE
+    from trainer.connectors import find_obs_filter
+
+    ck = Path(checkpoint)
+    state = json.loads((ck / STATE_FILE).read_text())
+    module = RLModule.from_checkpoint(
+        ck / COMPONENT_LEARNER_GROUP / COMPONENT_LEARNER / COMPONENT_RL_MODULE / DEFAULT_MODULE_ID
+    )
+    e2m_dir = ck / COMPONENT_ENV_RUNNER / COMPONENT_ENV_TO_MODULE_CONNECTOR
+    filt = None
+    if e2m_dir.exists():
+        from ray.rllib.connectors.env_to_module import EnvToModulePipeline
+
+        filt = find_obs_filter(EnvToModulePipeline.from_checkpoint(e2m_dir))
+    if filt is None:
+        return make_policy(module, None, None, None), state
+    mean, std, _ = filt.stats()
+    return make_policy(module, np.array(mean), np.array(std), filt.clip_by_value), state
+
+
+def run_policy(env: Any, policy: Policy) -> EvalRun:
+    """Run ``policy`` over one episode of ``env`` (a whole split for validation/test envs)."""
+    obs, _ = env.reset(seed=0)
+    rets, turns, costs, values, weights, idx = [], [], [], [], [], []
+    done = False
+    while not done:
+        obs, _, terminated, truncated, info = env.step(policy(obs))
+        done = terminated or truncated
+        rets.append(info["net_return"])
+        turns.append(info["turnover"])
+        costs.append(info["cost"])
+        values.append(info["portfolio_value"])
+        weights.append(info["weights"])
+        idx.append(info["step_index"])
+    return EvalRun(
+        np.array(rets),
+        np.array(turns),
+        np.array(costs),
+        np.array(values),
+        np.array(weights),
+        np.array(idx, dtype=np.int64),
+    )
