@@ -108,9 +108,7 @@ def _load_bundled() -> pd.DataFrame:
 def _read_table(path: Path) -> pd.DataFrame:
     where = str(path)
     if not path.exists():
-        raise _fail(
-            where, "file not found; pass 'sp500' for the bundled data or the path of a CSV/Parquet file"
-        )
+        raise _fail(where, "file not found; pass 'sp500' for the bundled data or the path of a CSV/Parquet file")
     if path.is_dir():
         raise _fail(where, "is a directory, not a CSV/Parquet file")
     if path.stat().st_size == 0:
@@ -167,8 +165,7 @@ def _to_wide(frame: pd.DataFrame, where: str) -> tuple[pd.DataFrame, str]:
         cols = ", ".join(repr(str(c)) for c in list(frame.columns)[:8])
         raise _fail(
             where,
-            f"no date column (looked for {', '.join(_DATE_NAMES)}); columns are {cols}; "
-            "name the date column 'date'",
+            f"no date column (looked for {', '.join(_DATE_NAMES)}); columns are {cols}; name the date column 'date'",
         )
     ticker_col = _find_column(frame, _TICKER_NAMES)
     price_col = _find_column(frame, _PRICE_NAMES)
@@ -354,9 +351,7 @@ def split_ranges(
         try:
             lo, hi = (pd.Timestamp(x) for x in ranges[name])
         except (ValueError, TypeError) as exc:
-            raise _fail(
-                where, f"split '{name}' has an unparsable date range {ranges[name]!r} ({exc})"
-            ) from None
+            raise _fail(where, f"split '{name}' has an unparsable date range {ranges[name]!r} ({exc})") from None
         if lo > hi:
             raise _fail(where, f"split '{name}' starts after it ends ({lo.date()} > {hi.date()})")
         start = int(dates.searchsorted(lo, side="left"))
@@ -391,8 +386,7 @@ def summary(data: PriceData, splits: dict[str, SplitRange], lookback: int) -> st
     ]
     for s in splits.values():
         lines.append(
-            f"  {s.name:<10} {s.start_date.date()} .. {s.end_date.date()}  {s.n_rows} rows "
-            f"({s.n_rows - 1} steps)"
+            f"  {s.name:<10} {s.start_date.date()} .. {s.end_date.date()}  {s.n_rows} rows ({s.n_rows - 1} steps)"
         )
     lines.append("warnings: " + ("none" if not data.warnings else ""))
     lines += [f"  - {w}" for w in data.warnings]

@@ -108,9 +108,7 @@ def cache_dir() -> Path:
 def _write_cache(path: Path, array: NDArray[np.float32], key: str, columns: list[str]) -> None:
     t, a, f = array.shape
     table = pa.table({name: array.reshape(t, a * f)[:, i] for i, name in enumerate(columns)})
-    table = table.replace_schema_metadata(
-        {_META_KEY: key.encode(), _META_SHAPE: json.dumps([t, a, f]).encode()}
-    )
+    table = table.replace_schema_metadata({_META_KEY: key.encode(), _META_SHAPE: json.dumps([t, a, f]).encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write to a temp file and rename: a reader in another process never sees half a file.
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -136,9 +134,7 @@ def _read_cache(path: Path, key: str, shape: tuple[int, int, int]) -> NDArray[np
         flat = np.column_stack([table.column(i).to_numpy() for i in range(table.num_columns)])
         array = flat.astype(np.float32, copy=False).reshape(shape)
     except Exception as exc:  # any corruption: rebuild rather than trust it
-        warnings.warn(
-            f"feature cache {path} is unreadable ({type(exc).__name__}): rebuilding it", stacklevel=3
-        )
+        warnings.warn(f"feature cache {path} is unreadable ({type(exc).__name__}): rebuilding it", stacklevel=3)
         return None
     if not np.isfinite(array).all():
         warnings.warn(f"feature cache {path} holds non-finite values: rebuilding it", stacklevel=3)

@@ -74,9 +74,7 @@ def log_return_reward(net_return: float, turnover: float, prev: EpisodeStats, ne
     return _clip(RETURN_SCALE * math.log1p(net_return))
 
 
-def differential_sharpe_reward(
-    net_return: float, turnover: float, prev: EpisodeStats, new: EpisodeStats
-) -> float:
+def differential_sharpe_reward(net_return: float, turnover: float, prev: EpisodeStats, new: EpisodeStats) -> float:
     """Differential Sharpe ratio D_t = (B dA - A dB / 2) / (B - A^2)^1.5 with the previous EMAs A, B."""
     a, b = prev.ema_mean, prev.ema_sq
     var = b - a * a

@@ -41,3 +41,21 @@ def synthetic_prices(
 def price_csv(tmp_path):
     """A valid wide CSV of 600 days x 3 assets."""
     return write_wide_csv(tmp_path / "prices.csv", synthetic_prices())
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole session (2 CPUs, no dashboard); yields its address."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def cli_env(ray_address: str) -> dict[str, str]:
+    """Environment for CLI subprocesses: join the session's Ray instance instead of starting one."""
+    env = dict(os.environ)
+    env["RAY_ADDRESS"] = ray_address
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env

@@ -168,8 +168,6 @@ class PortfolioSAC(SAC):
         return filt is not None and filt.stats()[2] == 0 and self.config.num_env_runners > 0
 
     def training_step(self) -> None:
-        if self.diverged:
-            return
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
             episodes, env_runner_results = synchronous_parallel_sample(
                 worker_set=self.env_runner_group,
@@ -179,6 +177,10 @@ class PortfolioSAC(SAC):
                 _return_metrics=True,
             )
         self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
+        if self.diverged:
+            # The iteration must still reach its sample quota to end; the env runners act with the last
+            # good weights (never synced after the guard tripped), and nothing is stored or learned.
+            return
         n_new = self._add_episodes(episodes)
         current_ts = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
         batch_size = self.config.total_train_batch_size
@@ -204,6 +206,8 @@ class PortfolioSAC(SAC):
             self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
         if n_updates:
             self._check_divergence()
+            if self.diverged:
+                return
             with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
                 self.env_runner_group.sync_weights(
                     from_worker_or_learner_group=self.learner_group,
@@ -223,9 +227,7 @@ class PortfolioSAC(SAC):
             if not math.isfinite(value):
                 self.diverged = f"{key} is {value} (non-finite)"
             elif key != POLICY_LOSS_KEY and value > self._max_critic_loss:
-                self.diverged = (
-                    f"{key} = {value:.3g} exceeds divergence.max_critic_loss = {self._max_critic_loss:.3g}"
-                )
+                self.diverged = f"{key} = {value:.3g} exceeds divergence.max_critic_loss = {self._max_critic_loss:.3g}"
             if self.diverged:
                 return
 
@@ -250,9 +252,7 @@ class PortfolioSAC(SAC):
         env_res = result.get(ENV_RUNNER_RESULTS, {})
         learner = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
         env_steps = int(result.get(ENV_RUNNER_RESULTS, {}).get(NUM_ENV_STEPS_SAMPLED_LIFETIME, 0) or 0)
-        trained = int(
-            result.get(LEARNER_RESULTS, {}).get(ALL_MODULES, {}).get(NUM_ENV_STEPS_TRAINED_LIFETIME, 0) or 0
-        )
+        trained = int(result.get(LEARNER_RESULTS, {}).get(ALL_MODULES, {}).get(NUM_ENV_STEPS_TRAINED_LIFETIME, 0) or 0)
         prev_steps, prev_trained, prev_t = self._last_counts
         now = time.perf_counter()
         dt = max(now - prev_t, 1e-9)
@@ -285,7 +285,9 @@ class PortfolioSAC(SAC):
         return section
 
     # --- checkpoints ----------------------------------------------------------------------------------
-    def save_to_path(self, path: Any = None, *, state: Any = None, filesystem: Any = None, use_msgpack: bool = False) -> str:
+    def save_to_path(
+        self, path: Any = None, *, state: Any = None, filesystem: Any = None, use_msgpack: bool = False
+    ) -> str:
         out = super().save_to_path(path, state=state, filesystem=filesystem, use_msgpack=use_msgpack)
         if self.config.portfolio.get("checkpoint", {}).get("save_buffer", True):
             self.buffer.save(out)

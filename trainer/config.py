@@ -256,7 +256,7 @@ def load_experiment(name_or_path: str, overrides: dict[str, Any] | None = None) 
     return experiment_from_dict(raw, where=str(path))
 
 
-def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = None):  # noqa: ANN201
+def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = None):
     """The one place a ``SACConfig`` is built.
 
     Args:
@@ -315,9 +315,19 @@ def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = N
         raise ExperimentError(f"cannot sweep or override {', '.join(sorted(po))} at the RLlib level")
 
     # Experiment settings PortfolioSAC reads itself (reward clip, evaluation, divergence, buffer saving).
-    portfolio_settings = exp.model_dump(mode="json", include={
-        "name", "data", "obs_filter", "reward", "evaluation", "divergence", "checkpoint", "resources"
-    })
+    portfolio_settings = exp.model_dump(
+        mode="json",
+        include={
+            "name",
+            "data",
+            "obs_filter",
+            "reward",
+            "evaluation",
+            "divergence",
+            "checkpoint",
+            "resources",
+        },
+    )
     config = (
         PortfolioSAC.get_default_config()
         .environment(envs.ENV_ID, env_config=exp.data.env_config("train"))
@@ -327,9 +337,7 @@ def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = N
             num_envs_per_env_runner=res.num_envs_per_env_runner,
             num_cpus_per_env_runner=res.num_cpus_per_env_runner,
             rollout_fragment_length=sac.rollout_fragment_length,
-            env_to_module_connector=make_env_to_module_connector(
-                exp.obs_filter.enabled, exp.obs_filter.clip
-            ),
+            env_to_module_connector=make_env_to_module_connector(exp.obs_filter.enabled, exp.obs_filter.clip),
         )
         .learners(
             num_learners=res.num_learners,

@@ -24,7 +24,7 @@ from ray.rllib.utils.filter import SMALL_NUMBER
 class RawObsMeanStdFilter(MeanStdFilter):
     """``MeanStdFilter`` that normalises the module's input but leaves the episodes' observations raw."""
 
-    def __call__(self, *, rl_module, batch, episodes, explore=None, persistent_data=None, **kwargs) -> Any:  # noqa: ANN001
+    def __call__(self, *, rl_module, batch, episodes, explore=None, persistent_data=None, **kwargs) -> Any:
         if self._filters is None:
             self._init_new_filters()
         filt = self._filters[None]
@@ -52,9 +52,7 @@ class RawObsMeanStdFilter(MeanStdFilter):
         return normalize_with(obs, mean, std, self.clip_by_value)
 
 
-def normalize_with(
-    obs: NDArray[np.float32], mean: NDArray, std: NDArray, clip: float | None
-) -> NDArray[np.float32]:
+def normalize_with(obs: NDArray[np.float32], mean: NDArray, std: NDArray, clip: float | None) -> NDArray[np.float32]:
     """``clip((obs - mean) / (std + SMALL_NUMBER))``: RLlib's filter formula, vectorised over a batch."""
     out = (np.asarray(obs) - mean) / (std + SMALL_NUMBER)
     if clip:

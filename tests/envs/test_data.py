@@ -41,9 +41,7 @@ def test_wide_csv_and_parquet(tmp_path):
 
 def test_long_form_detected(tmp_path):
     prices = synthetic_prices(n_days=300)
-    long = (
-        prices.rename_axis("date").reset_index().melt(id_vars="date", var_name="ticker", value_name="close")
-    )
+    long = prices.rename_axis("date").reset_index().melt(id_vars="date", var_name="ticker", value_name="close")
     path = tmp_path / "long.csv"
     long.sample(frac=1.0, random_state=0).to_csv(path, index=False)  # rows in any order: pivoted by date
     data = load_prices(str(path))
@@ -70,9 +68,7 @@ def test_late_starter_trims_history_with_warning(tmp_path):
 
 def test_missing_file(tmp_path):
     p = tmp_path / "nope.csv"
-    assert _err(str(p)) == (
-        f"{p}: file not found; pass 'sp500' for the bundled data or the path of a CSV/Parquet file"
-    )
+    assert _err(str(p)) == (f"{p}: file not found; pass 'sp500' for the bundled data or the path of a CSV/Parquet file")
 
 
 def test_empty_file(tmp_path):
@@ -103,8 +99,7 @@ def test_unparsable_dates(tmp_path):
     p = tmp_path / "p.csv"
     p.write_text("date,A,B\n2020-01-01,1,2\nnot-a-date,1,2\n")
     assert _err(str(p)) == (
-        f"{p}: column 'date' has a value that is not a date in row 3: 'not-a-date'; use ISO dates like "
-        "2020-01-31"
+        f"{p}: column 'date' has a value that is not a date in row 3: 'not-a-date'; use ISO dates like 2020-01-31"
     )
 
 
@@ -114,17 +109,13 @@ def test_duplicate_dates_wide_and_long(tmp_path):
     assert _err(str(p)) == f"{p}: duplicate dates: 2020-01-02; keep one row per date"
     q = tmp_path / "l.csv"
     q.write_text("date,ticker,close\n2020-01-01,A,1\n2020-01-01,B,2\n2020-01-01,B,3\n")
-    assert _err(str(q)) == (
-        f"{q}: duplicate dates for ticker 'B': 2020-01-01; keep one row per date and ticker"
-    )
+    assert _err(str(q)) == (f"{q}: duplicate dates for ticker 'B': 2020-01-01; keep one row per date and ticker")
 
 
 def test_non_numeric(tmp_path):
     p = tmp_path / "p.csv"
     p.write_text("date,A,B\n2020-01-01,1,2\n2020-01-02,abc,2\n")
-    assert _err(str(p)) == (
-        f"{p}: ticker 'A' has a non-numeric price 'abc' on 2020-01-02; prices must be numbers"
-    )
+    assert _err(str(p)) == (f"{p}: ticker 'A' has a non-numeric price 'abc' on 2020-01-02; prices must be numbers")
 
 
 def test_nan_and_inf_inside_series(tmp_path):
@@ -143,8 +134,7 @@ def test_non_positive_prices(tmp_path):
     p = tmp_path / "p.csv"
     p.write_text("date,A,B\n2020-01-01,1,2\n2020-01-02,1,0\n")
     assert _err(str(p)) == (
-        f"{p}: ticker 'B' has a non-positive price (0.0) on 2020-01-02; prices must be > 0 "
-        "(use adjusted close prices)"
+        f"{p}: ticker 'B' has a non-positive price (0.0) on 2020-01-02; prices must be > 0 (use adjusted close prices)"
     )
 
 

@@ -31,9 +31,7 @@ def toy_market() -> MarketData:
         index=pd.bdate_range("2020-01-06", periods=4),
     )
     data = PriceData("toy", "wide", prices)
-    splits = {
-        n: SplitRange(n, 0, 3, prices.index[0], prices.index[3]) for n in ("train", "validation", "test")
-    }
+    splits = {n: SplitRange(n, 0, 3, prices.index[0], prices.index[3]) for n in ("train", "validation", "test")}
     rets = np.zeros((4, 3))
     rets[1:] = prices.to_numpy()[1:] / prices.to_numpy()[:-1] - 1
     return MarketData(data, np.zeros((4, 3, 2), np.float32), rets, splits, FeatureConfig())

@@ -35,9 +35,7 @@ def test_sharpe_so_far_matches_numpy():
 def test_default_reward():
     prev = _stats([0.01, -0.01])
     new = update_stats(prev, 0.02)
-    expected = (
-        100 * 0.02 + 0.1 * (np.mean([0.01, -0.01, 0.02]) / np.std([0.01, -0.01, 0.02], ddof=1)) - 0.1 * 0.3
-    )
+    expected = 100 * 0.02 + 0.1 * (np.mean([0.01, -0.01, 0.02]) / np.std([0.01, -0.01, 0.02], ddof=1)) - 0.1 * 0.3
     assert default_reward(0.02, 0.8, prev, new) == pytest.approx(expected, rel=1e-12)
     assert default_reward(0.02, 0.4, prev, new) == pytest.approx(expected + 0.03, rel=1e-12)  # no penalty
     assert default_reward(0.5, 0.0, prev, update_stats(prev, 0.5)) == 20.0  # clipped
@@ -55,15 +53,11 @@ def test_differential_sharpe_reward():
     a, b = prev.ema_mean, prev.ema_sq
     r = 0.005
     expected = (b * (r - a) - 0.5 * a * (r * r - b)) / (b - a * a) ** 1.5
-    assert differential_sharpe_reward(r, 0.0, prev, update_stats(prev, r)) == pytest.approx(
-        max(-20, min(20, expected))
-    )
+    assert differential_sharpe_reward(r, 0.0, prev, update_stats(prev, r)) == pytest.approx(max(-20, min(20, expected)))
     assert differential_sharpe_reward(r, 0.0, EpisodeStats(), EpisodeStats()) == 0.0
 
 
 def test_unknown_reward_name():
     assert get_reward("default") is default_reward
-    with pytest.raises(
-        ValueError, match=r"unknown reward 'x'; choose one of default, log_return, differential_sharpe"
-    ):
+    with pytest.raises(ValueError, match=r"unknown reward 'x'; choose one of default, log_return, differential_sharpe"):
         get_reward("x")

@@ -1,0 +1,107 @@
+"""trainer.config: shipped experiments build valid SACConfigs; defaults match the reference; exact errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from trainer.config import (
+    CONFIG_DIR,
+    Experiment,
+    ExperimentError,
+    available_experiments,
+    build_sac_config,
+    load_experiment,
+)
+
+
+@pytest.mark.parametrize("name", available_experiments())
+def test_every_shipped_experiment_builds_a_valid_sac_config(name):
+    exp = load_experiment(name)
+    config = build_sac_config(exp)
+    config.validate()
+    assert config.algo_class.__name__ == "PortfolioSAC"
+    assert config.env_config["data"] == exp.data.source
+
+
+def test_defaults_are_the_reference_configuration():
+    exp = Experiment()
+    config = build_sac_config(exp)
+    mc = config.model_config
+    assert mc["fcnet_hiddens"] == [256, 256] and mc["fcnet_activation"] == "relu"
+    assert mc["fusionnet_hiddens"] == [] and mc["head_fcnet_hiddens"] == []  # no critic fusion MLP
+    assert config.actor_lr == config.critic_lr == config.alpha_lr == 1e-4  # RLlib: actor 3e-5
+    assert config.train_batch_size_per_learner == 256
+    assert config.tau == 0.005 and config.gamma == 0.99 and config.twin_q and config.n_step == 1
+    assert config.replay_buffer_config["capacity"] == 200_000
+    assert config.num_steps_sampled_before_learning_starts == 1000
+    assert config.training_intensity == 256  # one gradient step of 256 samples per env step
+    assert exp.obs_filter.clip == 10.0 and exp.reward.clip == 20.0
+    ref, default = load_experiment("reference"), Experiment()
+    for section in ("data", "model", "sac", "obs_filter", "reward", "evaluation", "checkpoint"):
+        assert getattr(ref, section) == getattr(default, section), section
+
+
+def test_overrides_and_param_overrides():
+    exp = load_experiment("smoke", {"sac.batch_size": 32, "model.hidden": [8], "seed": 7})
+    assert exp.sac.batch_size == 32 and exp.model.hidden == [8] and exp.seed == 7
+    from ray import tune
+
+    space = tune.grid_search([[16], [32, 32]])
+    config = build_sac_config(exp, {"model.hidden": space, "seed": tune.grid_search([0, 1])})
+    assert config.model_config["fcnet_hiddens"] is space  # Tune domains pass through untouched
+    with pytest.raises(ExperimentError, match=r"cannot sweep or override data\.cost_bps at the RLlib level"):
+        build_sac_config(exp, {"data.cost_bps": 5})
+
+
+def _write(tmp_path, text: str) -> str:
+    p = tmp_path / "exp.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "sac:\n  batchsize: 3\n",
+            "key 'sac.batchsize': unknown key (check the spelling; see tune_configs/README.md for the schema)",
+        ),
+        ("sac:\n  batch_size: -3\n", "key 'sac.batch_size': Input should be greater than or equal to 1"),
+        (
+            "model:\n  hidden: [256, 0]\n",
+            "key 'model.hidden': Value error, every hidden layer size must be >= 1",
+        ),
+        (
+            "model:\n  activation: gelu\n",
+            "key 'model.activation': Input should be 'relu', 'tanh', 'silu' or 'elu'",
+        ),
+        (
+            "sac:\n  actor_lr: fast\n",
+            "key 'sac.actor_lr': Input should be a valid number, unable to parse string as a number",
+        ),
+        (
+            "sac:\n  buffer_size: 10\n  batch_size: 64\n",
+            "key 'sac': Value error, buffer_size (10) must be >= batch_size (64)",
+        ),
+        (
+            "data:\n  split_dates: {train: [2010-01-01, 2012-01-01]}\n",
+            "key 'data.split_dates': Value error, give all three of train, validation and test as [start, end]",
+        ),
+        ("- a\n- b\n", "the top level must be a mapping of keys, got list"),
+        ("sac: [1, 2\n", "not valid YAML at line 2: expected ',' or ']', but got '<stream end>'"),
+    ],
+)
+def test_schema_errors_are_exact(tmp_path, text, message):
+    path = _write(tmp_path, text)
+    with pytest.raises(ExperimentError) as info:
+        load_experiment(path)
+    assert str(info.value) == f"{path}: {message}"
+
+
+def test_missing_experiment_lists_the_available_ones():
+    with pytest.raises(ExperimentError) as info:
+        load_experiment("nope")
+    assert str(info.value) == (
+        f"{CONFIG_DIR / 'nope.yaml'}: experiment not found; available: "
+        f"{', '.join(available_experiments())} (or a .yaml path)"
+    )

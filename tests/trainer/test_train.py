@@ -1,0 +1,252 @@
+"""trainer.train / PortfolioSAC on a local Ray instance: smoke run, checkpoints, restore, resume,
+deterministic evaluation, normalisation consistency, divergence guard, interruption, learning."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import cli_env, synthetic_prices, write_wide_csv
+from trainer.config import build_sac_config, load_experiment
+
+
+def _train_cli(out: Path, ray_address: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "trainer.train", "--out", str(out), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=cli_env(ray_address), timeout=timeout)
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "checkpoints").glob("checkpoint_*"))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(ray_session, tmp_path_factory):
+    """One real smoke training run through the CLI, shared by the tests below."""
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    res = _train_cli(out, ray_session, "--exp", "smoke")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return out, res.stdout
+
+
+def test_smoke_run_writes_progress_checkpoints_and_summary(smoke_run):
+    out, stdout = smoke_run
+    assert "[iter    1] env steps 300/1,500" in stdout and "val Sharpe" in stdout and "critic loss" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["env_steps"] == 1500
+    assert summary["final_checkpoint"] == str(out / "checkpoints" / "checkpoint_000005")
+    assert [p.name for p in _checkpoints(out)] == [
+        "checkpoint_000002",
+        "checkpoint_000004",
+        "checkpoint_000005",
+    ]
+    rows = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
+    assert [r["env_steps"] for r in rows] == [300, 600, 900, 1200, 1500]
+    last = rows[-1]
+    for key in (
+        "critic_loss",
+        "actor_loss",
+        "alpha",
+        "entropy",
+        "episode_return_mean",
+        "env_steps_per_s",
+        "trained_samples_per_s",
+        "train_episode_sharpe",
+        "train_episode_final_value",
+        "train_episode_turnover",
+    ):
+        assert np.isfinite(last[key]), key
+    assert set(last["validation"]) == {"sharpe", "total_return", "max_drawdown", "turnover"}
+    assert not list((out / "checkpoints").glob(".tmp-*"))  # temp dirs renamed, none left behind
+
+
+def test_restore_gives_identical_deterministic_actions(smoke_run, ray_session):
+    from envs.portfolio import PortfolioEnv
+    from trainer.algorithm import PortfolioSAC
+    from trainer.evaluation import load_checkpoint_policy, policy_from_algorithm, run_policy
+
+    out, _ = smoke_run
+    ckpt = _checkpoints(out)[-1]
+    algo = PortfolioSAC.from_checkpoint(str(ckpt))
+    try:
+        live = policy_from_algorithm(algo)
+        restored, state = load_checkpoint_policy(ckpt)  # module + frozen filter, no Algorithm
+        env = PortfolioEnv(split="validation")
+        obs, _ = env.reset(seed=0)
+        for _ in range(50):
+            a1, a2 = live(obs), restored(obs)
+            np.testing.assert_array_equal(a1, a2)
+            obs, *_ = env.step(a1)
+        # the checkpoint's validation pass is reproduced exactly by the restored policy
+        again = run_policy(PortfolioEnv(split="validation"), restored)
+        from trainer.metrics import summarize
+
+        assert summarize(again.net_returns, again.turnovers) == pytest.approx(state["last_evaluation"], rel=1e-12)
+    finally:
+        algo.stop()
+
+
+def test_deterministic_action_is_tanh_of_mean_by_hand(smoke_run):
+    """Forward the restored policy net by hand in numpy and compare with the evaluation policy."""
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    from trainer.evaluation import load_checkpoint_policy
+
+    out, _ = smoke_run
+    ckpt = _checkpoints(out)[-1]
+    policy, _ = load_checkpoint_policy(ckpt)
+    module = RLModule.from_checkpoint(ckpt / "learner_group" / "learner" / "rl_module" / "default_policy")
+    layers = [
+        m for m in list(module.pi_encoder.modules()) + list(module.pi.modules()) if isinstance(m, torch.nn.Linear)
+    ]
+    assert len(layers) == 3  # [32, 32] hidden + the head
+    from ray.rllib.connectors.env_to_module import EnvToModulePipeline
+
+    from trainer.connectors import find_obs_filter
+
+    filt = find_obs_filter(EnvToModulePipeline.from_checkpoint(ckpt / "env_runner" / "env_to_module_connector"))
+    from envs.portfolio import PortfolioEnv
+
+    obs, _ = PortfolioEnv(split="test").reset(seed=0)
+    x = filt._filters[None](obs, update=False).astype(np.float64)  # RLlib's own filter, frozen
+    for i, layer in enumerate(layers):
+        x = layer.weight.detach().numpy().astype(np.float64) @ x + layer.bias.detach().numpy()
+        if i < len(layers) - 1:
+            x = np.maximum(x, 0.0)  # relu
+    mean = x[: len(x) // 2]
+    np.testing.assert_allclose(policy(obs), np.tanh(mean), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(np.tanh(mean), np.clip(mean, -1, 1))  # RLlib's explore=False would differ
+
+
+def test_buffer_holds_raw_obs_and_samples_are_normalised_like_the_policy_sees_them(ray_session):
+    exp = load_experiment("smoke", {"stopping.steps_per_iteration": 300})
+    algo = build_sac_config(exp).build_algo()
+    try:
+        algo.train()
+        buf = algo.buffer
+        # raw: the last 21 entries are the portfolio weights (>= 0, sum to 1), not normalised values
+        w = buf.obs[: len(buf), -21:]
+        assert (w >= 0).all() and np.allclose(w.sum(axis=1), 1.0, atol=1e-5)
+        buf.rng = np.random.default_rng(123)
+        batch = algo._sample_batch().policy_batches["default_policy"]
+        buf.rng = np.random.default_rng(123)
+        raw = buf.sample(exp.sac.batch_size)
+        filt = algo.obs_filter()._filters[None]
+        before = filt.running_stats.num_pushes
+        # what the policy would see for the same raw observations, through RLlib's own filter call
+        seen = np.stack([filt(o, update=False) for o in raw["obs"]])
+        seen_next = np.stack([filt(o, update=False) for o in raw["next_obs"]])
+        np.testing.assert_array_equal(batch["obs"], seen)
+        np.testing.assert_array_equal(batch["new_obs"], seen_next)
+        assert filt.running_stats.num_pushes == before  # sampling never updates the statistics
+        np.testing.assert_array_equal(batch["rewards"], np.clip(raw["rewards"], -20, 20))
+    finally:
+        algo.stop()
+
+
+def test_reward_clipping_applies_to_the_buffer(ray_session):
+    exp = load_experiment("smoke", {"reward.clip": 0.05, "sac.learning_starts": 10_000})
+    algo = build_sac_config(exp).build_algo()
+    try:
+        algo.train()
+        r = algo.buffer.rewards[: len(algo.buffer)]
+        assert r.max() <= 0.05 and r.min() >= -0.05
+        assert np.isclose(np.abs(r), 0.05).mean() > 0.5  # the env's rewards are mostly larger than 0.05
+    finally:
+        algo.stop()
+
+
+def test_resume_continues_steps_buffer_and_filter(smoke_run, ray_session, tmp_path):
+    out, _ = smoke_run
+    ckpt = _checkpoints(out)[-1]
+    state = json.loads((ckpt / "portfolio_state.json").read_text())
+    with np.load(ckpt / "replay_buffer.npz") as data:
+        saved_buffer = len(data["rewards"])
+    assert saved_buffer == 1500
+    res = _train_cli(tmp_path / "resumed", ray_session, "--resume", str(ckpt), "--additional-steps", "600")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "resumed" in res.stdout and "at 1,500 env steps, buffer 1,500 transitions" in res.stdout
+    summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+    assert summary["env_steps"] == 2100 and summary["iterations"] == 7
+    new_ckpt = Path(summary["final_checkpoint"])
+    new_state = json.loads((new_ckpt / "portfolio_state.json").read_text())
+    with np.load(new_ckpt / "replay_buffer.npz") as data:
+        assert len(data["rewards"]) == 2100  # 1500 restored + 600 new (capacity 5000)
+        assert data["added_lifetime"] == 2100
+    assert new_state["obs_filter_count"] > state["obs_filter_count"] >= 1500
+
+
+def test_divergence_guard_stops_with_status_and_keeps_last_good_checkpoint(ray_session, tmp_path):
+    out = tmp_path / "div"
+    res = _train_cli(out, ray_session, "--exp", "smoke", "--set", "divergence.max_critic_loss=1e-6")
+    assert res.returncode == 3, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "DIVERGED at 300 env steps: qf_loss = " in res.stdout
+    assert "exceeds divergence.max_critic_loss = 1e-06" in res.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["final_checkpoint"] is None
+    assert _checkpoints(out) == []  # no checkpoint of a diverged state
+
+
+def test_sigint_writes_final_checkpoint_and_exits_cleanly(ray_session, tmp_path):
+    out = tmp_path / "int"
+    cmd = [sys.executable, "-m", "trainer.train", "--exp", "smoke", "--steps", "100000", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env(ray_session))
+    lines = []
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if line.startswith("[iter    1]"):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, _ = proc.communicate(timeout=240)
+    output = "".join(lines) + rest
+    assert proc.returncode == 0, output[-3000:]
+    assert "SIGINT received" in output and "status: interrupted" in output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["env_steps"] < 100000
+    ckpt = Path(summary["final_checkpoint"])
+    assert (ckpt / "rllib_checkpoint.json").exists() and (ckpt / "replay_buffer.npz").exists()
+
+
+def test_learns_dominant_asset_and_beats_equal_weight(ray_session, tmp_path):
+    """Synthetic market: asset A0 drifts up (+0.3%/day), the others down; the agent must find A0."""
+    from envs.portfolio import PortfolioEnv
+    from trainer.evaluation import load_checkpoint_policy, run_policy
+    from trainer.metrics import sharpe_annualized
+
+    prices = synthetic_prices(n_days=1000, n_assets=4, seed=0, drifts=[0.003, -0.002, -0.002, -0.002])
+    data = write_wide_csv(tmp_path / "synthetic.csv", prices)
+    out = tmp_path / "learn"
+    res = _train_cli(
+        out,
+        ray_session,
+        "--exp",
+        "smoke",
+        "--data",
+        data,
+        "--steps",
+        "1500",
+        "--set",
+        "sac.training_intensity=64",
+        "--set",
+        "sac.initial_alpha=0.1",
+        "--set",
+        "model.hidden=[64, 64]",
+        "--set",
+        "stopping.steps_per_iteration=500",
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    policy, _ = load_checkpoint_policy(_checkpoints(out)[-1])
+    agent = run_policy(PortfolioEnv(data=data, split="validation"), policy)
+    equal = run_policy(PortfolioEnv(data=data, split="validation"), lambda o: np.zeros(5, np.float32))
+    assert agent.weights[:, 0].mean() > 0.6  # most of the weight on the dominant asset
+    assert sharpe_annualized(agent.net_returns) > sharpe_annualized(equal.net_returns) + 1.0
+    assert agent.values[-1] > equal.values[-1]
