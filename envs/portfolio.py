@@ -226,10 +226,32 @@ class PortfolioEnv(gym.Env):
         self._stats = EpisodeStats()
         return self._obs(), {"portfolio_value": 1.0, "weights": self._w.copy(), "step_index": self._t}
 
+    @property
+    def current_weights(self) -> NDArray[np.float64]:
+        """The drifted weights held now (assets, then cash), before this step's rebalance."""
+        return self._w.copy()
+
     def step(self, action: NDArray) -> tuple[NDArray[np.float32], float, bool, bool, dict[str, Any]]:
         if self._t >= self._end:
             raise RuntimeError("step() called after the episode ended; call reset() first")
-        w = self.weights_from_action(action)
+        return self._step_weights(self.weights_from_action(action))
+
+    def step_weights(self, weights: NDArray) -> tuple[NDArray[np.float32], float, bool, bool, dict[str, Any]]:
+        """Step with explicit target weights (assets, then cash) instead of an action.
+
+        Classical baselines use this so they are simulated by exactly the same P&L, cost and drift code
+        as the agent. Weights must be finite, >= 0 and sum to 1.
+        """
+        if self._t >= self._end:
+            raise RuntimeError("step() called after the episode ended; call reset() first")
+        w = np.array(weights, dtype=np.float64).reshape(-1)
+        if w.shape[0] != self.n_assets + 1 or not np.isfinite(w).all() or (w < 0).any():
+            raise ValueError(f"weights must be {self.n_assets + 1} finite values >= 0 (assets + cash)")
+        if abs(w.sum() - 1.0) > 1e-6:
+            raise ValueError(f"weights must sum to 1, got {w.sum()}")
+        return self._step_weights(w / w.sum())
+
+    def _step_weights(self, w: NDArray[np.float64]) -> tuple[NDArray[np.float32], float, bool, bool, dict[str, Any]]:
         n = self.n_assets
         turnover = float(np.abs(w[:n] - self._w[:n]).sum())
         cost = turnover * self._cost_rate

@@ -59,3 +59,45 @@ def cli_env(ray_address: str) -> dict[str, str]:
     env["RAY_ADDRESS"] = ray_address
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+def train_cli(out, ray_address: str, *args: str, timeout: int = 300):
+    """Run ``python -m trainer.train --out OUT ARGS`` against the session's Ray instance."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "trainer.train", "--out", str(out), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=cli_env(ray_address), timeout=timeout)
+
+
+def checkpoints(run_dir) -> list:
+    return sorted((run_dir / "checkpoints").glob("checkpoint_*"))
+
+
+@pytest.fixture(scope="session")
+def smoke_run(ray_session, tmp_path_factory):
+    """One real smoke training run through the CLI, shared by the trainer and backtest tests."""
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    res = train_cli(out, ray_session, "--exp", "smoke")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return out, res.stdout
+
+
+def toy_market():
+    """3 assets over 4 days; every split is the whole series (features zero: not used by P&L tests).
+
+    Prices: A 10, 11, 11, 12.1 (+10%, 0, +10%); B 20, 20, 18, 18 (0, -10%, 0); C 5, 5, 5.5, 5.5 (0, +10%, 0).
+    """
+    from envs.data import PriceData, SplitRange
+    from envs.features import FeatureConfig
+    from envs.portfolio import MarketData
+
+    prices = pd.DataFrame(
+        {"A": [10.0, 11.0, 11.0, 12.1], "B": [20.0, 20.0, 18.0, 18.0], "C": [5.0, 5.0, 5.5, 5.5]},
+        index=pd.bdate_range("2020-01-06", periods=4),
+    )
+    data = PriceData("toy", "wide", prices)
+    splits = {n: SplitRange(n, 0, 3, prices.index[0], prices.index[3]) for n in ("train", "validation", "test")}
+    rets = np.zeros((4, 3))
+    rets[1:] = prices.to_numpy()[1:] / prices.to_numpy()[:-1] - 1
+    return MarketData(data, np.zeros((4, 3, 2), np.float32), rets, splits, FeatureConfig())

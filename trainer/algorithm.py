@@ -102,6 +102,7 @@ class PortfolioSAC(SAC):
         self._update_credit = 0.0
         self.diverged: str | None = None
         self.last_evaluation: dict[str, float] = {}
+        self.history: list[dict[str, float]] = []
         self._last_counts = (0, 0, time.perf_counter())
         batch = self.config.total_train_batch_size
         self._ones = np.ones(batch, np.float32)
@@ -245,7 +246,20 @@ class PortfolioSAC(SAC):
         iteration = self.iteration + 1  # Trainable increments after step()
         if iteration == 1 or iteration % self._eval_interval == 0 or not self.last_evaluation:
             self.evaluate_deterministic()
-        result[M.PORTFOLIO] = self._portfolio_section(result)
+        section = self._portfolio_section(result)
+        result[M.PORTFOLIO] = section
+        # Training curves travel with every checkpoint (portfolio_state.json) for the backtest report.
+        self.history.append(
+            {
+                "training_iteration": iteration,
+                M.ENV_STEPS: section[M.ENV_STEPS],
+                M.CRITIC_LOSS: section[M.CRITIC_LOSS],
+                M.ENTROPY: section[M.ENTROPY],
+                M.ALPHA: section[M.ALPHA],
+                M.EPISODE_RETURN: section[M.EPISODE_RETURN],
+                "validation_sharpe": section[M.VALIDATION].get(M.SHARPE, float("nan")),
+            }
+        )
         return result
 
     def _portfolio_section(self, result: dict) -> dict[str, Any]:
@@ -299,6 +313,7 @@ class PortfolioSAC(SAC):
             "env_config": dict(self.config.env_config),
             "experiment": self.config.portfolio,
             "obs_filter_count": (f.stats()[2] if (f := self.obs_filter()) is not None else 0),
+            "history": self.history,
         }
         (Path(out) / STATE_FILE).write_text(json.dumps(extra, indent=2, default=str))
         return out
@@ -314,3 +329,4 @@ class PortfolioSAC(SAC):
             extra = json.loads(state_file.read_text())
             self._update_credit = float(extra.get("update_credit", 0.0))
             self.last_evaluation = dict(extra.get("last_evaluation") or {})
+            self.history = list(extra.get("history") or [])

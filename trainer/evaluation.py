@@ -102,12 +102,21 @@ def load_checkpoint_policy(checkpoint: str | Path) -> tuple[Policy, dict[str, An
 
 
 def run_policy(env: Any, policy: Policy) -> EvalRun:
-    """Run ``policy`` over one episode of ``env`` (a whole split for validation/test envs)."""
+    """Run ``policy`` (raw observation -> action) over one episode of ``env`` (a whole evaluation split)."""
+    return _run(env, lambda obs: env.step(policy(obs)))
+
+
+def run_weights(env: Any, target_weights: Callable[[Any], NDArray[np.float64]]) -> EvalRun:
+    """Run a weights rule (env -> target weights, assets then cash) through the same env P&L code."""
+    return _run(env, lambda obs: env.step_weights(target_weights(env)))
+
+
+def _run(env: Any, step: Callable[[NDArray[np.float32]], tuple]) -> EvalRun:
     obs, _ = env.reset(seed=0)
     rets, turns, costs, values, weights, idx = [], [], [], [], [], []
     done = False
     while not done:
-        obs, _, terminated, truncated, info = env.step(policy(obs))
+        obs, _, terminated, truncated, info = step(obs)
         done = terminated or truncated
         rets.append(info["net_return"])
         turns.append(info["turnover"])

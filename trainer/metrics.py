@@ -122,3 +122,31 @@ def summarize(net_returns: ArrayLike, turnovers: ArrayLike, costs: ArrayLike | N
     if costs is not None:
         out["total_costs"] = float(np.sum(_arr(costs)))
     return out
+
+
+def performance(
+    net_returns: ArrayLike, turnovers: ArrayLike, costs: ArrayLike, values: ArrayLike, weights: ArrayLike
+) -> dict[str, float]:
+    """Every backtest measure of one strategy.
+
+    ``costs`` are per-step fractions of the portfolio value paid at the rebalance; ``values`` the portfolio
+    value after each step (starting value 1); ``weights`` the target weights per step (assets, then cash).
+    """
+    r = _arr(net_returns)
+    v = _arr(values)
+    before = np.concatenate([[1.0], v[:-1]]) if v.size else v
+    w = np.asarray(weights, dtype=np.float64)
+    return {
+        TOTAL_RETURN: total_return(r),
+        "annualized_return": annualized_return(r),
+        "annualized_volatility": annualized_volatility(r),
+        SHARPE: sharpe_annualized(r),
+        "sortino": sortino_annualized(r),
+        MAX_DRAWDOWN: max_drawdown(r),
+        "calmar": calmar(r),
+        "avg_daily_turnover": float(_arr(turnovers).mean()) if r.size else 0.0,
+        "total_costs": float(np.sum(_arr(costs) * before)),
+        "effective_number_assets": effective_number_assets(w[:, :-1]) if w.size else 0.0,
+        "final_value": float(v[-1]) if v.size else 1.0,
+        "n_days": int(r.size),
+    }

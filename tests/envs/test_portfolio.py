@@ -7,34 +7,18 @@ import warnings
 
 import gymnasium as gym
 import numpy as np
-import pandas as pd
 import pytest
 from gymnasium.utils.env_checker import check_env
 
 import envs
-from envs.data import PriceData, SplitRange
-from envs.features import FeatureConfig
-from envs.portfolio import MarketData, PortfolioEnv
-from tests.conftest import synthetic_prices, write_wide_csv
+from envs.portfolio import PortfolioEnv
+from tests.conftest import synthetic_prices, toy_market, write_wide_csv
 
 
 def _check(env: gym.Env) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Box observation space (min|max)imum value is.*")
         check_env(env, skip_render_check=True)
-
-
-def toy_market() -> MarketData:
-    """3 assets over 4 days; every split is the whole series (features zero: not used here)."""
-    prices = pd.DataFrame(
-        {"A": [10.0, 11.0, 11.0, 12.1], "B": [20.0, 20.0, 18.0, 18.0], "C": [5.0, 5.0, 5.5, 5.5]},
-        index=pd.bdate_range("2020-01-06", periods=4),
-    )
-    data = PriceData("toy", "wide", prices)
-    splits = {n: SplitRange(n, 0, 3, prices.index[0], prices.index[3]) for n in ("train", "validation", "test")}
-    rets = np.zeros((4, 3))
-    rets[1:] = prices.to_numpy()[1:] / prices.to_numpy()[:-1] - 1
-    return MarketData(data, np.zeros((4, 3, 2), np.float32), rets, splits, FeatureConfig())
 
 
 def test_check_env_bundled_and_user_csv(price_csv):

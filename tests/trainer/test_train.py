@@ -14,26 +14,10 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import checkpoints as _checkpoints
 from tests.conftest import cli_env, synthetic_prices, write_wide_csv
+from tests.conftest import train_cli as _train_cli
 from trainer.config import build_sac_config, load_experiment
-
-
-def _train_cli(out: Path, ray_address: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "trainer.train", "--out", str(out), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=cli_env(ray_address), timeout=timeout)
-
-
-def _checkpoints(run_dir: Path) -> list[Path]:
-    return sorted((run_dir / "checkpoints").glob("checkpoint_*"))
-
-
-@pytest.fixture(scope="module")
-def smoke_run(ray_session, tmp_path_factory):
-    """One real smoke training run through the CLI, shared by the tests below."""
-    out = tmp_path_factory.mktemp("smoke") / "run"
-    res = _train_cli(out, ray_session, "--exp", "smoke")
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    return out, res.stdout
 
 
 def test_smoke_run_writes_progress_checkpoints_and_summary(smoke_run):

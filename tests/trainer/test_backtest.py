@@ -1,0 +1,177 @@
+"""trainer.backtest / baselines / metrics / report: hand-computed numbers, no look-ahead in the fits,
+the CLI round trip (train smoke -> backtest), reproducibility and exact errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from envs.portfolio import PortfolioEnv, load_market
+from tests.conftest import checkpoints, synthetic_prices, toy_market, write_wide_csv
+from trainer import metrics as M
+from trainer.baselines import (
+    BUY_AND_HOLD,
+    EQUAL_WEIGHT,
+    LOOKAHEAD,
+    fit_classical,
+    run_baselines,
+    split_returns,
+)
+
+STRATEGIES = {
+    "sac",
+    "equal_weight",
+    "buy_and_hold",
+    "min_volatility",
+    "max_sharpe",
+    "min_volatility_lookahead",
+    "max_sharpe_lookahead",
+}
+
+
+def test_equal_weight_metrics_by_hand_with_costs():
+    market = toy_market()
+    runs = run_baselines(lambda: PortfolioEnv(data=market, split="test", cost_bps=10.0), market, "test")
+    ew = runs[EQUAL_WEIGHT]
+    third = 1 / 3
+    # day 1: all cash -> 1/3 each: turnover 1, cost 0.001; A +10% -> gross 0.1/3
+    n1 = (1 - 0.001) * (1 + 0.1 / 3) - 1
+    drift1 = np.array([third * 1.1, third, third]) / (1 + 0.1 / 3)
+    t2 = np.abs(third - drift1).sum()
+    n2 = (1 - 0.001 * t2) * 1.0 - 1  # day 2: B -10%, C +10% -> gross 0
+    drift2 = np.array([third, third * 0.9, third * 1.1])
+    t3 = np.abs(third - drift2).sum()
+    assert t3 == pytest.approx(0.2 / 3)
+    n3 = (1 - 0.001 * t3) * (1 + 0.1 / 3) - 1  # day 3: A +10%
+    np.testing.assert_allclose(ew.net_returns, [n1, n2, n3], rtol=0, atol=1e-14)
+    np.testing.assert_allclose(ew.turnovers, [1.0, t2, t3], atol=1e-14)
+    v1, v2, v3 = 1 + n1, (1 + n1) * (1 + n2), (1 + n1) * (1 + n2) * (1 + n3)
+    perf = M.performance(ew.net_returns, ew.turnovers, ew.costs, ew.values, ew.weights)
+    assert perf["total_return"] == pytest.approx(v3 - 1, abs=1e-14)
+    assert perf["total_costs"] == pytest.approx(0.001 * 1.0 + 0.001 * t2 * v1 + 0.001 * t3 * v2, abs=1e-15)
+    assert perf["avg_daily_turnover"] == pytest.approx((1 + t2 + t3) / 3, abs=1e-14)
+    mean, std = np.mean([n1, n2, n3]), np.std([n1, n2, n3], ddof=1)
+    assert perf["sharpe"] == pytest.approx(mean / std * math.sqrt(252), rel=1e-12)
+    assert perf["annualized_return"] == pytest.approx(mean * 252, rel=1e-12)
+    assert perf["max_drawdown"] == pytest.approx(1 - v2 / v1, rel=1e-9)  # the only loss is day 2's cost
+    assert perf["effective_number_assets"] == pytest.approx(3.0)
+    # buy and hold: one purchase, then no trading
+    bh = runs[BUY_AND_HOLD]
+    np.testing.assert_allclose(bh.turnovers, [1.0, 0.0, 0.0], atol=1e-14)
+    value_bh = 0.999 * (12.1 / 10 + 18 / 20 + 5.5 / 5) / 3  # each third grows with its own price
+    assert bh.values[-1] == pytest.approx(value_bh, rel=1e-12)
+
+
+def test_classical_fits_use_the_training_split_only(tmp_path):
+    prices = synthetic_prices(n_days=800, n_assets=4, seed=5, drifts=[0.001, 0.0, 0.0005, -0.0005])
+    a = write_wide_csv(tmp_path / "a.csv", prices)
+    shocked = prices.copy()
+    shocked.iloc[600:] *= np.random.default_rng(0).uniform(0.7, 1.4, shocked.iloc[600:].shape)  # val/test only
+    b = write_wide_csv(tmp_path / "b.csv", shocked)
+    ma, mb = load_market(a), load_market(b)
+    assert ma.splits["train"].end < 600
+    fa, fb = fit_classical(split_returns(ma, "train")), fit_classical(split_returns(mb, "train"))
+    np.testing.assert_array_equal(fa.min_volatility, fb.min_volatility)
+    np.testing.assert_array_equal(fa.max_sharpe, fb.max_sharpe)
+    # ... while the look-ahead fits do move with the test prices
+    la, lb = fit_classical(split_returns(ma, "test")), fit_classical(split_returns(mb, "test"))
+    assert not np.allclose(la.max_sharpe, lb.max_sharpe)
+    for w in (fa.min_volatility, fa.max_sharpe, la.min_volatility):
+        assert (w >= 0).all() and w.sum() == pytest.approx(1.0)
+
+
+def test_baseline_weights_valid_and_lookahead_labelled():
+    market = load_market("sp500")
+    runs = run_baselines(lambda: PortfolioEnv(data=market, split="validation"), market, "validation")
+    assert set(runs) == STRATEGIES - {"sac"}
+    assert {"min_volatility_lookahead", "max_sharpe_lookahead"} == LOOKAHEAD
+    for run in runs.values():
+        assert (run.weights >= 0).all()
+        np.testing.assert_allclose(run.weights.sum(axis=1), 1.0, atol=1e-12)
+        assert len(run.net_returns) == market.splits["validation"].n_rows - 1
+
+
+def _backtest(args):
+    return subprocess.run([sys.executable, "-m", "trainer.backtest", *args], capture_output=True, text=True)
+
+
+def test_round_trip_train_smoke_then_backtest(smoke_run, tmp_path):
+    run_dir, _ = smoke_run
+    ckpt = checkpoints(run_dir)[-1]
+    out1, out2 = tmp_path / "bt1", tmp_path / "bt2"
+    res = _backtest([str(ckpt), "--out", str(out1)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Backtest on the test split 2019-03-29 .. 2022-12-28 (945 days), 10 bp costs" in res.stdout
+    for name in STRATEGIES:
+        assert name in res.stdout
+    result = json.loads((out1 / "backtest.json").read_text())
+    assert set(result) >= {"strategies", "split", "dates", "checkpoint"}
+    assert set(result["strategies"]) == STRATEGIES
+    assert result["split"] == "test" and result["checkpoint"] == str(ckpt)
+    for name, m in result["strategies"].items():
+        assert m["lookahead"] == (name in LOOKAHEAD)
+        for key in (
+            "total_return",
+            "annualized_return",
+            "annualized_volatility",
+            "sharpe",
+            "sortino",
+            "max_drawdown",
+            "calmar",
+            "avg_daily_turnover",
+            "total_costs",
+            "effective_number_assets",
+        ):
+            assert isinstance(m[key], float), (name, key)
+    for png in ("equity.png", "drawdowns.png", "weights.png", "training.png"):
+        assert (out1 / png).stat().st_size > 10_000, png
+        assert (out1 / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    values = pd.read_parquet(out1 / "values.parquet")
+    assert set(values.columns) == STRATEGIES and len(values) == 945
+    weights = pd.read_parquet(out1 / "weights.parquet")
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-9)
+    md, html = (out1 / "report.md").read_text(), (out1 / "report.html").read_text()
+    for name in STRATEGIES:
+        assert f"| {name} |" in md and f"<th>{name}</th>" in html
+    assert "SAW THE FUTURE" in md and "SAW THE FUTURE" in html
+    assert "![Equity curves](equity.png)" in md and "<img src='training.png'" in html
+    # reproducible: the same checkpoint gives identical numbers
+    assert _backtest([str(ckpt), "--out", str(out2)]).returncode == 0
+    assert json.loads((out2 / "backtest.json").read_text())["strategies"] == result["strategies"]
+
+
+def test_backtest_errors_are_clear(smoke_run, tmp_path):
+    missing = tmp_path / "nope"
+    res = _backtest([str(missing)])
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == (
+        f"error: {missing}: checkpoint not found; pass a checkpoint directory (runs/.../checkpoint_NNNNNN)"
+    )
+    res = _backtest([str(tmp_path)])
+    assert res.stderr.strip() == f"error: {tmp_path}: not an RLlib checkpoint directory (no rllib_checkpoint.json)"
+    run_dir, _ = smoke_run
+    ckpt = checkpoints(run_dir)[-1]
+    other = write_wide_csv(tmp_path / "other.csv", synthetic_prices(n_days=600, n_assets=3))
+    res = _backtest([str(ckpt), "--data", other, "--out", str(tmp_path / "bt")])
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == (
+        f"error: {ckpt}: trained on 20 assets (AAPL, AMD, BAC, BBY, CVX...) but {other} has 3 (A0, A1, A2...); "
+        "backtest on data with the same tickers in the same order"
+    )
+    assert not (tmp_path / "bt").exists()  # nothing written on bad input
+
+
+def test_text_table_lists_every_strategy():
+    from trainer.report import text_table
+
+    perf = M.performance(
+        [0.01, -0.02, 0.005], [0.1, 0.2, 0.1], [0, 0, 0], [1.01, 0.9898, 0.9947], np.full((3, 3), 1 / 3)
+    )
+    table = text_table({"sac": perf, "equal_weight": perf})
+    assert table.splitlines()[0].startswith("strategy") and "sac" in table and "equal_weight" in table

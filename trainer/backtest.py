@@ -1,0 +1,168 @@
+"""Backtest a checkpoint against classical portfolios: ``python -m trainer.backtest CHECKPOINT``.
+
+Restores the policy and the frozen observation-filter statistics from the checkpoint (no Ray cluster),
+runs the deterministic policy (tanh of the Gaussian mean) over the whole split through the same env and
+costs as training, and simulates Equal Weight, Buy-and-Hold, Minimum Volatility and Maximum Sharpe
+(fitted on the training split only), plus the look-ahead variants fitted on the split itself (labelled).
+
+Writes into ``--out`` (default ``<checkpoint>/../../backtest_<split>``): ``backtest.json``,
+``values.parquet`` (daily value of every strategy), ``weights.parquet`` (the agent's daily weights),
+``equity.png``, ``drawdowns.png``, ``weights.png``, ``training.png``, ``report.md`` and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from trainer import metrics as M
+from trainer import report as R
+from trainer.baselines import DESCRIPTIONS, LOOKAHEAD, run_baselines
+
+SAC = "sac"
+
+
+class BacktestError(ValueError):
+    """A bad checkpoint or data for a backtest; the message says which and how to fix it."""
+
+
+def _check_checkpoint(path: Path) -> dict[str, Any]:
+    from trainer.algorithm import STATE_FILE
+
+    if not path.exists():
+        raise BacktestError(f"{path}: checkpoint not found; pass a checkpoint directory (runs/.../checkpoint_NNNNNN)")
+    if not path.is_dir() or not (path / "rllib_checkpoint.json").exists():
+        raise BacktestError(f"{path}: not an RLlib checkpoint directory (no rllib_checkpoint.json)")
+    if not (path / STATE_FILE).exists():
+        raise BacktestError(f"{path}: not a checkpoint of this project (no {STATE_FILE}); train it with trainer.train")
+    return json.loads((path / STATE_FILE).read_text())
+
+
+def run_backtest(
+    checkpoint: Path,
+    split: str = "test",
+    data: str | None = None,
+    cost_bps: float | None = None,
+    out_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Backtest ``checkpoint`` on ``split``; returns the ``backtest.json`` content."""
+    from envs.data import DataError
+    from envs.portfolio import PortfolioEnv, load_market
+    from trainer.evaluation import load_checkpoint_policy, run_policy
+
+    checkpoint = Path(checkpoint).resolve()
+    state = _check_checkpoint(checkpoint)
+    env_cfg = dict(state["env_config"])
+    if data is not None:
+        env_cfg["data"] = data
+    if cost_bps is not None:
+        env_cfg["cost_bps"] = float(cost_bps)
+    env_cfg["split"] = split
+    try:
+        market = load_market(env_cfg["data"], env_cfg.get("split_dates"))
+    except DataError as exc:
+        raise BacktestError(str(exc)) from None
+    if list(market.tickers) != list(state["tickers"]):
+        raise BacktestError(
+            f"{checkpoint}: trained on {len(state['tickers'])} assets ({', '.join(state['tickers'][:5])}...) but "
+            f"{env_cfg['data']} has {len(market.tickers)} ({', '.join(market.tickers[:5])}...); backtest on data "
+            "with the same tickers in the same order"
+        )
+    env_kwargs = {k: v for k, v in env_cfg.items() if k != "data"}
+
+    def make_env() -> PortfolioEnv:
+        return PortfolioEnv(data=market, **env_kwargs)
+
+    policy, _ = load_checkpoint_policy(checkpoint)
+    runs = {SAC: run_policy(make_env(), policy)}
+    runs.update(run_baselines(make_env, market, split))
+    strategies = {
+        name: M.performance(r.net_returns, r.turnovers, r.costs, r.values, r.weights) for name, r in runs.items()
+    }
+    for name in strategies:
+        strategies[name]["lookahead"] = name in LOOKAHEAD
+
+    out_dir = Path(out_dir) if out_dir else checkpoint.parent.parent / f"backtest_{split}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sac_run = runs[SAC]
+    dates = market.dates[sac_run.step_indices + 1]  # value after holding from day t to t+1
+    values = pd.DataFrame({name: r.values for name, r in runs.items()}, index=dates)
+    values.index.name = "date"
+    values.to_parquet(out_dir / "values.parquet")
+    weights = pd.DataFrame(sac_run.weights, columns=[*market.tickers, "cash"], index=market.dates[sac_run.step_indices])
+    weights.index.name = "date"
+    weights.to_parquet(out_dir / "weights.parquet")
+
+    rng = market.splits[split]
+    first, last = market.dates[rng.start], market.dates[rng.end]
+    plots = {
+        "Equity curves": R.plot_equity(values, out_dir / "equity.png", f"{split} split, after costs").name,
+        "Drawdowns": R.plot_drawdowns(values, out_dir / "drawdowns.png").name,
+        "Agent weights": R.plot_weights(weights, out_dir / "weights.png").name,
+        "Training curves": R.plot_training(state.get("history") or [], out_dir / "training.png").name,
+    }
+    facts = [
+        f"checkpoint: {checkpoint}",
+        f"data: {env_cfg['data']} ({len(market.tickers)} assets); split: {split}, {first.date()} .. {last.date()} "
+        f"({rng.n_rows - 1} trading days)",
+        f"costs: {env_cfg['cost_bps']:g} bp on turnover, paid from the portfolio value; daily rebalancing for all",
+        f"agent: deterministic SAC policy (tanh of the Gaussian mean), observation filter frozen at the "
+        f"checkpoint ({state.get('obs_filter_count', 0):,} observations)",
+        "baselines min_volatility / max_sharpe were fitted on the training split only; the *_lookahead "
+        "variants were fitted on this split itself and SAW THE FUTURE (shown for reference, not a fair comparison)",
+    ]
+    descriptions = {SAC: "the trained agent", **DESCRIPTIONS}
+    R.write_report(
+        out_dir,
+        title=f"Backtest ({split})",
+        facts=facts,
+        strategies=strategies,
+        descriptions=descriptions,
+        plots=plots,
+    )
+    result = {
+        "strategies": strategies,
+        "split": split,
+        "dates": {"start": str(first.date()), "end": str(last.date()), "n_days": int(rng.n_rows - 1)},
+        "checkpoint": str(checkpoint),
+        "data": env_cfg["data"],
+        "cost_bps": env_cfg["cost_bps"],
+        "tickers": list(market.tickers),
+        "out_dir": str(out_dir),
+    }
+    (out_dir / "backtest.json").write_text(json.dumps(R.nan_to_none(result), indent=2))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer.backtest", description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--split", choices=["test", "validation"], default="test")
+    parser.add_argument("--data", help="price source (default: the one the checkpoint was trained on)")
+    parser.add_argument("--cost-bps", type=float, help="transaction costs (default: the training costs)")
+    parser.add_argument("--out", type=Path, help="output directory")
+    args = parser.parse_args(argv)
+    try:
+        result = run_backtest(args.checkpoint, args.split, args.data, args.cost_bps, args.out)
+    except BacktestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    d = result["dates"]
+    print(
+        f"Backtest on the {result['split']} split {d['start']} .. {d['end']} ({d['n_days']} days), "
+        f"{result['cost_bps']:g} bp costs"
+    )
+    print(R.text_table(result["strategies"]))
+    print("(*_lookahead baselines were fitted on this split: they saw the future)")
+    out = Path(result["out_dir"])
+    print(f"report: {out / 'report.md'} | {out / 'report.html'} | json: {out / 'backtest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
