@@ -143,7 +143,7 @@ def write_report(
     md_path.write_text("\n".join(md) + "\n")
 
     frame = metrics_frame(strategies)
-    fmt = {label: (lambda f: lambda x: f.format(x))(f) for _, label, f in TABLE_COLUMNS}
+    fmt = {label: f.format for _, label, f in TABLE_COLUMNS}
     table_html = frame.to_html(formatters=fmt, escape=True, border=0, classes="metrics")
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
