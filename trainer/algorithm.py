@@ -296,6 +296,9 @@ class PortfolioSAC(SAC):
             M.DIVERGED_REASON: self.diverged or "",
             M.VALIDATION: dict(self.last_evaluation),
         }
+        if self.diverged:
+            # A diverged state must never rank as a sweep's best checkpoint or survive ASHA.
+            section[M.VALIDATION][M.SHARPE] = -math.inf
         return section
 
     # --- checkpoints ----------------------------------------------------------------------------------

@@ -40,7 +40,13 @@ def _check_checkpoint(path: Path) -> dict[str, Any]:
         raise BacktestError(f"{path}: not an RLlib checkpoint directory (no rllib_checkpoint.json)")
     if not (path / STATE_FILE).exists():
         raise BacktestError(f"{path}: not a checkpoint of this project (no {STATE_FILE}); train it with trainer.train")
-    return json.loads((path / STATE_FILE).read_text())
+    state = json.loads((path / STATE_FILE).read_text())
+    if state.get("diverged"):
+        raise BacktestError(
+            f"{path}: this checkpoint was written after training diverged ({state['diverged']}); "
+            "backtest an earlier checkpoint of the run"
+        )
+    return state
 
 
 def run_backtest(
