@@ -169,9 +169,9 @@ class Experiment(_Strict):
     sweep: dict[str, Any] | None = None  # validated by trainer.tune
 
 
-def _format_validation_error(where: str, exc: ValidationError) -> str:
+def _format_validation_error(where: str, exc: ValidationError, prefix: str = "") -> str:
     first = exc.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    key = ".".join([prefix] * bool(prefix) + [str(p) for p in first["loc"]]) or "(top level)"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key (check the spelling; see tune_configs/README.md for the schema)"

@@ -10,10 +10,10 @@ backtest of the best configuration. ``--resume`` continues an interrupted sweep 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -104,8 +104,7 @@ def load_sweep(name_or_path: str, overrides: dict[str, Any] | None = None) -> tu
     try:
         sweep = SweepConfig.model_validate(raw.get("sweep") or {})
     except ValidationError as exc:
-        msg = _format_validation_error(str(path), exc).replace("key '", "key 'sweep.", 1)
-        raise ExperimentError(msg) from None
+        raise ExperimentError(_format_validation_error(str(path), exc, prefix="sweep")) from None
     for key, spec in sweep.search_space.items():
         kind, arg = next(iter(spec.items()))
         candidates = arg if kind in ("grid_search", "choice") else list(arg)
@@ -182,7 +181,9 @@ def format_plan(plan: dict[str, Any]) -> str:
     lines.append(f"budget: {plan['env_steps_per_trial']:,} env steps per trial")
     res = ", ".join(f"{k}: {v:g}" for k, v in plan["resources_per_trial"].items())
     lines.append(f"resources per trial: {res} (bundles {plan['placement_bundles']})")
-    lines.append(f"concurrency: {plan['max_concurrent_trials'] or 'as resources allow'}; retries: {plan['max_failures']}")
+    lines.append(
+        f"concurrency: {plan['max_concurrent_trials'] or 'as resources allow'}; retries: {plan['max_failures']}"
+    )
     return "\n".join(lines)
 
 
@@ -292,6 +293,18 @@ def run_sweep(exp: Experiment, sweep: SweepConfig, storage: Path | str, resume: 
     return tuner.fit()
 
 
+def unfinished_trials(exp_path: Path | str) -> list[str]:
+    """Trials the saved experiment state still lists as pending/running/paused (an interrupted sweep).
+
+    ``Tuner.fit`` returns normally after Ctrl-C and its ResultGrid reports the stopped trials as terminated;
+    the experiment state written at the interruption keeps their real status.
+    """
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(str(exp_path))
+    return [t.trial_id for t in analysis.trials if t.status not in ("TERMINATED", "ERROR")]
+
+
 def _exp_path(storage: Path | str, name: str) -> Path | str:
     return f"{str(storage).rstrip('/')}/{name}" if "://" in str(storage) else Path(storage) / name
 
@@ -353,7 +366,9 @@ def summarize_sweep(results: Any, exp: Experiment, sweep: SweepConfig, exp_dir: 
             status = STATUS_ERROR
         elif p.get(M.DIVERGED):
             status = STATUS_DIVERGED
-        elif steps >= target or (exp.stopping.iterations and metrics.get("training_iteration", 0) >= exp.stopping.iterations):
+        elif steps >= target or (
+            exp.stopping.iterations and metrics.get("training_iteration", 0) >= exp.stopping.iterations
+        ):
             status = STATUS_COMPLETED
         else:
             status = STATUS_EARLY
@@ -478,7 +493,11 @@ def _summary_markdown(summary: dict[str, Any]) -> str:
             else f"| {g['config']} | {g['trials']} | {g['n_completed']} | {g['n_early_stopped']} | "
             f"{g['n_diverged']} | {g['n_error']} | n/a | n/a | n/a |"
         )
-    lines += ["", "Baselines on the same splits and costs (min_volatility / max_sharpe fitted on the training split):", ""]
+    lines += [
+        "",
+        "Baselines on the same splits and costs (min_volatility / max_sharpe fitted on the training split):",
+        "",
+    ]
     lines += ["| baseline | validation Sharpe | test Sharpe | test total return |", "|---|---|---|---|"]
     for name, b in summary["baselines"].items():
         lines.append(
@@ -486,10 +505,17 @@ def _summary_markdown(summary: dict[str, Any]) -> str:
         )
     lines += ["", f"Best configuration (by median validation Sharpe): **{summary['best_configuration']}**"]
     if summary["best_trial"]:
-        lines.append(f"- best trial: {summary['best_trial']['trial']}, checkpoint `{summary['best_trial']['best_checkpoint']}`")
+        lines.append(
+            f"- best trial: {summary['best_trial']['trial']}, checkpoint `{summary['best_trial']['best_checkpoint']}`"
+        )
     if summary["best_backtest_report"]:
         lines.append(f"- test-split backtest of it: `{summary['best_backtest_report']}`")
-    lines += ["", "Trials:", "", "| trial | configuration | seed | status | env steps | validation Sharpe | test Sharpe |"]
+    lines += [
+        "",
+        "Trials:",
+        "",
+        "| trial | configuration | seed | status | env steps | validation Sharpe | test Sharpe |",
+    ]
     lines.append("|---|---|---|---|---|---|---|")
     for t in summary["trials"]:
         v, te = t.get("validation_sharpe"), t.get("test_sharpe")
@@ -539,7 +565,10 @@ def _sweep_plots(curves: dict, trials: pd.DataFrame, baselines: dict, exp_dir: P
     fig.tight_layout()
     fig.savefig(exp_dir / "test_sharpe_by_config.png", dpi=110)
     plt.close(fig)
-    return {"Validation Sharpe vs env steps": "validation_curves.png", "Test Sharpe by configuration": "test_sharpe_by_config.png"}
+    return {
+        "Validation Sharpe vs env steps": "validation_curves.png",
+        "Test Sharpe by configuration": "test_sharpe_by_config.png",
+    }
 
 
 def _print_summary(summary: dict[str, Any], exp_dir: Path) -> None:
@@ -554,8 +583,10 @@ def _print_summary(summary: dict[str, Any], exp_dir: Path) -> None:
             f"{g['n_diverged']:>4} {g['n_error']:>4}  {v['median']:>+19.2f}  {t['median']:>+20.2f}"
         )
     for name, b in summary["baselines"].items():
-        print(f"{'baseline: ' + name:<40} {'':>6} {'':>5} {'':>5} {'':>4} {'':>4}  {b['validation_sharpe']:>+19.2f}  "
-              f"{b['test_sharpe']:>+20.2f}")
+        print(
+            f"{'baseline: ' + name:<40} {'':>6} {'':>5} {'':>5} {'':>4} {'':>4}  {b['validation_sharpe']:>+19.2f}  "
+            f"{b['test_sharpe']:>+20.2f}"
+        )
     print(f"\nbest configuration: {summary['best_configuration']}")
     if summary["best_backtest_report"]:
         print(f"backtest report of its best checkpoint (test split): {summary['best_backtest_report']}")
@@ -563,7 +594,9 @@ def _print_summary(summary: dict[str, Any], exp_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.tune", description="Ray Tune sweep of SAC portfolio agents.")
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer.tune", description="Ray Tune sweep of SAC portfolio agents."
+    )
     parser.add_argument("--exp", default="quick", help="experiment in tune_configs/ (or a YAML path)")
     parser.add_argument("--storage", default="results", help="Tune storage: a directory or a URI (s3://, gs://)")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted sweep in --storage")
@@ -590,14 +623,29 @@ def main(argv: list[str] | None = None) -> int:
     address = args.address or os.environ.get("RAY_ADDRESS")
     ctx = ray.init(address=address, ignore_reinit_error=True)
     url = getattr(ctx, "dashboard_url", None)
-    print(f"Ray: {'joined ' + address if address else 'local instance'}; dashboard: "
-          f"{'http://' + url if url else 'not running'}", flush=True)
+    print(
+        f"Ray: {'joined ' + address if address else 'local instance'}; dashboard: "
+        f"{'http://' + url if url else 'not running'}",
+        flush=True,
+    )
+    # SIGTERM gets Tune's graceful SIGINT handling: experiment state saved, resumable with --resume.
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     try:
         check_resources(plan, ray.cluster_resources())
         results = run_sweep(exp, sweep, storage, resume=args.resume)
     except ExperimentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    unfinished = unfinished_trials(_exp_path(storage, exp.name))
+    if unfinished:
+        sets = "".join(f" --set {s}" for s in args.set)
+        resume = f"python -m trainer.tune --exp {args.exp} --storage {args.storage}{sets} --resume"
+        print(
+            f"\nsweep interrupted: {len(results) - len(unfinished)} of {len(results)} trials finished; the state "
+            f"is saved in {_exp_path(storage, exp.name)}. Continue with:\n  {resume}",
+            flush=True,
+        )
+        return 130
     exp_dir = Path(str(_exp_path(storage, exp.name)))
     if "://" in str(storage):
         exp_dir = Path("results_summary") / exp.name
