@@ -174,7 +174,10 @@ def format_plan(plan: dict[str, Any]) -> str:
         lines.append(f"  num_samples: {plan['num_samples']}")
     s = plan["scheduler"]
     if s["type"] == "asha":
-        detail = f"(time = env steps, grace {s['grace_period']:,}, reduction {s['reduction_factor']:g}, max_t {s['max_t']:,})"
+        detail = (
+            f"(time = env steps, grace {s['grace_period']:,}, reduction {s['reduction_factor']:g}, "
+            f"max_t {s['max_t']:,})"
+        )
     else:
         detail = "(no early stopping)"
     lines.append(f"scheduler: {s['type']} {detail}; metric {plan['metric']} ({plan['mode']})")
@@ -475,9 +478,9 @@ def _summary_markdown(summary: dict[str, Any]) -> str:
     lines = [
         f"# Sweep {summary['experiment']}",
         "",
-        f"Selection metric: `{summary['metric']}` ({summary['mode']}), {summary['env_steps_per_trial']:,} env steps per "
-        "trial. Each trial is scored by its best checkpoint; statistics are across seeds (median, mean and a 95% "
-        "bootstrap interval of the mean).",
+        f"Selection metric: `{summary['metric']}` ({summary['mode']}), "
+        f"{summary['env_steps_per_trial']:,} env steps per trial. Each trial is scored by its best checkpoint; "
+        "statistics are across seeds (median, mean and a 95% bootstrap interval of the mean).",
         "",
         "| configuration | trials | completed | early-stopped | diverged | errors | validation Sharpe | test Sharpe | "
         "test total return |",
@@ -573,7 +576,10 @@ def _sweep_plots(curves: dict, trials: pd.DataFrame, baselines: dict, exp_dir: P
 
 def _print_summary(summary: dict[str, Any], exp_dir: Path) -> None:
     print(f"\n=== Sweep {summary['experiment']}: results by configuration (across seeds) ===")
-    head = f"{'configuration':<40} {'trials':>6} {'done':>5} {'early':>5} {'div':>4} {'err':>4}  val Sharpe (median)  test Sharpe (median)"
+    head = (
+        f"{'configuration':<40} {'trials':>6} {'done':>5} {'early':>5} {'div':>4} {'err':>4}  "
+        "val Sharpe (median)  test Sharpe (median)"
+    )
     print(head)
     print("-" * len(head))
     for g in summary["configurations"]:
@@ -606,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         overrides = dict(parse_override(s) for s in args.set)
-        exp, sweep, path = load_sweep(args.exp, overrides)
+        exp, sweep, _ = load_sweep(args.exp, overrides)
         plan = build_plan(exp, sweep)
     except ExperimentError as exc:
         print(f"error: {exc}", file=sys.stderr)
