@@ -103,6 +103,7 @@ class PortfolioSAC(SAC):
         self.diverged: str | None = None
         self.last_evaluation: dict[str, float] = {}
         self.history: list[dict[str, float]] = []
+        self._metrics_exporter = None
         self._last_counts = (0, 0, time.perf_counter())
         batch = self.config.total_train_batch_size
         self._ones = np.ones(batch, np.float32)
@@ -248,6 +249,11 @@ class PortfolioSAC(SAC):
             self.evaluate_deterministic()
         section = self._portfolio_section(result)
         result[M.PORTFOLIO] = section
+        if self._metrics_exporter is None:
+            from trainer.callbacks import MetricsExporter
+
+            self._metrics_exporter = MetricsExporter()
+        self._metrics_exporter.export(section, self.config.portfolio.get("name", "experiment"), self.trial_id)
         # Training curves travel with every checkpoint (portfolio_state.json) for the backtest report.
         self.history.append(
             {

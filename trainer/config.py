@@ -128,6 +128,11 @@ class ResourcesConfig(_Strict):
     num_cpus_per_learner: float | Literal["auto"] = "auto"
     # torch threads of the learner process; None = one per process (see notes §0.11).
     torch_threads: int | None = Field(None, ge=1)
+    # Custom Ray resources, for deliberate placement on a cluster (see cluster.yaml): env runners ask for
+    # these per runner; the learner asks for custom_resources_per_learner (the trial's main process when
+    # num_learners is 0, each remote learner otherwise).
+    custom_resources_per_env_runner: dict[str, float] = Field(default_factory=dict)
+    custom_resources_per_learner: dict[str, float] = Field(default_factory=dict)
 
 
 class EvaluationConfig(_Strict):
@@ -337,13 +342,16 @@ def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = N
             num_envs_per_env_runner=res.num_envs_per_env_runner,
             num_cpus_per_env_runner=res.num_cpus_per_env_runner,
             rollout_fragment_length=sac.rollout_fragment_length,
+            custom_resources_per_env_runner=res.custom_resources_per_env_runner,
             env_to_module_connector=make_env_to_module_connector(exp.obs_filter.enabled, exp.obs_filter.clip),
         )
         .learners(
             num_learners=res.num_learners,
             num_gpus_per_learner=res.num_gpus_per_learner,
             num_cpus_per_learner=res.num_cpus_per_learner,
+            custom_resources_per_learner=res.custom_resources_per_learner if res.num_learners else {},
         )
+        .resources(custom_resources_for_main_process={} if res.num_learners else res.custom_resources_per_learner)
         .training(**training)
         .rl_module(model_config=model_config)
         .callbacks(PortfolioCallbacks)

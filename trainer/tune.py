@@ -627,7 +627,8 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     address = args.address or os.environ.get("RAY_ADDRESS")
-    ctx = ray.init(address=address, ignore_reinit_error=True)
+    # The dashboard stays on 127.0.0.1 (reach a cluster's with `ray dashboard cluster.yaml`).
+    ctx = ray.init(address=address, ignore_reinit_error=True, **({} if address else {"dashboard_host": "127.0.0.1"}))
     url = getattr(ctx, "dashboard_url", None)
     print(
         f"Ray: {'joined ' + address if address else 'local instance'}; dashboard: "

@@ -42,7 +42,7 @@ def test_dry_run_shows_grid_size_and_resources():
     exp, sweep, _ = load_sweep("arch_sweep")
     plan = build_plan(exp, sweep)
     assert plan["trials"] == 12
-    assert plan["resources_per_trial"] == {"CPU": 3.0, "GPU": 0.5}
+    assert plan["resources_per_trial"] == {"CPU": 3.0, "GPU": 0.5, "learner": 1.0, "rollout": 2.0}
     assert plan["scheduler"]["max_t"] == 1_000_000
     assert build_plan(*load_sweep("seed_sweep")[:2])["trials"] == 10
 

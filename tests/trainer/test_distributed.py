@@ -1,0 +1,266 @@
+"""Distributed execution on this machine: a real two-node Ray cluster, fault tolerance, metrics export."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import cli_env
+from trainer.config import build_sac_config, load_experiment
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _results(exp_dir: Path) -> dict[str, list[dict]]:
+    out = {}
+    for p in sorted(exp_dir.glob("trial_*/result.json")):
+        out[p.parent.name] = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    return out
+
+
+# --- env runner fault tolerance --------------------------------------------------------------------------
+def test_killed_env_runner_is_restarted_and_training_continues(ray_session):
+    exp = load_experiment("smoke", {"resources.num_env_runners": 1, "stopping.steps_per_iteration": 200})
+    algo = build_sac_config(exp).build_algo()
+    try:
+        steps = [algo.train()["portfolio"]["env_steps"]]
+        (pid,) = algo.env_runner_group.foreach_env_runner(lambda er: os.getpid(), local_env_runner=False)
+        os.kill(pid, signal.SIGKILL)
+        losses = []
+        for _ in range(4):
+            p = algo.train()["portfolio"]
+            steps.append(p["env_steps"])
+            losses.append(p["critic_loss"])
+        (new_pid,) = algo.env_runner_group.foreach_env_runner(lambda er: os.getpid(), local_env_runner=False)
+        assert new_pid != pid  # a new env runner process
+        assert steps[-1] > steps[1] > steps[0] and steps == sorted(steps)  # the step count keeps growing
+        assert np.isfinite(losses[-1]) and all(np.isfinite(x) for x in losses if x == x)
+        buf = algo.buffer
+        assert np.isfinite(buf.obs[: len(buf)]).all() and np.isfinite(buf.rewards[: len(buf)]).all()
+    finally:
+        algo.stop()
+
+
+# --- metrics export -----------------------------------------------------------------------------------
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return resp.read().decode()
+
+
+def test_training_exports_ray_metrics_on_the_prometheus_endpoint(ray_session):
+    import ray
+
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    exp = load_experiment("smoke", {"name": "metrics_probe", "stopping.steps_per_iteration": 300})
+    algo = build_sac_config(exp).build_algo()
+    try:
+        algo.train()
+        wanted = [
+            "ray_portfolio_episode_return",
+            "ray_portfolio_validation_sharpe",
+            "ray_portfolio_critic_loss",
+            "ray_portfolio_policy_entropy",
+            "ray_portfolio_env_steps_per_s",
+            "ray_portfolio_trained_samples_per_s",
+        ]
+        text, deadline = "", time.time() + 60
+        while time.time() < deadline:
+            text = _scrape(port)
+            if all(w in text for w in wanted):
+                break
+            algo.train()  # keep reporting; the agent flushes every few seconds
+            time.sleep(1)
+        for w in wanted:
+            lines = [ln for ln in text.splitlines() if ln.startswith(w + "{")]
+            assert lines, f"{w} not exported"
+            assert 'experiment="metrics_probe"' in lines[0] and "trial=" in lines[0]
+    finally:
+        algo.stop()
+
+
+# --- a trial whose process dies -----------------------------------------------------------------------
+def test_dead_trial_process_is_retried_from_its_checkpoint(ray_session, tmp_path):
+    exp_dir = tmp_path / "smoke"
+    args = [
+        "--exp",
+        "smoke",
+        "--storage",
+        str(tmp_path),
+        "--set",
+        "sweep.search_space={model.hidden: {grid_search: [[32, 32]]}}",
+        "--set",
+        "sweep.scheduler.type=fifo",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainer.tune", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=cli_env(ray_session),
+    )
+    killed, deadline = None, time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        rows = next(iter(_results(exp_dir).values()), []) if exp_dir.exists() else []
+        ckpts = list(exp_dir.glob("trial_*/checkpoint_*"))
+        if rows and rows[-1]["training_iteration"] >= 3 and ckpts:
+            pids = subprocess.run(["pgrep", "-f", "ray::PortfolioSAC"], capture_output=True, text=True).stdout.split()
+            if pids:
+                killed = rows[-1]["training_iteration"]
+                for pid in pids:
+                    os.kill(int(pid), signal.SIGKILL)
+                break
+        time.sleep(0.2)
+    out, _ = proc.communicate(timeout=300)
+    assert killed is not None, out[-3000:]
+    assert proc.returncode == 0, out[-4000:]
+    (rows,) = _results(exp_dir).values()
+    iterations = [r["training_iteration"] for r in rows]
+    assert iterations.count(1) == 1  # never restarted from scratch
+    assert iterations != sorted(set(iterations))  # some iterations after the checkpoint were run again
+    assert rows[-1]["portfolio"]["env_steps"] == 1500
+    summary = json.loads((exp_dir / "summary.json").read_text())
+    assert [t["status"] for t in summary["trials"]] == ["completed"]
+
+
+# --- a real two-node cluster on this machine ----------------------------------------------------------
+@pytest.fixture
+def two_node_cluster(tmp_path):
+    """``ray start --head`` plus a worker node with the custom resource ``rollout``; both stopped after.
+
+    Started with ``--block`` so that terminating our two processes stops exactly these nodes (never
+    ``ray stop``, which would stop every Ray node on the machine).
+    """
+    ports = {name: _free_port() for name in ("gcs", "dash", "agent1", "client", "agent2")}
+    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    common = ["--block", "--disable-usage-stats", "--object-store-memory=200000000"]
+    head_log, worker_log = open(tmp_path / "head.log", "w"), open(tmp_path / "worker.log", "w")  # noqa: SIM115
+    head = subprocess.Popen(
+        [
+            ray_bin,
+            "start",
+            "--head",
+            f"--port={ports['gcs']}",
+            "--num-cpus=1",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={ports['dash']}",
+            f"--dashboard-agent-listen-port={ports['agent1']}",
+            f"--ray-client-server-port={ports['client']}",
+            *common,
+        ],
+        stdout=head_log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    procs = [head]
+    try:
+        dash = f"http://127.0.0.1:{ports['dash']}"
+        _wait_for_nodes(dash, 1)
+        worker = subprocess.Popen(
+            [
+                ray_bin,
+                "start",
+                f"--address=127.0.0.1:{ports['gcs']}",
+                "--num-cpus=2",
+                '--resources={"rollout": 2}',
+                f"--dashboard-agent-listen-port={ports['agent2']}",
+                *common,
+            ],
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        procs.append(worker)
+        nodes = _wait_for_nodes(dash, 2)
+        worker_id = next(n.node_id for n in nodes if "rollout" in n.resources_total)
+        yield {"address": f"127.0.0.1:{ports['gcs']}", "dashboard": dash, "worker_node_id": worker_id}
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        head_log.close()
+        worker_log.close()
+
+
+def _wait_for_nodes(dashboard: str, n: int, timeout: float = 90) -> list:
+    from ray.util.state import list_nodes
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            nodes = [x for x in list_nodes(address=dashboard) if x.state == "ALIVE"]
+            if len(nodes) >= n:
+                return nodes
+        except Exception:  # the dashboard is still starting
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"Ray cluster did not reach {n} node(s) in {timeout} s")
+
+
+def test_sweep_on_two_node_cluster_places_env_runners_on_the_worker_and_resumes(two_node_cluster, tmp_path):
+    from ray.util.state import list_actors
+
+    exp_dir = tmp_path / "smoke"
+    args = [
+        "--exp",
+        "smoke",
+        "--storage",
+        str(tmp_path),
+        "--set",
+        "resources.num_env_runners=1",
+        "--set",
+        "resources.custom_resources_per_env_runner={rollout: 1}",
+        "--set",
+        "sweep.scheduler.type=fifo",
+    ]
+    env = cli_env(two_node_cluster["address"])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainer.tune", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    interrupted, deadline = False, time.time() + 400
+    while time.time() < deadline and proc.poll() is None:
+        results = _results(exp_dir) if exp_dir.exists() else {}
+        done = [t for t, rows in results.items() if rows and rows[-1]["portfolio"]["env_steps"] >= 1500]
+        running = [t for t, rows in results.items() if rows and rows[-1]["portfolio"]["env_steps"] < 1500]
+        if done and running:
+            proc.send_signal(signal.SIGINT)
+            interrupted = True
+            break
+        time.sleep(0.2)
+    out, _ = proc.communicate(timeout=300)
+    assert interrupted and proc.returncode == 130, out[-4000:]
+    assert f"Ray: joined {two_node_cluster['address']}" in out
+    res = subprocess.run(
+        [sys.executable, "-m", "trainer.tune", *args, "--resume"], capture_output=True, text=True, env=env, timeout=400
+    )
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    summary = json.loads((exp_dir / "summary.json").read_text())
+    assert [t["status"] for t in summary["trials"]] == ["completed", "completed"]
+    runners = list_actors(
+        address=two_node_cluster["dashboard"], filters=[("class_name", "=", "SingleAgentEnvRunner")], limit=1000
+    )
+    assert len(runners) >= 2  # one per trial run (plus the resumed one)
+    assert {a.node_id for a in runners} == {two_node_cluster["worker_node_id"]}
