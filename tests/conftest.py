@@ -48,7 +48,7 @@ def ray_session():
     """One local Ray instance for the whole session (2 CPUs, no dashboard); yields its address."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 

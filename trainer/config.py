@@ -135,6 +135,17 @@ class ResourcesConfig(_Strict):
     custom_resources_per_learner: dict[str, float] = Field(default_factory=dict)
 
 
+    @model_validator(mode="after")
+    def _gpu_sharing(self) -> ResourcesConfig:
+        # Several learners of one trial are DDP shards; sharing a GPU between them fails in NCCL (notes §9).
+        if self.num_learners > 1 and self.num_gpus_per_learner not in (0, int(self.num_gpus_per_learner)):
+            raise ValueError(
+                f"num_gpus_per_learner={self.num_gpus_per_learner} with num_learners={self.num_learners}: "
+                "fractional GPUs are only for one learner per trial (several trials share a GPU)"
+            )
+        return self
+
+
 class EvaluationConfig(_Strict):
     interval: int = Field(5, ge=1)  # every N training iterations (and at the end)
     split: Literal["validation", "test"] = "validation"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shutil
 import signal
 import sys
@@ -118,7 +119,8 @@ def run_training(
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / "checkpoints"
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False)
+        # RAY_ADDRESS joins a cluster; otherwise an embedded local instance, never a stale `ray start`.
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False)
     if resume is not None:
         algo = PortfolioSAC.from_checkpoint(str(resume))
         target = env_steps_of(algo) + int(additional_steps or exp.stopping.env_steps)

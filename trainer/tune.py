@@ -628,7 +628,9 @@ def main(argv: list[str] | None = None) -> int:
 
     address = args.address or os.environ.get("RAY_ADDRESS")
     # The dashboard stays on 127.0.0.1 (reach a cluster's with `ray dashboard cluster.yaml`).
-    ctx = ray.init(address=address, ignore_reinit_error=True, **({} if address else {"dashboard_host": "127.0.0.1"}))
+    # No address: always an embedded local instance ("local"), never a stale `ray start` found on disk.
+    local = {"address": "local", "dashboard_host": "127.0.0.1"}
+    ctx = ray.init(ignore_reinit_error=True, **({"address": address} if address else local))
     url = getattr(ctx, "dashboard_url", None)
     print(
         f"Ray: {'joined ' + address if address else 'local instance'}; dashboard: "

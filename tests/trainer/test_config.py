@@ -105,3 +105,38 @@ def test_missing_experiment_lists_the_available_ones():
         f"{CONFIG_DIR / 'nope.yaml'}: experiment not found; available: "
         f"{', '.join(available_experiments())} (or a .yaml path)"
     )
+
+
+def _bundles(overrides):
+    from trainer.algorithm import PortfolioSAC
+
+    exp = load_experiment("smoke", overrides)
+    return PortfolioSAC.default_resource_request(build_sac_config(exp)).bundles
+
+
+def test_gpu_learner_resource_requests_on_cpu():
+    """GPU placement is configured and requested correctly even where no GPU exists (tested here on CPU)."""
+    # learner in the trial's process on half a GPU, with its custom resource; env runners elsewhere
+    b = _bundles(
+        {
+            "resources.num_gpus_per_learner": 0.5,
+            "resources.num_env_runners": 2,
+            "resources.custom_resources_per_env_runner": {"rollout": 1},
+            "resources.custom_resources_per_learner": {"learner": 1},
+        }
+    )
+    assert b == [
+        {"CPU": 1, "GPU": 0.5, "learner": 1},
+        {"CPU": 1, "rollout": 1},
+        {"CPU": 1, "rollout": 1},
+    ]
+    # one remote learner on a whole GPU
+    b = _bundles({"resources.num_learners": 1, "resources.num_gpus_per_learner": 1, "resources.num_env_runners": 1})
+    assert {"GPU": 1} in [{k: v for k, v in x.items() if k == "GPU" and v} for x in b]
+    assert sum(x.get("GPU", 0) for x in b) == 1
+    # two DDP learners on one GPU each: total batch is per-learner batch x 2
+    exp = load_experiment("smoke", {"resources.num_learners": 2, "resources.num_gpus_per_learner": 1})
+    config = build_sac_config(exp)
+    assert config.num_learners == 2 and config.total_train_batch_size == 2 * exp.sac.batch_size
+    with pytest.raises(ExperimentError, match="fractional GPUs are only for one learner per trial"):
+        load_experiment("smoke", {"resources.num_learners": 2, "resources.num_gpus_per_learner": 0.5})

@@ -145,6 +145,9 @@ def two_node_cluster(tmp_path):
     ``ray stop``, which would stop every Ray node on the machine).
     """
     ports = {name: _free_port() for name in ("gcs", "dash", "agent1", "client", "agent2")}
+    # `ray start --head` records itself in /tmp/ray/ray_current_cluster; put back what was there.
+    current = Path("/tmp/ray/ray_current_cluster")
+    previous = current.read_text() if current.exists() else None
     env = dict(os.environ, RAY_AUTH_MODE="disabled")
     ray_bin = str(Path(sys.executable).parent / "ray")
     common = ["--block", "--disable-usage-stats", "--object-store-memory=200000000"]
@@ -199,6 +202,10 @@ def two_node_cluster(tmp_path):
                 p.kill()
         head_log.close()
         worker_log.close()
+        if previous is None:
+            current.unlink(missing_ok=True)
+        else:
+            current.write_text(previous)
 
 
 def _wait_for_nodes(dashboard: str, n: int, timeout: float = 90) -> list:

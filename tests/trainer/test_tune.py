@@ -203,3 +203,13 @@ def test_interrupted_sweep_resumes_without_redoing_finished_trials(ray_session, 
     assert steps[-1] == 1500 and steps == sorted(steps)  # continued from its checkpoint, not from zero
     summary = json.loads((exp_dir / "summary.json").read_text())
     assert [t["status"] for t in summary["trials"]] == ["completed", "completed"]
+
+
+def test_gpu_request_on_cpu_only_cluster_is_a_clear_error(ray_session, tmp_path):
+    res = _tune(["--exp", "smoke", "--storage", str(tmp_path), "--set", "resources.num_gpus_per_learner=1"], ray_session)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().endswith(
+        "error: each trial needs GPU=1 but the Ray cluster has GPU=0 in total; no trial could ever start "
+        "(set resources.num_gpus_per_learner=0, e.g. --set resources.num_gpus_per_learner=0, or add nodes)"
+    )
+    assert not (tmp_path / "smoke").exists()  # nothing started, nothing written
