@@ -8,8 +8,9 @@ Where RLlib's defaults differ from the reference configuration (see ../shared/do
 them here, explicitly:
 
 - activation: RLlib "tanh" -> "relu";
-- critic: RLlib adds a "fusion" MLP ([256, 256], tanh) after the obs/action streams -> none
-  (``fusionnet_hiddens=[]``): each Q net is the MLP of ``model.hidden`` on (obs, action);
+- critic: RLlib builds each Q net from two streams (an MLP on obs and one on the action) plus a "fusion" MLP
+  ([256, 256], tanh) -> one MLP of ``model.hidden`` on [obs, action] (``trainer.catalog.ConcatQSACCatalog``,
+  ``fusionnet_hiddens=[]``), as in the reference;
 - actor_lr: RLlib 3e-5 (critic 3e-4) -> 1e-4 for both;
 - replay: RLlib's prioritized episode buffer -> our uniform flat buffer of raw transitions
   (``trainer.buffer``), sampled at a fixed replay ratio (``sac.training_intensity``);
@@ -133,7 +134,6 @@ class ResourcesConfig(_Strict):
     # num_learners is 0, each remote learner otherwise).
     custom_resources_per_env_runner: dict[str, float] = Field(default_factory=dict)
     custom_resources_per_learner: dict[str, float] = Field(default_factory=dict)
-
 
     @model_validator(mode="after")
     def _gpu_sharing(self) -> ResourcesConfig:
@@ -284,9 +284,13 @@ def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = N
     Returns:
         A ``SACConfig`` whose ``algo_class`` is ``trainer.algorithm.PortfolioSAC``.
     """
+    from ray.rllib.algorithms.sac.torch.default_sac_torch_rl_module import DefaultSACTorchRLModule
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
     import envs  # registers "Portfolio-v0" with Tune
     from trainer.algorithm import PortfolioSAC
     from trainer.callbacks import PortfolioCallbacks
+    from trainer.catalog import ConcatQSACCatalog
     from trainer.connectors import make_env_to_module_connector
 
     po = dict(param_overrides or {})
@@ -364,7 +368,10 @@ def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = N
         )
         .resources(custom_resources_for_main_process={} if res.num_learners else res.custom_resources_per_learner)
         .training(**training)
-        .rl_module(model_config=model_config)
+        .rl_module(
+            model_config=model_config,
+            rl_module_spec=RLModuleSpec(module_class=DefaultSACTorchRLModule, catalog_class=ConcatQSACCatalog),
+        )
         .callbacks(PortfolioCallbacks)
         .reporting(
             min_time_s_per_iteration=0,

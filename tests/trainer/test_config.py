@@ -140,3 +140,36 @@ def test_gpu_learner_resource_requests_on_cpu():
     assert config.num_learners == 2 and config.total_train_batch_size == 2 * exp.sac.batch_size
     with pytest.raises(ExperimentError, match="fractional GPUs are only for one learner per trial"):
         load_experiment("smoke", {"resources.num_learners": 2, "resources.num_gpus_per_learner": 0.5})
+
+
+def test_q_networks_are_one_mlp_on_obs_and_action():
+    """Each Q net is Linear(obs+act, 256) -> ReLU -> Linear(256, 256) -> ReLU -> Linear(256, 1), as in the
+    reference (RLlib's default catalog would build two streams plus a 512 -> 256 projection)."""
+    import torch
+
+    from envs.portfolio import PortfolioEnv
+
+    config = build_sac_config(Experiment())
+    env = PortfolioEnv()
+    spec = config.rl_module_spec
+    spec.observation_space, spec.action_space, spec.model_config = (
+        env.observation_space,
+        env.action_space,
+        config.model_config,
+    )
+    module = spec.build()
+    for enc, head in ((module.qf_encoder, module.qf), (module.qf_twin_encoder, module.qf_twin)):
+        linears = [m for m in list(enc.modules()) + list(head.modules()) if isinstance(m, torch.nn.Linear)]
+        assert [(m.in_features, m.out_features) for m in linears] == [(201 + 21, 256), (256, 256), (256, 1)]
+        acts = [type(m).__name__ for m in enc.modules() if not isinstance(m, torch.nn.Linear | torch.nn.Sequential)]
+        assert "ReLU" in acts and "Tanh" not in acts
+    obs = torch.randn(5, 201)
+    act = torch.rand(5, 21) * 2 - 1
+    # the Q value is that MLP applied to the concatenation
+    q = module.qf(module.qf_encoder({"obs": obs, "actions": act})["encoder_out"]).squeeze(-1)
+    x = torch.cat([obs, act], -1)
+    l1, l2, l3 = [
+        m for m in list(module.qf_encoder.modules()) + list(module.qf.modules()) if isinstance(m, torch.nn.Linear)
+    ]
+    expected = l3(torch.relu(l2(torch.relu(l1(x))))).squeeze(-1)
+    torch.testing.assert_close(q, expected)

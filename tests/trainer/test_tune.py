@@ -206,7 +206,9 @@ def test_interrupted_sweep_resumes_without_redoing_finished_trials(ray_session, 
 
 
 def test_gpu_request_on_cpu_only_cluster_is_a_clear_error(ray_session, tmp_path):
-    res = _tune(["--exp", "smoke", "--storage", str(tmp_path), "--set", "resources.num_gpus_per_learner=1"], ray_session)
+    res = _tune(
+        ["--exp", "smoke", "--storage", str(tmp_path), "--set", "resources.num_gpus_per_learner=1"], ray_session
+    )
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().endswith(
         "error: each trial needs GPU=1 but the Ray cluster has GPU=0 in total; no trial could ever start "
