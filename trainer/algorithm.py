@@ -100,6 +100,7 @@ class PortfolioSAC(SAC):
         self._eval_interval = int(settings.get("evaluation", {}).get("interval", 5))
         self._max_critic_loss = float(settings.get("divergence", {}).get("max_critic_loss", 1e6))
         self._update_credit = 0.0
+        self.updates_lifetime = 0  # gradient steps done by this process (benchmarks)
         self.diverged: str | None = None
         self.last_evaluation: dict[str, float] = {}
         self.history: list[dict[str, float]] = []
@@ -206,6 +207,7 @@ class PortfolioSAC(SAC):
                 for module_results in res.values():
                     module_results.pop(TD_ERROR_KEY, None)
             self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+        self.updates_lifetime += n_updates
         if n_updates:
             self._check_divergence()
             if self.diverged:
