@@ -90,8 +90,13 @@ def sampling(num_env_runners: int, iterations: int = 4) -> float:
     from trainer.config import build_sac_config
     from trainer.train import env_steps_of
 
-    exp = _experiment({"resources.num_env_runners": num_env_runners, "sac.learning_starts": 10**9,
-                       "stopping.steps_per_iteration": 2000})
+    exp = _experiment(
+        {
+            "resources.num_env_runners": num_env_runners,
+            "sac.learning_starts": 10**9,
+            "stopping.steps_per_iteration": 2000,
+        }
+    )
     algo = build_sac_config(exp).build_algo()
     try:
         algo.train()
@@ -127,7 +132,10 @@ def _side_by_side(sb3_path: str | None, steps: int) -> dict[str, Any]:
         env["PYTHONPATH"] = os.pathsep.join([sb3_path, str(root), env.get("PYTHONPATH", "")])
         res = subprocess.run(
             [sys.executable, "-m", "benchmarks.sb3_reference", "--steps", str(steps)],
-            capture_output=True, text=True, env=env, cwd=root,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=root,
         )
         if res.returncode == 0:
             out.update(json.loads(res.stdout.strip().splitlines()[-1]))

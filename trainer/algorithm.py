@@ -106,8 +106,6 @@ class PortfolioSAC(SAC):
         self.history: list[dict[str, float]] = []
         self._metrics_exporter = None
         self._last_counts = (0, 0, time.perf_counter())
-        batch = self.config.total_train_batch_size
-        self._ones = np.ones(batch, np.float32)
 
     # --- observation filter ---------------------------------------------------------------------------
     def obs_filter(self) -> RawObsMeanStdFilter | None:
@@ -140,8 +138,9 @@ class PortfolioSAC(SAC):
             added += n
         return added
 
-    def _sample_batch(self) -> MultiAgentBatch:
-        raw = self.buffer.sample(self.config.total_train_batch_size)
+    def _sample_batch(self, n_steps: int = 1) -> MultiAgentBatch:
+        """``n_steps`` gradient steps' worth of uniformly sampled, normalised transitions."""
+        raw = self.buffer.sample(self.config.total_train_batch_size * n_steps)
         filt = self.obs_filter()
         if filt is not None:
             mean, std, _ = filt.stats()
@@ -160,8 +159,8 @@ class PortfolioSAC(SAC):
                 Columns.ACTIONS: raw["actions"],
                 Columns.REWARDS: rewards,
                 Columns.TERMINATEDS: raw["terminateds"],
-                "n_step": self._ones,
-                "weights": self._ones,
+                "n_step": np.ones(len(rewards), np.float32),
+                "weights": np.ones(len(rewards), np.float32),
             }
         )
         return MultiAgentBatch({DEFAULT_MODULE_ID: sample}, env_steps=len(rewards))
@@ -196,12 +195,19 @@ class PortfolioSAC(SAC):
         self._update_credit += n_new * self.config.training_intensity / batch_size
         n_updates = int(self._update_credit)
         self._update_credit -= n_updates
-        for _ in range(n_updates):
+        if n_updates:
+            # All gradient steps of this sampling round in one learner call: n_updates minibatches of
+            # batch_size, each its own gradient step and target update (FusedSACTorchLearner), so RLlib's
+            # per-call overhead (batch conversion, metrics reduction) is paid once per round.
             with self.metrics.log_time((TIMERS, REPLAY_BUFFER_SAMPLE_TIMER)):
-                batch = self._sample_batch()
+                batch = self._sample_batch(n_updates)
             with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
                 learner_results = self.learner_group.update(
-                    batch=batch, timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: current_ts}
+                    batch=batch,
+                    timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: current_ts},
+                    minibatch_size=self.config.train_batch_size_per_learner,
+                    num_epochs=1,
+                    shuffle_batch_per_epoch=False,
                 )
             for res in learner_results:  # per-sample TD errors are not metrics (RLlib's DQN drops them too)
                 for module_results in res.values():

@@ -15,6 +15,7 @@ them here, explicitly:
 - replay: RLlib's prioritized episode buffer -> our uniform flat buffer of raw transitions
   (``trainer.buffer``), sampled at a fixed replay ratio (``sac.training_intensity``);
 - learning starts: RLlib 1500 -> 1000 env steps;
+- learner: ``trainer.learner.FusedSACTorchLearner``, RLlib's SAC losses computed with less work (issue 7);
 - observation filter: RLlib's MeanStdFilter writes normalised observations into the episodes (so the buffer
   would hold values normalised with stale statistics); ours keeps episodes raw (``trainer.connectors``).
 """
@@ -292,6 +293,7 @@ def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = N
     from trainer.callbacks import PortfolioCallbacks
     from trainer.catalog import ConcatQSACCatalog
     from trainer.connectors import make_env_to_module_connector
+    from trainer.learner import FusedSACTorchLearner
 
     po = dict(param_overrides or {})
 
@@ -365,6 +367,7 @@ def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = N
             num_gpus_per_learner=res.num_gpus_per_learner,
             num_cpus_per_learner=res.num_cpus_per_learner,
             custom_resources_per_learner=res.custom_resources_per_learner if res.num_learners else {},
+            learner_class=FusedSACTorchLearner,
         )
         .resources(custom_resources_for_main_process={} if res.num_learners else res.custom_resources_per_learner)
         .training(**training)

@@ -85,9 +85,10 @@ def test_training_exports_ray_metrics_on_the_prometheus_endpoint(ray_session):
             algo.train()  # keep reporting; the agent flushes every few seconds
             time.sleep(1)
         for w in wanted:
-            lines = [ln for ln in text.splitlines() if ln.startswith(w + "{")]
-            assert lines, f"{w} not exported"
-            assert 'experiment="metrics_probe"' in lines[0] and "trial=" in lines[0]
+            # other tests' runs export the same gauges with their own experiment tag
+            lines = [ln for ln in text.splitlines() if ln.startswith(w + "{") and 'experiment="metrics_probe"' in ln]
+            assert lines, f"{w} not exported for this run"
+            assert "trial=" in lines[0] and np.isfinite(float(lines[0].rsplit(" ", 1)[1]))
     finally:
         algo.stop()
 
@@ -130,7 +131,9 @@ def test_dead_trial_process_is_retried_from_its_checkpoint(ray_session, tmp_path
     (rows,) = _results(exp_dir).values()
     iterations = [r["training_iteration"] for r in rows]
     assert iterations.count(1) == 1  # never restarted from scratch
-    assert iterations != sorted(set(iterations))  # some iterations after the checkpoint were run again
+    # after the kill Tune restored the trial from a checkpoint: its iteration count since restore restarts
+    restored = [r for r in rows if r["iterations_since_restore"] == 1 and r["training_iteration"] > 1]
+    assert restored, [(r["training_iteration"], r["iterations_since_restore"]) for r in rows]
     assert rows[-1]["portfolio"]["env_steps"] == 1500
     summary = json.loads((exp_dir / "summary.json").read_text())
     assert [t["status"] for t in summary["trials"]] == ["completed"]
