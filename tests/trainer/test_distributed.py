@@ -77,16 +77,19 @@ def test_training_exports_ray_metrics_on_the_prometheus_endpoint(ray_session):
             "ray_portfolio_env_steps_per_s",
             "ray_portfolio_trained_samples_per_s",
         ]
-        text, deadline = "", time.time() + 60
+        def ours(text: str, name: str) -> list[str]:
+            # other tests' runs export the same gauges with their own experiment tag
+            return [ln for ln in text.splitlines() if ln.startswith(name + "{") and 'experiment="metrics_probe"' in ln]
+
+        text, deadline = "", time.time() + 90
         while time.time() < deadline:
             text = _scrape(port)
-            if all(w in text for w in wanted):
+            if all(ours(text, w) for w in wanted):
                 break
             algo.train()  # keep reporting; the agent flushes every few seconds
             time.sleep(1)
         for w in wanted:
-            # other tests' runs export the same gauges with their own experiment tag
-            lines = [ln for ln in text.splitlines() if ln.startswith(w + "{") and 'experiment="metrics_probe"' in ln]
+            lines = ours(text, w)
             assert lines, f"{w} not exported for this run"
             assert "trial=" in lines[0] and np.isfinite(float(lines[0].rsplit(" ", 1)[1]))
     finally:
