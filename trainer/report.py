@@ -54,19 +54,28 @@ def markdown_table(strategies: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def plot_equity(values: pd.DataFrame, path: Path, title: str) -> Path:
-    fig, ax = plt.subplots(figsize=(10, 5))
-    for col in values.columns:
-        style = "--" if col.endswith("_lookahead") else "-"
-        ax.plot(values.index, values[col], style, label=col, linewidth=2.2 if col == "sac" else 1.2)
+def save_figure(
+    fig: Any, ax: Any, path: Path, *, title: str, ylabel: str, xlabel: str = "", legend_size: int = 8
+) -> Path:
+    """Title, labels, legend and grid, then write the PNG and free the figure."""
     ax.set_title(title)
-    ax.set_ylabel("portfolio value (start = 1)")
-    ax.legend(fontsize=8)
+    ax.set_ylabel(ylabel)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.legend(fontsize=legend_size)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_equity(values: pd.DataFrame, path: Path, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(10, 5))
+    for col in values.columns:
+        style = "--" if col.endswith("_lookahead") else "-"
+        ax.plot(values.index, values[col], style, label=col, linewidth=2.2 if col == "sac" else 1.2)
+    return save_figure(fig, ax, path, title=title, ylabel="portfolio value (start = 1)")
 
 
 def plot_drawdowns(values: pd.DataFrame, path: Path) -> Path:
@@ -74,14 +83,7 @@ def plot_drawdowns(values: pd.DataFrame, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(10, 4))
     for col in dd.columns:
         ax.plot(dd.index, dd[col], label=col, linewidth=2.0 if col == "sac" else 1.0)
-    ax.set_title("Drawdowns")
-    ax.set_ylabel("drawdown")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, ax, path, title="Drawdowns", ylabel="drawdown")
 
 
 def plot_weights(weights: pd.DataFrame, path: Path) -> Path:

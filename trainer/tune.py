@@ -531,10 +531,9 @@ def _summary_markdown(summary: dict[str, Any]) -> str:
 
 
 def _sweep_plots(curves: dict, trials: pd.DataFrame, baselines: dict, exp_dir: Path, target: int) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from trainer.report import save_figure  # also selects the headless backend
 
     fig, ax = plt.subplots(figsize=(10, 5))
     for trial_id, (steps, vals, status) in sorted(curves.items()):
@@ -543,14 +542,15 @@ def _sweep_plots(curves: dict, trials: pd.DataFrame, baselines: dict, exp_dir: P
         if status != STATUS_COMPLETED and finite.any():
             ax.plot(steps[finite][-1], vals[finite][-1], "x", color=line.get_color(), markersize=12, mew=2)
     ax.axvline(target, color="grey", linestyle=":", linewidth=1)
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("validation Sharpe")
-    ax.set_title("Validation Sharpe per trial (x = stopped early / diverged)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(exp_dir / "validation_curves.png", dpi=110)
-    plt.close(fig)
+    save_figure(
+        fig,
+        ax,
+        exp_dir / "validation_curves.png",
+        title="Validation Sharpe per trial (x = stopped early / diverged)",
+        ylabel="validation Sharpe",
+        xlabel="env steps",
+        legend_size=7,
+    )
 
     fig, ax = plt.subplots(figsize=(10, 5))
     labels = sorted(trials["config"].unique())
@@ -561,13 +561,13 @@ def _sweep_plots(curves: dict, trials: pd.DataFrame, baselines: dict, exp_dir: P
         ax.axhline(b["test_sharpe"], linestyle="--", linewidth=1, label=f"{name} ({b['test_sharpe']:+.2f})")
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, rotation=15, fontsize=8)
-    ax.set_ylabel("test Sharpe (best checkpoint)")
-    ax.set_title("Test Sharpe per configuration, one point per seed, vs baselines")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(exp_dir / "test_sharpe_by_config.png", dpi=110)
-    plt.close(fig)
+    save_figure(
+        fig,
+        ax,
+        exp_dir / "test_sharpe_by_config.png",
+        title="Test Sharpe per configuration, one point per seed, vs baselines",
+        ylabel="test Sharpe (best checkpoint)",
+    )
     return {
         "Validation Sharpe vs env steps": "validation_curves.png",
         "Test Sharpe by configuration": "test_sharpe_by_config.png",

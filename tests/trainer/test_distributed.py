@@ -77,6 +77,7 @@ def test_training_exports_ray_metrics_on_the_prometheus_endpoint(ray_session):
             "ray_portfolio_env_steps_per_s",
             "ray_portfolio_trained_samples_per_s",
         ]
+
         def ours(text: str, name: str) -> list[str]:
             # other tests' runs export the same gauges with their own experiment tag
             return [ln for ln in text.splitlines() if ln.startswith(name + "{") and 'experiment="metrics_probe"' in ln]
