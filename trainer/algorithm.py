@@ -60,6 +60,14 @@ LOGPS_KEY = "logps"
 ALPHA_VALUE_KEY = "alpha_value"
 
 
+_SAMPLE_TAG = "portfolio_sample"
+
+
+def _sample_and_metrics(runner: Any) -> tuple[list, dict]:
+    """Run on a remote env runner: one sampling round and its metrics (as synchronous_parallel_sample)."""
+    return runner.sample(), runner.get_metrics()
+
+
 class PortfolioSACConfig(SACConfig):
     """``SACConfig`` plus ``portfolio``: the experiment settings PortfolioSAC reads itself."""
 
@@ -99,6 +107,8 @@ class PortfolioSAC(SAC):
         self._reward_normalize = bool(settings.get("reward", {}).get("normalize", False))
         self._eval_interval = int(settings.get("evaluation", {}).get("interval", 5))
         self._max_critic_loss = float(settings.get("divergence", {}).get("max_critic_loss", 1e6))
+        self._overlap = bool(settings.get("resources", {}).get("overlap_sampling", False))
+        self._inflight = False
         self._update_credit = 0.0
         self.updates_lifetime = 0  # gradient steps done by this process (benchmarks)
         self.diverged: str | None = None
@@ -169,15 +179,42 @@ class PortfolioSAC(SAC):
         filt = self.obs_filter()
         return filt is not None and filt.stats()[2] == 0 and self.config.num_env_runners > 0
 
+    def _sample_overlapped(self) -> tuple[list, list]:
+        """Collect the round the remote runners sampled while we learned, and start the next one at once.
+
+        Runners act with the weights they had when the round started (one round older than a synchronous
+        sample); RLlib syncs weights fire-and-forget, so they arrive before the following round.
+        """
+        group = self.env_runner_group
+        if not self._inflight:
+            group.foreach_env_runner_async(_sample_and_metrics, tag=_SAMPLE_TAG)
+            self._inflight = True
+        ready: list = []
+        deadline = time.perf_counter() + (self.config.sample_timeout_s or 60.0)
+        while not ready and time.perf_counter() < deadline:
+            ready = group.fetch_ready_async_reqs(tags=_SAMPLE_TAG, timeout_seconds=0.5)
+        episodes, metrics = [], []
+        for _, (eps, m) in ready:
+            episodes.extend(eps)
+            metrics.append(m)
+        # restarted runners (fault tolerance) have no request in flight: ask every healthy runner again
+        group.foreach_env_runner_async(
+            _sample_and_metrics, tag=_SAMPLE_TAG, remote_worker_ids=[i for i, _ in ready] or None
+        )
+        return episodes, metrics
+
     def training_step(self) -> None:
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
-            episodes, env_runner_results = synchronous_parallel_sample(
-                worker_set=self.env_runner_group,
-                concat=True,
-                sample_timeout_s=self.config.sample_timeout_s,
-                _uses_new_env_runners=True,
-                _return_metrics=True,
-            )
+            if self._overlap:
+                episodes, env_runner_results = self._sample_overlapped()
+            else:
+                episodes, env_runner_results = synchronous_parallel_sample(
+                    worker_set=self.env_runner_group,
+                    concat=True,
+                    sample_timeout_s=self.config.sample_timeout_s,
+                    _uses_new_env_runners=True,
+                    _return_metrics=True,
+                )
         self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
         if self.diverged:
             # The iteration must still reach its sample quota to end; the env runners act with the last

@@ -135,6 +135,15 @@ class ResourcesConfig(_Strict):
     # num_learners is 0, each remote learner otherwise).
     custom_resources_per_env_runner: dict[str, float] = Field(default_factory=dict)
     custom_resources_per_learner: dict[str, float] = Field(default_factory=dict)
+    # Sample the next round on the remote env runners while the learner trains on the replay buffer.
+    # The in-flight round acts with weights one round older (never silently: off by default).
+    overlap_sampling: bool = False
+
+    @model_validator(mode="after")
+    def _overlap_needs_remote_runners(self) -> ResourcesConfig:
+        if self.overlap_sampling and self.num_env_runners < 1:
+            raise ValueError("overlap_sampling needs num_env_runners >= 1 (remote env runners sample in parallel)")
+        return self
 
     @model_validator(mode="after")
     def _gpu_sharing(self) -> ResourcesConfig:

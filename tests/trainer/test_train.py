@@ -234,3 +234,24 @@ def test_learns_dominant_asset_and_beats_equal_weight(ray_session, tmp_path):
     assert agent.weights[:, 0].mean() > 0.6  # most of the weight on the dominant asset
     assert sharpe_annualized(agent.net_returns) > sharpe_annualized(equal.net_returns) + 1.0
     assert agent.values[-1] > equal.values[-1]
+
+
+def test_overlapped_sampling_keeps_the_replay_ratio(ray_session):
+    """resources.overlap_sampling: a remote runner samples the next round while the learner trains."""
+    exp = load_experiment(
+        "smoke",
+        {"resources.num_env_runners": 1, "resources.overlap_sampling": True, "stopping.steps_per_iteration": 300},
+    )
+    algo = build_sac_config(exp).build_algo()
+    try:
+        steps = [algo.train()["portfolio"]["env_steps"] for _ in range(3)]
+        assert steps == sorted(steps) and steps[-1] >= 900
+        assert len(algo.buffer) == steps[-1]  # every sampled round reached the buffer
+        learning = steps[-1] - exp.sac.learning_starts
+        expected = learning * exp.sac.training_intensity / exp.sac.batch_size
+        assert abs(algo.updates_lifetime - expected) <= 1 + exp.sac.rollout_fragment_length  # the same replay ratio
+        assert np.isfinite(algo.train()["portfolio"]["critic_loss"])
+    finally:
+        algo.stop()
+    with pytest.raises(Exception, match="overlap_sampling needs num_env_runners >= 1"):
+        load_experiment("smoke", {"resources.overlap_sampling": True})
