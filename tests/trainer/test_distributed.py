@@ -109,6 +109,8 @@ def test_dead_trial_process_is_retried_from_its_checkpoint(ray_session, tmp_path
         "sweep.search_space={model.hidden: {grid_search: [[32, 32]]}}",
         "--set",
         "sweep.scheduler.type=fifo",
+        "--set",
+        "stopping.env_steps=3600",  # 12 iterations: the kill lands mid-run, long before the end
     ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "trainer.tune", *args],
@@ -138,7 +140,7 @@ def test_dead_trial_process_is_retried_from_its_checkpoint(ray_session, tmp_path
     # after the kill Tune restored the trial from a checkpoint: its iteration count since restore restarts
     restored = [r for r in rows if r["iterations_since_restore"] == 1 and r["training_iteration"] > 1]
     assert restored, [(r["training_iteration"], r["iterations_since_restore"]) for r in rows]
-    assert rows[-1]["portfolio"]["env_steps"] == 1500
+    assert rows[-1]["portfolio"]["env_steps"] == 3600
     summary = json.loads((exp_dir / "summary.json").read_text())
     assert [t["status"] for t in summary["trials"]] == ["completed"]
 
