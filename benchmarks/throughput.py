@@ -42,7 +42,6 @@ REFERENCE_OVERRIDES = {
     "stopping.steps_per_iteration": 200,
     "evaluation.interval": 10_000,  # evaluation is not what we time here
 }
-RAW_BYTES_PER_TRANSITION = None  # computed from the env's spaces
 
 
 def _experiment(extra: dict[str, Any] | None = None):

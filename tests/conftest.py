@@ -101,3 +101,13 @@ def toy_market():
     rets = np.zeros((4, 3))
     rets[1:] = prices.to_numpy()[1:] / prices.to_numpy()[:-1] - 1
     return MarketData(data, np.zeros((4, 3, 2), np.float32), rets, splits, FeatureConfig())
+
+
+def tune_results(exp_dir) -> dict[str, list[dict]]:
+    """Each Tune trial's result.json rows (written line by line as results arrive), by trial directory."""
+    import json
+
+    out = {}
+    for p in sorted(exp_dir.glob("trial_*/result.json")):
+        out[p.parent.name] = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    return out

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import cli_env
+from tests.conftest import tune_results as _results
 from trainer.config import build_sac_config, load_experiment
 
 
@@ -23,13 +24,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _results(exp_dir: Path) -> dict[str, list[dict]]:
-    out = {}
-    for p in sorted(exp_dir.glob("trial_*/result.json")):
-        out[p.parent.name] = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-    return out
 
 
 # --- env runner fault tolerance --------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import cli_env
+from tests.conftest import tune_results as _results
 from trainer.config import ExperimentError, available_experiments
 from trainer.tune import (
     DivergenceOrBudgetStopper,
@@ -162,14 +163,6 @@ def test_smoke_sweep_end_to_end(ray_session, tmp_path):
     for png in ("validation_curves.png", "test_sharpe_by_config.png"):
         assert (exp_dir / png).stat().st_size > 10_000
     assert "| configuration | trials |" in (exp_dir / "summary.md").read_text()
-
-
-def _results(exp_dir: Path) -> dict[str, list[dict]]:
-    """Each trial's result.json rows (written line by line as results arrive)."""
-    out = {}
-    for p in sorted(exp_dir.glob("trial_*/result.json")):
-        out[p.parent.name] = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-    return out
 
 
 def test_interrupted_sweep_resumes_without_redoing_finished_trials(ray_session, tmp_path):
