@@ -1,4 +1,4 @@
-"""Training throughput: ``python -m benchmarks.throughput [--json FILE] [--sb3-path DIR]``.
+"""Training throughput: ``python -m benchmarks.throughput [--json FILE] [--sb3-path DIR] [--rounds R]``.
 
 On the bundled data with the reference network ([256, 256], batch 256) and a replay ratio of 256 trained
 samples per env step (one gradient step per env step), measures in one run:
@@ -7,15 +7,17 @@ samples per env step (one gradient step per env step), measures in one run:
   excluding start-up: trained samples/s and env steps/s, with synchronous local sampling (the reference's
   schedule) and with one remote env runner sampling the next round while the learner trains
   (``resources.overlap_sampling``; the headline ``trained_samples_per_s``);
-- the learner update alone (``learner_group.update`` on a pre-sampled batch), in updates/s;
+- the learner update alone (``learner_group.update`` on pre-sampled batches, as the trainer sends them);
 - sampling alone with 1 and 2 remote env runners (no learning), in env steps/s;
 - replay-buffer bytes per stored transition at 200k capacity, against the raw float32 bytes of
   (obs, next obs, action, reward, flags), and the driver's peak RSS;
-- side by side, the same minute: Stable-Baselines3 SAC with the same configuration on the same env (from a
-  throwaway install given by ``--sb3-path``, never a dependency) and the bare eager-PyTorch update loop
+- side by side: Stable-Baselines3 SAC with the same configuration on the same env (from a throwaway install
+  given by ``--sb3-path``, never a dependency) and the bare eager-PyTorch update loop
   ``../shared/tools/raw_sac_update.py`` (when present), both with one thread.
 
-Compare ratios measured in one run: the machine is shared and noisy.
+The machine is shared and noisy (the same code's speed moved by 30% between minutes here), so SB3 and both of
+our schedules take turns for ``--rounds`` rounds and the medians of the per-round figures and ratios are
+reported; every round is in the JSON.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -53,40 +56,54 @@ def _experiment(extra: dict[str, Any] | None = None):
 OVERLAP = {"resources.num_env_runners": 1, "resources.overlap_sampling": True}
 
 
-def end_to_end(timed_iterations: int, extra: dict[str, Any] | None = None) -> dict[str, float]:
-    """Trained samples/s and env steps/s of PortfolioSAC after learning starts."""
-    from trainer.config import build_sac_config
-    from trainer.train import env_steps_of
+class EndToEnd:
+    """A warmed-up ``PortfolioSAC`` (buffer past learning starts, one iteration of updates done) that can be
+    timed for a few iterations at a time, so several configurations and SB3 can take turns in one run."""
 
-    exp = _experiment(extra)
-    algo = build_sac_config(exp).build_algo()
-    try:
-        while env_steps_of(algo) < exp.sac.learning_starts + 200:  # fill + a warm-up iteration of updates
-            algo.train()
-        steps0, updates0, t0 = env_steps_of(algo), algo.updates_lifetime, time.perf_counter()
-        for _ in range(timed_iterations):
+    def __init__(self, extra: dict[str, Any] | None = None) -> None:
+        from trainer.config import build_sac_config
+        from trainer.train import env_steps_of
+
+        self._steps = env_steps_of
+        self.exp = _experiment(extra)
+        self.algo = build_sac_config(self.exp).build_algo()
+        while env_steps_of(self.algo) < self.exp.sac.learning_starts + 200:  # fill + a warm-up iteration
+            self.algo.train()
+
+    def timed(self, iterations: int) -> dict[str, float]:
+        """Trained samples/s and env steps/s over ``iterations`` iterations."""
+        algo = self.algo
+        steps0, updates0, t0 = self._steps(algo), algo.updates_lifetime, time.perf_counter()
+        for _ in range(iterations):
             algo.train()
         dt = time.perf_counter() - t0
-        steps, updates = env_steps_of(algo) - steps0, algo.updates_lifetime - updates0
-        batch = algo.config.total_train_batch_size
-        # the learner update alone, on one pre-sampled batch
-        from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
-
-        sample = algo._sample_batch()
-        n = 60
-        t1 = time.perf_counter()
-        for _ in range(n):
-            algo.learner_group.update(batch=sample, timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: env_steps_of(algo)})
-        learner_dt = time.perf_counter() - t1
+        steps, updates = self._steps(algo) - steps0, algo.updates_lifetime - updates0
         return {
-            "trained_samples_per_s": updates * batch / dt,
+            "trained_samples_per_s": updates * algo.config.total_train_batch_size / dt,
             "env_steps_per_s": steps / dt,
             "gradient_steps_per_env_step": updates / steps,
-            "learner_updates_per_s": n / learner_dt,
-            "learner_trained_samples_per_s": n * batch / learner_dt,
         }
-    finally:
-        algo.stop()
+
+    def learner_alone(self, calls: int = 8) -> dict[str, float]:
+        """``learner_group.update`` on pre-sampled batches, sent as the trainer sends them: one call per
+        sampling round (``rollout_fragment_length`` gradient steps of ``batch_size``)."""
+        from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
+
+        algo = self.algo
+        per_call = self.exp.sac.rollout_fragment_length
+        sample = algo._sample_batch(per_call)
+        timesteps = {NUM_ENV_STEPS_SAMPLED_LIFETIME: self._steps(algo)}
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            algo.learner_group.update(batch=sample, timesteps=timesteps, num_epochs=1)
+        dt = time.perf_counter() - t0
+        return {
+            "learner_updates_per_s": calls * per_call / dt,
+            "learner_trained_samples_per_s": calls * per_call * algo.config.total_train_batch_size / dt,
+        }
+
+    def stop(self) -> None:
+        self.algo.stop()
 
 
 def sampling(num_env_runners: int, iterations: int = 4) -> float:
@@ -128,38 +145,44 @@ def buffer_memory() -> dict[str, float]:
     }
 
 
-def _side_by_side(sb3_path: str | None, steps: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _sb3(sb3_path: str, steps: int) -> dict[str, Any]:
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    if sb3_path:
-        env["PYTHONPATH"] = os.pathsep.join([sb3_path, str(root), env.get("PYTHONPATH", "")])
-        res = subprocess.run(
-            [sys.executable, "-m", "benchmarks.sb3_reference", "--steps", str(steps)],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=root,
-        )
-        if res.returncode == 0:
-            out.update(json.loads(res.stdout.strip().splitlines()[-1]))
-        else:
-            out["sb3_error"] = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"
-    raw_tool = root.parent / "shared" / "tools" / "raw_sac_update.py"
-    if raw_tool.exists():
-        from envs.portfolio import PortfolioEnv
+    env["PYTHONPATH"] = os.pathsep.join([sb3_path, str(root), env.get("PYTHONPATH", "")])
+    res = subprocess.run(
+        [sys.executable, "-m", "benchmarks.sb3_reference", "--steps", str(steps)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+    )
+    if res.returncode == 0:
+        return json.loads(res.stdout.strip().splitlines()[-1])
+    return {"sb3_error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"}
 
-        e = PortfolioEnv()
-        args = ["1", "256", str(e.observation_space.shape[0]), str(e.action_space.shape[0])]
-        res = subprocess.run([sys.executable, str(raw_tool), *args], capture_output=True, text=True, env=env)
-        out["raw_eager_output"] = res.stdout.strip()
-    return out
+
+def _raw_eager() -> str | None:
+    raw_tool = Path(__file__).resolve().parent.parent.parent / "shared" / "tools" / "raw_sac_update.py"
+    if not raw_tool.exists():
+        return None
+    from envs.portfolio import PortfolioEnv
+
+    e = PortfolioEnv()
+    args = ["1", "256", str(e.observation_space.shape[0]), str(e.action_space.shape[0])]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, str(raw_tool), *args], capture_output=True, text=True, env=env)
+    return res.stdout.strip()
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the results as JSON here")
-    parser.add_argument("--iterations", type=int, default=8, help="timed iterations of 200 env steps")
+    parser.add_argument("--iterations", type=int, default=4, help="timed iterations of 200 env steps per round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of SB3 / ours taking turns; medians reported")
     parser.add_argument("--sb3-path", help="directory with a throwaway stable-baselines3 install (pip --target)")
     parser.add_argument("--skip-sampling", action="store_true")
     args = parser.parse_args(argv)
@@ -167,33 +190,53 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local instance for the benchmark only
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    result: dict[str, Any] = {"config": REFERENCE_OVERRIDES}
-    reference = _side_by_side(args.sb3_path, steps=args.iterations * 200)
-    sync = end_to_end(args.iterations)  # local sampling, then learning: the reference's schedule
-    overlap = end_to_end(args.iterations, OVERLAP)  # one remote env runner samples while the learner trains
-    result.update(sync)
+    result: dict[str, Any] = {"config": REFERENCE_OVERRIDES, "rounds": []}
+    sync = EndToEnd()  # local sampling, then learning: the reference's schedule
+    overlap = EndToEnd(OVERLAP)  # one remote env runner samples the next round while the learner trains
+    for r in range(args.rounds):
+        # SB3 and our two schedules take turns, so a slow minute on this shared machine hits all of them
+        row: dict[str, Any] = {}
+        if args.sb3_path:
+            row.update(_sb3(args.sb3_path, steps=args.iterations * 200))
+        row.update({f"{k}_sync": v for k, v in sync.timed(args.iterations).items()})
+        row.update({f"{k}_overlap": v for k, v in overlap.timed(args.iterations).items()})
+        row.update(sync.learner_alone())
+        if "sb3_trained_samples_per_s" in row:
+            row["ratio_vs_sb3_sync"] = row["trained_samples_per_s_sync"] / row["sb3_trained_samples_per_s"]
+            row["ratio_vs_sb3_overlap"] = row["trained_samples_per_s_overlap"] / row["sb3_trained_samples_per_s"]
+        raw = _raw_eager()
+        if raw:
+            row["raw_eager_output"] = raw
+        result["rounds"].append(row)
+        print(
+            f"round {r + 1}/{args.rounds}: "
+            + ", ".join(f"{k} {v:,.2f}" for k, v in row.items() if isinstance(v, float))
+        )
+    overlap.stop()
+    sync.stop()
+
+    rounds = result["rounds"]
+    for key in rounds[0]:
+        if isinstance(rounds[0][key], float):
+            result[key] = _median([row[key] for row in rounds])
     result.update(
-        trained_samples_per_s_sync=sync["trained_samples_per_s"],
-        env_steps_per_s_sync=sync["env_steps_per_s"],
-        trained_samples_per_s=overlap["trained_samples_per_s"],
-        env_steps_per_s=overlap["env_steps_per_s"],
-        gradient_steps_per_env_step_overlap=overlap["gradient_steps_per_env_step"],
+        trained_samples_per_s=result["trained_samples_per_s_overlap"],
+        env_steps_per_s=result["env_steps_per_s_overlap"],
     )
+    if "ratio_vs_sb3_overlap" in result:
+        result["ratio_vs_sb3"] = result["ratio_vs_sb3_overlap"]
     if not args.skip_sampling:
         result["sampler_env_steps_per_s_1_runner"] = sampling(1)
         result["sampler_env_steps_per_s_2_runners"] = sampling(2)
         result["sampler_env_steps_per_s"] = result["sampler_env_steps_per_s_1_runner"]
     result.update(buffer_memory())
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result.update(reference)
-    if "sb3_trained_samples_per_s" in result:
-        result["ratio_vs_sb3"] = result["trained_samples_per_s"] / result["sb3_trained_samples_per_s"]
-        result["ratio_vs_sb3_sync"] = result["trained_samples_per_s_sync"] / result["sb3_trained_samples_per_s"]
     ray.shutdown()
 
+    print(f"medians over {args.rounds} rounds:")
     rows = [
-        ("end to end, overlapped sampling: trained samples/s", result["trained_samples_per_s"]),
-        ("end to end, overlapped sampling: env steps/s", result["env_steps_per_s"]),
+        ("end to end, overlapped sampling: trained samples/s", result["trained_samples_per_s_overlap"]),
+        ("end to end, overlapped sampling: env steps/s", result["env_steps_per_s_overlap"]),
         ("end to end, synchronous local sampling: trained/s", result["trained_samples_per_s_sync"]),
         ("end to end, synchronous local sampling: env steps/s", result["env_steps_per_s_sync"]),
         ("learner update alone: updates/s", result["learner_updates_per_s"]),
@@ -211,16 +254,17 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if "sb3_trained_samples_per_s" in result:
         rows += [
-            ("SB3 SAC (same minute): trained samples/s", result["sb3_trained_samples_per_s"]),
-            ("ratio ours (overlapped) / SB3", result["ratio_vs_sb3"]),
-            ("ratio ours (synchronous) / SB3", result["ratio_vs_sb3_sync"]),
+            ("SB3 SAC (same rounds): trained samples/s", result["sb3_trained_samples_per_s"]),
+            ("ratio ours (overlapped) / SB3, median of rounds", result["ratio_vs_sb3_overlap"]),
+            ("ratio ours (synchronous) / SB3, median of rounds", result["ratio_vs_sb3_sync"]),
         ]
     for name, value in rows:
         print(f"{name:<52} {value:>12,.2f}")
-    if "sb3_error" in result:
-        print(f"SB3 reference failed: {result['sb3_error']}")
-    if "raw_eager_output" in result:
-        print(f"raw eager loop (same minute): {result['raw_eager_output']}")
+    for row in rounds:
+        if "sb3_error" in row:
+            print(f"SB3 reference failed: {row['sb3_error']}")
+        if "raw_eager_output" in row:
+            print(f"raw eager loop (same round): {row['raw_eager_output']}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0

@@ -233,18 +233,16 @@ class PortfolioSAC(SAC):
         n_updates = int(self._update_credit)
         self._update_credit -= n_updates
         if n_updates:
-            # All gradient steps of this sampling round in one learner call: n_updates minibatches of
-            # batch_size, each its own gradient step and target update (FusedSACTorchLearner), so RLlib's
-            # per-call overhead (batch conversion, metrics reduction) is paid once per round.
+            # All gradient steps of this sampling round in one learner call: n_updates x batch_size rows that
+            # FusedSACTorchLearner takes as n_updates gradient steps (and target updates) of batch_size, so
+            # RLlib's per-call and per-minibatch overheads (batch conversion, slicing, metrics) are paid once.
             with self.metrics.log_time((TIMERS, REPLAY_BUFFER_SAMPLE_TIMER)):
                 batch = self._sample_batch(n_updates)
             with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
                 learner_results = self.learner_group.update(
                     batch=batch,
                     timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: current_ts},
-                    minibatch_size=self.config.train_batch_size_per_learner,
                     num_epochs=1,
-                    shuffle_batch_per_epoch=False,
                 )
             for res in learner_results:  # per-sample TD errors are not metrics (RLlib's DQN drops them too)
                 for module_results in res.values():

@@ -53,11 +53,17 @@ class RawObsMeanStdFilter(MeanStdFilter):
 
 
 def normalize_with(obs: NDArray[np.float32], mean: NDArray, std: NDArray, clip: float | None) -> NDArray[np.float32]:
-    """``clip((obs - mean) / (std + SMALL_NUMBER))``: RLlib's filter formula, vectorised over a batch."""
-    out = (np.asarray(obs) - mean) / (std + SMALL_NUMBER)
+    """``clip((obs - mean) / (std + SMALL_NUMBER))``: RLlib's filter formula, vectorised over a batch.
+
+    In float32 and in place (RLlib's filter computes in float64 and returns float32): within one float32
+    rounding of the filter's output, and ~4x faster on the 2 x 2,048 x 201 values normalised per sampling
+    round of the reference configuration.
+    """
+    out = np.subtract(obs, np.asarray(mean, np.float32), dtype=np.float32)
+    np.divide(out, np.asarray(std + SMALL_NUMBER, np.float32), out=out)
     if clip:
-        out = np.clip(out, -clip, clip)
-    return out.astype(np.float32, copy=False)
+        np.clip(out, -clip, clip, out=out)
+    return out
 
 
 def make_env_to_module_connector(enabled: bool, clip: float) -> Callable | None:

@@ -4,27 +4,38 @@ RLlib's SAC update (``SACTorchLearner``) runs the module's generic ``forward_tra
 per optimizer (critic, twin critic, policy, alpha) with ``retain_graph``. For the MLP critics of
 ``trainer.catalog`` this learner computes exactly the same losses with less work:
 
-- the first critic layer ``W [obs | action]`` is split into ``W_obs obs + W_act action``; ``W_obs obs`` is
-  computed once per critic and shared by the critic-loss pass (replayed actions) and the actor-loss pass
-  (re-sampled actions);
+- the first critic layer is linear, so the actor-loss pass gets ``W [obs, a_pi] + b`` from the critic-loss
+  pass's ``W [obs, a] + b`` plus ``W_act (a_pi - a)``: the obs part of the layer (most of its compute) is
+  evaluated once per critic;
 - the actor-loss pass uses detached critic weights (RLlib switches ``requires_grad`` off for the same
   effect), so backward computes no critic weight gradients there and input gradients only for the action
   columns;
 - one backward pass over the summed losses gives every parameter the gradient of its own loss: the critic
   losses reach only the critics, the actor loss only the policy (detached alpha and critic weights), the
   alpha loss only log-alpha (detached log-probabilities). This equals the four separate backward passes;
-- the Polyak target update runs after every gradient step (``torch._foreach_lerp_``), inside the update, so
-  several minibatches can go through one ``learner_group.update`` call (``PortfolioSAC`` sends all the
-  gradient steps of a sampling round at once) without changing how often targets move.
+- the four Adam optimizers step as one fused Adam call per set of hyper-parameters (``_adam_step``);
+- the Polyak target update runs after every gradient step (``torch._foreach_lerp_``), inside the update;
+- a batch of k x ``train_batch_size_per_learner`` rows is k gradient steps in one ``learner_group.update``
+  call (``PortfolioSAC`` sends all the gradient steps of a sampling round at once), each on its own slice,
+  with the logged metrics (window 1) computed on the last one only;
+- with several learners, gradients (log-alpha's too) are averaged with one all-reduce (``_all_reduce_mean``:
+  the fused step never goes through DDP's forward, so DDP's own hooks would not fire).
+
+Tried and dropped (measured on a 2-core CPU, one thread, ``benchmarks/README.md``): ``torch.compile`` of the
+loss (Inductor's C++ kernels were no faster than eager here), twin critics as one ``baddbmm`` per layer (no
+faster than two matmuls), ``mm`` + in-place bias instead of ``addmm`` (no change).
 
 Anything this fast path does not cover (discrete actions, no twin Q, gradient clipping, critics with
 parameterised normalisation layers) falls back to RLlib's own update, still with per-step target updates.
 ``tests/trainer/test_learner.py`` checks that one fused step and one RLlib step from the same state and
-random numbers give the same parameters.
+random numbers give the same parameters, that one call with k batches equals k calls, and that two learners
+stay identical.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -33,12 +44,11 @@ import torch.nn.functional as F
 from ray.rllib.algorithms.sac.torch.sac_torch_learner import SACTorchLearner
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.learner import Learner
-from ray.rllib.core.models.base import ENCODER_OUT
 from ray.rllib.utils.metrics import NUM_TARGET_UPDATES
+from ray.rllib.utils.numpy import MAX_LOG_NN_OUTPUT, MIN_LOG_NN_OUTPUT
+from torch.optim.adam import adam
 
 from trainer.catalog import ConcatObsActionEncoder
-
-_LOSS_KEYS = ("policy_loss", "qf_loss", "qf_twin_loss", "alpha_loss")
 
 
 def _ops(*parts: torch.nn.Module) -> list[torch.nn.Module]:
@@ -49,14 +59,183 @@ def _ops(*parts: torch.nn.Module) -> list[torch.nn.Module]:
     return out
 
 
-def _forward(x: torch.Tensor, ops: list[torch.nn.Module], detach: bool) -> torch.Tensor:
+def _forward(x: torch.Tensor, ops: list[torch.nn.Module], detach: bool = False) -> torch.Tensor:
+    fresh = False  # x is a Linear output made here: a ReLU may overwrite it (addmm's backward never reads it)
     for op in ops:
         if isinstance(op, torch.nn.Linear):
             w, b = (op.weight.detach(), op.bias.detach()) if detach else (op.weight, op.bias)
-            x = F.linear(x, w, b)
+            x, fresh = F.linear(x, w, b), True
+        elif fresh and type(op) is torch.nn.ReLU:
+            x, fresh = F.relu(x, inplace=True), False
         else:
-            x = op(x)
+            x, fresh = op(x), False
     return x
+
+
+_METRIC_KEYS = (
+    "policy_loss",
+    "qf_loss",
+    "qf_twin_loss",
+    "alpha_loss",
+    "alpha_value",
+    "log_alpha_value",
+    "logps",
+    "qf_mean",
+    "qf_max",
+    "qf_min",
+    "td_error_mean",
+)
+
+
+def _squashed_gaussian(logits: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """RLlib's ``TorchSquashedGaussian.from_logits(logits)`` sample and log-prob for the standard-normal draw
+    ``eps`` (same formulas, same order of operations: loc + eps * scale, Normal log-prob minus the stable
+    tanh Jacobian, squash to [-1, 1])."""
+    loc, log_std = logits.chunk(2, dim=-1)
+    scale = torch.clamp(log_std, MIN_LOG_NN_OUTPUT, MAX_LOG_NN_OUTPUT).exp()
+    u = loc + eps * scale
+    logp = (-((u - loc) ** 2) / (2 * scale**2) - scale.log() - math.log(math.sqrt(2 * math.pi))).sum(-1)
+    logp = logp - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
+    return torch.clamp(((torch.tanh(u) + 1.0) / 2.0) * 2.0 - 1.0, -1.0, 1.0), logp
+
+
+def _sac_losses(
+    plan: dict[str, Any],
+    obs: torch.Tensor,
+    next_obs: torch.Tensor,
+    actions: torch.Tensor,
+    rewards: torch.Tensor,
+    terminated: torch.Tensor,
+    discount: torch.Tensor,
+    weights: torch.Tensor,
+    eps: torch.Tensor,
+    eps_next: torch.Tensor,
+    log_alpha: torch.Tensor,
+    target_entropy: float,
+    with_metrics: bool,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+    """RLlib's continuous twin-Q SAC losses (``SACTorchLearner.compute_loss_for_module``), summed, and (when
+    asked) the metrics it logs. The Gaussian noise comes in as ``eps``/``eps_next``, drawn by the caller in
+    RLlib's order, so the function has no random ops of its own."""
+    alpha = torch.exp(log_alpha)
+    actions_pi, logp = _squashed_gaussian(_forward(obs, plan["pi"]), eps)
+    with torch.no_grad():
+        actions_next, logp_next = _squashed_gaussian(_forward(next_obs, plan["pi"]), eps_next)
+        x_next = torch.cat([next_obs, actions_next], dim=-1)
+        t1, t2 = plan["target"]
+        q_target = torch.min(_forward(x_next, t1), _forward(x_next, t2)).squeeze(-1)
+        target = rewards + discount * ((1.0 - terminated) * (q_target - alpha * logp_next))
+
+    x = torch.cat([obs, actions], dim=-1)
+    action_shift = actions_pi - actions
+    q_replay, q_policy = [], []
+    for ops in plan["q"]:
+        first = ops[0]
+        h = F.linear(x, first.weight, first.bias)
+        q_replay.append(_forward(h, ops[1:]).squeeze(-1))  # h is reused below: no in-place activation on it
+        # The first layer is linear, so W [obs, a_pi] + b = (W [obs, a] + b) + W_act (a_pi - a): the obs part
+        # (most of the layer's compute) is shared with the replay pass. Detached weights: RLlib computes the
+        # actor loss with the critics frozen.
+        h_pi = h.detach() + F.linear(action_shift, first.weight.detach()[:, plan["obs_dim"] :])
+        q_policy.append(_forward(h_pi, ops[1:], detach=True).squeeze(-1))
+
+    qf_loss = torch.mean(weights * F.huber_loss(q_replay[0], target, reduction="none", delta=1.0))
+    qf_twin_loss = torch.mean(weights * F.huber_loss(q_replay[1], target, reduction="none", delta=1.0))
+    q_curr = torch.min(q_policy[0], q_policy[1])
+    policy_loss = torch.mean(alpha.detach() * logp - q_curr)
+    alpha_loss = -torch.mean(log_alpha * (logp.detach() + target_entropy))
+    total = policy_loss + qf_loss + qf_twin_loss + alpha_loss
+    if not with_metrics:
+        return total, None
+    with torch.no_grad():
+        q = q_curr.detach()
+        td_error = 0.5 * (torch.abs(q_replay[0] - target) + torch.abs(q_replay[1] - target))
+        metrics = (
+            policy_loss.detach(),
+            qf_loss.detach(),
+            qf_twin_loss.detach(),
+            alpha_loss.detach(),
+            alpha.detach()[0],
+            log_alpha.detach()[0],
+            torch.mean(logp.detach()),
+            torch.mean(q),
+            torch.max(q),
+            torch.min(q),
+            torch.mean(td_error),
+        )
+    return total, metrics
+
+
+def _adam_step(optimizers: list[torch.optim.Optimizer]) -> None:
+    """``opt.step()`` for every optimizer, as one fused Adam call per set of hyper-parameters.
+
+    RLlib's SAC has four Adam optimizers (critic, twin critic, policy, alpha), usually with equal settings;
+    ``Adam.step`` costs ~0.4 ms of Python per call on a CPU, a tenth of a small update step. The states
+    (moments, step counts) stay in the optimizers, so their ``state_dict`` and checkpoints are unchanged.
+    Anything unusual (first step, non-fused, AMSGrad, tensor learning rates) goes through ``opt.step()``.
+    """
+    calls: dict[tuple, tuple[list, ...]] = {}
+    for opt in optimizers:
+        if not isinstance(opt, torch.optim.Adam):
+            opt.step()
+            continue
+        for group in opt.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            simple = group["fused"] and not (group["amsgrad"] or group["capturable"] or group["differentiable"])
+            if not simple or torch.is_tensor(group["lr"]) or any(not opt.state[p] for p in params):
+                return _step_each(optimizers)
+            key = (group["lr"], *group["betas"], group["eps"], group["weight_decay"], group["maximize"])
+            key += (group["decoupled_weight_decay"],)
+            params_, grads, exp_avgs, exp_avg_sqs, steps = calls.setdefault(key, ([], [], [], [], []))
+            for p in params:
+                state = opt.state[p]
+                params_.append(p)
+                grads.append(p.grad)
+                exp_avgs.append(state["exp_avg"])
+                exp_avg_sqs.append(state["exp_avg_sq"])
+                steps.append(state["step"])
+    for (lr, beta1, beta2, eps, weight_decay, maximize, decoupled), lists in calls.items():
+        params, grads, exp_avgs, exp_avg_sqs, steps = lists
+        with torch.no_grad():
+            adam(
+                params,
+                grads,
+                exp_avgs,
+                exp_avg_sqs,
+                [],
+                steps,
+                fused=True,
+                decoupled_weight_decay=decoupled,
+                amsgrad=False,
+                beta1=beta1,
+                beta2=beta2,
+                lr=lr,
+                weight_decay=weight_decay,
+                eps=eps,
+                maximize=maximize,
+            )
+
+
+def _all_reduce_mean(grads: list[torch.Tensor | None]) -> None:
+    """Average gradients over the learners (one all-reduce of the flattened tensors).
+
+    With ``num_learners > 1`` RLlib wraps the module in DDP, whose gradient hooks only fire after a forward
+    pass through the DDP wrapper; the fused step calls the layers directly, so it averages the gradients
+    itself, log-alpha's included (RLlib's own SAC leaves log-alpha unsynchronised across learners).
+    """
+    present = [g for g in grads if g is not None]
+    flat = torch.cat([g.reshape(-1) for g in present])
+    torch.distributed.all_reduce(flat)
+    flat /= torch.distributed.get_world_size()
+    offset = 0
+    for g in present:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def _step_each(optimizers: list[torch.optim.Optimizer]) -> None:
+    for opt in optimizers:
+        opt.step()
 
 
 class FusedSACTorchLearner(SACTorchLearner):
@@ -89,101 +268,89 @@ class FusedSACTorchLearner(SACTorchLearner):
             q1, q2 = _ops(module.qf_encoder, module.qf), _ops(module.qf_twin_encoder, module.qf_twin)
             t1 = _ops(module.target_qf_encoder, module.target_qf)
             t2 = _ops(module.target_qf_twin_encoder, module.target_qf_twin)
-            parameterised = [op for op in q1 + q2 if not isinstance(op, torch.nn.Linear) and list(op.parameters())]
+            pi = _ops(module.pi_encoder, module.pi)
+            parameterised = [op for op in pi + q1 + q2 if not isinstance(op, torch.nn.Linear) and list(op.parameters())]
             if not parameterised and isinstance(q1[0], torch.nn.Linear):
                 pairs = module.get_target_network_pairs()
                 plan = {
+                    "pi": pi,
                     "q": (q1, q2),
                     "target": (t1, t2),
                     "obs_dim": int(module.observation_space.shape[0]),
+                    "act_dim": int(module.action_space.shape[0]),
                     "main_params": [p for main, _ in pairs for p in main.parameters()],
                     "target_params": [p for _, target in pairs for p in target.parameters()],
                 }
+        if plan is not None:
+            plan["losses"] = functools.partial(_sac_losses, plan)
         self._fused_cache[module_id] = plan
         return plan
 
     # --- the update ---------------------------------------------------------------------------------
     def _update(self, batch: dict[str, Any], **kwargs: Any) -> tuple[Any, Any, Any]:
+        # A batch of k x train_batch_size_per_learner rows is k gradient steps, each on its own slice (views,
+        # no copies): PortfolioSAC sends all the gradient steps of a sampling round in one call without
+        # RLlib's minibatch iterator, whose per-minibatch slicing, tensor conversion and metrics bookkeeping
+        # cost ~1-2 ms per step on a CPU. Anything else is one step on the whole batch, as in RLlib.
+        size = self.config.train_batch_size_per_learner
+        rows = len(next(iter(next(iter(batch.values())).values())))
+        steps = rows // size if rows > size and rows % size == 0 else 1
+        out: tuple[Any, Any, Any] = ({}, {}, {})
+        for i in range(steps):
+            part = (
+                batch
+                if steps == 1
+                else {m: {k: v[i * size : (i + 1) * size] for k, v in b.items()} for m, b in batch.items()}
+            )
+            # RLlib keeps these metrics with window=1 (the last step's values): compute them only there.
+            out = self._step(part, with_metrics=i == steps - 1, **kwargs)
+        return out
+
+    def _step(self, batch: dict[str, Any], with_metrics: bool = True, **kwargs: Any) -> tuple[Any, Any, Any]:
         if any(self._fused_plan(mid) is None for mid in batch):
             out = super()._update(batch, **kwargs)
             for mid in batch:
                 self._polyak(mid)
             return out
-        losses = {mid: self._fused_step(mid, b) for mid, b in batch.items()}
+        losses = {mid: self._fused_step(mid, b, with_metrics) for mid, b in batch.items()}
         return {}, losses, {}
 
-    def _fused_step(self, module_id: str, batch: dict[str, Any]) -> torch.Tensor:
+    def _fused_step(self, module_id: str, batch: dict[str, Any], with_metrics: bool = True) -> torch.Tensor:
         plan = self._fused_plan(module_id)
-        module = self.module[module_id].unwrapped()
         config = self.config.get_config_for_module(module_id)
-        obs, next_obs = batch[Columns.OBS], batch[Columns.NEXT_OBS]
-        actions = batch[Columns.ACTIONS]
+        obs = batch[Columns.OBS]
         log_alpha = self.curr_log_alpha[module_id]
-        alpha = torch.exp(log_alpha)
-        dist_cls = module.get_train_action_dist_cls()
-
-        # Same order of random draws as DefaultSACTorchRLModule._forward_train_continuous.
-        logits = module.pi(module.pi_encoder({Columns.OBS: obs})[ENCODER_OUT])
-        with torch.no_grad():
-            logits_next = module.pi(module.pi_encoder({Columns.OBS: next_obs})[ENCODER_OUT])
-        actions_pi, logp = dist_cls.from_logits(logits).rsample_and_logp()
-        with torch.no_grad():
-            actions_next, logp_next = dist_cls.from_logits(logits_next).sample_and_logp()
-            x_next = torch.cat([next_obs, actions_next], dim=-1)
-            t1, t2 = plan["target"]
-            q_target = torch.min(_forward(x_next, t1, False), _forward(x_next, t2, False)).squeeze(-1)
-            terminated = batch[Columns.TERMINATEDS].float()
-            q_next = (1.0 - terminated) * (q_target - alpha * logp_next)
-            target = batch[Columns.REWARDS] + (config.gamma ** batch["n_step"]) * q_next
-
-        n_obs = plan["obs_dim"]
-        q_replay, q_policy = [], []
-        for ops in plan["q"]:
-            first = ops[0]
-            w_obs, w_act = first.weight[:, :n_obs], first.weight[:, n_obs:]
-            h_obs = F.linear(obs, w_obs, first.bias)  # shared by both passes
-            q_replay.append(_forward(h_obs + F.linear(actions, w_act), ops[1:], detach=False).squeeze(-1))
-            h_pi = h_obs.detach() + F.linear(actions_pi, w_act.detach())
-            q_policy.append(_forward(h_pi, ops[1:], detach=True).squeeze(-1))
-
-        weights = batch["weights"]
-        huber = torch.nn.HuberLoss(reduction="none", delta=1.0)
-        qf_loss = torch.mean(weights * huber(q_replay[0], target))
-        qf_twin_loss = torch.mean(weights * huber(q_replay[1], target))
-        q_curr = torch.min(q_policy[0], q_policy[1])
-        policy_loss = torch.mean(alpha.detach() * logp - q_curr)
-        target_entropy = self.target_entropy[module_id]
-        alpha_loss = -torch.mean(log_alpha * (logp.detach() + target_entropy))
-        total = policy_loss + qf_loss + qf_twin_loss + alpha_loss
-
+        # The two Gaussian draws of DefaultSACTorchRLModule._forward_train_continuous, in its order (the
+        # re-sampled action for obs, then the next action), made here so the loss function has no random ops.
+        shape = (obs.shape[0], plan["act_dim"])
+        eps, eps_next = torch.randn(shape, dtype=obs.dtype), torch.randn(shape, dtype=obs.dtype)
+        discount = config.gamma ** batch["n_step"]
+        total, metrics = plan["losses"](
+            obs,
+            batch[Columns.NEXT_OBS],
+            batch[Columns.ACTIONS],
+            batch[Columns.REWARDS],
+            batch[Columns.TERMINATEDS].float(),
+            discount,
+            batch["weights"],
+            eps,
+            eps_next,
+            log_alpha,
+            float(self.target_entropy[module_id]),
+            with_metrics,
+        )
         optimizers = [opt for _, opt in self.get_optimizers_for_module(module_id)]
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         total.backward()
-        for opt in optimizers:
-            opt.step()
+        if self.config.num_learners > 1 and torch.distributed.is_initialized():
+            _all_reduce_mean([p.grad for opt in optimizers for g in opt.param_groups for p in g["params"]])
+        _adam_step(optimizers)
         self._polyak(module_id)
-
-        with torch.no_grad():
-            td_error = 0.5 * (torch.abs(q_replay[0] - target) + torch.abs(q_replay[1] - target))
-            self.metrics.log_dict(
-                {
-                    "policy_loss": policy_loss.detach(),
-                    "qf_loss": qf_loss.detach(),
-                    "qf_twin_loss": qf_twin_loss.detach(),
-                    "alpha_loss": alpha_loss.detach(),
-                    "alpha_value": alpha.detach()[0],
-                    "log_alpha_value": log_alpha.detach()[0],
-                    "target_entropy": target_entropy,
-                    "logps": torch.mean(logp.detach()),
-                    "qf_mean": torch.mean(q_curr.detach()),
-                    "qf_max": torch.max(q_curr.detach()),
-                    "qf_min": torch.min(q_curr.detach()),
-                    "td_error_mean": torch.mean(td_error),
-                },
-                key=module_id,
-                window=1,
-            )
+        if metrics is not None:
+            logged = dict(zip(_METRIC_KEYS, metrics, strict=True))
+            logged["target_entropy"] = self.target_entropy[module_id]
+            self.metrics.log_dict(logged, key=module_id, window=1)
         return total.detach()
 
     # --- state --------------------------------------------------------------------------------------

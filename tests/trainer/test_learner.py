@@ -72,6 +72,38 @@ def test_fused_step_matches_rllib_sac_step(algo):
         assert not torch.equal(value, before[name]), name  # every parameter moved (policy, critics, targets, alpha)
 
 
+def test_one_call_with_k_batches_is_k_sequential_steps(algo):
+    learner = algo.learner_group._learner
+    raw = algo._sample_batch(2).policy_batches["default_policy"]
+    full = {k: torch.as_tensor(np.asarray(v)) for k, v in raw.items()}
+    size = algo.config.train_batch_size_per_learner
+    assert len(full["obs"]) == 2 * size
+    halves = [{k: v[i * size : (i + 1) * size] for k, v in full.items()} for i in range(2)]
+    snapshot = _snapshot(learner)
+
+    def last_losses() -> dict[str, float]:
+        return {k: float(learner.metrics.peek(("default_policy", k))) for k in ("qf_loss", "policy_loss")}
+
+    torch.manual_seed(7)
+    learner._update({"default_policy": full})
+    together, together_losses = _params(learner), last_losses()
+    _restore(learner, snapshot)
+    torch.manual_seed(7)
+    for half in halves:
+        learner._update({"default_policy": half})
+    apart, apart_losses = _params(learner), last_losses()
+    _restore(learner, snapshot)
+    torch.manual_seed(7)
+    learner._step({"default_policy": full})  # for contrast: one gradient step on all 2 x size rows
+    one_big_step = _params(learner)
+    _restore(learner, snapshot)
+
+    for name, value in apart.items():
+        torch.testing.assert_close(together[name], value, rtol=0, atol=0, msg=name)
+    assert together_losses == apart_losses  # the logged metrics are the last step's
+    assert not torch.equal(one_big_step["log_alpha"], together["log_alpha"])  # two steps were taken, not one
+
+
 def test_log_alpha_survives_a_checkpoint_round_trip(algo, tmp_path):
     from trainer.algorithm import PortfolioSAC
 
@@ -85,3 +117,71 @@ def test_log_alpha_survives_a_checkpoint_round_trip(algo, tmp_path):
         assert value == pytest.approx(-1.2345, abs=1e-6)  # RLlib's SAC would restart at log(initial_alpha)=0
     finally:
         restored.stop()
+
+
+def _learner_state(learner) -> dict:
+    params = _params(learner)
+    params["fused"] = learner._fused_plan("default_policy") is not None
+    params["distributed"] = torch.distributed.is_initialized()
+    return params
+
+
+def test_two_learners_average_their_gradients_and_stay_identical(ray_session):
+    """num_learners=2 (DDP over gloo on CPU): each learner trains on its own half of every batch. The fused step
+    bypasses DDP's forward, so without its own all-reduce the two copies would drift apart (0.04 seen)."""
+    exp = load_experiment(
+        "smoke",
+        {"resources.num_learners": 2, "sac.learning_starts": 100, "stopping.steps_per_iteration": 200},
+    )
+    algo = build_sac_config(exp).build_algo()
+    try:
+        before = [r.get() for r in algo.learner_group.foreach_learner(_learner_state)]
+        algo.train()
+        algo.train()
+        assert algo.updates_lifetime > 10
+        a, b = (r.get() for r in algo.learner_group.foreach_learner(_learner_state))
+    finally:
+        algo.stop()
+    assert a["fused"] and a["distributed"] and b["distributed"]
+    for name, value in a.items():
+        if isinstance(value, torch.Tensor):
+            torch.testing.assert_close(b[name], value, rtol=0, atol=0, msg=name)
+            assert not torch.equal(value, before[0][name]), name  # it trained (targets and alpha too)
+
+
+def test_merged_adam_step_equals_each_optimizer_stepping(monkeypatch):
+    import trainer.learner as learner_mod
+
+    calls = []
+    real_adam = learner_mod.adam
+    monkeypatch.setattr(learner_mod, "adam", lambda *a, **k: calls.append(k["lr"]) or real_adam(*a, **k))
+    torch.manual_seed(0)
+
+    def make():
+        nets = [torch.nn.Linear(5, 3), torch.nn.Linear(3, 2), torch.nn.Linear(2, 1)]
+        for i, net in enumerate(nets):
+            torch.nn.init.constant_(net.weight, 0.1 * (i + 1))
+        lrs = (1e-3, 1e-3, 3e-4)  # two share settings (one fused call), one differs (a second call)
+        opts = [torch.optim.Adam(n.parameters(), lr=lr, fused=True) for n, lr in zip(nets, lrs, strict=True)]
+        return nets, opts
+
+    x = torch.randn(16, 5)
+    (nets_a, opts_a), (nets_b, opts_b) = make(), make()
+    for _ in range(3):  # the first step initialises the states through opt.step(), then the merged calls
+        for nets, opts, merged in ((nets_a, opts_a, True), (nets_b, opts_b, False)):
+            for opt in opts:
+                opt.zero_grad()
+            (nets[2](torch.relu(nets[1](torch.relu(nets[0](x))))) ** 2).mean().backward()
+            if merged:
+                learner_mod._adam_step(opts)
+            else:
+                for opt in opts:
+                    opt.step()
+    assert calls == [1e-3, 3e-4, 1e-3, 3e-4]  # steps 2 and 3: one fused call per set of settings
+    for a, b in zip(nets_a, nets_b, strict=True):
+        for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+            torch.testing.assert_close(pa, pb, rtol=0, atol=0)
+    for oa, ob in zip(opts_a, opts_b, strict=True):
+        for pa, pb in zip(oa.param_groups[0]["params"], ob.param_groups[0]["params"], strict=True):
+            assert float(oa.state[pa]["step"]) == float(ob.state[pb]["step"]) == 3.0
+            torch.testing.assert_close(oa.state[pa]["exp_avg_sq"], ob.state[pb]["exp_avg_sq"], rtol=0, atol=0)
