@@ -157,16 +157,15 @@ def test_merged_adam_step_equals_each_optimizer_stepping(monkeypatch):
     monkeypatch.setattr(learner_mod, "adam", lambda *a, **k: calls.append(k["lr"]) or real_adam(*a, **k))
     torch.manual_seed(0)
 
-    def make():
-        nets = [torch.nn.Linear(5, 3), torch.nn.Linear(3, 2), torch.nn.Linear(2, 1)]
-        for i, net in enumerate(nets):
-            torch.nn.init.constant_(net.weight, 0.1 * (i + 1))
-        lrs = (1e-3, 1e-3, 3e-4)  # two share settings (one fused call), one differs (a second call)
-        opts = [torch.optim.Adam(n.parameters(), lr=lr, fused=True) for n, lr in zip(nets, lrs, strict=True)]
-        return nets, opts
+    nets_a = [torch.nn.Linear(5, 3), torch.nn.Linear(3, 2), torch.nn.Linear(2, 1)]
+    nets_b = copy.deepcopy(nets_a)
+    lrs = (1e-3, 1e-3, 3e-4)  # two share settings (one fused call), one differs (a second call)
 
+    def adams(nets):
+        return [torch.optim.Adam(n.parameters(), lr=lr, fused=True) for n, lr in zip(nets, lrs, strict=True)]
+
+    opts_a, opts_b = adams(nets_a), adams(nets_b)
     x = torch.randn(16, 5)
-    (nets_a, opts_a), (nets_b, opts_b) = make(), make()
     for _ in range(3):  # the first step initialises the states through opt.step(), then the merged calls
         for nets, opts, merged in ((nets_a, opts_a, True), (nets_b, opts_b, False)):
             for opt in opts:
