@@ -23,6 +23,7 @@ reported; every round is in the JSON.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -129,12 +130,19 @@ def sampling(num_env_runners: int, iterations: int = 4) -> float:
         algo.stop()
 
 
-def buffer_memory() -> dict[str, float]:
+@functools.cache
+def _dims() -> tuple[int, int]:
+    """(obs_dim, act_dim) of the bundled-data env."""
     from envs.portfolio import PortfolioEnv
-    from trainer.buffer import FlatReplayBuffer
 
     env = PortfolioEnv()
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    return int(env.observation_space.shape[0]), int(env.action_space.shape[0])
+
+
+def buffer_memory() -> dict[str, float]:
+    from trainer.buffer import FlatReplayBuffer
+
+    obs_dim, act_dim = _dims()
     capacity = 200_000
     buf = FlatReplayBuffer(capacity, obs_dim, act_dim)
     raw = (2 * obs_dim + act_dim + 1 + 1) * 4  # obs, next obs, action, reward, terminated flag in float32
@@ -165,17 +173,10 @@ def _raw_eager() -> str | None:
     raw_tool = Path(__file__).resolve().parent.parent.parent / "shared" / "tools" / "raw_sac_update.py"
     if not raw_tool.exists():
         return None
-    from envs.portfolio import PortfolioEnv
-
-    e = PortfolioEnv()
-    args = ["1", "256", str(e.observation_space.shape[0]), str(e.action_space.shape[0])]
+    args = ["1", "256", *(str(n) for n in _dims())]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     res = subprocess.run([sys.executable, str(raw_tool), *args], capture_output=True, text=True, env=env)
     return res.stdout.strip()
-
-
-def _median(values: list[float]) -> float:
-    return float(statistics.median(values))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         # SB3 and our two schedules take turns, so a slow minute on this shared machine hits all of them
         row: dict[str, Any] = {}
         if args.sb3_path:
-            row.update(_sb3(args.sb3_path, steps=args.iterations * 200))
+            steps = args.iterations * REFERENCE_OVERRIDES["stopping.steps_per_iteration"]
+            row.update(_sb3(args.sb3_path, steps=steps))
         row.update({f"{k}_sync": v for k, v in sync.timed(args.iterations).items()})
         row.update({f"{k}_overlap": v for k, v in overlap.timed(args.iterations).items()})
         row.update(sync.learner_alone())
@@ -218,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds = result["rounds"]
     for key in rounds[0]:
         if isinstance(rounds[0][key], float):
-            result[key] = _median([row[key] for row in rounds])
+            result[key] = float(statistics.median(row[key] for row in rounds))
     result.update(
         trained_samples_per_s=result["trained_samples_per_s_overlap"],
         env_steps_per_s=result["env_steps_per_s_overlap"],

@@ -161,6 +161,7 @@ class PortfolioSAC(SAC):
         rewards = raw["rewards"]
         if self._reward_normalize:
             rewards = rewards / max(self.buffer.reward_std, 1e-8)
+        ones = np.ones(len(rewards), np.float32)  # 1-step returns, uniform importance weights
         # A MultiAgentBatch of numpy arrays: the Learner converts it to tensors on its own device.
         sample = SampleBatch(
             {
@@ -169,8 +170,8 @@ class PortfolioSAC(SAC):
                 Columns.ACTIONS: raw["actions"],
                 Columns.REWARDS: rewards,
                 Columns.TERMINATEDS: raw["terminateds"],
-                "n_step": np.ones(len(rewards), np.float32),
-                "weights": np.ones(len(rewards), np.float32),
+                "n_step": ones,
+                "weights": ones,
             }
         )
         return MultiAgentBatch({DEFAULT_MODULE_ID: sample}, env_steps=len(rewards))
@@ -248,8 +249,7 @@ class PortfolioSAC(SAC):
                 for module_results in res.values():
                     module_results.pop(TD_ERROR_KEY, None)
             self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
-        self.updates_lifetime += n_updates
-        if n_updates:
+            self.updates_lifetime += n_updates
             self._check_divergence()
             if self.diverged:
                 return

@@ -34,7 +34,6 @@ stay identical.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -172,18 +171,24 @@ def _adam_step(optimizers: list[torch.optim.Optimizer]) -> None:
     RLlib's SAC has four Adam optimizers (critic, twin critic, policy, alpha), usually with equal settings;
     ``Adam.step`` costs ~0.4 ms of Python per call on a CPU, a tenth of a small update step. The states
     (moments, step counts) stay in the optimizers, so their ``state_dict`` and checkpoints are unchanged.
-    Anything unusual (first step, non-fused, AMSGrad, tensor learning rates) goes through ``opt.step()``.
+    Anything unusual (first step, non-Adam, non-fused, AMSGrad, tensor learning rates) makes every optimizer
+    go through ``opt.step()``.
     """
     calls: dict[tuple, tuple[list, ...]] = {}
     for opt in optimizers:
-        if not isinstance(opt, torch.optim.Adam):
-            opt.step()
-            continue
         for group in opt.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
-            simple = group["fused"] and not (group["amsgrad"] or group["capturable"] or group["differentiable"])
-            if not simple or torch.is_tensor(group["lr"]) or any(not opt.state[p] for p in params):
-                return _step_each(optimizers)
+            mergeable = (
+                isinstance(opt, torch.optim.Adam)
+                and group["fused"]
+                and not (group["amsgrad"] or group["capturable"] or group["differentiable"])
+                and not torch.is_tensor(group["lr"])
+                and all(opt.state[p] for p in params)
+            )
+            if not mergeable:  # decided before anything steps, so no optimizer steps twice
+                for each in optimizers:
+                    each.step()
+                return
             key = (group["lr"], *group["betas"], group["eps"], group["weight_decay"], group["maximize"])
             key += (group["decoupled_weight_decay"],)
             params_, grads, exp_avgs, exp_avg_sqs, steps = calls.setdefault(key, ([], [], [], [], []))
@@ -233,11 +238,6 @@ def _all_reduce_mean(grads: list[torch.Tensor | None]) -> None:
         offset += g.numel()
 
 
-def _step_each(optimizers: list[torch.optim.Optimizer]) -> None:
-    for opt in optimizers:
-        opt.step()
-
-
 class FusedSACTorchLearner(SACTorchLearner):
     """SAC learner with the fused update step described in the module docstring."""
 
@@ -281,8 +281,6 @@ class FusedSACTorchLearner(SACTorchLearner):
                     "main_params": [p for main, _ in pairs for p in main.parameters()],
                     "target_params": [p for _, target in pairs for p in target.parameters()],
                 }
-        if plan is not None:
-            plan["losses"] = functools.partial(_sac_losses, plan)
         self._fused_cache[module_id] = plan
         return plan
 
@@ -323,9 +321,11 @@ class FusedSACTorchLearner(SACTorchLearner):
         # The two Gaussian draws of DefaultSACTorchRLModule._forward_train_continuous, in its order (the
         # re-sampled action for obs, then the next action), made here so the loss function has no random ops.
         shape = (obs.shape[0], plan["act_dim"])
-        eps, eps_next = torch.randn(shape, dtype=obs.dtype), torch.randn(shape, dtype=obs.dtype)
+        eps = torch.randn(shape, dtype=obs.dtype, device=obs.device)
+        eps_next = torch.randn(shape, dtype=obs.dtype, device=obs.device)
         discount = config.gamma ** batch["n_step"]
-        total, metrics = plan["losses"](
+        total, metrics = _sac_losses(
+            plan,
             obs,
             batch[Columns.NEXT_OBS],
             batch[Columns.ACTIONS],
