@@ -187,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sb3-path", help="directory with a throwaway stable-baselines3 install (pip --target)")
     parser.add_argument("--skip-sampling", action="store_true")
     args = parser.parse_args(argv)
+    if args.rounds < 1 or args.iterations < 1:
+        parser.error("--rounds and --iterations must be at least 1")
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local instance for the benchmark only
