@@ -13,7 +13,10 @@ per optimizer (critic, twin critic, policy, alpha) with ``retain_graph``. For th
 - one backward pass over the summed losses gives every parameter the gradient of its own loss: the critic
   losses reach only the critics, the actor loss only the policy (detached alpha and critic weights), the
   alpha loss only log-alpha (detached log-probabilities). This equals the four separate backward passes;
-- the four Adam optimizers step as one fused Adam call per set of hyper-parameters (``_adam_step``);
+- the four Adam optimizers step as one fused Adam call per set of hyper-parameters (``MergedAdam``, whose
+  argument lists are built once), gradients are reset by setting them to None directly;
+- the squashed-Gaussian log-probability uses the identities RLlib's general formulas reduce to here
+  (``_squashed_gaussian``), and every ReLU whose input no one else reads runs in place;
 - the Polyak target update runs after every gradient step (``torch._foreach_lerp_``), inside the update;
 - a batch of k x ``train_batch_size_per_learner`` rows is k gradient steps in one ``learner_group.update``
   call (``PortfolioSAC`` sends all the gradient steps of a sampling round at once), each on its own slice,
@@ -58,8 +61,8 @@ def _ops(*parts: torch.nn.Module) -> list[torch.nn.Module]:
     return out
 
 
-def _forward(x: torch.Tensor, ops: list[torch.nn.Module], detach: bool = False) -> torch.Tensor:
-    fresh = False  # x is a Linear output made here: a ReLU may overwrite it (addmm's backward never reads it)
+def _forward(x: torch.Tensor, ops: list[torch.nn.Module], detach: bool = False, fresh: bool = False) -> torch.Tensor:
+    # fresh: x is a Linear output no one else reads, so a ReLU may overwrite it (addmm's backward never reads it)
     for op in ops:
         if isinstance(op, torch.nn.Linear):
             w, b = (op.weight.detach(), op.bias.detach()) if detach else (op.weight, op.bias)
@@ -88,14 +91,16 @@ _METRIC_KEYS = (
 
 def _squashed_gaussian(logits: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """RLlib's ``TorchSquashedGaussian.from_logits(logits)`` sample and log-prob for the standard-normal draw
-    ``eps`` (same formulas, same order of operations: loc + eps * scale, Normal log-prob minus the stable
-    tanh Jacobian, squash to [-1, 1])."""
+    ``eps``, with RLlib's formulas simplified where they are identities: ``u - loc`` is ``eps * scale``, so
+    the Normal log-density's quadratic term is ``-eps**2 / 2`` (no gradient: RLlib's two gradient paths
+    through it cancel), ``log(exp(log_std))`` is ``log_std``, and the squash to [-1, 1], ``((tanh(u) + 1) / 2)
+    * 2 - 1`` clamped, is ``tanh(u)``. Same values and gradients up to float rounding, fewer ops."""
     loc, log_std = logits.chunk(2, dim=-1)
-    scale = torch.clamp(log_std, MIN_LOG_NN_OUTPUT, MAX_LOG_NN_OUTPUT).exp()
-    u = loc + eps * scale
-    logp = (-((u - loc) ** 2) / (2 * scale**2) - scale.log() - math.log(math.sqrt(2 * math.pi))).sum(-1)
+    log_std = torch.clamp(log_std, MIN_LOG_NN_OUTPUT, MAX_LOG_NN_OUTPUT)
+    u = torch.addcmul(loc, eps, log_std.exp())
+    logp = (-0.5 * eps.square() - math.log(math.sqrt(2 * math.pi)) - log_std).sum(-1)
     logp = logp - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
-    return torch.clamp(((torch.tanh(u) + 1.0) / 2.0) * 2.0 - 1.0, -1.0, 1.0), logp
+    return torch.tanh(u), logp
 
 
 def _sac_losses(
@@ -131,12 +136,12 @@ def _sac_losses(
     for ops in plan["q"]:
         first = ops[0]
         h = F.linear(x, first.weight, first.bias)
-        q_replay.append(_forward(h, ops[1:]).squeeze(-1))  # h is reused below: no in-place activation on it
         # The first layer is linear, so W [obs, a_pi] + b = (W [obs, a] + b) + W_act (a_pi - a): the obs part
         # (most of the layer's compute) is shared with the replay pass. Detached weights: RLlib computes the
-        # actor loss with the critics frozen.
-        h_pi = h.detach() + F.linear(action_shift, first.weight.detach()[:, plan["obs_dim"] :])
-        q_policy.append(_forward(h_pi, ops[1:], detach=True).squeeze(-1))
+        # actor loss with the critics frozen. h_pi is a new tensor, so both may then be activated in place.
+        h_pi = torch.addmm(h.detach(), action_shift, first.weight.detach()[:, plan["obs_dim"] :].t())
+        q_replay.append(_forward(h, ops[1:], fresh=True).squeeze(-1))
+        q_policy.append(_forward(h_pi, ops[1:], detach=True, fresh=True).squeeze(-1))
 
     qf_loss = torch.mean(weights * F.huber_loss(q_replay[0], target, reduction="none", delta=1.0))
     qf_twin_loss = torch.mean(weights * F.huber_loss(q_replay[1], target, reduction="none", delta=1.0))
@@ -165,60 +170,108 @@ def _sac_losses(
     return total, metrics
 
 
-def _adam_step(optimizers: list[torch.optim.Optimizer]) -> None:
+class MergedAdam:
     """``opt.step()`` for every optimizer, as one fused Adam call per set of hyper-parameters.
 
     RLlib's SAC has four Adam optimizers (critic, twin critic, policy, alpha), usually with equal settings;
     ``Adam.step`` costs ~0.4 ms of Python per call on a CPU, a tenth of a small update step. The states
     (moments, step counts) stay in the optimizers, so their ``state_dict`` and checkpoints are unchanged.
-    Anything unusual (first step, non-Adam, non-fused, AMSGrad, tensor learning rates) makes every optimizer
-    go through ``opt.step()``.
+    The argument lists of the fused calls are built once and reused while the optimizers' state dicts,
+    parameter groups and settings are the same objects and values (a restored checkpoint or a learning-rate
+    schedule rebuilds them). Anything unusual (first step, non-Adam, non-fused, AMSGrad, tensor learning
+    rates, a parameter without a gradient) makes every optimizer go through ``opt.step()``.
     """
-    calls: dict[tuple, tuple[list, ...]] = {}
-    for opt in optimizers:
-        for group in opt.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            mergeable = (
-                isinstance(opt, torch.optim.Adam)
-                and group["fused"]
-                and not (group["amsgrad"] or group["capturable"] or group["differentiable"])
-                and not torch.is_tensor(group["lr"])
-                and all(opt.state[p] for p in params)
-            )
-            if not mergeable:  # decided before anything steps, so no optimizer steps twice
-                for each in optimizers:
-                    each.step()
-                return
-            key = (group["lr"], *group["betas"], group["eps"], group["weight_decay"], group["maximize"])
-            key += (group["decoupled_weight_decay"],)
-            params_, grads, exp_avgs, exp_avg_sqs, steps = calls.setdefault(key, ([], [], [], [], []))
-            for p in params:
-                state = opt.state[p]
-                params_.append(p)
-                grads.append(p.grad)
-                exp_avgs.append(state["exp_avg"])
-                exp_avg_sqs.append(state["exp_avg_sq"])
-                steps.append(state["step"])
-    for (lr, beta1, beta2, eps, weight_decay, maximize, decoupled), lists in calls.items():
-        params, grads, exp_avgs, exp_avg_sqs, steps = lists
-        with torch.no_grad():
-            adam(
-                params,
-                grads,
-                exp_avgs,
-                exp_avg_sqs,
-                [],
-                steps,
-                fused=True,
-                decoupled_weight_decay=decoupled,
-                amsgrad=False,
-                beta1=beta1,
-                beta2=beta2,
-                lr=lr,
-                weight_decay=weight_decay,
-                eps=eps,
-                maximize=maximize,
-            )
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.optimizers = list(optimizers)
+        self._signature: tuple | None = None
+        self._keep: list[Any] = []  # the objects whose ids are in the signature, kept alive so ids stay unique
+        self._calls: list[tuple[tuple, list, list, list, list]] = []
+
+    def zero_grad(self) -> None:
+        """``opt.zero_grad(set_to_none=True)`` for every optimizer."""
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    p.grad = None
+
+    def _current_signature(self) -> tuple:
+        return tuple(
+            (id(opt), id(opt.state), id(g), id(g["params"]), len(g["params"]), *self._settings(opt, g))
+            for opt in self.optimizers
+            for g in opt.param_groups
+        )
+
+    @staticmethod
+    def _settings(opt: torch.optim.Optimizer, group: dict) -> tuple:
+        mergeable = (
+            isinstance(opt, torch.optim.Adam)
+            and group.get("fused")
+            and not (group["amsgrad"] or group["capturable"] or group["differentiable"])
+            and not torch.is_tensor(group["lr"])
+        )
+        if not mergeable:
+            return (None,)
+        return (
+            group["lr"],
+            *group["betas"],
+            group["eps"],
+            group["weight_decay"],
+            group["maximize"],
+            group["decoupled_weight_decay"],
+        )
+
+    def _build(self, signature: tuple) -> bool:
+        calls: dict[tuple, tuple[list, list, list, list]] = {}
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                key = self._settings(opt, group)
+                if key == (None,) or not all(opt.state[p] for p in group["params"]):
+                    return False  # not Adam-like, or before the first step (states not made yet)
+                params, exp_avgs, exp_avg_sqs, steps = calls.setdefault(key, ([], [], [], []))
+                for p in group["params"]:
+                    state = opt.state[p]
+                    params.append(p)
+                    exp_avgs.append(state["exp_avg"])
+                    exp_avg_sqs.append(state["exp_avg_sq"])
+                    steps.append(state["step"])
+        self._calls = [(key, *lists) for key, lists in calls.items()]
+        self._signature = signature
+        self._keep = [(opt, opt.state, g, g["params"]) for opt in self.optimizers for g in opt.param_groups]
+        return True
+
+    def step(self) -> None:
+        signature = self._current_signature()
+        if signature != self._signature and not self._build(signature):
+            self._signature = None
+            for opt in self.optimizers:
+                opt.step()
+            return
+        grads = [[p.grad for p in params] for _, params, _, _, _ in self._calls]
+        if any(g is None for gs in grads for g in gs):
+            for opt in self.optimizers:
+                opt.step()
+            return
+        for (settings, params, exp_avgs, exp_avg_sqs, steps), gs in zip(self._calls, grads, strict=True):
+            lr, beta1, beta2, eps, weight_decay, maximize, decoupled = settings
+            with torch.no_grad():
+                adam(
+                    params,
+                    gs,
+                    exp_avgs,
+                    exp_avg_sqs,
+                    [],
+                    steps,
+                    fused=True,
+                    decoupled_weight_decay=decoupled,
+                    amsgrad=False,
+                    beta1=beta1,
+                    beta2=beta2,
+                    lr=lr,
+                    weight_decay=weight_decay,
+                    eps=eps,
+                    maximize=maximize,
+                )
 
 
 def _all_reduce_mean(grads: list[torch.Tensor | None]) -> None:
@@ -244,6 +297,7 @@ class FusedSACTorchLearner(SACTorchLearner):
     def build(self) -> None:
         super().build()
         self._fused_cache: dict[str, dict[str, Any]] = {}
+        self._merged_adam: dict[str, MergedAdam] = {}
         # Adam's fused kernel (one pass over all tensors of a group) instead of the per-tensor loop: the same
         # update rule; several times fewer ops for the ~20 parameter tensors of each SAC optimizer.
         for opt in self._named_optimizers.values():
@@ -340,12 +394,14 @@ class FusedSACTorchLearner(SACTorchLearner):
             with_metrics,
         )
         optimizers = [opt for _, opt in self.get_optimizers_for_module(module_id)]
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
+        merged = self._merged_adam.get(module_id)
+        if merged is None or merged.optimizers != optimizers:
+            merged = self._merged_adam[module_id] = MergedAdam(optimizers)
+        merged.zero_grad()
         total.backward()
         if self.config.num_learners > 1 and torch.distributed.is_initialized():
             _all_reduce_mean([p.grad for opt in optimizers for g in opt.param_groups for p in g["params"]])
-        _adam_step(optimizers)
+        merged.step()
         self._polyak(module_id)
         if metrics is not None:
             logged = dict(zip(_METRIC_KEYS, metrics, strict=True))

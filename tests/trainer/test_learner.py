@@ -165,22 +165,59 @@ def test_merged_adam_step_equals_each_optimizer_stepping(monkeypatch):
         return [torch.optim.Adam(n.parameters(), lr=lr, fused=True) for n, lr in zip(nets, lrs, strict=True)]
 
     opts_a, opts_b = adams(nets_a), adams(nets_b)
+    merged = learner_mod.MergedAdam(opts_a)
     x = torch.randn(16, 5)
-    for _ in range(3):  # the first step initialises the states through opt.step(), then the merged calls
-        for nets, opts, merged in ((nets_a, opts_a, True), (nets_b, opts_b, False)):
-            for opt in opts:
-                opt.zero_grad()
+
+    def step_both():
+        for nets, opts in ((nets_a, opts_a), (nets_b, opts_b)):
+            if opts is opts_a:
+                merged.zero_grad()
+            else:
+                for opt in opts:
+                    opt.zero_grad()
             (nets[2](torch.relu(nets[1](torch.relu(nets[0](x))))) ** 2).mean().backward()
-            if merged:
-                learner_mod._adam_step(opts)
+            if opts is opts_a:
+                merged.step()
             else:
                 for opt in opts:
                     opt.step()
+
+    def assert_same(n_steps):
+        for a, b in zip(nets_a, nets_b, strict=True):
+            for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+                torch.testing.assert_close(pa, pb, rtol=0, atol=0)
+                assert pa.grad is not None
+        for oa, ob in zip(opts_a, opts_b, strict=True):
+            for pa, pb in zip(oa.param_groups[0]["params"], ob.param_groups[0]["params"], strict=True):
+                assert float(oa.state[pa]["step"]) == float(ob.state[pb]["step"]) == n_steps
+                torch.testing.assert_close(oa.state[pa]["exp_avg_sq"], ob.state[pb]["exp_avg_sq"], rtol=0, atol=0)
+
+    for _ in range(3):  # the first step initialises the states through opt.step(), then the merged calls
+        step_both()
     assert calls == [1e-3, 3e-4, 1e-3, 3e-4]  # steps 2 and 3: one fused call per set of settings
-    for a, b in zip(nets_a, nets_b, strict=True):
-        for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
-            torch.testing.assert_close(pa, pb, rtol=0, atol=0)
-    for oa, ob in zip(opts_a, opts_b, strict=True):
-        for pa, pb in zip(oa.param_groups[0]["params"], ob.param_groups[0]["params"], strict=True):
-            assert float(oa.state[pa]["step"]) == float(ob.state[pb]["step"]) == 3.0
-            torch.testing.assert_close(oa.state[pa]["exp_avg_sq"], ob.state[pb]["exp_avg_sq"], rtol=0, atol=0)
+    assert_same(3)
+
+    # A learning-rate schedule changes a group's lr: the merged calls follow (three settings now).
+    for opt in (opts_a[1], opts_b[1]):
+        opt.param_groups[0]["lr"] = 5e-4
+    calls.clear()
+    step_both()
+    assert sorted(calls) == [3e-4, 5e-4, 1e-3]
+    assert_same(4)
+
+    # A restored checkpoint replaces the optimizers' states (new moment tensors): the merged calls must step
+    # those, not the ones they were built from.
+    saved = [copy.deepcopy(o.state_dict()) for o in opts_b]
+    step_both()
+    step_both()
+    for opt_a, opt_b, state in zip(opts_a, opts_b, saved, strict=True):
+        opt_a.load_state_dict(copy.deepcopy(state))  # a copy each: loading shares the dict's tensors
+        opt_b.load_state_dict(copy.deepcopy(state))
+    for a, b in zip(nets_a, nets_b, strict=True):  # parameters back in step with each other too
+        with torch.no_grad():
+            for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+                pa.copy_(pb)
+    calls.clear()
+    step_both()
+    assert len(calls) == 3
+    assert_same(5)
