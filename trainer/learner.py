@@ -188,12 +188,14 @@ class MergedAdam:
         self._keep: list[Any] = []  # the objects whose ids are in the signature, kept alive so ids stay unique
         self._calls: list[tuple[tuple, list, list, list, list]] = []
 
+    def params(self) -> list[torch.Tensor]:
+        """Every parameter of every optimizer's groups."""
+        return [p for opt in self.optimizers for group in opt.param_groups for p in group["params"]]
+
     def zero_grad(self) -> None:
         """``opt.zero_grad(set_to_none=True)`` for every optimizer."""
-        for opt in self.optimizers:
-            for group in opt.param_groups:
-                for p in group["params"]:
-                    p.grad = None
+        for p in self.params():
+            p.grad = None
 
     def _current_signature(self) -> tuple:
         return tuple(
@@ -400,7 +402,7 @@ class FusedSACTorchLearner(SACTorchLearner):
         merged.zero_grad()
         total.backward()
         if self.config.num_learners > 1 and torch.distributed.is_initialized():
-            _all_reduce_mean([p.grad for opt in optimizers for g in opt.param_groups for p in g["params"]])
+            _all_reduce_mean([p.grad for p in merged.params()])
         merged.step()
         self._polyak(module_id)
         if metrics is not None:
