@@ -1,7 +1,7 @@
 """Raw environment speed: ``python -m benchmarks.env_speed [--steps N] [--json FILE]``.
 
 Steps ``PortfolioEnv`` on the bundled data with uniform random actions in one process (one core) and
-reports env steps/s. Target (issue 2): >= 20,000 steps/s on one core of the 2-core dev machine.
+reports env steps/s. Target: >= 20,000 steps/s on one core of the 2-core dev machine.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Stable-Baselines3 SAC on the same env and reference configuration: the speed reference of issue 7.
+"""Stable-Baselines3 SAC on the same env and reference configuration: our speed reference.
 
 Run by ``benchmarks.throughput`` in a subprocess whose ``PYTHONPATH`` holds a throwaway SB3 install (SB3 is
 not a dependency of this project). Prints one JSON line: trained samples/s and env steps/s after learning

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+import trainer  # noqa: F401  sets OMP_NUM_THREADS before torch is imported
 
 REFERENCE_OVERRIDES = {
     "model.hidden": [256, 256],
@@ -62,7 +62,7 @@ class EndToEnd:
     timed for a few iterations at a time, so several configurations and SB3 can take turns in one run."""
 
     def __init__(self, extra: dict[str, Any] | None = None) -> None:
-        from trainer.config import build_sac_config
+        from trainer.sac_config import build_sac_config
         from trainer.train import env_steps_of
 
         self._steps = env_steps_of
@@ -109,7 +109,7 @@ class EndToEnd:
 
 def sampling(num_env_runners: int, iterations: int = 4) -> float:
     """Env steps/s with ``num_env_runners`` remote runners and no learning."""
-    from trainer.config import build_sac_config
+    from trainer.sac_config import build_sac_config
     from trainer.train import env_steps_of
 
     exp = _experiment(
@@ -155,7 +155,7 @@ def buffer_memory() -> dict[str, float]:
 
 def _sb3(sb3_path: str, steps: int) -> dict[str, Any]:
     root = Path(__file__).resolve().parent.parent
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([sb3_path, str(root), env.get("PYTHONPATH", "")])
     res = subprocess.run(
         [sys.executable, "-m", "benchmarks.sb3_reference", "--steps", str(steps)],
@@ -174,8 +174,7 @@ def _raw_eager() -> str | None:
     if not raw_tool.exists():
         return None
     args = ["1", "256", *(str(n) for n in _dims())]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    res = subprocess.run([sys.executable, str(raw_tool), *args], capture_output=True, text=True, env=env)
+    res = subprocess.run([sys.executable, str(raw_tool), *args], capture_output=True, text=True)
     return res.stdout.strip()
 
 
@@ -191,7 +190,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds and --iterations must be at least 1")
     import ray
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local instance for the benchmark only
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     result: dict[str, Any] = {"config": REFERENCE_OVERRIDES, "rounds": []}
     sync = EndToEnd()  # local sampling, then learning: the reference's schedule

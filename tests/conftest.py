@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-# Before torch/ray are imported anywhere: one thread per process (9x faster on 2 cores, see
-# ../shared/docs/rllib-2.60-notes.md) and no token auth for the local test cluster (tests only).
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Before ray is imported anywhere: no token auth for the local test cluster (tests only).
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("PORTFOLIO_RL_CACHE", tempfile.mkdtemp(prefix="portfolio_rl_test_cache_"))
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
@@ -15,6 +13,8 @@ os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 import numpy as np
 import pandas as pd
 import pytest
+
+import trainer  # noqa: F401  sets OMP_NUM_THREADS (one thread per process) before torch is imported
 
 
 def write_wide_csv(path, prices: pd.DataFrame) -> str:

@@ -11,8 +11,8 @@ import jsonschema
 import pytest
 import yaml
 
-from trainer.config import available_experiments
-from trainer.tune import build_plan, load_sweep
+from trainer.config import available_experiments, load_experiment
+from trainer.tune import build_plan
 
 CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
 
@@ -54,8 +54,8 @@ def _fits(bundle: dict[str, float], node: dict[str, float]) -> bool:
 @pytest.mark.parametrize("name", available_experiments())
 def test_node_types_provide_what_each_experiment_requests(name):
     nodes = {n: t["resources"] for n, t in _cluster()["available_node_types"].items()}
-    exp, sweep, _ = load_sweep(name)
-    plan = build_plan(exp, sweep)
+    exp = load_experiment(name)
+    plan = build_plan(exp)
     for bundle in plan["placement_bundles"]:
         hosts = [n for n, res in nodes.items() if _fits(bundle, res)]
         assert hosts, f"{name}: no node type can host bundle {bundle}"

@@ -15,13 +15,12 @@ What differs from ``ray.rllib.algorithms.sac.SAC`` and why:
 - Divergence guard: a non-finite critic loss, or one above ``divergence.max_critic_loss``, stops updates;
   the result says ``diverged`` with the reason, and no further checkpoint is written by our entry points.
 - ``save_to_path`` / ``restore_from_path`` also write/read the replay buffer and our counters (RLlib does
-  not checkpoint the buffer on the new stack, notes §0.2), so a resumed run continues as an uninterrupted
+  not checkpoint the buffer on the new stack, docs/rllib-notes.md), so a resumed run continues as an uninterrupted
   one would.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -29,8 +28,10 @@ from typing import Any
 
 import numpy as np
 from ray.rllib.algorithms.sac import SAC, SACConfig
+from ray.rllib.algorithms.sac.sac_learner import LOGPS_KEY, QF_LOSS_KEY, QF_TWIN_LOSS_KEY
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
+from ray.rllib.core.learner.learner import POLICY_LOSS_KEY
 from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.metrics import (
@@ -44,21 +45,16 @@ from ray.rllib.utils.metrics import (
     NUM_ENV_STEPS_TRAINED_LIFETIME,
     REPLAY_BUFFER_SAMPLE_TIMER,
     SYNCH_WORKER_WEIGHTS_TIMER,
+    TD_ERROR_KEY,
     TIMERS,
 )
 
+from trainer import checkpoint
 from trainer import metrics as M
 from trainer.buffer import FlatReplayBuffer
-from trainer.connectors import RawObsMeanStdFilter, find_obs_filter, normalize_with
-
-STATE_FILE = "portfolio_state.json"
-TD_ERROR_KEY = "td_error"
-QF_LOSS_KEY = "qf_loss"
-QF_TWIN_LOSS_KEY = "qf_twin_loss"
-POLICY_LOSS_KEY = "policy_loss"
-LOGPS_KEY = "logps"
-ALPHA_VALUE_KEY = "alpha_value"
-
+from trainer.config import AlgorithmSettings
+from trainer.connectors import FrozenObsFilter, RawObsMeanStdFilter, find_obs_filter
+from trainer.learner import ALPHA_VALUE_KEY
 
 _SAMPLE_TAG = "portfolio_sample"
 
@@ -88,31 +84,24 @@ class PortfolioSAC(SAC):
         super().setup(config)
         from envs.portfolio import PortfolioEnv
 
-        settings = self.config.portfolio
-        threads = settings.get("resources", {}).get("torch_threads")
-        if threads:
+        self.settings = settings = AlgorithmSettings.model_validate(self.config.portfolio)
+        if settings.resources.torch_threads:
             import torch
 
-            torch.set_num_threads(int(threads))
-        env_cfg = dict(self.config.env_config)
-        eval_split = settings.get("evaluation", {}).get("split", "validation")
-        self._eval_env = PortfolioEnv(**{**env_cfg, "split": eval_split})
+            torch.set_num_threads(settings.resources.torch_threads)
+        self._eval_env = PortfolioEnv(**{**self.config.env_config, "split": settings.evaluation.split})
         obs_dim = self._eval_env.observation_space.shape[0]
         act_dim = self._eval_env.action_space.shape[0]
         self.tickers = list(self._eval_env.market.tickers)
         self.buffer = FlatReplayBuffer(
             self.config.replay_buffer_config["capacity"], obs_dim, act_dim, seed=self.config.seed
         )
-        self._reward_clip = settings.get("reward", {}).get("clip")
-        self._reward_normalize = bool(settings.get("reward", {}).get("normalize", False))
-        self._eval_interval = int(settings.get("evaluation", {}).get("interval", 5))
-        self._max_critic_loss = float(settings.get("divergence", {}).get("max_critic_loss", 1e6))
-        self._overlap = bool(settings.get("resources", {}).get("overlap_sampling", False))
         self._inflight = False
         self._update_credit = 0.0
         self.updates_lifetime = 0  # gradient steps done by this process (benchmarks)
         self.diverged: str | None = None
         self.last_evaluation: dict[str, float] = {}
+        self._equal_weight_evaluation: dict[str, float] | None = None
         self.history: list[dict[str, float]] = []
         self._metrics_exporter = None
         self._last_counts = (0, 0, time.perf_counter())
@@ -126,10 +115,6 @@ class PortfolioSAC(SAC):
             pipeline = getattr(self, "env_to_module_connector", None)
         return find_obs_filter(pipeline)
 
-    def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
-        filt = self.obs_filter()
-        return obs.astype(np.float32, copy=False) if filt is None else filt.normalize(obs)
-
     # --- training -------------------------------------------------------------------------------------
     def _add_episodes(self, episodes: list) -> int:
         added = 0
@@ -140,8 +125,9 @@ class PortfolioSAC(SAC):
             obs = np.asarray(ep.get_observations(slice(0, n + 1)), np.float32)
             actions = np.asarray(ep.get_actions(slice(0, n)), np.float32)
             rewards = np.asarray(ep.get_rewards(slice(0, n)), np.float32)
-            if self._reward_clip is not None:
-                np.clip(rewards, -self._reward_clip, self._reward_clip, out=rewards)
+            clip = self.settings.reward.clip
+            if clip is not None:
+                np.clip(rewards, -clip, clip, out=rewards)
             terminateds = np.zeros(n, np.float32)
             terminateds[-1] = float(ep.is_terminated)  # truncation (end of data/episode) bootstraps
             self.buffer.add(obs[:-1], actions, rewards, obs[1:], terminateds)
@@ -151,15 +137,13 @@ class PortfolioSAC(SAC):
     def _sample_batch(self, n_steps: int = 1) -> MultiAgentBatch:
         """``n_steps`` gradient steps' worth of uniformly sampled, normalised transitions."""
         raw = self.buffer.sample(self.config.total_train_batch_size * n_steps)
-        filt = self.obs_filter()
-        if filt is not None:
-            mean, std, _ = filt.stats()
-            obs = normalize_with(raw["obs"], mean, std, filt.clip_by_value)
-            next_obs = normalize_with(raw["next_obs"], mean, std, filt.clip_by_value)
+        frozen = FrozenObsFilter.of(self.obs_filter())
+        if frozen is not None:
+            obs, next_obs = frozen(raw["obs"]), frozen(raw["next_obs"])
         else:
             obs, next_obs = raw["obs"], raw["next_obs"]
         rewards = raw["rewards"]
-        if self._reward_normalize:
+        if self.settings.reward.normalize:
             rewards = rewards / max(self.buffer.reward_std, 1e-8)
         ones = np.ones(len(rewards), np.float32)  # 1-step returns, uniform importance weights
         # A MultiAgentBatch of numpy arrays: the Learner converts it to tensors on its own device.
@@ -178,7 +162,7 @@ class PortfolioSAC(SAC):
 
     def _filter_needs_sync(self) -> bool:
         filt = self.obs_filter()
-        return filt is not None and filt.stats()[2] == 0 and self.config.num_env_runners > 0
+        return filt is not None and filt.stats().count == 0 and self.config.num_env_runners > 0
 
     def _sample_overlapped(self) -> tuple[list, list]:
         """Collect the round the remote runners sampled while we learned, and start the next one at once.
@@ -206,7 +190,7 @@ class PortfolioSAC(SAC):
 
     def training_step(self) -> None:
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
-            if self._overlap:
+            if self.settings.resources.overlap_sampling:
                 episodes, env_runner_results = self._sample_overlapped()
             else:
                 episodes, env_runner_results = synchronous_parallel_sample(
@@ -265,30 +249,41 @@ class PortfolioSAC(SAC):
         return None if value is None else float(value)
 
     def _check_divergence(self) -> None:
+        limit = self.settings.divergence.max_critic_loss
         for key in (QF_LOSS_KEY, QF_TWIN_LOSS_KEY, POLICY_LOSS_KEY):
             value = self._learner_value(key)
             if value is None:
                 continue
             if not math.isfinite(value):
                 self.diverged = f"{key} is {value} (non-finite)"
-            elif key != POLICY_LOSS_KEY and value > self._max_critic_loss:
-                self.diverged = f"{key} = {value:.3g} exceeds divergence.max_critic_loss = {self._max_critic_loss:.3g}"
+            elif key != POLICY_LOSS_KEY and value > limit:
+                self.diverged = f"{key} = {value:.3g} exceeds divergence.max_critic_loss = {limit:.3g}"
             if self.diverged:
                 return
 
     # --- evaluation -----------------------------------------------------------------------------------
     def evaluate_deterministic(self) -> dict[str, float]:
-        """One deterministic pass (tanh of the Gaussian mean, frozen filter) over the evaluation split."""
-        from trainer.evaluation import policy_from_algorithm, run_policy
+        """One deterministic pass (tanh of the Gaussian mean, frozen filter) over the evaluation split.
+
+        Also reports the Sharpe ratio minus Equal Weight's over the same days and costs, so that selection
+        compares like with like across market periods (folds).
+        """
+        from trainer.baselines import equal_weight_rule
+        from trainer.evaluation import policy_from_algorithm, run_policy, run_weights
 
         run = run_policy(self._eval_env, policy_from_algorithm(self))
-        self.last_evaluation = M.summarize(run.net_returns, run.turnovers)
-        return self.last_evaluation
+        evaluation = M.summarize(run)
+        if self._equal_weight_evaluation is None:
+            ew_rule = equal_weight_rule(self._eval_env.n_assets)
+            self._equal_weight_evaluation = M.summarize(run_weights(self._eval_env, ew_rule))
+        evaluation[M.SHARPE_MINUS_EW] = evaluation[M.SHARPE] - self._equal_weight_evaluation[M.SHARPE]
+        self.last_evaluation = evaluation
+        return evaluation
 
     def step(self) -> dict:
         result = super().step()
         iteration = self.iteration + 1  # Trainable increments after step()
-        if iteration == 1 or iteration % self._eval_interval == 0 or not self.last_evaluation:
+        if iteration == 1 or iteration % self.settings.evaluation.interval == 0 or not self.last_evaluation:
             self.evaluate_deterministic()
         section = self._portfolio_section(result)
         result[M.PORTFOLIO] = section
@@ -296,17 +291,17 @@ class PortfolioSAC(SAC):
             from trainer.callbacks import MetricsExporter
 
             self._metrics_exporter = MetricsExporter()
-        self._metrics_exporter.export(section, self.config.portfolio.get("name", "experiment"), self.trial_id)
+        self._metrics_exporter.export(section, self.settings.name, self.trial_id)
         # Training curves travel with every checkpoint (portfolio_state.json) for the backtest report.
         self.history.append(
             {
-                "training_iteration": iteration,
+                M.TRAINING_ITERATION: iteration,
                 M.ENV_STEPS: section[M.ENV_STEPS],
                 M.CRITIC_LOSS: section[M.CRITIC_LOSS],
                 M.ENTROPY: section[M.ENTROPY],
                 M.ALPHA: section[M.ALPHA],
                 M.EPISODE_RETURN: section[M.EPISODE_RETURN],
-                "validation_sharpe": section[M.VALIDATION].get(M.SHARPE, float("nan")),
+                M.split_key(M.VALIDATION, M.SHARPE): section[M.VALIDATION].get(M.SHARPE, float("nan")),
             }
         )
         return result
@@ -340,7 +335,7 @@ class PortfolioSAC(SAC):
             M.TRAIN_FINAL_VALUE: num(env_res.get(M.TRAIN_FINAL_VALUE)),
             M.TRAIN_TURNOVER: num(env_res.get(M.TRAIN_TURNOVER)),
             M.BUFFER_SIZE: len(self.buffer),
-            M.FILTER_COUNT: filt.stats()[2] if filt is not None else 0,
+            M.FILTER_COUNT: filt.stats().count if filt is not None else 0,
             M.DIVERGED: bool(self.diverged),
             M.DIVERGED_REASON: self.diverged or "",
             M.VALIDATION: dict(self.last_evaluation),
@@ -355,7 +350,7 @@ class PortfolioSAC(SAC):
         self, path: Any = None, *, state: Any = None, filesystem: Any = None, use_msgpack: bool = False
     ) -> str:
         out = super().save_to_path(path, state=state, filesystem=filesystem, use_msgpack=use_msgpack)
-        if self.config.portfolio.get("checkpoint", {}).get("save_buffer", True):
+        if self.settings.checkpoint.save_buffer:
             self.buffer.save(out)
         extra = {
             "update_credit": self._update_credit,
@@ -364,10 +359,10 @@ class PortfolioSAC(SAC):
             "tickers": self.tickers,
             "env_config": dict(self.config.env_config),
             "experiment": self.config.portfolio,
-            "obs_filter_count": (f.stats()[2] if (f := self.obs_filter()) is not None else 0),
+            "obs_filter_count": (f.stats().count if (f := self.obs_filter()) is not None else 0),
             "history": self.history,
         }
-        (Path(out) / STATE_FILE).write_text(json.dumps(extra, indent=2, default=str))
+        checkpoint.write_state(out, extra)
         return out
 
     def restore_from_path(self, path: Any, *args: Any, component: str | None = None, **kwargs: Any) -> None:
@@ -376,9 +371,8 @@ class PortfolioSAC(SAC):
             return
         path = Path(path)
         self.buffer.load(path)
-        state_file = path / STATE_FILE
-        if state_file.exists():
-            extra = json.loads(state_file.read_text())
+        if (path / checkpoint.STATE_FILE).exists():
+            extra = checkpoint.read_state(path)
             self._update_credit = float(extra.get("update_credit", 0.0))
             self.last_evaluation = dict(extra.get("last_evaluation") or {})
             self.history = list(extra.get("history") or [])

@@ -15,14 +15,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from envs.portfolio import MarketData, PortfolioEnv, load_market
 from trainer import metrics as M
 from trainer import report as R
 from trainer.baselines import DESCRIPTIONS, LOOKAHEAD, run_baselines
+from trainer.checkpoint import CheckpointError, load_policy, read_usable_state
+from trainer.evaluation import EvalRun, run_policy
 
 SAC = "sac"
 
@@ -31,38 +35,36 @@ class BacktestError(ValueError):
     """A bad checkpoint or data for a backtest; the message says which and how to fix it."""
 
 
-def _check_checkpoint(path: Path) -> dict[str, Any]:
-    from trainer.algorithm import STATE_FILE
+@dataclass
+class Simulation:
+    """A checkpoint's deterministic policy (and optionally the baselines) run over one split."""
 
-    if not path.exists():
-        raise BacktestError(f"{path}: checkpoint not found; pass a checkpoint directory (runs/.../checkpoint_NNNNNN)")
-    if not path.is_dir() or not (path / "rllib_checkpoint.json").exists():
-        raise BacktestError(f"{path}: not an RLlib checkpoint directory (no rllib_checkpoint.json)")
-    if not (path / STATE_FILE).exists():
-        raise BacktestError(f"{path}: not a checkpoint of this project (no {STATE_FILE}); train it with trainer.train")
-    state = json.loads((path / STATE_FILE).read_text())
-    if state.get("diverged"):
-        raise BacktestError(
-            f"{path}: this checkpoint was written after training diverged ({state['diverged']}); "
-            "backtest an earlier checkpoint of the run"
-        )
-    return state
+    checkpoint: Path
+    split: str
+    state: dict[str, Any]
+    env_config: dict[str, Any]
+    market: MarketData
+    runs: dict[str, EvalRun]
 
 
-def run_backtest(
-    checkpoint: Path,
+def simulate(
+    checkpoint: Path | str,
     split: str = "test",
     data: str | None = None,
     cost_bps: float | None = None,
-    out_dir: Path | None = None,
-) -> dict[str, Any]:
-    """Backtest ``checkpoint`` on ``split``; returns the ``backtest.json`` content."""
+    baselines: bool = True,
+) -> Simulation:
+    """Run the checkpoint's policy (frozen filter, tanh of the mean) and, with ``baselines``, every baseline.
+
+    The one evaluation of a checkpoint: ``run_backtest`` and the sweep report both use it.
+    """
     from envs.data import DataError
-    from envs.portfolio import PortfolioEnv, load_market
-    from trainer.evaluation import load_checkpoint_policy, run_policy
 
     checkpoint = Path(checkpoint).resolve()
-    state = _check_checkpoint(checkpoint)
+    try:
+        state = read_usable_state(checkpoint)
+    except CheckpointError as exc:
+        raise BacktestError(str(exc)) from None
     env_cfg = dict(state["env_config"])
     if data is not None:
         env_cfg["data"] = data
@@ -84,12 +86,24 @@ def run_backtest(
     def make_env() -> PortfolioEnv:
         return PortfolioEnv(data=market, **env_kwargs)
 
-    policy, _ = load_checkpoint_policy(checkpoint)
+    policy, _ = load_policy(checkpoint)
     runs = {SAC: run_policy(make_env(), policy)}
-    runs.update(run_baselines(make_env, market, split))
-    strategies = {
-        name: M.performance(r.net_returns, r.turnovers, r.costs, r.values, r.weights) for name, r in runs.items()
-    }
+    if baselines:
+        runs.update(run_baselines(make_env, market, split))
+    return Simulation(checkpoint, split, state, env_cfg, market, runs)
+
+
+def run_backtest(
+    checkpoint: Path,
+    split: str = "test",
+    data: str | None = None,
+    cost_bps: float | None = None,
+    out_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Backtest ``checkpoint`` on ``split``, write the report; returns the ``backtest.json`` content."""
+    sim = simulate(checkpoint, split, data, cost_bps)
+    checkpoint, state, env_cfg, market, runs = sim.checkpoint, sim.state, sim.env_config, sim.market, sim.runs
+    strategies = {name: M.performance(r) for name, r in runs.items()}
     for name in strategies:
         strategies[name]["lookahead"] = name in LOOKAHEAD
 

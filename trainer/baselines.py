@@ -70,6 +70,11 @@ def _constant(weights: NDArray[np.float64]) -> Callable[[Any], NDArray[np.float6
     return lambda env: full
 
 
+def equal_weight_rule(n_assets: int) -> Callable[[Any], NDArray[np.float64]]:
+    """Equal Weight over the assets (no cash), rebalanced every day: the benchmark every result is paired with."""
+    return _constant(np.full(n_assets, 1.0 / n_assets))
+
+
 def _buy_and_hold(n_assets: int) -> Callable[[Any], NDArray[np.float64]]:
     initial = _with_cash(np.full(n_assets, 1.0 / n_assets))
 
@@ -86,7 +91,7 @@ def run_baselines(env_factory: Callable[[], Any], market: MarketData, split: str
     train_fit = fit_classical(split_returns(market, "train"))
     own_fit = fit_classical(split_returns(market, split))
     rules = {
-        EQUAL_WEIGHT: _constant(np.full(n, 1.0 / n)),
+        EQUAL_WEIGHT: equal_weight_rule(n),
         BUY_AND_HOLD: _buy_and_hold(n),
         MIN_VOLATILITY: _constant(train_fit.min_volatility),
         MAX_SHARPE: _constant(train_fit.max_sharpe),

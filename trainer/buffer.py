@@ -1,8 +1,8 @@
 """A flat, preallocated ring buffer of raw transitions with uniform sampling.
 
 Why not RLlib's episode buffers: they sample by slicing episodes per transition, which dominated the
-update step in profiles (issue 7), they store observations already normalised by a drifting filter, and
-RLlib never checkpoints them (notes §0.2). This buffer stores raw float32 arrays, samples with one
+update step in profiles, they store observations already normalised by a drifting filter, and
+RLlib never checkpoints them (docs/rllib-notes.md). This buffer stores raw float32 arrays, samples with one
 vectorised index, and saves/restores itself atomically next to the RLlib checkpoint.
 """
 

@@ -1,33 +1,25 @@
-"""The experiment schema (closed, validated) and the one place a ``SACConfig`` is built.
+"""The experiment schema (closed, validated), loading experiment files and ``--set`` overrides.
 
 An experiment is a YAML file in ``tune_configs/`` (``tune_configs/<name>.yaml``). Unknown keys and
-impossible values are errors naming the file and the key. ``build_sac_config`` turns an experiment into
-an RLlib ``SACConfig``; train, tune, backtest and benchmarks all call it.
+impossible values are errors naming the file and the key. ``trainer.sac_config.build_sac_config`` turns a
+validated experiment into RLlib's ``SACConfig``.
 
-Where RLlib's defaults differ from the reference configuration (see ../shared/docs/design.md) we override
-them here, explicitly:
-
-- activation: RLlib "tanh" -> "relu";
-- critic: RLlib builds each Q net from two streams (an MLP on obs and one on the action) plus a "fusion" MLP
-  ([256, 256], tanh) -> one MLP of ``model.hidden`` on [obs, action] (``trainer.catalog.ConcatQSACCatalog``,
-  ``fusionnet_hiddens=[]``), as in the reference;
-- actor_lr: RLlib 3e-5 (critic 3e-4) -> 1e-4 for both;
-- replay: RLlib's prioritized episode buffer -> our uniform flat buffer of raw transitions
-  (``trainer.buffer``), sampled at a fixed replay ratio (``sac.training_intensity``);
-- learning starts: RLlib 1500 -> 1000 env steps;
-- learner: ``trainer.learner.FusedSACTorchLearner``, RLlib's SAC losses computed with less work (issue 7);
-- observation filter: RLlib's MeanStdFilter writes normalised observations into the episodes (so the buffer
-  would hold values normalised with stale statistics); ours keeps episodes raw (``trainer.connectors``).
+The sweep schema (``SweepConfig``: search space, scheduler, selection metric) lives here too, so every
+config a sweep can produce is validated by the same models before any trial starts.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import math
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trainer import metrics as M
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "tune_configs"
 
@@ -128,7 +120,7 @@ class ResourcesConfig(_Strict):
     num_learners: int = Field(0, ge=0)
     num_gpus_per_learner: float = Field(0, ge=0)
     num_cpus_per_learner: float | Literal["auto"] = "auto"
-    # torch threads of the learner process; None = one per process (see notes §0.11).
+    # torch threads of the learner process; None = one per process (docs/rllib-notes.md, threads).
     torch_threads: int | None = Field(None, ge=1)
     # Custom Ray resources, for deliberate placement on a cluster (see cluster.yaml): env runners ask for
     # these per runner; the learner asks for custom_resources_per_learner (the trial's main process when
@@ -147,7 +139,8 @@ class ResourcesConfig(_Strict):
 
     @model_validator(mode="after")
     def _gpu_sharing(self) -> ResourcesConfig:
-        # Several learners of one trial are DDP shards; sharing a GPU between them fails in NCCL (notes §9).
+        # Several learners of one trial are DDP shards; sharing a GPU between them fails in NCCL
+        # (docs/rllib-notes.md, GPU learners).
         if self.num_learners > 1 and self.num_gpus_per_learner not in (0, int(self.num_gpus_per_learner)):
             raise ValueError(
                 f"num_gpus_per_learner={self.num_gpus_per_learner} with num_learners={self.num_learners}: "
@@ -178,6 +171,76 @@ class DivergenceConfig(_Strict):
     max_critic_loss: float = Field(1e6, gt=0)
 
 
+# Experiment fields that can be swept, and where each lives in RLlib's config dict (for reading results).
+SWEEPABLE: dict[str, tuple[str, ...]] = {
+    "seed": ("seed",),
+    "model.hidden": ("_model_config", "fcnet_hiddens"),
+    "model.activation": ("_model_config", "fcnet_activation"),
+    "sac.actor_lr": ("actor_lr",),
+    "sac.critic_lr": ("critic_lr",),
+    "sac.alpha_lr": ("alpha_lr",),
+    "sac.tau": ("tau",),
+    "sac.gamma": ("gamma",),
+    "sac.initial_alpha": ("initial_alpha",),
+    "sac.target_entropy": ("target_entropy",),
+    "sac.batch_size": ("train_batch_size_per_learner",),
+    "sac.learning_starts": ("num_steps_sampled_before_learning_starts",),
+    "sac.training_intensity": ("training_intensity",),
+    "sac.buffer_size": ("replay_buffer_config", "capacity"),
+}
+DOMAINS = ("grid_search", "choice", "uniform", "loguniform", "randint")
+GRID_DOMAINS = ("grid_search", "choice")
+
+
+class SchedulerConfig(_Strict):
+    type: Literal["asha", "fifo"] = "asha"
+    grace_period: int = Field(10_000, ge=1)  # env steps before ASHA may stop a trial
+    reduction_factor: float = Field(2.0, gt=1)
+    max_t: int | None = Field(None, ge=1)  # env steps; default stopping.env_steps
+
+
+class SweepConfig(_Strict):
+    search_space: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    num_samples: int = Field(1, ge=1)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    metric: str = M.VALIDATION_SHARPE_METRIC
+    mode: Literal["max", "min"] = "max"
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    max_failures: int = Field(2, ge=0)
+    checkpoint_num_to_keep: int = Field(2, ge=1)
+    backtest_best: bool = True
+    bootstrap_samples: int = Field(2000, ge=100)
+
+    @model_validator(mode="after")
+    def _domains(self) -> SweepConfig:
+        for key, spec in self.search_space.items():
+            if key not in SWEEPABLE:
+                raise ValueError(f"search_space key '{key}' cannot be swept; sweepable: {', '.join(SWEEPABLE)}")
+            if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DOMAINS:
+                raise ValueError(f"search_space.{key} must be one of {{{' | '.join(DOMAINS)}: ...}}, got {spec!r}")
+            kind, arg = next(iter(spec.items()))
+            if kind in GRID_DOMAINS:
+                if not isinstance(arg, list) or not arg:
+                    raise ValueError(f"search_space.{key}.{kind} needs a non-empty list of values")
+            else:
+                if not (isinstance(arg, list) and len(arg) == 2 and all(isinstance(x, int | float) for x in arg)):
+                    raise ValueError(f"search_space.{key}.{kind} needs [low, high]")
+                if not arg[0] < arg[1]:
+                    raise ValueError(f"search_space.{key}.{kind}: low must be < high, got {arg}")
+                if kind == "loguniform" and arg[0] <= 0:
+                    raise ValueError(f"search_space.{key}.loguniform: low must be > 0, got {arg[0]}")
+        return self
+
+    def domains(self) -> dict[str, tuple[str, Any]]:
+        """``{key: (domain kind, argument)}`` of the search space."""
+        return {key: next(iter(spec.items())) for key, spec in self.search_space.items()}
+
+    def n_trials(self) -> int:
+        """Trials the sweep runs: the grid's size times ``num_samples``."""
+        grid = [len(arg) for kind, arg in self.domains().values() if kind == "grid_search"]
+        return math.prod(grid) * self.num_samples
+
+
 class Experiment(_Strict):
     name: str = "experiment"
     description: str = ""
@@ -192,12 +255,27 @@ class Experiment(_Strict):
     stopping: StoppingConfig = Field(default_factory=StoppingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     divergence: DivergenceConfig = Field(default_factory=DivergenceConfig)
-    sweep: dict[str, Any] | None = None  # validated by trainer.tune
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
 
 
-def _format_validation_error(where: str, exc: ValidationError, prefix: str = "") -> str:
+class AlgorithmSettings(_Strict):
+    """The experiment settings ``PortfolioSAC`` reads itself (RLlib's config carries the rest)."""
+
+    name: str
+    reward: RewardConfig
+    evaluation: EvaluationConfig
+    divergence: DivergenceConfig
+    checkpoint: CheckpointConfig
+    resources: ResourcesConfig
+
+    @classmethod
+    def of(cls, exp: Experiment) -> AlgorithmSettings:
+        return cls.model_validate(exp.model_dump(include=set(cls.model_fields)))
+
+
+def _format_validation_error(where: str, exc: ValidationError) -> str:
     first = exc.errors()[0]
-    key = ".".join([prefix] * bool(prefix) + [str(p) for p in first["loc"]]) or "(top level)"
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key (check the spelling; see tune_configs/README.md for the schema)"
@@ -260,8 +338,6 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Set dotted keys in a (copied) raw mapping."""
-    import copy
-
     out = copy.deepcopy(raw)
     for dotted, value in overrides.items():
         node = out
@@ -275,124 +351,21 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
 
 
 def load_experiment(name_or_path: str, overrides: dict[str, Any] | None = None) -> Experiment:
-    """Load ``tune_configs/<name>.yaml`` (or a path), apply ``--set`` overrides, validate."""
+    """Load ``tune_configs/<name>.yaml`` (or a path), apply ``--set`` overrides, validate.
+
+    Every value of the sweep's search space is validated too, as the experiment it would produce.
+    """
     raw, path = load_raw(name_or_path)
     if overrides:
         raw = apply_overrides(raw, overrides)
-    return experiment_from_dict(raw, where=str(path))
-
-
-def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = None):
-    """The one place a ``SACConfig`` is built.
-
-    Args:
-        exp: a validated experiment.
-        param_overrides: values that replace the experiment's at the RLlib level, possibly Ray Tune
-            search-space domains (passed through untouched): keys ``"seed"``, ``"model.hidden"``,
-            ``"model.activation"``, ``"sac.<field>"``.
-
-    Returns:
-        A ``SACConfig`` whose ``algo_class`` is ``trainer.algorithm.PortfolioSAC``.
-    """
-    from ray.rllib.algorithms.sac.torch.default_sac_torch_rl_module import DefaultSACTorchRLModule
-    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
-
-    import envs  # registers "Portfolio-v0" with Tune
-    from trainer.algorithm import PortfolioSAC
-    from trainer.callbacks import PortfolioCallbacks
-    from trainer.catalog import ConcatQSACCatalog
-    from trainer.connectors import make_env_to_module_connector
-    from trainer.learner import FusedSACTorchLearner
-
-    po = dict(param_overrides or {})
-
-    def pick(key: str, value: Any) -> Any:
-        return po.pop(key, value)
-
-    sac = exp.sac
-    hidden = pick("model.hidden", exp.model.hidden)
-    activation = pick("model.activation", exp.model.activation)
-    res = exp.resources
-    # A plain dict, not DefaultModelConfig: Tune expands search spaces only in dicts (notes §0.8).
-    model_config = {
-        "fcnet_hiddens": hidden,
-        "fcnet_activation": activation,
-        "head_fcnet_hiddens": [],
-        "fusionnet_hiddens": [],
-    }
-    training = {
-        "actor_lr": pick("sac.actor_lr", sac.actor_lr),
-        "critic_lr": pick("sac.critic_lr", sac.critic_lr),
-        "alpha_lr": pick("sac.alpha_lr", sac.alpha_lr),
-        "tau": pick("sac.tau", sac.tau),
-        "gamma": pick("sac.gamma", sac.gamma),
-        "initial_alpha": pick("sac.initial_alpha", sac.initial_alpha),
-        "target_entropy": pick("sac.target_entropy", sac.target_entropy),
-        "train_batch_size_per_learner": pick("sac.batch_size", sac.batch_size),
-        "num_steps_sampled_before_learning_starts": pick("sac.learning_starts", sac.learning_starts),
-        "training_intensity": pick("sac.training_intensity", sac.training_intensity),
-        "twin_q": True,
-        "n_step": 1,
-        # RLlib's validate() accepts only episode-buffer type names; PortfolioSAC replaces the buffer
-        # with trainer.buffer.FlatReplayBuffer of this capacity (no_local_replay_buffer: none is built).
-        "replay_buffer_config": {
-            "type": "EpisodeReplayBuffer",
-            "capacity": pick("sac.buffer_size", sac.buffer_size),
-            "no_local_replay_buffer": True,
-        },
-    }
-    seed = pick("seed", exp.seed)
-    if po:
-        raise ExperimentError(f"cannot sweep or override {', '.join(sorted(po))} at the RLlib level")
-
-    # Experiment settings PortfolioSAC reads itself (reward clip, evaluation, divergence, buffer saving).
-    portfolio_settings = exp.model_dump(
-        mode="json",
-        include={
-            "name",
-            "data",
-            "obs_filter",
-            "reward",
-            "evaluation",
-            "divergence",
-            "checkpoint",
-            "resources",
-        },
-    )
-    config = (
-        PortfolioSAC.get_default_config()
-        .environment(envs.ENV_ID, env_config=exp.data.env_config("train"))
-        .framework("torch")
-        .env_runners(
-            num_env_runners=res.num_env_runners,
-            num_envs_per_env_runner=res.num_envs_per_env_runner,
-            num_cpus_per_env_runner=res.num_cpus_per_env_runner,
-            rollout_fragment_length=sac.rollout_fragment_length,
-            custom_resources_per_env_runner=res.custom_resources_per_env_runner,
-            env_to_module_connector=make_env_to_module_connector(exp.obs_filter.enabled, exp.obs_filter.clip),
-        )
-        .learners(
-            num_learners=res.num_learners,
-            num_gpus_per_learner=res.num_gpus_per_learner,
-            num_cpus_per_learner=res.num_cpus_per_learner,
-            custom_resources_per_learner=res.custom_resources_per_learner if res.num_learners else {},
-            learner_class=FusedSACTorchLearner,
-        )
-        .resources(custom_resources_for_main_process={} if res.num_learners else res.custom_resources_per_learner)
-        .training(**training)
-        .rl_module(
-            model_config=model_config,
-            rl_module_spec=RLModuleSpec(module_class=DefaultSACTorchRLModule, catalog_class=ConcatQSACCatalog),
-        )
-        .callbacks(PortfolioCallbacks)
-        .reporting(
-            min_time_s_per_iteration=0,
-            min_sample_timesteps_per_iteration=exp.stopping.steps_per_iteration,
-            metrics_num_episodes_for_smoothing=20,
-        )
-        .fault_tolerance(restart_failed_env_runners=True)
-        .debugging(seed=seed)
-        .python_environment(extra_python_environs_for_worker={"OMP_NUM_THREADS": "1"})
-    )
-    config.portfolio = portfolio_settings
-    return config
+    exp = experiment_from_dict(raw, where=str(path))
+    for key, (kind, arg) in exp.sweep.domains().items():
+        for value in arg if kind in GRID_DOMAINS else list(arg):
+            try:
+                experiment_from_dict(apply_overrides(raw, {key: value}), where=str(path))
+            except ExperimentError as exc:
+                detail = str(exc).split(": ", 1)[1]
+                raise ExperimentError(
+                    f"{path}: key 'sweep.search_space.{key}': value {value!r} is invalid ({detail})"
+                ) from None
+    return exp

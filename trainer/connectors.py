@@ -2,7 +2,7 @@
 
 RLlib's ``MeanStdFilter`` writes normalised observations back into the episodes, so a replay buffer fed from
 them holds observations normalised with whatever statistics were current when they were collected; the
-statistics keep moving, so old and new transitions disagree (notes §2). ``RawObsMeanStdFilter`` is RLlib's
+statistics keep moving, so old and new transitions disagree (docs/rllib-notes.md). ``RawObsMeanStdFilter`` is RLlib's
 filter with the same statistics, state, merging across env runners and checkpointing, but it puts the
 normalised observation only into the *batch* the module acts on; the episode keeps the raw one. The replay
 buffer stores raw observations and ``PortfolioSAC`` normalises each sampled batch with the current
@@ -12,6 +12,7 @@ statistics, so a sampled transition is normalised exactly as the policy would se
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -85,3 +86,26 @@ def find_obs_filter(pipeline: Any) -> RawObsMeanStdFilter | None:
         if isinstance(piece, RawObsMeanStdFilter):
             return piece
     return None
+
+
+@dataclass(frozen=True)
+class FrozenObsFilter:
+    """A snapshot of a filter's statistics, applied without updating them (evaluation, backtests, replay).
+
+    The float32 mean and ``std + SMALL_NUMBER`` are computed once here, not on every call.
+    """
+
+    mean: NDArray[np.float32]
+    std: NDArray[np.float32]
+    clip: float | None
+
+    @classmethod
+    def of(cls, filt: RawObsMeanStdFilter | None) -> FrozenObsFilter | None:
+        """The frozen statistics of ``filt`` now (None when there is no filter)."""
+        if filt is None:
+            return None
+        mean, std, _ = filt.stats()
+        return cls(np.asarray(mean, np.float32), np.asarray(std, np.float32), filt.clip_by_value)
+
+    def __call__(self, obs: NDArray[np.float32]) -> NDArray[np.float32]:
+        return normalize_with(obs, self.mean, self.std, self.clip)

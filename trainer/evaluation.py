@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from trainer.connectors import normalize_with
+from trainer.connectors import FrozenObsFilter
 
 Policy = Callable[[NDArray[np.float32]], NDArray[np.float32]]
 
@@ -43,12 +42,12 @@ def deterministic_action(module: Any, norm_obs: NDArray[np.float32]) -> NDArray[
         return torch.tanh(mean).numpy()
 
 
-def make_policy(module: Any, mean: NDArray | None, std: NDArray | None, clip: float | None) -> Policy:
+def make_policy(module: Any, obs_filter: FrozenObsFilter | None) -> Policy:
     """A policy on raw observations: frozen normalisation, then the deterministic action."""
     module.eval()
 
     def policy(raw_obs: NDArray[np.float32]) -> NDArray[np.float32]:
-        obs = raw_obs if mean is None else normalize_with(raw_obs, mean, std, clip)
+        obs = raw_obs if obs_filter is None else obs_filter(raw_obs)
         return deterministic_action(module, obs)[0]
 
     return policy
@@ -56,49 +55,7 @@ def make_policy(module: Any, mean: NDArray | None, std: NDArray | None, clip: fl
 
 def policy_from_algorithm(algo: Any) -> Policy:
     """The deterministic policy of a live ``PortfolioSAC`` (module of the local env runner)."""
-    filt = algo.obs_filter()
-    if filt is None:
-        return make_policy(algo.get_module(), None, None, None)
-    mean, std, _ = filt.stats()
-    return make_policy(algo.get_module(), np.array(mean), np.array(std), filt.clip_by_value)
-
-
-def load_checkpoint_policy(checkpoint: str | Path) -> tuple[Policy, dict[str, Any]]:
-    """Restore the RL module and the frozen filter statistics of a checkpoint, without building an Algorithm.
-
-    Returns:
-        ``(policy, portfolio_state)`` where portfolio_state is the checkpoint's ``portfolio_state.json``.
-    """
-    import json
-
-    from ray.rllib.core import (
-        COMPONENT_ENV_RUNNER,
-        COMPONENT_ENV_TO_MODULE_CONNECTOR,
-        COMPONENT_LEARNER,
-        COMPONENT_LEARNER_GROUP,
-        COMPONENT_RL_MODULE,
-        DEFAULT_MODULE_ID,
-    )
-    from ray.rllib.core.rl_module.rl_module import RLModule
-
-    from trainer.algorithm import STATE_FILE
-    from trainer.connectors import find_obs_filter
-
-    ck = Path(checkpoint)
-    state = json.loads((ck / STATE_FILE).read_text())
-    module = RLModule.from_checkpoint(
-        ck / COMPONENT_LEARNER_GROUP / COMPONENT_LEARNER / COMPONENT_RL_MODULE / DEFAULT_MODULE_ID
-    )
-    e2m_dir = ck / COMPONENT_ENV_RUNNER / COMPONENT_ENV_TO_MODULE_CONNECTOR
-    filt = None
-    if e2m_dir.exists():
-        from ray.rllib.connectors.env_to_module import EnvToModulePipeline
-
-        filt = find_obs_filter(EnvToModulePipeline.from_checkpoint(e2m_dir))
-    if filt is None:
-        return make_policy(module, None, None, None), state
-    mean, std, _ = filt.stats()
-    return make_policy(module, np.array(mean), np.array(std), filt.clip_by_value), state
+    return make_policy(algo.get_module(), FrozenObsFilter.of(algo.obs_filter()))
 
 
 def run_policy(env: Any, policy: Policy) -> EvalRun:

@@ -13,7 +13,7 @@ per optimizer (critic, twin critic, policy, alpha) with ``retain_graph``. For th
 - one backward pass over the summed losses gives every parameter the gradient of its own loss: the critic
   losses reach only the critics, the actor loss only the policy (detached alpha and critic weights), the
   alpha loss only log-alpha (detached log-probabilities). This equals the four separate backward passes;
-- the four Adam optimizers step as one fused Adam call per set of hyper-parameters (``MergedAdam``, whose
+- the four Adam optimizers step as one fused Adam call per set of hyper-parameters (``trainer.optim.MergedAdam``, whose
   argument lists are built once), gradients are reset by setting them to None directly;
 - the squashed-Gaussian log-probability uses the identities RLlib's general formulas reduce to here
   (``_squashed_gaussian``), and every ReLU whose input no one else reads runs in place;
@@ -21,8 +21,9 @@ per optimizer (critic, twin critic, policy, alpha) with ``retain_graph``. For th
 - a batch of k x ``train_batch_size_per_learner`` rows is k gradient steps in one ``learner_group.update``
   call (``PortfolioSAC`` sends all the gradient steps of a sampling round at once), each on its own slice,
   with the logged metrics (window 1) computed on the last one only;
-- with several learners, gradients (log-alpha's too) are averaged with one all-reduce (``_all_reduce_mean``:
-  the fused step never goes through DDP's forward, so DDP's own hooks would not fire).
+- with several learners, gradients (log-alpha's too) are averaged with one all-reduce
+  (``trainer.optim.all_reduce_mean``: the fused step never goes through DDP's forward, so DDP's own hooks
+  would not fire).
 
 Tried and dropped (measured on a 2-core CPU, one thread, ``benchmarks/README.md``): ``torch.compile`` of the
 loss (Inductor's C++ kernels were no faster than eager here), twin critics as one ``baddbmm`` per layer (no
@@ -43,14 +44,23 @@ from typing import Any
 import gymnasium as gym
 import torch
 import torch.nn.functional as F
+from ray.rllib.algorithms.sac.sac_learner import (
+    LOGPS_KEY,
+    QF_LOSS_KEY,
+    QF_MAX_KEY,
+    QF_MEAN_KEY,
+    QF_MIN_KEY,
+    QF_TWIN_LOSS_KEY,
+    TD_ERROR_MEAN_KEY,
+)
 from ray.rllib.algorithms.sac.torch.sac_torch_learner import SACTorchLearner
 from ray.rllib.core.columns import Columns
-from ray.rllib.core.learner.learner import Learner
+from ray.rllib.core.learner.learner import POLICY_LOSS_KEY, Learner
 from ray.rllib.utils.metrics import NUM_TARGET_UPDATES
 from ray.rllib.utils.numpy import MAX_LOG_NN_OUTPUT, MIN_LOG_NN_OUTPUT
-from torch.optim.adam import adam
 
 from trainer.catalog import ConcatObsActionEncoder
+from trainer.optim import MergedAdam, all_reduce_mean
 
 
 def _ops(*parts: torch.nn.Module) -> list[torch.nn.Module]:
@@ -74,18 +84,22 @@ def _forward(x: torch.Tensor, ops: list[torch.nn.Module], detach: bool = False, 
     return x
 
 
+# RLlib's SAC learner logs these three under string literals (no constants to import).
+ALPHA_LOSS_KEY = "alpha_loss"
+ALPHA_VALUE_KEY = "alpha_value"
+LOG_ALPHA_VALUE_KEY = "log_alpha_value"
 _METRIC_KEYS = (
-    "policy_loss",
-    "qf_loss",
-    "qf_twin_loss",
-    "alpha_loss",
-    "alpha_value",
-    "log_alpha_value",
-    "logps",
-    "qf_mean",
-    "qf_max",
-    "qf_min",
-    "td_error_mean",
+    POLICY_LOSS_KEY,
+    QF_LOSS_KEY,
+    QF_TWIN_LOSS_KEY,
+    ALPHA_LOSS_KEY,
+    ALPHA_VALUE_KEY,
+    LOG_ALPHA_VALUE_KEY,
+    LOGPS_KEY,
+    QF_MEAN_KEY,
+    QF_MAX_KEY,
+    QF_MIN_KEY,
+    TD_ERROR_MEAN_KEY,
 )
 
 
@@ -168,129 +182,6 @@ def _sac_losses(
             torch.mean(td_error),
         )
     return total, metrics
-
-
-class MergedAdam:
-    """``opt.step()`` for every optimizer, as one fused Adam call per set of hyper-parameters.
-
-    RLlib's SAC has four Adam optimizers (critic, twin critic, policy, alpha), usually with equal settings;
-    ``Adam.step`` costs ~0.4 ms of Python per call on a CPU, a tenth of a small update step. The states
-    (moments, step counts) stay in the optimizers, so their ``state_dict`` and checkpoints are unchanged.
-    The argument lists of the fused calls are built once and reused while the optimizers' state dicts,
-    parameter groups and settings are the same objects and values (a restored checkpoint or a learning-rate
-    schedule rebuilds them). Anything unusual (first step, non-Adam, non-fused, AMSGrad, tensor learning
-    rates, a parameter without a gradient) makes every optimizer go through ``opt.step()``.
-    """
-
-    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
-        self.optimizers = list(optimizers)
-        self._signature: tuple | None = None
-        self._keep: list[Any] = []  # the objects whose ids are in the signature, kept alive so ids stay unique
-        self._calls: list[tuple[tuple, list, list, list, list]] = []
-
-    def params(self) -> list[torch.Tensor]:
-        """Every parameter of every optimizer's groups."""
-        return [p for opt in self.optimizers for group in opt.param_groups for p in group["params"]]
-
-    def zero_grad(self) -> None:
-        """``opt.zero_grad(set_to_none=True)`` for every optimizer."""
-        for p in self.params():
-            p.grad = None
-
-    def _current_signature(self) -> tuple:
-        return tuple(
-            (id(opt), id(opt.state), id(g), id(g["params"]), len(g["params"]), *self._settings(opt, g))
-            for opt in self.optimizers
-            for g in opt.param_groups
-        )
-
-    @staticmethod
-    def _settings(opt: torch.optim.Optimizer, group: dict) -> tuple:
-        mergeable = (
-            isinstance(opt, torch.optim.Adam)
-            and group.get("fused")
-            and not (group["amsgrad"] or group["capturable"] or group["differentiable"])
-            and not torch.is_tensor(group["lr"])
-        )
-        if not mergeable:
-            return (None,)
-        return (
-            group["lr"],
-            *group["betas"],
-            group["eps"],
-            group["weight_decay"],
-            group["maximize"],
-            group["decoupled_weight_decay"],
-        )
-
-    def _build(self, signature: tuple) -> bool:
-        calls: dict[tuple, tuple[list, list, list, list]] = {}
-        for opt in self.optimizers:
-            for group in opt.param_groups:
-                key = self._settings(opt, group)
-                if key == (None,) or not all(opt.state[p] for p in group["params"]):
-                    return False  # not Adam-like, or before the first step (states not made yet)
-                params, exp_avgs, exp_avg_sqs, steps = calls.setdefault(key, ([], [], [], []))
-                for p in group["params"]:
-                    state = opt.state[p]
-                    params.append(p)
-                    exp_avgs.append(state["exp_avg"])
-                    exp_avg_sqs.append(state["exp_avg_sq"])
-                    steps.append(state["step"])
-        self._calls = [(key, *lists) for key, lists in calls.items()]
-        self._signature = signature
-        self._keep = [(opt, opt.state, g, g["params"]) for opt in self.optimizers for g in opt.param_groups]
-        return True
-
-    def step(self) -> None:
-        signature = self._current_signature()
-        if signature != self._signature and not self._build(signature):
-            self._signature = None
-            for opt in self.optimizers:
-                opt.step()
-            return
-        grads = [[p.grad for p in params] for _, params, _, _, _ in self._calls]
-        if any(g is None for gs in grads for g in gs):
-            for opt in self.optimizers:
-                opt.step()
-            return
-        for (settings, params, exp_avgs, exp_avg_sqs, steps), gs in zip(self._calls, grads, strict=True):
-            lr, beta1, beta2, eps, weight_decay, maximize, decoupled = settings
-            with torch.no_grad():
-                adam(
-                    params,
-                    gs,
-                    exp_avgs,
-                    exp_avg_sqs,
-                    [],
-                    steps,
-                    fused=True,
-                    decoupled_weight_decay=decoupled,
-                    amsgrad=False,
-                    beta1=beta1,
-                    beta2=beta2,
-                    lr=lr,
-                    weight_decay=weight_decay,
-                    eps=eps,
-                    maximize=maximize,
-                )
-
-
-def _all_reduce_mean(grads: list[torch.Tensor | None]) -> None:
-    """Average gradients over the learners (one all-reduce of the flattened tensors).
-
-    With ``num_learners > 1`` RLlib wraps the module in DDP, whose gradient hooks only fire after a forward
-    pass through the DDP wrapper; the fused step calls the layers directly, so it averages the gradients
-    itself, log-alpha's included (RLlib's own SAC leaves log-alpha unsynchronised across learners).
-    """
-    present = [g for g in grads if g is not None]
-    flat = torch.cat([g.reshape(-1) for g in present])
-    torch.distributed.all_reduce(flat)
-    flat /= torch.distributed.get_world_size()
-    offset = 0
-    for g in present:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
 
 
 class FusedSACTorchLearner(SACTorchLearner):
@@ -402,7 +293,7 @@ class FusedSACTorchLearner(SACTorchLearner):
         merged.zero_grad()
         total.backward()
         if self.config.num_learners > 1 and torch.distributed.is_initialized():
-            _all_reduce_mean([p.grad for p in merged.params()])
+            all_reduce_mean([p.grad for p in merged.params()])
         merged.step()
         self._polyak(module_id)
         if metrics is not None:

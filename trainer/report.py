@@ -13,44 +13,41 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-TABLE_COLUMNS = [
-    ("total_return", "Total return", "{:+.1%}"),
-    ("annualized_return", "Ann. return", "{:+.1%}"),
-    ("annualized_volatility", "Ann. vol", "{:.1%}"),
-    ("sharpe", "Sharpe", "{:+.2f}"),
-    ("sortino", "Sortino", "{:+.2f}"),
-    ("max_drawdown", "Max DD", "{:.1%}"),
-    ("calmar", "Calmar", "{:+.2f}"),
-    ("avg_daily_turnover", "Turnover/day", "{:.3f}"),
-    ("total_costs", "Costs", "{:.4f}"),
-    ("effective_number_assets", "Eff. N", "{:.1f}"),
-]
+from trainer import metrics as M
+
+
+def _columns() -> tuple[M.Metric, ...]:
+    return M.shown_in(M.REPORT)
 
 
 def metrics_frame(strategies: dict[str, dict[str, float]]) -> pd.DataFrame:
-    rows = {name: {label: m[key] for key, label, _ in TABLE_COLUMNS} for name, m in strategies.items()}
+    rows = {name: {m.label: s[m.key] for m in _columns()} for name, s in strategies.items()}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _rows(strategies: dict[str, dict[str, float]]) -> tuple[list[str], list[list[str]]]:
+    header = ["strategy"] + [m.label for m in _columns()]
+    return header, [[name] + [m.format(s[m.key]) for m in _columns()] for name, s in strategies.items()]
 
 
 def text_table(strategies: dict[str, dict[str, float]]) -> str:
     """Fixed-width table for the terminal."""
-    header = ["strategy"] + [label for _, label, _ in TABLE_COLUMNS]
-    rows = [[name] + [fmt.format(m[key]) for key, _, fmt in TABLE_COLUMNS] for name, m in strategies.items()]
+    header, rows = _rows(strategies)
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
-    line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True)))
-    out = [line, "-" * len(line)]
-    for row in rows:
-        out.append(
-            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         )
-    return "\n".join(out)
+
+    head = line(header)
+    return "\n".join([head, "-" * len(head), *(line(r) for r in rows)])
 
 
 def markdown_table(strategies: dict[str, dict[str, float]]) -> str:
-    header = ["strategy"] + [label for _, label, _ in TABLE_COLUMNS]
+    header, rows = _rows(strategies)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, m in strategies.items():
-        lines.append("| " + " | ".join([name] + [fmt.format(m[key]) for key, _, fmt in TABLE_COLUMNS]) + " |")
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -101,23 +98,24 @@ def plot_weights(weights: pd.DataFrame, path: Path) -> Path:
 def plot_training(history: list[dict[str, Any]], path: Path) -> Path:
     frame = pd.DataFrame(history)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    validation_sharpe = M.split_key(M.VALIDATION, M.SHARPE)
     for ax, (key, label) in zip(
         axes,
         [
-            ("critic_loss", "critic loss"),
-            ("entropy", "policy entropy (-mean log pi)"),
-            ("validation_sharpe", "validation Sharpe"),
+            (M.CRITIC_LOSS, "critic loss"),
+            (M.ENTROPY, "policy entropy (-mean log pi)"),
+            (validation_sharpe, "validation Sharpe"),
         ],
         strict=True,
     ):
         if not frame.empty and key in frame:
-            ax.plot(frame["env_steps"], frame[key], marker=".")
+            ax.plot(frame[M.ENV_STEPS], frame[key], marker=".")
         else:
             ax.text(0.5, 0.5, "no training history", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("env steps")
         ax.set_title(label)
         ax.grid(alpha=0.3)
-    if not frame.empty and "critic_loss" in frame and (frame["critic_loss"] > 0).all():
+    if not frame.empty and M.CRITIC_LOSS in frame and (frame[M.CRITIC_LOSS] > 0).all():
         axes[0].set_yscale("log")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -145,7 +143,7 @@ def write_report(
     md_path.write_text("\n".join(md) + "\n")
 
     frame = metrics_frame(strategies)
-    fmt = {label: f.format for _, label, f in TABLE_COLUMNS}
+    fmt = {m.label: m.format for m in _columns()}
     table_html = frame.to_html(formatters=fmt, escape=True, border=0, classes="metrics")
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",

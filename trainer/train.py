@@ -21,7 +21,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import shutil
 import signal
 import sys
 import time
@@ -32,11 +31,7 @@ import yaml
 
 from trainer import metrics as M
 from trainer.config import Experiment, ExperimentError, load_experiment, parse_override
-
-CHECKPOINT_PREFIX = "checkpoint_"
-STATUS_COMPLETED = "completed"
-STATUS_DIVERGED = "diverged"
-STATUS_INTERRUPTED = "interrupted"
+from trainer.console import quiet_logging
 
 
 class _StopFlag:
@@ -53,22 +48,6 @@ class _StopFlag:
         )
 
 
-def save_checkpoint_atomic(algo: Any, checkpoint_dir: Path, iteration: int, num_to_keep: int | None) -> Path:
-    """Save to ``checkpoint_dir/checkpoint_<iteration>`` via a temp dir + rename; prune old ones."""
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    final = checkpoint_dir / f"{CHECKPOINT_PREFIX}{iteration:06d}"
-    tmp = checkpoint_dir / f".tmp-{final.name}-{time.time_ns()}"
-    algo.save_to_path(str(tmp))
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    if num_to_keep:
-        existing = sorted(p for p in checkpoint_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir())
-        for old in existing[:-num_to_keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
 def env_steps_of(algo: Any) -> int:
     from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
 
@@ -81,18 +60,30 @@ def _fmt_eta(seconds: float) -> str:
     return str(dt.timedelta(seconds=int(seconds)))
 
 
-def progress_line(iteration: int, p: dict[str, Any], target: int, started: float, start_steps: int) -> str:
+def progress_line(iteration: int, p: dict[str, Any], target: int, eta_s: float) -> str:
+    """One line per iteration: progress, ETA, then the registry's progress metrics."""
     steps = p[M.ENV_STEPS]
-    elapsed = time.perf_counter() - started
-    rate = (steps - start_steps) / elapsed if elapsed > 0 else 0.0
-    eta = (target - steps) / rate if rate > 0 else float("inf")
-    val = p.get(M.VALIDATION, {}).get(M.SHARPE, float("nan"))
-    return (
-        f"[iter {iteration:4d}] env steps {steps:,}/{target:,} ({100 * steps / max(target, 1):3.0f}%) | "
-        f"{p[M.ENV_STEPS_PER_S]:,.0f} steps/s, {p[M.TRAINED_SAMPLES_PER_S]:,.0f} trained/s | "
-        f"ETA {_fmt_eta(eta)} | val Sharpe {val:+.2f} | critic loss {p[M.CRITIC_LOSS]:.4g} | "
-        f"entropy {p[M.ENTROPY]:.3g}"
-    )
+    cells = [f"[iter {iteration:4d}] env steps {steps:,}/{target:,} ({100 * steps / max(target, 1):3.0f}%)"]
+    cells.append(f"ETA {_fmt_eta(eta_s)}")
+    for m in M.shown_in(M.PROGRESS):
+        if m.key != M.ENV_STEPS:
+            cells.append(f"{m.progress_label} {m.format(m.read(p))}")
+    return " | ".join(cells)
+
+
+class _Eta:
+    """Remaining time from the env-step rate since the end of the first iteration (start-up excluded)."""
+
+    def __init__(self) -> None:
+        self._start: tuple[float, int] | None = None
+
+    def __call__(self, steps: int, target: int) -> float:
+        now = time.perf_counter()
+        if self._start is None:
+            self._start = (now, steps)
+            return float("inf")
+        elapsed, done = now - self._start[0], steps - self._start[1]
+        return (target - steps) * elapsed / done if done > 0 and elapsed > 0 else float("inf")
 
 
 def _json_default(x: Any) -> Any:
@@ -109,18 +100,21 @@ def run_training(
     resume: Path | None = None,
     additional_steps: int | None = None,
     stop_flag: _StopFlag | None = None,
+    verbose: bool = True,
 ) -> dict[str, Any]:
     """Train (or resume) and return the summary written to ``summary.json``."""
     import ray
 
     from trainer.algorithm import PortfolioSAC
-    from trainer.config import build_sac_config
+    from trainer.checkpoint import save_atomic
+    from trainer.sac_config import build_sac_config
 
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / "checkpoints"
     if not ray.is_initialized():
         # RAY_ADDRESS joins a cluster; otherwise an embedded local instance, never a stale `ray start`.
         ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False)
+        quiet_logging(out_dir / "train.log", verbose)  # ray.init configures its loggers again
     if resume is not None:
         algo = PortfolioSAC.from_checkpoint(str(resume))
         target = env_steps_of(algo) + int(additional_steps or exp.stopping.env_steps)
@@ -130,8 +124,8 @@ def run_training(
         algo = build_sac_config(exp).build_algo()
         target = exp.stopping.env_steps
     stop_flag = stop_flag or _StopFlag()
-    status, last_ckpt, reason = STATUS_COMPLETED, None, ""
-    started, start_steps = time.perf_counter(), env_steps_of(algo)
+    status, last_ckpt, reason = M.STATUS_COMPLETED, None, ""
+    eta = _Eta()
     freq, keep = exp.checkpoint.frequency, exp.checkpoint.num_to_keep
     iterations_done = 0
     try:
@@ -142,12 +136,12 @@ def run_training(
                 result = algo.train()
                 iterations_done += 1
                 p = result[M.PORTFOLIO]
-                row = {"training_iteration": algo.iteration, **{k: v for k, v in p.items()}}
+                row = {M.TRAINING_ITERATION: algo.iteration, **p}
                 log.write(json.dumps(row, default=_json_default) + "\n")
                 log.flush()
-                print(progress_line(algo.iteration, p, target, started, start_steps), flush=True)
+                print(progress_line(algo.iteration, p, target, eta(p[M.ENV_STEPS], target)), flush=True)
                 if p[M.DIVERGED]:
-                    status, reason = STATUS_DIVERGED, p[M.DIVERGED_REASON]
+                    status, reason = M.STATUS_DIVERGED, p[M.DIVERGED_REASON]
                     print(
                         f"DIVERGED at {p[M.ENV_STEPS]:,} env steps: {reason}. Training stopped; "
                         f"the last good checkpoint is {last_ckpt or '(none written yet)'}.",
@@ -155,13 +149,13 @@ def run_training(
                     )
                     break
                 if stop_flag.signal:
-                    status = STATUS_INTERRUPTED
+                    status = M.STATUS_INTERRUPTED
                     break
                 if freq and algo.iteration % freq == 0:
-                    last_ckpt = save_checkpoint_atomic(algo, ckpt_dir, algo.iteration, keep)
-        if status != STATUS_DIVERGED:
+                    last_ckpt = save_atomic(algo, ckpt_dir, algo.iteration, keep)
+        if status != M.STATUS_DIVERGED:
             algo.evaluate_deterministic()
-            last_ckpt = save_checkpoint_atomic(algo, ckpt_dir, algo.iteration, keep)
+            last_ckpt = save_atomic(algo, ckpt_dir, algo.iteration, keep)
         summary = {
             "status": status,
             "reason": reason,
@@ -192,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any field")
     parser.add_argument("--resume", type=Path, help="checkpoint directory to continue from")
     parser.add_argument("--additional-steps", type=int, help="with --resume: env steps to add")
+    parser.add_argument("--verbose", action="store_true", help="show Ray/RLlib log output on the terminal")
     args = parser.parse_args(argv)
     try:
         overrides = dict(parse_override(s) for s in args.set)
@@ -211,24 +206,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out_dir = args.out or (args.resume.parent.parent if args.resume else default_out_dir(exp))
+    quiet_logging(out_dir / "train.log", args.verbose)
     flag = _StopFlag()
     signal.signal(signal.SIGINT, flag)
     signal.signal(signal.SIGTERM, flag)
     print(f"experiment {exp.name} | data {exp.data.source} | seed {exp.seed} | run dir {out_dir}", flush=True)
-    summary = run_training(exp, out_dir, resume=args.resume, additional_steps=args.additional_steps, stop_flag=flag)
+    summary = run_training(
+        exp, out_dir, resume=args.resume, additional_steps=args.additional_steps, stop_flag=flag, verbose=args.verbose
+    )
     print(f"status: {summary['status']}" + (f" ({summary['reason']})" if summary["reason"] else ""))
     print(f"final checkpoint: {summary['final_checkpoint']}")
     print(f"summary: {out_dir / 'summary.json'}")
-    return 0 if summary["status"] != STATUS_DIVERGED else 3
+    return 0 if summary["status"] != M.STATUS_DIVERGED else 3
 
 
 def _experiment_of_checkpoint(ckpt: Path, overrides: dict[str, Any]) -> Experiment:
     """The experiment a checkpoint was trained with (its run dir's experiment.yaml)."""
-    from trainer.algorithm import STATE_FILE
+    from trainer.checkpoint import CheckpointError, read_state
     from trainer.config import apply_overrides, experiment_from_dict
 
-    if not (ckpt / "rllib_checkpoint.json").exists() or not (ckpt / STATE_FILE).exists():
-        raise ExperimentError(f"{ckpt}: not a checkpoint of this project (no rllib_checkpoint.json/{STATE_FILE})")
+    try:
+        read_state(ckpt)
+    except CheckpointError as exc:
+        raise ExperimentError(str(exc)) from None
     exp_file = ckpt.parent.parent / "experiment.yaml"
     raw = yaml.safe_load(exp_file.read_text()) if exp_file.exists() else {}
     return experiment_from_dict(apply_overrides(raw, overrides), where=str(exp_file))

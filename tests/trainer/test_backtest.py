@@ -52,10 +52,10 @@ def test_equal_weight_metrics_by_hand_with_costs():
     np.testing.assert_allclose(ew.net_returns, [n1, n2, n3], rtol=0, atol=1e-14)
     np.testing.assert_allclose(ew.turnovers, [1.0, t2, t3], atol=1e-14)
     v1, v2, v3 = 1 + n1, (1 + n1) * (1 + n2), (1 + n1) * (1 + n2) * (1 + n3)
-    perf = M.performance(ew.net_returns, ew.turnovers, ew.costs, ew.values, ew.weights)
+    perf = M.performance(ew)
     assert perf["total_return"] == pytest.approx(v3 - 1, abs=1e-14)
     assert perf["total_costs"] == pytest.approx(0.001 * 1.0 + 0.001 * t2 * v1 + 0.001 * t3 * v2, abs=1e-15)
-    assert perf["avg_daily_turnover"] == pytest.approx((1 + t2 + t3) / 3, abs=1e-14)
+    assert perf["turnover_per_day"] == pytest.approx((1 + t2 + t3) / 3, abs=1e-14)
     mean, std = np.mean([n1, n2, n3]), np.std([n1, n2, n3], ddof=1)
     assert perf["sharpe"] == pytest.approx(mean / std * math.sqrt(252), rel=1e-12)
     assert perf["annualized_return"] == pytest.approx(mean * 252, rel=1e-12)
@@ -124,7 +124,7 @@ def test_round_trip_train_smoke_then_backtest(smoke_run, tmp_path):
             "sortino",
             "max_drawdown",
             "calmar",
-            "avg_daily_turnover",
+            "turnover_per_day",
             "total_costs",
             "effective_number_assets",
         ):
@@ -167,11 +167,23 @@ def test_backtest_errors_are_clear(smoke_run, tmp_path):
     assert not (tmp_path / "bt").exists()  # nothing written on bad input
 
 
-def test_text_table_lists_every_strategy():
+def test_text_table_shows_each_strategys_values():
+    from trainer.evaluation import EvalRun
     from trainer.report import text_table
 
-    perf = M.performance(
-        [0.01, -0.02, 0.005], [0.1, 0.2, 0.1], [0, 0, 0], [1.01, 0.9898, 0.9947], np.full((3, 3), 1 / 3)
+    run = EvalRun(
+        net_returns=np.array([0.01, -0.02, 0.005]),
+        turnovers=np.array([0.1, 0.2, 0.1]),
+        costs=np.zeros(3),
+        values=np.array([1.01, 0.9898, 0.994749]),
+        weights=np.full((3, 3), 1 / 3),
+        step_indices=np.arange(3),
     )
-    table = text_table({"sac": perf, "equal_weight": perf})
-    assert table.splitlines()[0].startswith("strategy") and "sac" in table and "equal_weight" in table
+    perf = M.performance(run)
+    assert perf["total_return"] == pytest.approx(1.01 * 0.98 * 1.005 - 1, abs=1e-15)
+    lines = text_table({"sac": perf, "equal_weight": perf}).splitlines()
+    assert lines[0].split()[:3] == ["strategy", "Total", "return"]
+    sac = lines[2].split()
+    # total return -0.5%, turnover 0.133/day, effective N of equal asset weights 2.0
+    assert sac[0] == "sac" and sac[1] == "-0.5%" and "0.133" in sac and sac[-1] == "2.0"
+    assert lines[3].split()[1:] == sac[1:]

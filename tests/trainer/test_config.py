@@ -9,9 +9,9 @@ from trainer.config import (
     Experiment,
     ExperimentError,
     available_experiments,
-    build_sac_config,
     load_experiment,
 )
+from trainer.sac_config import build_sac_config
 
 
 @pytest.mark.parametrize("name", available_experiments())

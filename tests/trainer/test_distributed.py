@@ -17,7 +17,8 @@ import pytest
 
 from tests.conftest import cli_env
 from tests.conftest import tune_results as _results
-from trainer.config import build_sac_config, load_experiment
+from trainer.config import load_experiment
+from trainer.sac_config import build_sac_config
 
 
 def _free_port() -> int:

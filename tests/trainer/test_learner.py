@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.config import build_sac_config, load_experiment
+from trainer.config import load_experiment
 from trainer.learner import FusedSACTorchLearner
+from trainer.optim import MergedAdam
+from trainer.sac_config import build_sac_config
 
 
 @pytest.fixture(scope="module")
@@ -150,11 +152,11 @@ def test_two_learners_average_their_gradients_and_stay_identical(ray_session):
 
 
 def test_merged_adam_step_equals_each_optimizer_stepping(monkeypatch):
-    import trainer.learner as learner_mod
+    import trainer.optim as optim_mod
 
     calls = []
-    real_adam = learner_mod.adam
-    monkeypatch.setattr(learner_mod, "adam", lambda *a, **k: calls.append(k["lr"]) or real_adam(*a, **k))
+    real_adam = optim_mod.adam
+    monkeypatch.setattr(optim_mod, "adam", lambda *a, **k: calls.append(k["lr"]) or real_adam(*a, **k))
     torch.manual_seed(0)
 
     nets_a = [torch.nn.Linear(5, 3), torch.nn.Linear(3, 2), torch.nn.Linear(2, 1)]
@@ -165,7 +167,7 @@ def test_merged_adam_step_equals_each_optimizer_stepping(monkeypatch):
         return [torch.optim.Adam(n.parameters(), lr=lr, fused=True) for n, lr in zip(nets, lrs, strict=True)]
 
     opts_a, opts_b = adams(nets_a), adams(nets_b)
-    merged = learner_mod.MergedAdam(opts_a)
+    merged = MergedAdam(opts_a)
     x = torch.randn(16, 5)
 
     def step_both():

@@ -15,14 +15,8 @@ import pytest
 
 from tests.conftest import cli_env
 from tests.conftest import tune_results as _results
-from trainer.config import ExperimentError, available_experiments
-from trainer.tune import (
-    DivergenceOrBudgetStopper,
-    bootstrap_ci,
-    build_plan,
-    check_resources,
-    load_sweep,
-)
+from trainer.config import ExperimentError, available_experiments, load_experiment
+from trainer.tune import DivergenceOrBudgetStopper, build_plan, check_resources
 
 
 def _tune(args: list[str], ray_address: str | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -40,12 +34,11 @@ def test_every_shipped_experiment_passes_dry_run(name):
 
 
 def test_dry_run_shows_grid_size_and_resources():
-    exp, sweep, _ = load_sweep("arch_sweep")
-    plan = build_plan(exp, sweep)
+    plan = build_plan(load_experiment("arch_sweep"))
     assert plan["trials"] == 12
     assert plan["resources_per_trial"] == {"CPU": 3.0, "GPU": 0.5, "learner": 1.0, "rollout": 2.0}
     assert plan["scheduler"]["max_t"] == 1_000_000
-    assert build_plan(*load_sweep("seed_sweep")[:2])["trials"] == 10
+    assert build_plan(load_experiment("seed_sweep"))["trials"] == 10
 
 
 @pytest.mark.parametrize(
@@ -80,7 +73,7 @@ def test_bad_sweep_files_give_exact_errors(tmp_path, sweep_yaml, message):
     path = tmp_path / "bad.yaml"
     path.write_text("stopping: {env_steps: 100}\nsweep:\n" + sweep_yaml)
     with pytest.raises(ExperimentError) as info:
-        load_sweep(str(path))
+        load_experiment(str(path))
     assert str(info.value).startswith(f"{path}: {message}")
     res = _tune(["--exp", str(path), "--dry-run"])
     assert res.returncode == 2 and "Traceback" not in res.stderr
@@ -96,26 +89,25 @@ def test_set_overrides_are_validated():
 
 
 def test_impossible_resource_request_is_reported_before_tune_waits():
-    exp, sweep, _ = load_sweep("arch_sweep")
     with pytest.raises(ExperimentError) as info:
-        check_resources(build_plan(exp, sweep), {"CPU": 2.0})
+        check_resources(build_plan(load_experiment("arch_sweep")), {"CPU": 2.0})
     assert str(info.value) == (
         "each trial needs CPU=3 but the Ray cluster has CPU=2 in total; no trial could ever start (lower "
         "resources.* in the experiment, e.g. --set resources.num_gpus_per_learner=0, or add nodes)"
     )
-    exp2, sweep2, _ = load_sweep("arch_sweep", {"resources.num_env_runners": 0})
+    exp2 = load_experiment("arch_sweep", {"resources.num_env_runners": 0})
     with pytest.raises(ExperimentError, match=r"each trial needs GPU=0\.5 but the Ray cluster has GPU=0"):
-        check_resources(build_plan(exp2, sweep2), {"CPU": 2.0})
+        check_resources(build_plan(exp2), {"CPU": 2.0})
 
 
-def test_stopper_and_bootstrap():
+def test_stopper():
     stop = DivergenceOrBudgetStopper(env_steps=1000, iterations=None)
     assert not stop("t", {"portfolio": {"env_steps": 999, "diverged": False}})
     assert stop("t", {"portfolio": {"env_steps": 1000, "diverged": False}})
     assert stop("t", {"portfolio": {"env_steps": 10, "diverged": True}})
-    lo, hi = bootstrap_ci([1.0, 2.0, 3.0, 4.0], 2000, np.random.default_rng(0))
-    assert 1.0 <= lo < 2.5 < hi <= 4.0
-    assert np.isnan(bootstrap_ci([1.0], 100, np.random.default_rng(0))[0])
+    by_iterations = DivergenceOrBudgetStopper(env_steps=10**9, iterations=3)
+    assert not by_iterations("t", {"training_iteration": 2, "portfolio": {"env_steps": 5}})
+    assert by_iterations("t", {"training_iteration": 3, "portfolio": {"env_steps": 5}})
 
 
 def _trial_progress(exp_dir: Path) -> dict[str, pd.DataFrame]:
@@ -126,7 +118,7 @@ def test_smoke_sweep_end_to_end(ray_session, tmp_path):
     res = _tune(["--exp", "smoke", "--storage", str(tmp_path)], ray_session)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     exp_dir = tmp_path / "smoke"
-    assert "=== Sweep smoke: results by configuration" in res.stdout and "best configuration:" in res.stdout
+    assert "=== Sweep smoke: results by configuration" in res.stdout and "best configuration (by" in res.stdout
     summary = json.loads((exp_dir / "summary.json").read_text())
     trials = pd.read_parquet(exp_dir / "trials.parquet")
     progress = _trial_progress(exp_dir)
@@ -138,10 +130,9 @@ def test_smoke_sweep_end_to_end(ray_session, tmp_path):
         assert row["iterations"] == df["training_iteration"].iloc[-1]
         assert len(list((exp_dir / row["trial"]).glob("checkpoint_*"))) >= 1  # checkpoints kept per trial
         assert Path(row["best_checkpoint"]).parent.name == row["trial"]
-        assert (
-            row["best_checkpoint_validation_sharpe"] == pytest.approx(df["portfolio/validation/sharpe"].max(), abs=1e-9)
-            or row["best_checkpoint_validation_sharpe"] <= df["portfolio/validation/sharpe"].max()
-        )
+        # kept checkpoints are a subset of the reported iterations, so the best score is at most the best seen
+        assert row["best_checkpoint_score"] <= df["portfolio/validation/sharpe"].max() + 1e-9
+        assert np.isclose(df["portfolio/validation/sharpe"], row["best_checkpoint_score"], atol=1e-9).any()
     # ASHA: trials run one after the other and seeded, so its decisions are reproducible; with grace 300
     # and reduction 2 the second trial continues only if it is at least as good as the first at each rung.
     early = trials[trials["status"] == "early_stopped"]
@@ -155,14 +146,23 @@ def test_smoke_sweep_end_to_end(ray_session, tmp_path):
         assert (early["env_steps"] < 1500).all()
         assert summary["configurations"][0]["n_early_stopped"] + summary["configurations"][1]["n_early_stopped"] == 1
     assert {g["config"] for g in summary["configurations"]} == {"model.hidden=[32, 32]", "model.hidden=[16]"}
+    ew_test = summary["baselines"]["equal_weight"]["test_sharpe"]
     for g in summary["configurations"]:
-        assert g["trials"] == 1 and set(g["test_sharpe"]) == {"median", "mean", "std", "ci95", "n"}
+        assert g["trials"] == 1 and set(g["test_sharpe"]) == {"median", "q25", "q75", "mean", "n"}
+        assert g["n_seeds"] == 1 and g["n_folds"] == 1
+        (row,) = [t for t in summary["trials"] if t["config"] == g["config"]]
+        # paired with Equal Weight over the same days and costs
+        assert row["test_sharpe_minus_ew"] == pytest.approx(row["test_sharpe"] - ew_test, abs=1e-9)
+        assert g["test_sharpe_minus_ew"]["median"] == pytest.approx(row["test_sharpe_minus_ew"], abs=1e-9)
+        assert g["beat_ew_fraction"] == float(row["test_sharpe_minus_ew"] > 0)
+        lo, hi = g["test_sharpe_minus_ew"]["ci95"]
+        assert lo <= hi
     assert set(summary["baselines"]) == {"equal_weight", "min_volatility", "max_sharpe"}
     report = Path(summary["best_backtest_report"])
     assert report.exists() and "| sac |" in report.read_text()
-    for png in ("validation_curves.png", "test_sharpe_by_config.png"):
+    for png in ("validation_curves.png", "test_sharpe_vs_ew_by_fold.png"):
         assert (exp_dir / png).stat().st_size > 10_000
-    assert "| configuration | trials |" in (exp_dir / "summary.md").read_text()
+    assert "| configuration | seeds x folds |" in (exp_dir / "summary.md").read_text()
 
 
 def test_interrupted_sweep_resumes_without_redoing_finished_trials(ray_session, tmp_path):

@@ -1,0 +1,279 @@
+"""The summary of a sweep or study: every trial backtested, paired with Equal Weight, statistics per configuration.
+
+For each trial, its best checkpoint (by the sweep's selection metric, which reads validation windows only) is
+evaluated on the validation and test windows of its fold by ``trainer.backtest.simulate``, the same code as
+``python -m trainer.backtest``. Every figure is paired with Equal Weight over the same days and costs. Per
+configuration (the swept keys other than seed and fold) the summary gives, across seeds and folds: median
+and interquartile range, a block-bootstrap 95% interval of the median Sharpe difference to Equal Weight
+(``trainer.stats``), and the fraction of runs that beat Equal Weight. The best configuration is chosen by its
+median validation score; its deflated Sharpe ratio corrects for having picked the best of several.
+
+Writes ``trials.parquet``, ``test_returns.parquet`` (daily test returns of every trial and of Equal Weight),
+``summary.json``, ``summary.md`` and the plots into the experiment directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trainer import metrics as M
+from trainer import stats
+from trainer.baselines import EQUAL_WEIGHT, MAX_SHARPE, MIN_VOLATILITY, run_baselines
+from trainer.config import SWEEPABLE, Experiment
+from trainer.evaluation import EvalRun
+from trainer.report import nan_to_none
+
+FOLD_KEY = "data.fold"
+SEED_KEY = "seed"
+SPLITS = ("validation", "test")
+SUMMARY_BASELINES = (EQUAL_WEIGHT, MIN_VOLATILITY, MAX_SHARPE)
+# Per-trial measures on each split, and the ones paired with Equal Weight (difference agent - EW).
+TRIAL_MEASURES = tuple(m for m in M.shown_in(M.SUMMARY) if m.compute is not None)
+PAIRED = (M.SHARPE, M.TOTAL_RETURN)
+
+
+def _get(config: dict, path: tuple[str, ...]) -> Any:
+    node: Any = config
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def label(values: dict[str, Any]) -> str:
+    """A configuration's name from its swept values (seed and fold excluded)."""
+    return ", ".join(f"{k}={v}" for k, v in values.items()) or "(single configuration)"
+
+
+def best_checkpoint(result: Any, metric: str, mode: str) -> tuple[str | None, float]:
+    """The trial's kept checkpoint with the best selection score (diverged or non-finite ones skipped)."""
+    from ray.tune.utils import flatten_dict
+
+    best, best_score = None, -math.inf if mode == "max" else math.inf
+    for ckpt, metrics in result.best_checkpoints or []:
+        flat = flatten_dict(metrics)
+        score = flat.get(metric)
+        if flat.get(M.DIVERGED_METRIC) or score is None or not np.isfinite(score):
+            continue
+        if (mode == "max" and score > best_score) or (mode == "min" and score < best_score):
+            best, best_score = ckpt.path, float(score)
+    return best, best_score
+
+
+def trial_status(result: Any, exp: Experiment) -> str:
+    metrics = result.metrics or {}
+    p = metrics.get(M.PORTFOLIO, {})
+    if result.error is not None:
+        return M.STATUS_ERROR
+    if p.get(M.DIVERGED):
+        return M.STATUS_DIVERGED
+    done_iterations = exp.stopping.iterations and metrics.get(M.TRAINING_ITERATION, 0) >= exp.stopping.iterations
+    if int(p.get(M.ENV_STEPS, 0) or 0) >= exp.stopping.env_steps or done_iterations:
+        return M.STATUS_COMPLETED
+    return M.STATUS_EARLY
+
+
+@dataclass
+class _Baselines:
+    """Baseline runs per window, computed once per distinct env config (fold, costs)."""
+
+    cache: dict[str, dict[str, dict[str, EvalRun]]] = field(default_factory=dict)
+    windows: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+    def runs(self, sim: Any) -> dict[str, EvalRun]:
+        from envs.portfolio import PortfolioEnv
+
+        env_cfg = {k: v for k, v in sim.env_config.items() if k != "split"}
+        key = json.dumps(env_cfg, sort_keys=True, default=str)
+        per_split = self.cache.setdefault(key, {})
+        if sim.split not in per_split:
+            kwargs = {k: v for k, v in env_cfg.items() if k != "data"}
+            per_split[sim.split] = run_baselines(
+                lambda: PortfolioEnv(data=sim.market, **kwargs, split=sim.split), sim.market, sim.split
+            )
+        return per_split[sim.split]
+
+
+def _window(sim: Any) -> list[str]:
+    rng = sim.market.splits[sim.split]
+    return [str(sim.market.dates[rng.start].date()), str(sim.market.dates[rng.end].date())]
+
+
+def collect_trials(results: Any, exp: Experiment, metric: str, mode: str) -> tuple[pd.DataFrame, dict, dict]:
+    """One row per trial (its best checkpoint evaluated on every split), daily test returns, fold windows."""
+    from trainer.backtest import simulate
+
+    swept = [k for k in exp.sweep.search_space if k not in (SEED_KEY, FOLD_KEY)]
+    baselines = _Baselines()
+    rows, returns, folds = [], {}, {}
+    for result in results:
+        config = result.config or {}
+        trial_id = Path(result.path).name
+        values = {k: _get(config, SWEEPABLE[k]) for k in swept}
+        metrics = result.metrics or {}
+        ckpt, best_score = best_checkpoint(result, metric, mode)
+        fold = _get(config, SWEEPABLE[FOLD_KEY]) if FOLD_KEY in SWEEPABLE else None
+        row: dict[str, Any] = {
+            "trial": trial_id,
+            "config": label(values),
+            **{k: json.dumps(v) if isinstance(v, list) else v for k, v in values.items()},
+            "seed": _get(config, SWEEPABLE[SEED_KEY]),
+            "fold": fold,
+            "status": trial_status(result, exp),
+            "env_steps": int(metrics.get(M.PORTFOLIO, {}).get(M.ENV_STEPS, 0) or 0),
+            "iterations": int(metrics.get(M.TRAINING_ITERATION, 0) or 0),
+            "best_checkpoint": ckpt,
+            "best_checkpoint_score": best_score if ckpt else math.nan,
+            "error": str(result.error).splitlines()[0] if result.error is not None else "",
+        }
+        for split in SPLITS:
+            for m in TRIAL_MEASURES:
+                row[M.split_key(split, m.key)] = math.nan
+            for key in PAIRED:
+                row[M.split_key(split, f"{key}_minus_ew")] = math.nan
+        if ckpt:
+            for split in SPLITS:
+                sim = simulate(ckpt, split, baselines=False)
+                ew = baselines.runs(sim)[EQUAL_WEIGHT]
+                sac = M.performance(sim.runs["sac"])
+                ew_perf = M.performance(ew)
+                for m in TRIAL_MEASURES:
+                    row[M.split_key(split, m.key)] = sac[m.key]
+                for key in PAIRED:
+                    row[M.split_key(split, f"{key}_minus_ew")] = sac[key] - ew_perf[key]
+                folds.setdefault(fold, {})[split] = _window(sim)
+                if split == "test":
+                    returns[trial_id] = (fold, sim.runs["sac"].net_returns, ew.net_returns)
+        rows.append(row)
+    trials = pd.DataFrame(rows).sort_values(["config", "fold", "seed", "trial"], na_position="first")
+    return trials.reset_index(drop=True), returns, {"baselines": baselines, "windows": folds}
+
+
+def _baseline_table(baselines: _Baselines) -> dict[str, dict[str, Any]]:
+    """Each summary baseline's median (over folds) Sharpe and total return per split."""
+    per: dict[str, dict[str, list[float]]] = {}
+    for per_split in baselines.cache.values():
+        for split, runs in per_split.items():
+            for name in SUMMARY_BASELINES:
+                perf = M.performance(runs[name])
+                for key in (M.SHARPE, M.TOTAL_RETURN):
+                    per.setdefault(name, {}).setdefault(M.split_key(split, key), []).append(perf[key])
+    return {name: {k: float(np.median(v)) for k, v in cols.items()} for name, cols in per.items()}
+
+
+def configuration_stats(
+    trials: pd.DataFrame, returns: dict[str, tuple], n_boot: int, score: str, mode: str
+) -> list[dict[str, Any]]:
+    """Per configuration, across seeds and folds: quantiles, paired interval against EW, beat-EW fraction."""
+    groups = []
+    for name, g in trials.groupby("config", sort=True):
+        entry: dict[str, Any] = {"config": name, "trials": len(g)}
+        for status in (M.STATUS_COMPLETED, M.STATUS_EARLY, M.STATUS_DIVERGED, M.STATUS_ERROR):
+            entry[f"n_{status}"] = int((g["status"] == status).sum())
+        scored = g[g["best_checkpoint"].notna()]
+        entry["n_seeds"] = int(scored["seed"].nunique())
+        entry["n_folds"] = int(scored["fold"].nunique(dropna=False)) if len(scored) else 0
+        for split in SPLITS:
+            for m in TRIAL_MEASURES:
+                col = M.split_key(split, m.key)
+                entry[col] = stats.quantiles(g[col].tolist())
+            for key in PAIRED:
+                col = M.split_key(split, f"{key}_minus_ew")
+                entry[col] = stats.quantiles(g[col].tolist())
+        entry["best_checkpoint_score"] = stats.quantiles(g["best_checkpoint_score"].tolist())
+        by_fold: dict[Any, tuple] = {}
+        for trial_id in scored["trial"]:
+            fold, sac, ew = returns[trial_id]
+            by_fold.setdefault(fold, (ew, []))[1].append(sac)
+        diff = entry["test_sharpe_minus_ew"]
+        diff["ci95"] = list(stats.median_sharpe_difference_ci(by_fold, n_boot))
+        diffs = scored["test_sharpe_minus_ew"].to_numpy(dtype=float)
+        entry["beat_ew_fraction"] = float((diffs > 0).mean()) if diffs.size else math.nan
+        entry["test_turnover_per_day"] = {"median": entry[M.split_key("test", M.TURNOVER)]["median"]}
+        entry["_excess"] = np.concatenate([sac - ew for ew, sacs in by_fold.values() for sac in sacs] or [[]])
+        groups.append(entry)
+    return groups
+
+
+def select_best(groups: list[dict[str, Any]], mode: str) -> dict[str, Any] | None:
+    """The configuration with the best median validation score (the sweep's metric); never reads test."""
+    sign = 1 if mode == "max" else -1
+    candidates = [g for g in groups if np.isfinite(g["best_checkpoint_score"]["median"])]
+    return max(candidates, key=lambda g: sign * g["best_checkpoint_score"]["median"], default=None)
+
+
+def summarize_sweep(results: Any, exp: Experiment, exp_dir: Path) -> dict[str, Any]:
+    """Evaluate every trial, compute the statistics, write the summary files; returns ``summary.json``."""
+    from trainer.sweep_tables import summary_markdown, sweep_plots
+
+    sweep = exp.sweep
+    trials, returns, extra = collect_trials(results, exp, sweep.metric, sweep.mode)
+    trials.to_parquet(exp_dir / "trials.parquet")
+    _write_returns(returns, exp_dir / "test_returns.parquet")
+    groups = configuration_stats(trials, returns, sweep.bootstrap_samples, sweep.metric, sweep.mode)
+    best_group = select_best(groups, sweep.mode)
+    if best_group is not None:
+        best_group["deflated_sharpe_vs_ew"] = stats.deflated_sharpe(
+            best_group["_excess"], [g["_excess"] for g in groups]
+        )
+    for g in groups:
+        del g["_excess"]
+    best_trial = None
+    if best_group is not None:
+        cand = trials[(trials["config"] == best_group["config"]) & trials["best_checkpoint"].notna()]
+        if len(cand):
+            order = cand.sort_values("best_checkpoint_score", ascending=sweep.mode == "min")
+            best_trial = order.iloc[0].to_dict()
+    baselines = _baseline_table(extra["baselines"])
+    curves = _curves(results, sweep.metric, trials)
+    plots = sweep_plots(curves, trials, baselines, exp_dir, exp.stopping.env_steps)
+    backtest = None
+    if best_trial is not None and sweep.backtest_best:
+        from trainer.backtest import run_backtest
+
+        backtest = run_backtest(Path(best_trial["best_checkpoint"]), "test", out_dir=exp_dir / "best_backtest")
+    summary = {
+        "experiment": exp.name,
+        "metric": sweep.metric,
+        "mode": sweep.mode,
+        "env_steps_per_trial": exp.stopping.env_steps,
+        "folds": [
+            {"fold": fold, **windows} for fold, windows in sorted(extra["windows"].items(), key=lambda x: str(x[0]))
+        ],
+        "trials": json.loads(trials.to_json(orient="records")),
+        "configurations": groups,
+        "baselines": baselines,
+        "best_configuration": best_group["config"] if best_group else None,
+        "best_trial": best_trial,
+        "best_backtest_report": str(Path(backtest["out_dir"]) / "report.md") if backtest else None,
+        "plots": plots,
+    }
+    summary = nan_to_none(summary)
+    (exp_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    (exp_dir / "summary.md").write_text(summary_markdown(summary))
+    return summary
+
+
+def _write_returns(returns: dict[str, tuple], path: Path) -> None:
+    frames = [
+        pd.DataFrame({"trial": t, "fold": fold, "day": np.arange(len(sac)), "sac": sac, "equal_weight": ew})
+        for t, (fold, sac, ew) in returns.items()
+    ]
+    (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()).to_parquet(path)
+
+
+def _curves(results: Any, metric: str, trials: pd.DataFrame) -> dict[str, tuple]:
+    status = dict(zip(trials["trial"], trials["status"], strict=True))
+    curves = {}
+    for result in results:
+        df = result.metrics_dataframe
+        trial_id = Path(result.path).name
+        if df is not None and M.ENV_STEPS_METRIC in df and metric in df:
+            curves[trial_id] = (df[M.ENV_STEPS_METRIC].to_numpy(), df[metric].to_numpy(), status[trial_id])
+    return curves

@@ -1,0 +1,190 @@
+"""The sweep summary as people read it: the terminal table, ``summary.md`` and the plots."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trainer import metrics as M
+
+
+def _num(value: Any, fmt: str) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else format(value, fmt)
+
+
+def _iqr(s: dict[str, Any], fmt: str = "+.2f") -> str:
+    if not s.get("n"):
+        return "n/a"
+    return f"{_num(s['median'], fmt)} [{_num(s['q25'], fmt)}, {_num(s['q75'], fmt)}]"
+
+
+def _ci(s: dict[str, Any]) -> str:
+    lo, hi = s.get("ci95") or (None, None)
+    ci = f" (95% CI {_num(lo, '+.2f')} .. {_num(hi, '+.2f')})" if lo is not None else ""
+    return f"{_num(s.get('median'), '+.2f')}{ci}"
+
+
+def headline_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """Per configuration: runs, test Sharpe, Sharpe minus EW with its interval, beat-EW share, turnover."""
+    rows = []
+    for g in summary["configurations"]:
+        rows.append(
+            [
+                g["config"],
+                f"{g['n_seeds']} x {g['n_folds']}",
+                _iqr(g["best_checkpoint_score"]),
+                _iqr(g["test_sharpe"]),
+                _ci(g["test_sharpe_minus_ew"]),
+                _num(g["beat_ew_fraction"], ".0%"),
+                _num(g["test_turnover_per_day"]["median"], ".3f"),
+                _iqr(g[M.split_key("test", M.TOTAL_COSTS)], ".3f"),
+            ]
+        )
+    return rows
+
+
+HEADLINE = [
+    "configuration",
+    "seeds x folds",
+    "validation score",
+    "test Sharpe",
+    "test Sharpe - EW",
+    "beat EW",
+    "turnover/day",
+    "costs paid",
+]
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    lines = [
+        f"# Sweep {summary['experiment']}",
+        "",
+        f"Selection metric: `{summary['metric']}` ({summary['mode']}), read on validation windows only; "
+        f"{summary['env_steps_per_trial']:,} env steps per trial. Each trial is scored by its best checkpoint. "
+        "Statistics are across seeds and folds: median [interquartile range]; the Sharpe difference to Equal "
+        "Weight is paired (same days, same costs) with a 95% block-bootstrap interval of the median.",
+        "",
+        "| " + " | ".join(HEADLINE) + " |",
+        "|" + "---|" * len(HEADLINE),
+        *("| " + " | ".join(r) + " |" for r in headline_rows(summary)),
+        "",
+    ]
+    if summary["folds"]:
+        lines += ["Windows:", "", "| fold | validation | test |", "|---|---|---|"]
+        for f in summary["folds"]:
+            val, test = f.get("validation", ["?", "?"]), f.get("test", ["?", "?"])
+            lines.append(f"| {f['fold']} | {val[0]} .. {val[1]} | {test[0]} .. {test[1]} |")
+        lines.append("")
+    lines += ["Baselines on the same windows and costs (median over folds; fitted on each training window):", ""]
+    lines += ["| baseline | validation Sharpe | test Sharpe | test total return |", "|---|---|---|---|"]
+    for name, b in summary["baselines"].items():
+        lines.append(
+            f"| {name} | {_num(b.get('validation_sharpe'), '+.2f')} | {_num(b.get('test_sharpe'), '+.2f')} | "
+            f"{_num(b.get('test_total_return'), '+.1%')} |"
+        )
+    best = summary["best_configuration"]
+    lines += ["", f"Best configuration (by median validation score): **{best}**"]
+    for g in summary["configurations"]:
+        if g["config"] == best and g.get("deflated_sharpe_vs_ew") is not None:
+            lines.append(
+                f"- deflated Sharpe ratio of its test excess return over Equal Weight, corrected for choosing "
+                f"the best of {len(summary['configurations'])} configuration(s): {g['deflated_sharpe_vs_ew']:.2f} "
+                "(probability that the true excess Sharpe is above zero; >= 0.95 would be significant)"
+            )
+    if summary["best_trial"]:
+        lines.append(
+            f"- best trial: {summary['best_trial']['trial']}, checkpoint `{summary['best_trial']['best_checkpoint']}`"
+        )
+    if summary["best_backtest_report"]:
+        lines.append(f"- test-window backtest of it: `{summary['best_backtest_report']}`")
+    lines += [
+        "",
+        "Trials:",
+        "",
+        "| trial | configuration | fold | seed | status | env steps | validation score | test Sharpe | "
+        "test Sharpe - EW | turnover/day |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for t in summary["trials"]:
+        lines.append(
+            f"| {t['trial']} | {t['config']} | {t['fold']} | {t['seed']} | {t['status']} | {t['env_steps']:,} | "
+            f"{_num(t.get('best_checkpoint_score'), '+.2f')} | {_num(t.get('test_sharpe'), '+.2f')} | "
+            f"{_num(t.get('test_sharpe_minus_ew'), '+.2f')} | {_num(t.get('test_turnover_per_day'), '.3f')} |"
+        )
+    lines += ["", *[f"![{name}]({file})" for name, file in summary["plots"].items()], ""]
+    return "\n".join(lines)
+
+
+def print_summary(summary: dict[str, Any], exp_dir: Path) -> None:
+    """The results table on the terminal."""
+    print(f"\n=== Sweep {summary['experiment']}: results by configuration (across seeds and folds) ===")
+    rows = [HEADLINE, *headline_rows(summary)]
+    for name, b in summary["baselines"].items():
+        rows.append(
+            [f"baseline: {name}", "", _num(b.get("validation_sharpe"), "+.2f"), _num(b.get("test_sharpe"), "+.2f")]
+        )
+    widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(len(HEADLINE))]
+    for i, r in enumerate(rows):
+        print("  ".join(c.ljust(widths[j]) if j == 0 else c.rjust(widths[j]) for j, c in enumerate(r)))
+        if i == 0:
+            print("-" * (sum(widths) + 2 * (len(widths) - 1)))
+    print(f"\nbest configuration (by median validation score): {summary['best_configuration']}")
+    if summary["best_backtest_report"]:
+        print(f"backtest report of its best checkpoint (test window): {summary['best_backtest_report']}")
+    print(f"summary: {exp_dir / 'summary.md'} | {exp_dir / 'summary.json'} | trials: {exp_dir / 'trials.parquet'}")
+
+
+def sweep_plots(curves: dict, trials: pd.DataFrame, baselines: dict, exp_dir: Path, target: int) -> dict[str, str]:
+    import matplotlib.pyplot as plt
+
+    from trainer.report import save_figure  # also selects the headless backend
+
+    fig, ax = plt.subplots(figsize=(10, 5))
+    for trial_id, (steps, vals, status) in sorted(curves.items()):
+        finite = np.isfinite(vals)
+        (line,) = ax.plot(steps[finite], vals[finite], marker=".", label=f"{trial_id} ({status})")
+        if status != M.STATUS_COMPLETED and finite.any():
+            ax.plot(steps[finite][-1], vals[finite][-1], "x", color=line.get_color(), markersize=12, mew=2)
+    ax.axvline(target, color="grey", linestyle=":", linewidth=1)
+    save_figure(
+        fig,
+        ax,
+        exp_dir / "validation_curves.png",
+        title="Validation score per trial (x = stopped early / diverged)",
+        ylabel="selection metric (validation)",
+        xlabel="env steps",
+        legend_size=6,
+    )
+
+    # Per fold (x) and configuration (colour): each seed's test Sharpe minus Equal Weight's on the same days.
+    fig, ax = plt.subplots(figsize=(10, 5))
+    folds = sorted(trials["fold"].dropna().unique().tolist()) or [None]
+    labels = sorted(trials["config"].unique())
+    width = 0.8 / max(len(labels), 1)
+    for j, name in enumerate(labels):
+        for i, fold in enumerate(folds):
+            sel = (trials["config"] == name) & (trials["fold"].isna() if fold is None else trials["fold"] == fold)
+            v = trials.loc[sel, "test_sharpe_minus_ew"].to_numpy(dtype=float)
+            x = i - 0.4 + width * (j + 0.5)
+            ax.scatter(np.full(v.size, x), v, color=f"C{j}", label=name if i == 0 else None, zorder=3)
+            if np.isfinite(v).any():
+                ax.hlines(np.nanmedian(v), x - width / 2.5, x + width / 2.5, color=f"C{j}", linewidth=2)
+    ax.axhline(0.0, color="black", linewidth=1, label="Equal Weight (same days, same costs)")
+    ax.set_xticks(range(len(folds)))
+    ax.set_xticklabels([f"fold {f}" if f is not None else "test split" for f in folds])
+    save_figure(
+        fig,
+        ax,
+        exp_dir / "test_sharpe_vs_ew_by_fold.png",
+        title="Test Sharpe minus Equal Weight's, one point per seed, median as a bar",
+        ylabel="test Sharpe - EW Sharpe",
+        legend_size=7,
+    )
+    return {
+        "Validation score vs env steps": "validation_curves.png",
+        "Test Sharpe minus Equal Weight by fold": "test_sharpe_vs_ew_by_fold.png",
+    }
