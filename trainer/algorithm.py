@@ -126,10 +126,6 @@ class PortfolioSAC(SAC):
             pipeline = getattr(self, "env_to_module_connector", None)
         return find_obs_filter(pipeline)
 
-    def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
-        filt = self.obs_filter()
-        return obs.astype(np.float32, copy=False) if filt is None else filt.normalize(obs)
-
     # --- training -------------------------------------------------------------------------------------
     def _add_episodes(self, episodes: list) -> int:
         added = 0
@@ -178,7 +174,7 @@ class PortfolioSAC(SAC):
 
     def _filter_needs_sync(self) -> bool:
         filt = self.obs_filter()
-        return filt is not None and filt.stats()[2] == 0 and self.config.num_env_runners > 0
+        return filt is not None and filt.stats().count == 0 and self.config.num_env_runners > 0
 
     def _sample_overlapped(self) -> tuple[list, list]:
         """Collect the round the remote runners sampled while we learned, and start the next one at once.
@@ -340,7 +336,7 @@ class PortfolioSAC(SAC):
             M.TRAIN_FINAL_VALUE: num(env_res.get(M.TRAIN_FINAL_VALUE)),
             M.TRAIN_TURNOVER: num(env_res.get(M.TRAIN_TURNOVER)),
             M.BUFFER_SIZE: len(self.buffer),
-            M.FILTER_COUNT: filt.stats()[2] if filt is not None else 0,
+            M.FILTER_COUNT: filt.stats().count if filt is not None else 0,
             M.DIVERGED: bool(self.diverged),
             M.DIVERGED_REASON: self.diverged or "",
             M.VALIDATION: dict(self.last_evaluation),
@@ -364,7 +360,7 @@ class PortfolioSAC(SAC):
             "tickers": self.tickers,
             "env_config": dict(self.config.env_config),
             "experiment": self.config.portfolio,
-            "obs_filter_count": (f.stats()[2] if (f := self.obs_filter()) is not None else 0),
+            "obs_filter_count": (f.stats().count if (f := self.obs_filter()) is not None else 0),
             "history": self.history,
         }
         (Path(out) / STATE_FILE).write_text(json.dumps(extra, indent=2, default=str))
