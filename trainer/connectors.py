@@ -38,6 +38,12 @@ class FilterStats(NamedTuple):
 class RawObsMeanStdFilter(MeanStdFilter):
     """``MeanStdFilter`` that normalises the module's input but leaves the episodes' observations raw."""
 
+    def __init__(self, **kwargs: Any) -> None:
+        # Defined so that RLlib records the constructor arguments (clip_by_value, update_stats, ...):
+        # ConnectorV2 captures them only for a class with its own __init__, and rebuilds a connector
+        # restored from a checkpoint from them; without this a saved clip silently reverts to 10.
+        super().__init__(**kwargs)
+
     def __call__(self, *, rl_module, batch, episodes, explore=None, persistent_data=None, **kwargs) -> Any:
         if self._filters is None:
             self._init_new_filters()

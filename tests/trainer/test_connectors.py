@@ -143,3 +143,20 @@ def test_find_obs_filter():
     assert find_obs_filter(None) is None
     assert find_obs_filter(Pipeline([object(), filt])) is filt
     assert find_obs_filter(Pipeline([object()])) is None
+
+
+def test_checkpoint_round_trip_keeps_the_clip_and_the_statistics(tmp_path):
+    """Evaluation rebuilds the filter from a checkpoint: a non-default clip must survive, not revert to 10."""
+    from ray.rllib.connectors.env_to_module import EnvToModulePipeline
+
+    filt = _filter(clip_by_value=3.0)
+    _run_episode(filt, _observations(25, seed=7))
+    pipeline = EnvToModulePipeline(input_observation_space=OBS_SPACE, input_action_space=ACT_SPACE, connectors=[filt])
+    pipeline.save_to_path(tmp_path)
+    restored = find_obs_filter(EnvToModulePipeline.from_checkpoint(tmp_path))
+    assert type(restored) is RawObsMeanStdFilter and restored is not filt
+    assert restored.clip_by_value == 3.0
+    saved, loaded = filt.stats(), restored.stats()
+    assert loaded.count == saved.count == 25
+    np.testing.assert_array_equal(loaded.mean, saved.mean)
+    np.testing.assert_array_equal(loaded.std, saved.std)
