@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,13 @@ class FlatReplayBuffer:
         n = len(rewards)
         if n == 0:
             return
+        # Every transition counts as added (and its reward in the moments), even one dropped at once below.
+        self.added_lifetime += n
+        for r in np.asarray(rewards, np.float64):  # Welford, per reward (n is small per call)
+            self.reward_count += 1
+            delta = r - self.reward_mean
+            self.reward_mean += delta / self.reward_count
+            self.reward_m2 += delta * (r - self.reward_mean)
         if n > self.capacity:  # keep only the newest
             obs, actions, rewards, next_obs, terminateds = (
                 x[-self.capacity :] for x in (obs, actions, rewards, next_obs, terminateds)
@@ -74,12 +82,6 @@ class FlatReplayBuffer:
         self.terminateds[idx] = terminateds
         self.pos = int((self.pos + n) % self.capacity)
         self.size = min(self.size + n, self.capacity)
-        self.added_lifetime += n
-        for r in np.asarray(rewards, np.float64):  # Welford, per reward (n is small per call)
-            self.reward_count += 1
-            delta = r - self.reward_mean
-            self.reward_mean += delta / self.reward_count
-            self.reward_m2 += delta * (r - self.reward_mean)
 
     @property
     def reward_std(self) -> float:
@@ -101,7 +103,11 @@ class FlatReplayBuffer:
 
     # --- persistence ------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        """Arrays of the filled part, in insertion order (oldest first), plus counters."""
+        """Arrays of the filled part, in insertion order (oldest first), plus counters.
+
+        ``pos`` (the ring slot of the oldest transition once full) lets ``load`` rebuild the same layout, so
+        the restored RNG draws the same transitions as the saved buffer would have.
+        """
         if self.size < self.capacity:
             order = np.arange(self.size)
         else:
@@ -109,6 +115,7 @@ class FlatReplayBuffer:
         out: dict[str, Any] = {f: getattr(self, f)[order] for f in _FIELDS}
         out.update(
             capacity=self.capacity,
+            pos=self.pos,
             added_lifetime=self.added_lifetime,
             reward_moments=np.array([self.reward_count, self.reward_mean, self.reward_m2]),
             rng_state=np.frombuffer(repr(self.rng.bit_generator.state).encode(), np.uint8),
@@ -131,25 +138,44 @@ class FlatReplayBuffer:
         return path
 
     def load(self, directory: str | Path) -> bool:
-        """Restore from ``directory/replay_buffer.npz``; False when there is none."""
+        """Restore from ``directory/replay_buffer.npz``; False when there is none.
+
+        Raises:
+            ValueError: the file is damaged (truncated, not an ``.npz`` written by ``save``, or missing a
+                field), or its observation/action sizes differ from this buffer's. The buffer is left
+                unchanged in both cases.
+        """
         import ast
 
         path = Path(directory) / BUFFER_FILE
         if not path.exists():
             return False
-        with np.load(path) as data:
-            n = len(data["rewards"])
-            if data["obs"].shape[1:] != self.obs.shape[1:] or data["actions"].shape[1:] != self.actions.shape[1:]:
-                raise ValueError(
-                    f"{path}: replay buffer shapes {data['obs'].shape[1:]}/{data['actions'].shape[1:]} do not "
-                    f"match this run's {self.obs.shape[1:]}/{self.actions.shape[1:]}"
-                )
-            keep = min(n, self.capacity)
-            self.size, self.pos = 0, 0
-            self.added_lifetime = 0
-            self.add(*(data[f][n - keep :] for f in ("obs", "actions", "rewards", "next_obs", "terminateds")))
-            self.added_lifetime = int(data["added_lifetime"])
-            self.reward_count, self.reward_mean, self.reward_m2 = (float(x) for x in data["reward_moments"])
-            self.reward_count = int(self.reward_count)
-            self.rng.bit_generator.state = ast.literal_eval(bytes(data["rng_state"]).decode())
+        try:
+            # Read everything before touching the buffer, so a damaged file leaves it as it was.
+            with np.load(path) as data:
+                saved = {k: data[k] for k in (*_FIELDS, "added_lifetime", "reward_moments", "rng_state")}
+                saved_pos = int(data["pos"]) if "pos" in data.files else 0  # absent in older files
+            rng_state = ast.literal_eval(bytes(saved["rng_state"]).decode())
+        except (OSError, EOFError, KeyError, ValueError, SyntaxError, zipfile.BadZipFile) as exc:
+            # numpy's own messages can mislead here (a non-zip file is reported as pickled data to be
+            # loaded with allow_pickle), so name the missing field or just the kind of failure.
+            reason = str(exc.args[0]) if isinstance(exc, KeyError) else type(exc).__name__
+            raise ValueError(
+                f"{path}: damaged replay buffer file ({reason}); delete it to resume "
+                "with an empty buffer (the policy, filter and step counts are in the rest of the checkpoint)"
+            ) from None
+        n = len(saved["rewards"])
+        if saved["obs"].shape[1:] != self.obs.shape[1:] or saved["actions"].shape[1:] != self.actions.shape[1:]:
+            raise ValueError(
+                f"{path}: replay buffer shapes {saved['obs'].shape[1:]}/{saved['actions'].shape[1:]} do not "
+                f"match this run's {self.obs.shape[1:]}/{self.actions.shape[1:]}"
+            )
+        keep = min(n, self.capacity)
+        # A full buffer of the same capacity goes back into the same slots (oldest at the saved pos).
+        self.size, self.pos = 0, saved_pos % self.capacity if n == self.capacity else 0
+        self.add(*(saved[f][n - keep :] for f in ("obs", "actions", "rewards", "next_obs", "terminateds")))
+        self.added_lifetime = int(saved["added_lifetime"])
+        self.reward_count, self.reward_mean, self.reward_m2 = (float(x) for x in saved["reward_moments"])
+        self.reward_count = int(self.reward_count)
+        self.rng.bit_generator.state = rng_state
         return True

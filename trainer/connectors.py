@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,8 +22,28 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.utils.filter import SMALL_NUMBER
 
 
+class FilterStats(NamedTuple):
+    """Running statistics of the observations a filter has seen, in the filter's own precision.
+
+    Attributes:
+        mean: per-component mean (float64).
+        std: per-component sample standard deviation (float32; 0 until two observations were seen).
+        count: number of observations seen.
+    """
+
+    mean: NDArray[np.float64]
+    std: NDArray[np.float32]
+    count: int
+
+
 class RawObsMeanStdFilter(MeanStdFilter):
     """``MeanStdFilter`` that normalises the module's input but leaves the episodes' observations raw."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        # Defined so that RLlib records the constructor arguments (clip_by_value, update_stats, ...):
+        # ConnectorV2 captures them only for a class with its own __init__, and rebuilds a connector
+        # restored from a checkpoint from them; without this a saved clip silently reverts to 10.
+        super().__init__(**kwargs)
 
     def __call__(self, *, rl_module, batch, episodes, explore=None, persistent_data=None, **kwargs) -> Any:
         if self._filters is None:
@@ -40,17 +60,12 @@ class RawObsMeanStdFilter(MeanStdFilter):
             )
         return batch
 
-    def stats(self) -> tuple[NDArray, NDArray, int]:
-        """(mean, std, count) of the observations seen so far, in the filter's own precision."""
+    def stats(self) -> FilterStats:
+        """The statistics of the observations seen so far (normalise batches with ``normalize_with``)."""
         if self._filters is None:
             self._init_new_filters()
         rs = self._filters[None].running_stats
-        return rs.mean, rs.std, int(rs.num_pushes)
-
-    def normalize(self, obs: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Normalise a batch ``[B, D]`` without updating the statistics (same formula as the filter)."""
-        mean, std, _ = self.stats()
-        return normalize_with(obs, mean, std, self.clip_by_value)
+        return FilterStats(rs.mean, rs.std, int(rs.num_pushes))
 
 
 def normalize_with(obs: NDArray[np.float32], mean: NDArray, std: NDArray, clip: float | None) -> NDArray[np.float32]:
