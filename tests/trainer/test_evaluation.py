@@ -21,10 +21,10 @@ from ray.rllib.core.columns import Columns
 
 from envs.portfolio import PortfolioEnv
 from tests.conftest import toy_market
-from trainer.connectors import RawObsMeanStdFilter, normalize_with
+from trainer.checkpoint import load_policy
+from trainer.connectors import FrozenObsFilter, RawObsMeanStdFilter, normalize_with
 from trainer.evaluation import (
     deterministic_action,
-    load_checkpoint_policy,
     make_policy,
     policy_from_algorithm,
     run_policy,
@@ -39,7 +39,8 @@ ACT_SPACE = gym.spaces.Box(-1.0, 1.0, (ACT_DIM,), np.float32)
 @pytest.fixture(scope="module")
 def module():
     """The SAC RLModule the trainer builds (smoke experiment: [32, 32] ReLU), on tiny spaces, no cluster."""
-    from trainer.config import build_sac_config, load_experiment
+    from trainer.config import load_experiment
+    from trainer.sac_config import build_sac_config
 
     config = build_sac_config(load_experiment("smoke"))
     spec = config.rl_module_spec
@@ -93,7 +94,7 @@ class _RecordingModule:
 def test_make_policy_normalises_with_frozen_statistics_then_takes_tanh_of_the_mean():
     stub = _RecordingModule()
     mean, std = np.array([1.0, -2.0, 0.5, 0.0]), np.array([0.5, 4.0, 0.01, 1.0], np.float32)
-    policy = make_policy(stub, mean, std, 3.0)
+    policy = make_policy(stub, FrozenObsFilter(mean.astype(np.float32), std, 3.0))
     assert stub.in_eval_mode
     raw = np.array([2.0, 2.0, 0.6, 7.0], np.float32)
     action = policy(raw)
@@ -103,7 +104,7 @@ def test_make_policy_normalises_with_frozen_statistics_then_takes_tanh_of_the_me
     assert action.shape == (ACT_DIM,)
     for _ in range(3):  # frozen: the same raw observation always gives the same action
         np.testing.assert_array_equal(policy(raw), action)
-    unnormalised = make_policy(_RecordingModule(), None, None, None)
+    unnormalised = make_policy(_RecordingModule(), None)
     np.testing.assert_allclose(unnormalised(np.array([0.1, -0.2, 0.3, 9.0], np.float32)), np.tanh([0.1, -0.2, 0.3]))
 
 
@@ -142,24 +143,25 @@ def test_policy_from_algorithm_uses_the_live_filter_statistics():
     np.testing.assert_array_equal(no_filter.module.seen[0], raw[None])
 
 
-def test_load_checkpoint_policy_restores_module_and_frozen_filter(module, tmp_path):
+def test_load_policy_restores_module_and_frozen_filter(module, tmp_path):
     from ray.rllib.connectors.env_to_module import EnvToModulePipeline
 
-    from trainer.algorithm import STATE_FILE
+    from trainer.checkpoint import RLLIB_CHECKPOINT_FILE, STATE_FILE
 
     learner_dir = tmp_path / COMPONENT_LEARNER_GROUP / COMPONENT_LEARNER
     module.save_to_path(learner_dir / COMPONENT_RL_MODULE / DEFAULT_MODULE_ID)
     (tmp_path / STATE_FILE).write_text(json.dumps({"tickers": ["A", "B"]}))
+    (tmp_path / RLLIB_CHECKPOINT_FILE).write_text("{}")
     raw = np.array([6.0, 20.0, 6.0, -1.0], np.float32)
 
-    policy, state = load_checkpoint_policy(tmp_path)  # no connector saved: raw observations go to the net
+    policy, state = load_policy(tmp_path)  # no connector saved: raw observations go to the net
     assert state == {"tickers": ["A", "B"]}
     np.testing.assert_allclose(policy(raw), np.tanh(_policy_mean_by_hand(module, raw)[0]), rtol=1e-5, atol=1e-6)
 
     filt = _trained_filter(clip=5.0)
     pipeline = EnvToModulePipeline(input_observation_space=OBS_SPACE, input_action_space=ACT_SPACE, connectors=[filt])
     pipeline.save_to_path(tmp_path / COMPONENT_ENV_RUNNER / COMPONENT_ENV_TO_MODULE_CONNECTOR)
-    policy, _ = load_checkpoint_policy(tmp_path)
+    policy, _ = load_policy(tmp_path)
     stats = filt.stats()
     norm = normalize_with(raw[None], stats.mean, stats.std, 5.0)
     assert np.abs(norm).max() == 5.0  # the saved clip is applied too

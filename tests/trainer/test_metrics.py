@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from trainer import metrics as M
+from trainer.evaluation import EvalRun
 
 # Daily returns +1%, -2%, +3%: mean 1/150; deviations 1/300, -8/300, 7/300 -> sample variance 57/90000;
 # values 1.01, 0.9898, 1.019494; the only drawdown is day 2's -2% from the 1.01 peak.
@@ -77,22 +78,38 @@ def test_empty_series():
     assert M.sortino_annualized([0.01, 0.02]) == 0.0  # no downside at all
 
 
+def _run(net_returns, turnovers, costs, values, weights) -> EvalRun:
+    n = len(net_returns)
+    return EvalRun(
+        np.asarray(net_returns, float),
+        np.asarray(turnovers, float),
+        np.asarray(costs, float),
+        np.asarray(values, float),
+        np.asarray(weights, float).reshape(n, -1) if n else np.zeros((0, 3)),
+        np.arange(n),
+    )
+
+
+VALUES = [1.01, 1.01 * 0.98, 1.01 * 0.98 * 1.03]
+WEIGHTS = [[0.5, 0.5, 0.0], [0.25, 0.25, 0.5], [1.0, 0.0, 0.0]]  # two assets, then cash
+COSTS = [0.001, 0.0002, 0.0001]
+
+
 def test_summarize():
-    out = M.summarize(R, [1.0, 0.2, 0.1])
-    assert set(out) == {M.SHARPE, M.TOTAL_RETURN, M.MAX_DRAWDOWN, M.TURNOVER}
+    out = M.summarize(_run(R, [1.0, 0.2, 0.1], COSTS, VALUES, WEIGHTS))
+    assert set(out) == {M.SHARPE, M.TOTAL_RETURN, M.MAX_DRAWDOWN, M.TURNOVER, M.TOTAL_COSTS}
     assert out[M.SHARPE] == pytest.approx(2 * math.sqrt(252 / 57), rel=1e-12)
     assert out[M.TOTAL_RETURN] == pytest.approx(0.019494, abs=1e-15)
     assert out[M.MAX_DRAWDOWN] == pytest.approx(0.02, abs=1e-15)
     assert out[M.TURNOVER] == pytest.approx(1.3 / 3, rel=1e-12)
-    with_costs = M.summarize(R, [1.0, 0.2, 0.1], [0.001, 0.0002, 0.0001])
-    assert with_costs["total_costs"] == pytest.approx(0.0013, rel=1e-12)  # per-step fractions, summed
-    assert M.summarize([], []) == {M.SHARPE: 0.0, M.TOTAL_RETURN: 0.0, M.MAX_DRAWDOWN: 0.0, M.TURNOVER: 0.0}
+    # one meaning of costs everywhere: each day's cost fraction paid on the value held before that day
+    assert out[M.TOTAL_COSTS] == pytest.approx(0.001 * 1.0 + 0.0002 * 1.01 + 0.0001 * 0.9898, rel=1e-12)
+    empty = M.summarize(_run([], [], [], [], []))
+    assert empty == {M.SHARPE: 0.0, M.TOTAL_RETURN: 0.0, M.MAX_DRAWDOWN: 0.0, M.TURNOVER: 0.0, M.TOTAL_COSTS: 0.0}
 
 
 def test_performance_by_hand():
-    values = [1.01, 1.01 * 0.98, 1.01 * 0.98 * 1.03]
-    weights = [[0.5, 0.5, 0.0], [0.25, 0.25, 0.5], [1.0, 0.0, 0.0]]  # two assets, then cash
-    perf = M.performance(R, [1.0, 0.2, 0.1], [0.001, 0.0002, 0.0001], values, weights)
+    perf = M.performance(_run(R, [1.0, 0.2, 0.1], COSTS, VALUES, WEIGHTS))
     expected = {
         M.TOTAL_RETURN: 0.019494,
         "annualized_return": 1.68,
@@ -101,9 +118,9 @@ def test_performance_by_hand():
         "sortino": 2 / 3 * math.sqrt(126),
         M.MAX_DRAWDOWN: 0.02,
         "calmar": 84.0,
-        "avg_daily_turnover": 1.3 / 3,
+        M.TURNOVER: 1.3 / 3,
         # each day's cost fraction is paid on the value held before that day: 1, 1.01, 0.9898
-        "total_costs": 0.001 * 1.0 + 0.0002 * 1.01 + 0.0001 * 0.9898,
+        M.TOTAL_COSTS: 0.001 * 1.0 + 0.0002 * 1.01 + 0.0001 * 0.9898,
         # risky parts normalised: [.5, .5] -> 2, [.25, .25] -> 2, [1, 0] -> 1
         "effective_number_assets": 5 / 3,
         "final_value": 1.019494,
@@ -116,9 +133,27 @@ def test_performance_by_hand():
 
 
 def test_performance_of_an_empty_run():
-    perf = M.performance([], [], [], [], np.zeros((0, 3)))
+    perf = M.performance(_run([], [], [], [], []))
     assert perf["final_value"] == 1.0 and perf["n_days"] == 0
     assert all(v == 0.0 for k, v in perf.items() if k not in ("final_value", "n_days")), perf
+
+
+def test_registry_declares_each_metric_once_with_a_format_and_a_place():
+    keys = [m.key for m in M.REGISTRY]
+    assert len(keys) == len(set(keys))
+    assert [m.label for m in M.shown_in(M.REPORT)][:3] == ["Total return", "Ann. return", "Ann. vol"]
+    assert {m.gauge_name for m in M.shown_in(M.GAUGE)} >= {
+        "portfolio_validation_sharpe",
+        "portfolio_critic_loss",
+        "portfolio_policy_entropy",
+        "portfolio_env_steps_per_s",
+        "portfolio_trained_samples_per_s",
+    }
+    assert M.BY_KEY[M.SHARPE].format(0.123) == "+0.12" and M.BY_KEY[M.SHARPE].format(float("nan")) == "n/a"
+    assert M.BY_KEY[M.SHARPE].progress_label == "val Sharpe" and M.BY_KEY[M.CRITIC_LOSS].progress_label == "critic loss"
+    section = {M.VALIDATION: {M.SHARPE: 1.5}, M.CRITIC_LOSS: 0.25}
+    assert M.BY_KEY[M.SHARPE].read(section) == 1.5 and M.BY_KEY[M.CRITIC_LOSS].read(section) == 0.25
+    assert M.BY_KEY[M.ALPHA].read(section) is None
 
 
 def test_tune_metric_paths_are_the_keys_tune_flattens_results_to():

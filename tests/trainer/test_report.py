@@ -9,8 +9,8 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 
+from trainer import metrics as M
 from trainer.report import (
-    TABLE_COLUMNS,
     markdown_table,
     metrics_frame,
     nan_to_none,
@@ -30,7 +30,7 @@ SAC = {
     "sortino": 7.48331,
     "max_drawdown": 0.02,
     "calmar": 84.0,
-    "avg_daily_turnover": 1.3 / 3,
+    "turnover_per_day": 1.3 / 3,
     "total_costs": 0.00129989,
     "effective_number_assets": 5 / 3,
     "final_value": 1.019494,  # not a table column: ignored by the tables
@@ -43,7 +43,7 @@ EW = {
     "sortino": -0.75,
     "max_drawdown": 0.25,
     "calmar": -0.2,
-    "avg_daily_turnover": 0.0126,
+    "turnover_per_day": 0.0126,
     "total_costs": 0.0,
     "effective_number_assets": 20.0,
 }
@@ -69,7 +69,7 @@ def test_text_table_is_aligned_and_formats_every_cell():
 
 def test_markdown_table_cells():
     lines = markdown_table(STRATEGIES).splitlines()
-    assert lines[0] == "| strategy | " + " | ".join(label for _, label, _ in TABLE_COLUMNS) + " |"
+    assert lines[0] == "| strategy | " + " | ".join(m.label for m in M.shown_in(M.REPORT)) + " |"
     assert lines[1] == "|---|---|---|---|---|---|---|---|---|---|---|"
     assert lines[2] == "| sac | " + " | ".join(SAC_CELLS) + " |"
     assert lines[3] == "| equal_weight | " + " | ".join(EW_CELLS) + " |"
@@ -79,7 +79,7 @@ def test_markdown_table_cells():
 def test_metrics_frame_holds_the_raw_values_by_label():
     frame = metrics_frame(STRATEGIES)
     assert list(frame.index) == ["sac", "equal_weight"]
-    assert list(frame.columns) == [label for _, label, _ in TABLE_COLUMNS]
+    assert list(frame.columns) == [m.label for m in M.shown_in(M.REPORT)]
     assert frame.loc["sac", "Sharpe"] == 4.20526 and frame.loc["equal_weight", "Max DD"] == 0.25
 
 
