@@ -299,7 +299,11 @@ def _parse_with_format(text: pd.Series, fmt: str) -> pd.Series:
         return pd.Series(out, index=text.index, dtype="datetime64[us]")
 
 
-def _swap_day_month(fmt: str) -> str:
+def _swap_day_month(fmt: str) -> str | None:
+    """``fmt`` with day and month swapped when both come before the year (no one writes year-day-month)."""
+    day, month, year = fmt.find("%d"), fmt.find("%m"), max(fmt.find("%Y"), fmt.find("%y"))
+    if min(day, month) < 0 or year < max(day, month):
+        return None
     return fmt.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m")
 
 
@@ -313,7 +317,7 @@ def _infer_dates(text: pd.Series, where: str, column: str, first_row: int, notes
     with warnings.catch_warnings():  # it warns about dayfirst for day-first guesses: the checks below decide
         warnings.simplefilter("ignore")
         guessed = guess_datetime_format(dates.iloc[0])
-    for fmt in (guessed, _swap_day_month(guessed) if guessed else None):
+    for fmt in (guessed, _swap_day_month(guessed) if guessed else None):  # formats beyond the usual layouts
         if fmt and fmt not in candidates:
             candidates.append(fmt)
     parses = {fmt: _parse_with_format(dates, fmt) for fmt in candidates}

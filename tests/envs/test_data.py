@@ -279,6 +279,18 @@ def test_dates_increasing_only_one_way_are_ambiguous_and_a_wrong_format_is_caugh
     assert load_prices(path, date_format="%d/%m/%Y").prices.index[-1] == pd.Timestamp("2020-02-01")
 
 
+def test_layouts_beyond_the_usual_are_guessed_and_still_checked_for_ambiguity(tmp_path):
+    path = _wide_csv(tmp_path / "p.csv", ["Mon 03/02/2020", "Tue 04/02/2020"])
+    assert _err(path) == (
+        f"{path}: column 'date' has ambiguous dates: row 2 'Mon 03/02/2020' reads as 2020-03-02 ('%a %m/%d/%Y') or "
+        f"2020-02-03 ('%a %d/%m/%Y'); {DATE_FORMAT_FIX}"
+    )
+    # Excel's text marker before a year-first date: guessed, and no year-day-month reading is invented.
+    quoted = _wide_csv(tmp_path / "q.csv", ["'2020-01-02", "'2020-01-03"])
+    with pytest.warns(UserWarning, match="column 'date' read with date format ''%Y-%m-%d', the only one"):
+        assert load_prices(quoted).prices.index[1] == pd.Timestamp("2020-01-03")
+
+
 def test_mixed_and_mismatched_date_formats(tmp_path):
     path = _wide_csv(tmp_path / "p.csv", ["2020-01-02", "2020-01-03", "06/01/2020"])
     assert _err(path) == (
