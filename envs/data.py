@@ -5,27 +5,48 @@ Sources:
 - ``"sp500"`` (default): skfolio's bundled daily prices of 20 US large caps, 1990-2022, read from the
   installed skfolio package (no network).
 - A CSV or Parquet file in *wide* form (a date column plus one price column per ticker) or *long* form
-  (``date``, ``ticker`` and ``close`` or ``price`` columns). The form is detected and reported.
+  (``date``, ``ticker`` and ``close`` or ``price`` columns). The form is detected and reported. A CSV may be
+  separated by commas, semicolons, tabs or pipes (detected from the header line) and may start with a
+  UTF-8 byte-order mark; a Parquet file may keep its dates in the index instead of a column.
 
-Every validation failure raises :class:`DataError` with one line naming the file, the ticker and the
-date(s) and saying how to fix it. Tickers that start trading later than the others (leading missing
-prices)
-are handled by **trimming the history** to the first date on which every ticker has a price, with a
-warning naming the ticker that forced the trim: the asset universe is what the user asked for, never
-silently changed. A gap after a ticker started trading is an error.
+Every validation failure raises :class:`DataError` with one line naming the file, the column or ticker, the
+row or date(s) and saying how to fix it. Nothing is guessed silently:
 
-``python -m envs.data [SOURCE]`` prints a summary and exits 0, or prints ``error: ...`` and exits 2.
+- **Dates** are read as ISO (``2020-01-31``, with or without a time) when every value is ISO; otherwise
+  with the one format among the usual numeric and month-name layouts that fits every value, with a warning
+  saying which. If two formats fit every value and disagree (``01/02/2020`` as 2 January or 1 February) the
+  file is refused until ``date_format`` (a ``strptime`` format) is given; values in two different formats
+  are refused too. A time of day and a time-zone offset are ignored: the date is the one written.
+- **Order**: dates must be increasing as written (in long form, within each ticker), so that a date read
+  the wrong way cannot reorder the series unnoticed; ``sort_dates=True`` sorts instead, with a warning.
+- **Prices** must be numbers between :data:`MIN_PRICE` and :data:`MAX_PRICE`, and no one-day move may
+  exceed :data:`MAX_DAILY_RATIO` or fall below :data:`MIN_DAILY_RATIO` (a unit change or a missing split
+  adjustment, never a real move); every daily log return must be finite.
+
+Tickers that start trading later than the others (leading missing prices) are handled by **trimming the
+history** to the first date on which every ticker has a price, with a warning naming the ticker that forced
+the trim: the asset universe is what the user asked for, never silently changed. A gap after a ticker
+started trading is an error.
+
+``python -m envs.data [SOURCE] [--date-format FORMAT] [--sort-dates]`` prints a summary and exits 0, or
+prints ``error: ...`` and exits 2.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import gzip
+import re
 import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import is_bool_dtype, is_datetime64_any_dtype, is_numeric_dtype, is_timedelta64_dtype
+from pandas.tseries.api import guess_datetime_format
 
 SP500 = "sp500"
 FORM_BUNDLED = "bundled"
@@ -43,9 +64,49 @@ SP500_SPLITS: dict[str, tuple[str, str]] = {
 DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
 MIN_SPLIT_ROWS = 30
 
+# Plausible prices. Below MIN_PRICE float64 ratios lose digits and a series near 1e-300 makes features
+# non-finite; MAX_PRICE is far above any real quote (hyperinflation indices included) and far below where
+# rolling sums of prices overflow. A stock quoted below 1e-6 should be quoted per 1000 or per million units.
+MIN_PRICE = 1e-6
+MAX_PRICE = 1e15
+# Plausible one-day price ratios p_t / p_{t-1} between consecutive dates: +1000 % and -99 %. Real stocks
+# stay inside (the bundled S&P 500 sample moves between x0.33 and x1.53); a x1e6 or x1e-3 step is a change of
+# units or an unadjusted split, which would otherwise become one enormous reward.
+MAX_DAILY_RATIO = 11.0
+MIN_DAILY_RATIO = 0.01
+
 _DATE_NAMES = ("date", "datetime", "timestamp", "time", "day")
 _TICKER_NAMES = ("ticker", "symbol", "asset")
 _PRICE_NAMES = ("close", "price", "adj_close", "adjclose", "adj close")
+
+# How the fix for dates is spelled in messages: the load_prices keyword (also the experiment key) and the
+# CLI flag.
+_DATE_FORMAT_FIX = "give the format with date_format (--date-format), e.g. '%d/%m/%Y'"
+_SORT_FIX = "sort the file by date, or pass sort_dates=True (--sort-dates) to sort it on loading"
+
+_CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".gz")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+# Field separators a CSV may use; the one occurring most in the header line wins (ties: the first).
+_CSV_SEPARATORS = (",", ";", "\t", "|")
+# Cells read as a missing price (compared lower-cased); anything else that is not a number is an error.
+_MISSING_TOKENS = frozenset({"", "na", "n/a", "#n/a", "#na", "nan", "-nan", "null", "none", "<na>"})
+# The CSV parser's complaint about a line longer than the header (the header fixes the column count).
+_FIELD_COUNT_ERROR = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+# A time of day (and an optional zone after it) at the end of a date value: dropped, the date is kept as
+# written. The zone is only recognised after a time so that the "-02" of "2020-01-02" is never taken for one.
+_TIME_SUFFIX = re.compile(
+    r"[T\s]+\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:[AaPp][Mm])?\s*(?:Z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)?\s*$"
+)
+# Date layouts tried when the values are not ISO. Every one that fits all values is a candidate: one
+# candidate is used, several that disagree make the column ambiguous.
+_NUMERIC_DATE_ORDERS = ("dmY", "mdY", "Ymd", "dmy", "mdy", "ymd")
+_DATE_FORMATS: tuple[str, ...] = (
+    *(sep.join(f"%{field}" for field in order) for sep in ("/", "-", ".", " ") for order in _NUMERIC_DATE_ORDERS),
+    *("%d-%b-%Y", "%d %b %Y", "%b %d %Y", "%b %d, %Y", "%d %B %Y", "%B %d %Y", "%B %d, %Y", "%d-%b-%y"),
+)
+# Integer dates (a Parquet int column) are read as YYYYMMDD only inside this range; anything else is
+# refused rather than read as nanoseconds since 1970.
+_YYYYMMDD_RANGE = (1000_01_01, 9999_12_31)
 
 
 class DataError(ValueError):
@@ -60,7 +121,7 @@ class PriceData:
         source: ``"sp500"`` or the file path as given.
         form: ``"bundled"``, ``"wide"`` or ``"long"``.
         prices: float64 prices, sorted ``DatetimeIndex`` (unique), one column per ticker, no missing values.
-        warnings: human-readable notes about what was fixed up (sorting, trimming).
+        warnings: human-readable notes about what was fixed up or inferred (date format, sorting, trimming).
     """
 
     source: str
@@ -88,6 +149,13 @@ class SplitRange:
         return self.end - self.start + 1
 
 
+class _Table(NamedTuple):
+    """A file's table with its column names as written (stripped) and how its rows are numbered."""
+
+    frame: pd.DataFrame
+    first_row: int  # the row number messages give the first data row: 2 in a CSV (line 1 is the header)
+
+
 def _fail(where: str, what: str) -> DataError:
     return DataError(f"{where}: {what}")
 
@@ -105,7 +173,66 @@ def _load_bundled() -> pd.DataFrame:
     return load_sp500_dataset()
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def _csv_separator(path: Path, where: str) -> str:
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
+            header = fh.readline()
+    except UnicodeDecodeError as exc:
+        raise _fail(where, f"not UTF-8 text ({exc.reason} at byte {exc.start}); save the file as UTF-8") from None
+    counts = [header.count(sep) for sep in _CSV_SEPARATORS]
+    return _CSV_SEPARATORS[int(np.argmax(counts))] if max(counts) > 0 else ","
+
+
+def _read_csv(path: Path, where: str) -> pd.DataFrame:
+    sep = _csv_separator(path, where)
+    # Read every cell as text, header included: pandas would otherwise rename duplicate columns (A, A.1),
+    # turn a ticker called "NA" into a missing value and dates like 20200131 into integers.
+    grid = pd.read_csv(path, sep=sep, header=None, dtype=str, na_filter=False, encoding="utf-8-sig", index_col=False)
+    frame = grid.iloc[1:].reset_index(drop=True)
+    frame.columns = [str(c).strip() for c in grid.iloc[0]]
+    return frame
+
+
+def _read_parquet(path: Path, where: str) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    # Checked on the schema first: reading a file with a duplicated column fails with an obscure message.
+    _check_header([str(name).strip() for name in pq.read_schema(path).names], where)
+    frame = pd.read_parquet(path)
+    index = frame.index
+    if isinstance(index, pd.DatetimeIndex) and str(index.name).lower() not in _DATE_NAMES:
+        index = index.rename("date")  # a timestamp index holds the dates whatever it is called
+    named = [str(n) for n in index.names if n is not None]
+    if named:
+        clash = [n for n in named if n in {str(c) for c in frame.columns}]
+        if clash:
+            raise _fail(where, f"'{clash[0]}' is both the index and a column; keep one of them")
+        frame = frame.set_axis(index, axis=0).reset_index()
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+def _check_header(columns: list[str], where: str) -> None:
+    for k, name in enumerate(columns):
+        if not name:
+            raise _fail(
+                where,
+                f"column {k + 1} has no name in the header; name the date column 'date' and each price column "
+                "after its ticker",
+            )
+    seen: dict[str, int] = {}
+    for k, name in enumerate(columns):
+        if name in seen:
+            raise _fail(
+                where,
+                f"column '{name}' appears twice in the header (columns {seen[name] + 1} and {k + 1}); keep one "
+                "column per ticker",
+            )
+        seen[name] = k
+
+
+def _read_table(path: Path) -> _Table:
     where = str(path)
     if not path.exists():
         raise _fail(where, "file not found; pass 'sp500' for the bundled data or the path of a CSV/Parquet file")
@@ -114,52 +241,212 @@ def _read_table(path: Path) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise _fail(where, "file is empty; expected a CSV/Parquet table of daily prices")
     suffix = path.suffix.lower()
+    if suffix not in _CSV_SUFFIXES + _PARQUET_SUFFIXES:
+        raise _fail(where, f"unsupported file type '{suffix}'; use .csv or .parquet")
+    is_csv = suffix in _CSV_SUFFIXES
     try:
-        if suffix in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-            if isinstance(frame.index, pd.DatetimeIndex):
-                frame = frame.reset_index(names=frame.index.name or "date")
-        elif suffix in (".csv", ".txt", ".gz"):
-            frame = pd.read_csv(path)
-        else:
-            raise _fail(where, f"unsupported file type '{suffix}'; use .csv or .parquet")
+        frame = _read_csv(path, where) if is_csv else _read_parquet(path, where)
     except DataError:
         raise
     except Exception as exc:  # pandas/pyarrow raise many types; the user needs one line
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        fields = _FIELD_COUNT_ERROR.search(reason)
+        if fields:
+            expected, line, seen = fields.groups()
+            raise _fail(
+                where,
+                f"line {line} has {seen} fields but line 1 (the header) has {expected}; give every line one value "
+                "per header column (no title lines above the header, no trailing separators)",
+            ) from None
         raise _fail(where, f"not a readable {suffix.lstrip('.').upper()} table ({reason})") from None
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise _fail(where, "table has no rows or no columns; expected a date column and price columns")
-    return frame
+    _check_header(list(frame.columns), where)
+    return _Table(frame, first_row=2 if is_csv else 1)
 
 
 def _find_column(frame: pd.DataFrame, names: tuple[str, ...]) -> str | None:
-    lowered = {str(c).strip().lower(): c for c in frame.columns}
+    # The first of ``names`` present wins, so a ticker called DAY or TIME beside 'date' stays a ticker.
+    lowered = {str(c).lower(): str(c) for c in frame.columns}
     for name in names:
         if name in lowered:
             return lowered[name]
     return None
 
 
-def _parse_dates(values: pd.Series, where: str, column: str) -> pd.DatetimeIndex:
-    parsed = pd.to_datetime(values, errors="coerce", format="mixed")
-    bad = parsed.isna() & values.notna()
-    bad |= values.isna()
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
+def _is_missing(values: pd.Series, tokens: frozenset[str] = _MISSING_TOKENS) -> pd.Series:
+    """True where a cell is NaN/None or text in ``tokens`` (by default '', 'NA', 'NaN', '#N/A', 'null', ...)."""
+    token = values.astype(object).map(lambda v: isinstance(v, str) and v.strip().lower() in tokens)
+    return values.isna() | token.astype(bool)
+
+
+def _wall_clock(value: object) -> pd.Timestamp:
+    """The date and time as written: a zone-aware value keeps its local time and drops its zone."""
+    ts = pd.Timestamp(value)
+    return ts.tz_localize(None) if ts.tzinfo is not None else ts
+
+
+def _parse_with_format(text: pd.Series, fmt: str) -> pd.Series:
+    try:
+        return pd.to_datetime(text, format=fmt, errors="coerce")
+    except ValueError:  # values with different zone offsets (%z): pandas refuses to mix them in one column
+        out = []
+        for value in text:
+            try:
+                out.append(_wall_clock(dt.datetime.strptime(value, fmt)))
+            except ValueError:
+                out.append(pd.NaT)
+        return pd.Series(out, index=text.index, dtype="datetime64[us]")
+
+
+def _swap_day_month(fmt: str) -> str | None:
+    """``fmt`` with day and month swapped when both come before the year (no one writes year-day-month)."""
+    day, month, year = fmt.find("%d"), fmt.find("%m"), max(fmt.find("%Y"), fmt.find("%y"))
+    if min(day, month) < 0 or year < max(day, month):
+        return None
+    return fmt.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m")
+
+
+def _infer_dates(text: pd.Series, where: str, column: str, first_row: int, notes: list[str]) -> pd.Series:
+    """Read date strings (see the module docstring); refuses ambiguous and mixed formats."""
+    dates = text.str.replace(_TIME_SUFFIX, "", regex=True)
+    iso = pd.to_datetime(dates, format="ISO8601", errors="coerce")
+    if iso.notna().all():
+        return iso
+    candidates = list(_DATE_FORMATS)
+    with warnings.catch_warnings():  # it warns about dayfirst for day-first guesses: the checks below decide
+        warnings.simplefilter("ignore")
+        guessed = guess_datetime_format(dates.iloc[0])
+    for fmt in (guessed, _swap_day_month(guessed) if guessed else None):  # formats beyond the usual layouts
+        if fmt and fmt not in candidates:
+            candidates.append(fmt)
+    parses = {fmt: _parse_with_format(dates, fmt) for fmt in candidates}
+    fits: list[tuple[str, pd.Series]] = []
+    for fmt, parsed in parses.items():
+        if parsed.notna().all() and not any(parsed.equals(other) for _, other in fits):
+            fits.append((fmt, parsed))
+    if len(fits) == 1:
+        fmt, parsed = fits[0]
+        notes.append(
+            f"column '{column}' read with date format '{fmt}', the only one that fits every value; pass "
+            "date_format (--date-format) to read it otherwise"
+        )
+        return parsed
+    if len(fits) > 1:
+        (fmt_a, a), (fmt_b, b) = fits[:2]
+        i = int(np.flatnonzero((a != b).to_numpy())[0])
         raise _fail(
             where,
-            f"column '{column}' has a value that is not a date in row {row + 2}: {values.iloc[row]!r}; "
-            "use ISO dates like 2020-01-31",
+            f"column '{column}' has ambiguous dates: row {first_row + i} {text.iloc[i]!r} reads as "
+            f"{_fmt_dates([a.iloc[i]])} ('{fmt_a}') or {_fmt_dates([b.iloc[i]])} ('{fmt_b}'); {_DATE_FORMAT_FIX}",
         )
+    readable = iso.notna()
+    for parsed in parses.values():
+        readable |= parsed.notna()
+    if not readable.all():
+        i = int(np.flatnonzero(~readable.to_numpy())[0])
+        raise _fail(
+            where,
+            f"column '{column}' has a value that is not a date in row {first_row + i}: {text.iloc[i]!r}; "
+            f"use ISO dates like 2020-01-31 or {_DATE_FORMAT_FIX}",
+        )
+    best = max([iso, *parses.values()], key=lambda p: int(p.notna().sum()))
+    i, j = int(np.flatnonzero(best.notna().to_numpy())[0]), int(np.flatnonzero(best.isna().to_numpy())[0])
+    raise _fail(
+        where,
+        f"column '{column}' mixes date formats: row {first_row + i} {text.iloc[i]!r} and row {first_row + j} "
+        f"{text.iloc[j]!r} fit no single format; write every date the same way (ISO like 2020-01-31)",
+    )
+
+
+def _parse_dates(
+    values: pd.Series, where: str, column: str, first_row: int, date_format: str | None, notes: list[str]
+) -> pd.DatetimeIndex:
+    """Dates of the date column, normalised to midnight, zone dropped (see the module docstring)."""
+    missing = _is_missing(values)
+    if missing.any():
+        i = int(np.flatnonzero(missing.to_numpy())[0])
+        raise _fail(where, f"column '{column}' has no date in row {first_row + i}; give every row a date")
+    if is_datetime64_any_dtype(values.dtype):  # a Parquet timestamp column: no text to interpret
+        index = pd.DatetimeIndex(values)
+        return (index.tz_localize(None) if index.tz is not None else index).normalize()
+    if is_bool_dtype(values.dtype) or is_timedelta64_dtype(values.dtype):
+        raise _fail(where, f"column '{column}' holds {values.dtype} values, not dates; store dates or ISO text")
+    if is_numeric_dtype(values.dtype):
+        numbers = values.to_numpy(dtype="float64")
+        whole = np.isfinite(numbers) & (numbers == np.round(numbers))
+        inside = whole & (numbers >= _YYYYMMDD_RANGE[0]) & (numbers <= _YYYYMMDD_RANGE[1])
+        if not inside.all():
+            i = int(np.flatnonzero(~inside)[0])
+            raise _fail(
+                where,
+                f"column '{column}' holds numbers, not dates (row {first_row + i}: {values.iloc[i]}); store "
+                "dates as dates or ISO text like 2020-01-31",
+            )
+        values = pd.Series([str(int(n)) for n in numbers], index=values.index)
+    objects = values.astype(object)
+    if objects.map(lambda v: isinstance(v, dt.date)).all():  # date/datetime objects, maybe zone-aware
+        return pd.DatetimeIndex([_wall_clock(v) for v in objects]).normalize()
+    text = objects.map(lambda v: str(v).strip())
+    if date_format is None:
+        parsed = _infer_dates(text, where, column, first_row, notes)
+    else:
+        parsed = _parse_with_format(text, date_format)
+        if parsed.isna().any():
+            i = int(np.flatnonzero(parsed.isna().to_numpy())[0])
+            raise _fail(
+                where,
+                f"column '{column}' has a value that does not match date_format '{date_format}' in row "
+                f"{first_row + i}: {text.iloc[i]!r}; fix the value or the format",
+            )
     index = pd.DatetimeIndex(parsed)
-    if index.tz is not None:
-        index = index.tz_localize(None)
-    return index.normalize()
+    return (index.tz_localize(None) if index.tz is not None else index).normalize()
 
 
-def _to_wide(frame: pd.DataFrame, where: str) -> tuple[pd.DataFrame, str]:
-    """Detect wide or long form and return a wide table indexed by date (values not yet numeric)."""
+def _first_backwards(dates: pd.DatetimeIndex, groups: pd.Series | None = None) -> tuple[int, int] | None:
+    """Positions ``(previous, current)`` of the first date earlier than the one before it (per group)."""
+    frame = pd.DataFrame({"date": dates, "pos": np.arange(len(dates))})
+    grouped = frame.groupby(groups.to_numpy(), sort=False) if groups is not None else None
+    prev_date = grouped["date"].shift() if grouped is not None else frame["date"].shift()
+    prev_pos = grouped["pos"].shift() if grouped is not None else frame["pos"].shift()
+    back = np.flatnonzero((frame["date"] < prev_date).to_numpy())
+    if back.size == 0:
+        return None
+    i = int(back[0])
+    return int(prev_pos.iloc[i]), i
+
+
+def _check_order(
+    dates: pd.DatetimeIndex,
+    where: str,
+    first_row: int,
+    date_format: str | None,
+    sort_dates: bool,
+    notes: list[str],
+    tickers: pd.Series | None = None,
+) -> None:
+    """Refuse dates that go backwards as written, unless sorting was asked for (then note it)."""
+    found = _first_backwards(dates, tickers)
+    if found is None:
+        return
+    if sort_dates:
+        notes.append("dates were not in ascending order: sorted")
+        return
+    prev, i = found
+    whose = "dates" if tickers is None else f"dates of ticker '{tickers.iloc[i]}'"
+    check = f"; or check date_format '{date_format}'" if date_format else ""
+    raise _fail(
+        where,
+        f"{whose} are not in increasing order: row {first_row + i} ({_fmt_dates([dates[i]])}) comes after row "
+        f"{first_row + prev} ({_fmt_dates([dates[prev]])}); {_SORT_FIX}{check}",
+    )
+
+
+def _to_wide(
+    table: _Table, where: str, date_format: str | None, sort_dates: bool, notes: list[str]
+) -> tuple[pd.DataFrame, str]:
+    """Detect wide or long form and return a wide table indexed by sorted dates (values not yet numeric)."""
+    frame, first_row = table
     date_col = _find_column(frame, _DATE_NAMES)
     if date_col is None:
         cols = ", ".join(repr(str(c)) for c in list(frame.columns)[:8])
@@ -170,10 +457,17 @@ def _to_wide(frame: pd.DataFrame, where: str) -> tuple[pd.DataFrame, str]:
     ticker_col = _find_column(frame, _TICKER_NAMES)
     price_col = _find_column(frame, _PRICE_NAMES)
     if ticker_col is not None and price_col is not None:
-        dates = _parse_dates(frame[date_col], where, str(date_col))
-        long = pd.DataFrame(
-            {"date": dates, "ticker": frame[ticker_col].astype(str).to_numpy(), "price": frame[price_col]}
-        )
+        dates = _parse_dates(frame[date_col], where, date_col, first_row, date_format, notes)
+        empty = _is_missing(frame[ticker_col], frozenset({""}))  # "NA" is a ticker (and "None" could be one)
+        if empty.any():
+            i = int(np.flatnonzero(empty.to_numpy())[0])
+            raise _fail(
+                where,
+                f"column '{ticker_col}' has no ticker in row {first_row + i} ({_fmt_dates([dates[i]])}); give "
+                "every row a ticker",
+            )
+        tickers = frame[ticker_col].astype(object).map(lambda v: str(v).strip())
+        long = pd.DataFrame({"date": dates, "ticker": tickers.to_numpy(), "price": frame[price_col].to_numpy()})
         dup = long.duplicated(["date", "ticker"], keep=False)
         if dup.any():
             first = long[dup].iloc[0]
@@ -183,45 +477,65 @@ def _to_wide(frame: pd.DataFrame, where: str) -> tuple[pd.DataFrame, str]:
                 f"duplicate dates for ticker '{first['ticker']}': {_fmt_dates(dup_dates)}; "
                 "keep one row per date and ticker",
             )
+        _check_order(dates, where, first_row, date_format, sort_dates, notes, tickers=tickers)
         wide = long.pivot(index="date", columns="ticker", values="price")
         wide.columns.name = None
+        wide.index.name = None
         return wide, FORM_LONG
     if ticker_col is not None and price_col is None:
         raise _fail(
             where,
             f"long form detected (column '{ticker_col}') but no price column; name it 'close' or 'price'",
         )
-    dates = _parse_dates(frame[date_col], where, str(date_col))
-    wide = frame.drop(columns=[date_col])
-    wide.index = dates
-    wide.columns = [str(c) for c in wide.columns]
+    dates = _parse_dates(frame[date_col], where, date_col, first_row, date_format, notes)
     if dates.duplicated().any():
         raise _fail(
             where,
             f"duplicate dates: {_fmt_dates(dates[dates.duplicated()].unique())}; keep one row per date",
         )
-    return wide, FORM_WIDE
+    _check_order(dates, where, first_row, date_format, sort_dates, notes)
+    wide = frame.drop(columns=[date_col])
+    wide.index = dates
+    return wide.sort_index(), FORM_WIDE
 
 
 def _to_numeric(wide: pd.DataFrame, where: str) -> pd.DataFrame:
     out = {}
     for ticker in wide.columns:
         col = wide[ticker]
-        num = pd.to_numeric(col, errors="coerce")
-        bad = num.isna() & col.notna()  # read_csv already turned empty/NaN/NA cells into NaN
+        if is_bool_dtype(col.dtype) or is_datetime64_any_dtype(col.dtype) or is_timedelta64_dtype(col.dtype):
+            raise _fail(where, f"ticker '{ticker}' holds {col.dtype} values, not prices; remove the column")
+        if is_numeric_dtype(col.dtype):
+            out[ticker] = col.astype("float64")
+            continue
+        missing = _is_missing(col)
+        num = pd.to_numeric(col.astype(object).where(~missing), errors="coerce")
+        bad = num.isna() & ~missing
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
+            value = col.iloc[i]
+            if "," in str(value):
+                hint = " without thousands separators and with '.' as the decimal point"
+            elif int(bad.sum()) * 2 > int((~missing).sum()):  # mostly text: likely not a price column at all
+                hint = f" (remove column '{ticker}' if it does not hold prices)"
+            else:
+                hint = ""
             raise _fail(
                 where,
-                f"ticker '{ticker}' has a non-numeric price {col.iloc[i]!r} on "
-                f"{_fmt_dates([wide.index[i]])}; prices must be numbers",
+                f"ticker '{ticker}' has a non-numeric price {value!r} on "
+                f"{_fmt_dates([wide.index[i]])}; prices must be numbers{hint}",
             )
         out[ticker] = num.astype("float64")
     return pd.DataFrame(out, index=wide.index)
 
 
+def _first_true(mask: np.ndarray) -> tuple[int, int]:
+    i, j = (int(x[0]) for x in np.nonzero(mask))
+    return i, j
+
+
 def _check_values(prices: pd.DataFrame, where: str, notes: list[str]) -> pd.DataFrame:
-    """Check finiteness and positivity; trim leading NaNs of late starters (see module docstring)."""
+    """Check finiteness, range and one-day moves; trim leading NaNs of late starters (module docstring)."""
     values = prices.to_numpy()
     for j, ticker in enumerate(prices.columns):
         col = values[:, j]
@@ -242,7 +556,7 @@ def _check_values(prices: pd.DataFrame, where: str, notes: list[str]) -> pd.Data
                 f"ticker '{ticker}' has missing (NaN) prices on {_fmt_dates(gap_dates)} after it started "
                 f"trading on {_fmt_dates([prices.index[finite[0]]])}; fill or remove the gaps",
             )
-    start = max(first_valid.values())
+    start = max(first_valid.values(), default=0)
     if start > 0:
         late = max(first_valid, key=first_valid.__getitem__)
         notes.append(
@@ -250,28 +564,68 @@ def _check_values(prices: pd.DataFrame, where: str, notes: list[str]) -> pd.Data
             f"({start} earlier dates dropped) so every ticker has a price on every date"
         )
         prices = prices.iloc[start:]
-    nonpos = prices.to_numpy() <= 0
-    if nonpos.any():
-        i, j = (int(x[0]) for x in np.nonzero(nonpos))
+    values = prices.to_numpy()
+    if (values <= 0).any():
+        i, j = _first_true(values <= 0)
         raise _fail(
             where,
             f"ticker '{prices.columns[j]}' has a non-positive price ({prices.iat[i, j]}) on "
             f"{_fmt_dates([prices.index[i]])}; prices must be > 0 (use adjusted close prices)",
         )
+    bounds = (
+        (values < MIN_PRICE, MIN_PRICE, "below the minimum"),
+        (values > MAX_PRICE, MAX_PRICE, "above the maximum"),
+    )
+    for mask, bound, side in bounds:
+        if mask.any():
+            i, j = _first_true(mask)
+            raise _fail(
+                where,
+                f"ticker '{prices.columns[j]}' has a price of {values[i, j]:g} on {_fmt_dates([prices.index[i]])}, "
+                f"{side} {bound:g}; check the units: quote the asset in a unit (e.g. per 1000 shares or tokens) "
+                f"that keeps prices between {MIN_PRICE:g} and {MAX_PRICE:g}",
+            )
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        ratios = values[1:] / values[:-1]
+        log_returns = np.diff(np.log(values), axis=0)
+    jumps = (ratios > MAX_DAILY_RATIO) | (ratios < MIN_DAILY_RATIO)
+    if jumps.any():
+        i, j = _first_true(jumps)
+        raise _fail(
+            where,
+            f"ticker '{prices.columns[j]}' moves from {values[i, j]:g} on {_fmt_dates([prices.index[i]])} to "
+            f"{values[i + 1, j]:g} on {_fmt_dates([prices.index[i + 1]])} (x{ratios[i, j]:.3g}), outside the "
+            f"plausible one-day range x{MIN_DAILY_RATIO:g}..x{MAX_DAILY_RATIO:g}; check for a change of units or "
+            "a missing split adjustment (use adjusted close prices)",
+        )
+    # The returns the environment and the features are built from; finite by the bounds above, checked
+    # anyway so that loosening a bound can never let a non-finite reward or observation through.
+    derived = np.isfinite(ratios) & np.isfinite(log_returns)
+    if not derived.all():
+        i, j = _first_true(~derived)
+        raise _fail(
+            where,
+            f"ticker '{prices.columns[j]}' has a non-finite daily return on {_fmt_dates([prices.index[i + 1]])} "
+            f"(price {values[i, j]:g} then {values[i + 1, j]:g}); check the prices",
+        )
     return prices
 
 
-def load_prices(source: str | Path = SP500) -> PriceData:
+def load_prices(source: str | Path = SP500, *, date_format: str | None = None, sort_dates: bool = False) -> PriceData:
     """Load and validate daily prices.
 
     Args:
         source: ``"sp500"`` for the bundled data, or the path of a CSV/Parquet file.
+        date_format: ``strptime`` format of the date column's text (``"%d/%m/%Y"``); ``None`` reads ISO
+            dates or the one format that fits every value, and refuses ambiguous ones. Not used for the
+            bundled data or for a Parquet column that already holds timestamps.
+        sort_dates: sort rows by date instead of refusing a file whose dates go backwards as written.
 
     Returns:
         The validated prices.
 
     Raises:
-        DataError: anything wrong with the input; the message names the file, ticker and dates.
+        DataError: anything wrong with the input; the message names the file, column or ticker and dates.
     """
     notes: list[str] = []
     if str(source) == SP500:
@@ -280,14 +634,13 @@ def load_prices(source: str | Path = SP500) -> PriceData:
         prices.index = pd.DatetimeIndex(prices.index).normalize()
         prices.columns = [str(c) for c in prices.columns]
         form = FORM_BUNDLED
+        _check_order(prices.index, where, 1, None, sort_dates, notes)
+        prices = prices.sort_index()
     else:
         path = Path(source).expanduser()
         where = str(source)
-        wide, form = _to_wide(_read_table(path), where)
+        wide, form = _to_wide(_read_table(path), where, date_format, sort_dates, notes)
         prices = _to_numeric(wide, where)
-    if not prices.index.is_monotonic_increasing:
-        notes.append("dates were not in ascending order: sorted")
-        prices = prices.sort_index()
     if prices.index.duplicated().any():
         dups = prices.index[prices.index.duplicated()].unique()
         raise _fail(where, f"duplicate dates: {_fmt_dates(dups)}; keep one row per date")
@@ -394,19 +747,27 @@ def summary(data: PriceData, splits: dict[str, SplitRange], lookback: int) -> st
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: ``python -m envs.data [SOURCE]``."""
+    """CLI: ``python -m envs.data [SOURCE] [--date-format FORMAT] [--sort-dates]``."""
     import argparse
 
     from envs.features import FeatureConfig
 
     parser = argparse.ArgumentParser(prog="python -m envs.data", description="Validate and summarise prices.")
     parser.add_argument("source", nargs="?", default=SP500, help="'sp500' (default) or a CSV/Parquet path")
+    parser.add_argument(
+        "--date-format",
+        metavar="FORMAT",
+        help="strptime format of the date column, e.g. '%%d/%%m/%%Y' (default: ISO, or the one format that fits)",
+    )
+    parser.add_argument(
+        "--sort-dates", action="store_true", help="sort rows by date instead of refusing dates out of order"
+    )
     args = parser.parse_args(argv)
     lookback = FeatureConfig().lookback
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            data = load_prices(args.source)
+            data = load_prices(args.source, date_format=args.date_format, sort_dates=args.sort_dates)
         splits = split_ranges(data, lookback)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
