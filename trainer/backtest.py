@@ -58,7 +58,8 @@ def run_backtest(
 ) -> dict[str, Any]:
     """Backtest ``checkpoint`` on ``split``; returns the ``backtest.json`` content."""
     from envs.data import DataError
-    from envs.portfolio import PortfolioEnv, load_market
+    from envs.market import load_market
+    from envs.portfolio import PortfolioEnv
     from trainer.evaluation import load_checkpoint_policy, run_policy
 
     checkpoint = Path(checkpoint).resolve()

@@ -349,7 +349,8 @@ def _best_checkpoint(result: Any, metric: str, mode: str) -> tuple[str | None, f
 
 def summarize_sweep(results: Any, exp: Experiment, sweep: SweepConfig, exp_dir: Path) -> dict[str, Any]:
     """Trials table, per-configuration statistics across seeds, baselines, plots, best-config backtest."""
-    from envs.portfolio import PortfolioEnv, load_market
+    from envs.market import load_market
+    from envs.portfolio import PortfolioEnv
     from trainer.baselines import EQUAL_WEIGHT, MAX_SHARPE, MIN_VOLATILITY, run_baselines
     from trainer.evaluation import load_checkpoint_policy, run_policy
 
