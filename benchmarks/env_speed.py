@@ -12,7 +12,8 @@ import time
 
 import numpy as np
 
-from envs.portfolio import PortfolioEnv, load_market
+from envs.market import load_market
+from envs.portfolio import PortfolioEnv
 
 TARGET_STEPS_PER_S = 20_000
 

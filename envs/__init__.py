@@ -20,12 +20,16 @@ __all__ = [
     "ENV_ID",
     "DataError",
     "FeatureConfig",
+    "FoldSpec",
     "MarketData",
     "PortfolioEnv",
+    "PortfolioSettings",
     "PriceData",
     "compute_features",
+    "fold_windows",
     "load_features",
     "load_market",
+    "load_market_for",
     "load_prices",
     "make_env",
     "split_ranges",
@@ -41,9 +45,13 @@ _LAZY = {
     "FeatureConfig": "envs.features",
     "compute_features": "envs.features",
     "load_features": "envs.features",
-    "MarketData": "envs.portfolio",
+    "FoldSpec": "envs.folds",
+    "fold_windows": "envs.folds",
+    "MarketData": "envs.market",
+    "load_market": "envs.market",
+    "load_market_for": "envs.market",
     "PortfolioEnv": "envs.portfolio",
-    "load_market": "envs.portfolio",
+    "PortfolioSettings": "envs.settings",
 }
 
 
@@ -54,7 +62,11 @@ def __getattr__(name: str) -> Any:
 
 
 def make_env(config: dict[str, Any] | None = None) -> Any:
-    """Build a ``PortfolioEnv`` from a (small) config dict, e.g. Ray's ``EnvContext``."""
+    """Build a ``PortfolioEnv`` from a (small) config dict, e.g. Ray's ``EnvContext``.
+
+    The dict holds the env's keyword arguments: ``data``, ``split``, the windows (``split_dates`` or
+    ``folds`` + ``fold``) and the flat settings of ``envs.settings.PortfolioSettings``.
+    """
     from envs.portfolio import PortfolioEnv
 
     return PortfolioEnv(**dict(config or {}))

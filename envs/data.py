@@ -28,8 +28,10 @@ history** to the first date on which every ticker has a price, with a warning na
 the trim: the asset universe is what the user asked for, never silently changed. A gap after a ticker
 started trading is an error.
 
-``python -m envs.data [SOURCE] [--date-format FORMAT] [--sort-dates]`` prints a summary and exits 0, or
-prints ``error: ...`` and exits 2.
+``python -m envs.data [SOURCE] [--date-format FORMAT] [--sort-dates] [--exp NAME]`` prints a summary and
+exits 0, or prints ``error: ...`` and exits 2. With ``--exp`` (an experiment in ``tune_configs/`` or a YAML
+path) the splits are the experiment's ``data.split_dates`` and its walk-forward fold windows (``data.folds``,
+see ``envs.folds``) are printed too; SOURCE then defaults to the experiment's ``data.source``.
 """
 
 from __future__ import annotations
@@ -747,13 +749,16 @@ def summary(data: PriceData, splits: dict[str, SplitRange], lookback: int) -> st
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: ``python -m envs.data [SOURCE] [--date-format FORMAT] [--sort-dates]``."""
+    """CLI: ``python -m envs.data [SOURCE] [--date-format FORMAT] [--sort-dates] [--exp NAME]``."""
     import argparse
 
     from envs.features import FeatureConfig
+    from envs.folds import experiment_data_section, experiment_folds, fold_summary
 
     parser = argparse.ArgumentParser(prog="python -m envs.data", description="Validate and summarise prices.")
-    parser.add_argument("source", nargs="?", default=SP500, help="'sp500' (default) or a CSV/Parquet path")
+    parser.add_argument(
+        "source", nargs="?", default=None, help="'sp500' (default) or a CSV/Parquet path; with --exp, its data.source"
+    )
     parser.add_argument(
         "--date-format",
         metavar="FORMAT",
@@ -762,17 +767,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sort-dates", action="store_true", help="sort rows by date instead of refusing dates out of order"
     )
+    parser.add_argument("--exp", help="an experiment (tune_configs/NAME.yaml or a .yaml path): print its fold windows")
     args = parser.parse_args(argv)
     lookback = FeatureConfig().lookback
     try:
+        folds, split_dates, source = None, None, args.source
+        if args.exp is not None:
+            folds, exp_source, _ = experiment_folds(args.exp)
+            split_dates = experiment_data_section(args.exp)[0].get("split_dates")
+            source = source or exp_source
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            data = load_prices(args.source, date_format=args.date_format, sort_dates=args.sort_dates)
-        splits = split_ranges(data, lookback)
-    except DataError as exc:
+            data = load_prices(source or SP500, date_format=args.date_format, sort_dates=args.sort_dates)
+        splits = split_ranges(data, lookback, split_dates)
+        text = summary(data, splits, lookback)
+        if folds is not None:
+            text += "\n" + fold_summary(data, folds, lookback)
+    except ValueError as exc:  # DataError, or a bad experiment file (the message names it)
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(summary(data, splits, lookback))
+    print(text)
     return 0
 
 

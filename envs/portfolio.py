@@ -1,13 +1,9 @@
-"""The portfolio environment and the market data it runs on."""
+"""The portfolio environment: daily long-only allocation with costs paid in the P&L."""
 
 from __future__ import annotations
 
-import functools
 import math
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -15,69 +11,11 @@ import numpy as np
 from gymnasium import spaces
 from numpy.typing import NDArray
 
-from envs.data import SPLITS, PriceData, SplitRange, load_prices, split_ranges
-from envs.features import FeatureConfig, load_features
+from envs.data import SP500, SPLITS
+from envs.folds import FoldSpec
+from envs.market import MarketData, describe_selection, load_market, selection_key
 from envs.rewards import EpisodeStats, get_reward, update_stats
-
-DEFAULT_COST_BPS = 10.0
-DEFAULT_EPISODE_LEN = 252
-DEFAULT_TEMPERATURE = 3.0
-
-
-@dataclass(frozen=True)
-class MarketData:
-    """Everything an env needs, as read-only arrays (no pandas on the step path).
-
-    Attributes:
-        prices: the validated prices (pandas, for reports and baselines only).
-        features: ``[T, n_assets, n_features]`` float32, causal.
-        simple_returns: ``[T, n_assets]`` float64; row ``t`` is the return from ``t-1`` to ``t`` (row 0 is 0).
-        splits: row ranges of train / validation / test.
-    """
-
-    data: PriceData
-    features: NDArray[np.float32]
-    simple_returns: NDArray[np.float64]
-    splits: dict[str, SplitRange]
-    feature_config: FeatureConfig
-
-    @property
-    def tickers(self) -> list[str]:
-        return self.data.tickers
-
-    @property
-    def dates(self):
-        return self.data.prices.index
-
-
-def _freeze_splits(split_dates: Mapping[str, Any] | None) -> tuple | None:
-    if split_dates is None:
-        return None
-    return tuple(sorted((str(k), tuple(str(d) for d in v)) for k, v in split_dates.items()))
-
-
-@functools.lru_cache(maxsize=8)
-def _load_market_cached(source: str, stamp: tuple, split_key: tuple | None) -> MarketData:
-    del stamp  # part of the cache key only: a changed file is reloaded
-    cfg = FeatureConfig()
-    data = load_prices(source)
-    splits = split_ranges(data, cfg.lookback, dict(split_key) if split_key else None)
-    features, _ = load_features(data.prices, cfg)
-    prices = data.prices.to_numpy()
-    rets = np.zeros_like(prices)
-    rets[1:] = prices[1:] / prices[:-1] - 1.0
-    for arr in (features, rets):
-        arr.setflags(write=False)
-    return MarketData(data, features, rets, splits, cfg)
-
-
-def load_market(source: str = "sp500", split_dates: Mapping[str, Any] | None = None) -> MarketData:
-    """Load prices, splits and features once per process (memoised on the file's size and mtime)."""
-    stamp: tuple = ()
-    if source != "sp500" and os.path.exists(source):
-        st = Path(source).stat()
-        stamp = (st.st_size, st.st_mtime_ns)
-    return _load_market_cached(str(source), stamp, _freeze_splits(split_dates))
+from envs.settings import ACTION_TILT, TILT_PREVIOUS, PortfolioSettings
 
 
 class PortfolioEnv(gym.Env):
@@ -89,11 +27,27 @@ class PortfolioEnv(gym.Env):
     from ``t`` to ``t+1``. Weights then drift with prices.
 
     ## Action Space
-    ``Box(-1, 1, (N + 1,), float32)``: one score per asset, the last one for cash. Scores are mapped to
-    long-only weights by ``softmax(temperature * clip(action, -1, 1))``. With ``N + 1`` components the
-    most concentrated reachable portfolio puts ``e^(2T) / (e^(2T) + N)`` on one asset (temperature ``T``):
-    with the default ``T = 3`` and 20 assets that is 0.95, whereas a plain softmax (``T = 1``) caps any
-    weight at 0.27.
+    ``Box(-1, 1, (N + 1,), float32)``: one score per asset, the last one for cash, clipped to ``[-1, 1]``.
+    ``action`` selects how scores become target weights:
+
+    - ``"softmax"`` (default): ``softmax(temperature * a)``. With ``N + 1`` components the most
+      concentrated reachable portfolio puts ``e^(2T) / (e^(2T) + N)`` on one asset (temperature ``T``):
+      with the default ``T = 3`` and 20 assets that is 0.95, whereas a plain softmax (``T = 1``) caps any
+      weight at 0.27.
+    - ``"tilt"``: a tilt around a reference portfolio, ``w = softmax(log(w_ref) + tilt_scale * a)``: a
+      score of ``a`` multiplies a weight by ``e^(tilt_scale * a)`` before renormalising, and a zero action
+      gives exactly ``w_ref``. ``tilt_reference="equal_weight"``: ``1/N`` on each asset, no cash, so the
+      portfolio is always fully invested and the cash score is unused. ``tilt_reference="previous"``: the
+      current drifted weights, so a zero action does not trade; from the all-cash start (where there is
+      nothing to tilt) the reference is equal weight.
+
+    The target is then executed (``step`` only; ``step_weights`` trades to its target exactly):
+    ``no_trade_band`` ``b`` is a turnover: if the target is within ``b`` of the current weights (turnover
+    ``u <= b``) nothing is traded, otherwise only the part of the move beyond the band is, i.e. the weights
+    move ``(1 - b / u)`` of the way. ``rebalance_fraction`` ``f`` then trades only ``f`` of that move.
+    Together: ``w = (1 - k) * w_drift + k * w_target`` with ``k = f * max(0, 1 - b / u)``, a convex
+    combination, so weights stay ``>= 0`` and sum to 1, and the turnover paid is ``k * u``. Defaults
+    (``b = 0``, ``f = 1``) trade to the target.
 
     ## Observation Space
     ``Box(-inf, inf, (N * F + N + 1,), float32)``: the ``F`` features of each asset at day ``t``
@@ -105,7 +59,10 @@ class PortfolioEnv(gym.Env):
     ``100 * net_return + 0.1 * sharpe_so_far - 0.1 * max(0, turnover - 0.5)``, clipped to ``[-20, 20]``.
     ``turnover = sum_i |w_i - w_drift_i|`` over the assets (cash is the other side of every trade),
     ``cost = turnover * cost_bps / 1e4`` as a fraction of the portfolio value, and
-    ``net_return = (1 - cost) * (1 + sum_i w_i r_i) - 1``.
+    ``net_return = (1 - cost) * (1 + sum_i w_i r_i) - 1``. ``"excess_log_return"`` is
+    ``100 * (log(1 + net_return) - log(1 + ew_net_return))`` where ``ew_net_return`` is the same day's net
+    return of Equal Weight (``1/N`` per asset, no cash), rebalanced daily with the same costs from the same
+    all-cash start, which the env tracks beside the agent.
 
     ## Starting State
     All cash, portfolio value 1. In the ``train`` split an episode starts on a random day drawn from
@@ -119,51 +76,72 @@ class PortfolioEnv(gym.Env):
 
     ## Info
     ``portfolio_value``, ``net_return``, ``gross_return``, ``turnover``, ``cost`` (fraction of the
-    portfolio value paid this step), ``weights`` (the target weights chosen this step), ``step_index``
-    (row in the price table of the day the weights were chosen).
+    portfolio value paid this step), ``weights`` (the weights traded to this step: the target, or with a
+    band / partial rebalancing the part of the move that was traded), ``ew_net_return`` (Equal Weight's
+    net return on the same day), ``step_index`` (row in the price table of the day the weights were chosen).
 
     ## Arguments
     ``data`` ("sp500", a CSV/Parquet path, or a loaded ``MarketData``), ``split`` ("train" |
-    "validation" | "test"), ``cost_bps``, ``episode_len``, ``reward``, ``temperature``, ``split_dates``
-    (``{"train": [start, end], ...}``).
+    "validation" | "test"), ``settings`` (:class:`envs.settings.PortfolioSettings` or its dict; each of its
+    fields may also be given as a keyword: ``cost_bps``, ``episode_len``, ``reward``, ``temperature``,
+    ``action``, ``tilt_reference``, ``tilt_scale``, ``no_trade_band``, ``rebalance_fraction``), and the
+    windows: ``split_dates`` (``{"train": [start, end], ...}``) or a walk-forward ``fold`` of ``folds``
+    (:class:`envs.folds.FoldSpec` or its dict). With a ``MarketData``, window arguments, when given, must
+    be the ones it was loaded with.
 
     ## Version History
-    - v0: initial version.
+    - v0: initial version; the tilt action, the no-trade band, partial rebalancing and the
+      ``excess_log_return`` reward were added as options whose defaults keep the initial behaviour.
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium convention
 
     def __init__(
         self,
-        data: str | MarketData = "sp500",
+        data: str | MarketData = SP500,
         split: str = "train",
-        cost_bps: float = DEFAULT_COST_BPS,
-        episode_len: int = DEFAULT_EPISODE_LEN,
-        reward: str = "default",
-        temperature: float = DEFAULT_TEMPERATURE,
+        settings: PortfolioSettings | Mapping[str, Any] | None = None,
         split_dates: Mapping[str, Any] | None = None,
+        folds: FoldSpec | Mapping[str, Any] | None = None,
+        fold: int | None = None,
         render_mode: str | None = None,
+        date_format: str | None = None,
+        sort_dates: bool = False,
+        **setting_overrides: Any,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-        if not (isinstance(cost_bps, int | float) and math.isfinite(cost_bps) and cost_bps >= 0):
-            raise ValueError(f"cost_bps must be a finite number >= 0, got {cost_bps!r}")
-        if not (isinstance(episode_len, int) and episode_len >= 1):
-            raise ValueError(f"episode_len must be an integer >= 1, got {episode_len!r}")
-        if not (isinstance(temperature, int | float) and math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-        self._reward_fn = get_reward(reward)
+        if isinstance(settings, PortfolioSettings) and not setting_overrides:
+            s = settings
+        else:
+            base = settings.as_dict() if isinstance(settings, PortfolioSettings) else dict(settings or {})
+            s = PortfolioSettings.from_mapping({**base, **setting_overrides})
+        self.settings = s
+        self._reward_fn = get_reward(s.reward)
         # A MarketData instance is accepted for in-process use (tests, backtests); RLlib configs pass the
         # source string so every env runner loads the arrays itself (design: small env configs only).
-        self.market = data if isinstance(data, MarketData) else load_market(str(data), split_dates)
+        if isinstance(data, MarketData):
+            self.market = data
+            if data.selection is not None and (split_dates, folds, fold) != (None, None, None):
+                wanted = selection_key(split_dates, folds, fold)
+                if wanted != data.selection:
+                    raise ValueError(
+                        f"data: the MarketData holds the windows of {describe_selection(data.selection)} but the "
+                        f"env was given {describe_selection(wanted)}; load it with load_market(source, "
+                        "split_dates, folds, fold) using the env's values"
+                    )
+        else:
+            self.market = load_market(
+                str(data), split_dates, folds, fold, date_format=date_format, sort_dates=sort_dates
+            )
         self.split = split
-        self.cost_bps = float(cost_bps)
-        self.temperature = float(temperature)
+        self.cost_bps = s.cost_bps
+        self.temperature = s.temperature
         self.render_mode = render_mode
         rng = self.market.splits[split]
         self._first, self._last = rng.start, rng.end
         n_steps_split = rng.end - rng.start
-        self.episode_len = min(episode_len, n_steps_split) if split == "train" else n_steps_split
+        self.episode_len = min(s.episode_len, n_steps_split) if split == "train" else n_steps_split
 
         n_assets = len(self.market.tickers)
         self.n_assets = n_assets
@@ -173,14 +151,30 @@ class PortfolioEnv(gym.Env):
         growth = np.ones((t_rows, n_assets + 1))
         growth[:, :n_assets] += self.market.simple_returns
         self._growth = growth
+        # Equal Weight needs no state beyond "first step of the episode": its gross factor on day t is the
+        # mean asset growth, and the turnover to rebalance it on day t depends only on day t's returns.
+        asset_growth = growth[:, :n_assets]
+        self._ew_gross = asset_growth.mean(axis=1)
+        self._ew_turnover = np.abs(1.0 - asset_growth / self._ew_gross[:, None]).sum(axis=1) / n_assets
         self._n_feat = self._feat.shape[1]
         self._cost_rate = self.cost_bps * 1e-4
+
+        self._tilt = s.action == ACTION_TILT
+        self._tilt_previous = s.tilt_reference == TILT_PREVIOUS
+        self._tilt_scale = s.tilt_scale
+        self._equal_weight = np.append(np.full(n_assets, 1.0 / n_assets), 0.0)
+        with np.errstate(divide="ignore"):
+            self._log_equal_weight = np.log(self._equal_weight)  # -inf on cash: never held
+        self._band = s.no_trade_band
+        self._fraction = s.rebalance_fraction
+        self._partial = self._band > 0.0 or self._fraction < 1.0
 
         self.action_space = spaces.Box(-1.0, 1.0, (n_assets + 1,), np.float32)
         self.observation_space = spaces.Box(-np.inf, np.inf, (self._n_feat + n_assets + 1,), np.float32)
         self._cash_only = np.zeros(n_assets + 1)
         self._cash_only[n_assets] = 1.0
         self._t = self._first
+        self._start = self._first
         self._end = self._first + self.episode_len
         self._w = self._cash_only.copy()
         self._value = 1.0
@@ -193,7 +187,11 @@ class PortfolioEnv(gym.Env):
         return obs
 
     def weights_from_action(self, action: NDArray) -> NDArray[np.float64]:
-        """Long-only weights (assets, then cash) for an action; raises on non-finite actions."""
+        """Target weights (assets, then cash) for an action; raises on non-finite actions.
+
+        Under ``action="tilt"`` with ``tilt_reference="previous"`` the target depends on the current
+        weights, i.e. on the env's state.
+        """
         z = np.array(action, dtype=np.float64).reshape(-1)  # a copy: the caller's action is not modified
         if z.shape[0] != self.n_assets + 1:
             raise ValueError(f"action must have {self.n_assets + 1} values (assets + cash), got {z.shape[0]}")
@@ -206,11 +204,42 @@ class PortfolioEnv(gym.Env):
         # minimum/maximum with out= instead of np.clip: same result, a third of the call overhead.
         np.minimum(z, 1.0, out=z)
         np.maximum(z, -1.0, out=z)
+        if self._tilt:
+            return self._tilted(z)
         z *= self.temperature
         z -= z.max()
         np.exp(z, out=z)
         z /= z.sum()
         return z
+
+    def _tilted(self, z: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``softmax(log(w_ref) + tilt_scale * z)`` for clipped scores ``z`` (overwritten)."""
+        if self._tilt_previous and self._w[self.n_assets] != 1.0:
+            reference = self._w
+            with np.errstate(divide="ignore"):
+                log_reference = np.log(reference)
+        else:
+            reference, log_reference = self._equal_weight, self._log_equal_weight
+        if not z.any():
+            return reference.copy()  # exactly the reference: renormalising could move it by rounding
+        z *= self._tilt_scale
+        z += log_reference
+        z -= z.max()  # the reference holds something, so the maximum is finite
+        np.exp(z, out=z)
+        z /= z.sum()
+        return z
+
+    def _execute(self, target: NDArray[np.float64]) -> NDArray[np.float64]:
+        """The weights actually traded to: the no-trade band, then partial rebalancing (class docstring)."""
+        current = self._w
+        k = self._fraction
+        if self._band > 0.0:
+            turnover = float(np.abs(target[: self.n_assets] - current[: self.n_assets]).sum())
+            if turnover <= self._band:
+                return current.copy()
+            k *= 1.0 - self._band / turnover
+        # Written as a convex combination (not current + k * move) so rounding cannot make a weight negative.
+        return (1.0 - k) * current + k * target
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -220,6 +249,7 @@ class PortfolioEnv(gym.Env):
             self._t = int(self.np_random.integers(self._first, self._last - self.episode_len + 1))
         else:
             self._t = self._first
+        self._start = self._t
         self._end = self._t + self.episode_len
         self._w = self._cash_only.copy()
         self._value = 1.0
@@ -234,13 +264,15 @@ class PortfolioEnv(gym.Env):
     def step(self, action: NDArray) -> tuple[NDArray[np.float32], float, bool, bool, dict[str, Any]]:
         if self._t >= self._end:
             raise RuntimeError("step() called after the episode ended; call reset() first")
-        return self._step_weights(self.weights_from_action(action))
+        target = self.weights_from_action(action)
+        return self._step_weights(self._execute(target) if self._partial else target)
 
     def step_weights(self, weights: NDArray) -> tuple[NDArray[np.float32], float, bool, bool, dict[str, Any]]:
         """Step with explicit target weights (assets, then cash) instead of an action.
 
         Classical baselines use this so they are simulated by exactly the same P&L, cost and drift code
-        as the agent. Weights must be finite, >= 0 and sum to 1.
+        as the agent. The target is traded to exactly (no band, no partial rebalancing: those belong to
+        the agent's action). Weights must be finite, >= 0 and sum to 1.
         """
         if self._t >= self._end:
             raise RuntimeError("step() called after the episode ended; call reset() first")
@@ -255,16 +287,18 @@ class PortfolioEnv(gym.Env):
         n = self.n_assets
         turnover = float(np.abs(w[:n] - self._w[:n]).sum())
         cost = turnover * self._cost_rate
+        ew_turnover = 1.0 if self._t == self._start else float(self._ew_turnover[self._t])
         self._t += 1
         g = self._growth[self._t]
         gross_factor = float(w @ g)
         net_return = (1.0 - cost) * gross_factor - 1.0
+        ew_net_return = (1.0 - ew_turnover * self._cost_rate) * float(self._ew_gross[self._t]) - 1.0
         self._value *= 1.0 + net_return
         self._w = w * g
         self._w /= gross_factor  # weights drift with prices until the next rebalance
         prev = self._stats
         self._stats = update_stats(prev, net_return)
-        reward = self._reward_fn(net_return, turnover, prev, self._stats)
+        reward = self._reward_fn(net_return, turnover, prev, self._stats, ew_net_return)
         truncated = self._t >= self._end
         info = {
             "portfolio_value": self._value,
@@ -273,6 +307,7 @@ class PortfolioEnv(gym.Env):
             "turnover": turnover,
             "cost": cost,
             "weights": w,
+            "ew_net_return": ew_net_return,
             "step_index": self._t - 1,
         }
         return self._obs(), reward, False, truncated, info

@@ -88,16 +88,16 @@ def toy_market():
 
     Prices: A 10, 11, 11, 12.1 (+10%, 0, +10%); B 20, 20, 18, 18 (0, -10%, 0); C 5, 5, 5.5, 5.5 (0, +10%, 0).
     """
-    from envs.data import PriceData, SplitRange
+    from envs.data import SPLITS, PriceData, SplitRange
     from envs.features import FeatureConfig
-    from envs.portfolio import MarketData
+    from envs.market import MarketData
 
     prices = pd.DataFrame(
         {"A": [10.0, 11.0, 11.0, 12.1], "B": [20.0, 20.0, 18.0, 18.0], "C": [5.0, 5.0, 5.5, 5.5]},
         index=pd.bdate_range("2020-01-06", periods=4),
     )
     data = PriceData("toy", "wide", prices)
-    splits = {n: SplitRange(n, 0, 3, prices.index[0], prices.index[3]) for n in ("train", "validation", "test")}
+    splits = {n: SplitRange(n, 0, 3, prices.index[0], prices.index[3]) for n in SPLITS}
     rets = np.zeros((4, 3))
     rets[1:] = prices.to_numpy()[1:] / prices.to_numpy()[:-1] - 1
     return MarketData(data, np.zeros((4, 3, 2), np.float32), rets, splits, FeatureConfig())

@@ -21,7 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from envs.portfolio import MarketData, PortfolioEnv, load_market
+from envs.market import MarketData, load_market_for
+from envs.portfolio import PortfolioEnv
 from trainer import metrics as M
 from trainer import report as R
 from trainer.baselines import DESCRIPTIONS, LOOKAHEAD, run_baselines
@@ -72,7 +73,7 @@ def simulate(
         env_cfg["cost_bps"] = float(cost_bps)
     env_cfg["split"] = split
     try:
-        market = load_market(env_cfg["data"], env_cfg.get("split_dates"))
+        market = load_market_for(env_cfg)
     except DataError as exc:
         raise BacktestError(str(exc)) from None
     if list(market.tickers) != list(state["tickers"]):

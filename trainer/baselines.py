@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from skfolio import RiskMeasure
 from skfolio.optimization import MeanRisk, ObjectiveFunction
 
-from envs.portfolio import MarketData
+from envs.market import MarketData
 from trainer.evaluation import EvalRun, run_weights
 
 EQUAL_WEIGHT = "equal_weight"

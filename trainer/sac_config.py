@@ -83,13 +83,16 @@ def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = N
             "no_local_replay_buffer": True,
         },
     }
+    env_config = exp.data.env_config("train")
+    for key in [k for k in po if k.startswith("data.")]:
+        env_config[key.removeprefix("data.")] = po.pop(key)
     seed = pick("seed", exp.seed)
     if po:
         raise ExperimentError(f"cannot sweep or override {', '.join(sorted(po))} at the RLlib level")
 
     config = (
         PortfolioSAC.get_default_config()
-        .environment(envs.ENV_ID, env_config=exp.data.env_config("train"))
+        .environment(envs.ENV_ID, env_config=env_config)
         .framework("torch")
         .env_runners(
             num_env_runners=res.num_env_runners,

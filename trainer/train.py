@@ -237,10 +237,10 @@ def _experiment_of_checkpoint(ckpt: Path, overrides: dict[str, Any]) -> Experime
 def _check_data(exp: Experiment) -> None:
     """Fail fast, with the data layer's message, before Ray starts."""
     from envs.data import DataError
-    from envs.portfolio import load_market
+    from envs.market import load_market_for
 
     try:
-        load_market(exp.data.source, exp.data.env_config()["split_dates"])
+        load_market_for(exp.data.env_config())
     except DataError as exc:
         raise ExperimentError(str(exc)) from None
 

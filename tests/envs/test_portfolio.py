@@ -181,12 +181,12 @@ def test_train_episode_len_and_bounds(price_csv):
     ("kwargs", "message"),
     [
         ({"split": "dev"}, "split must be one of train, validation, test, got 'dev'"),
-        ({"cost_bps": -1}, "cost_bps must be a finite number >= 0, got -1"),
+        ({"cost_bps": -1}, "cost_bps must be a finite number in [0, 1000] basis points, got -1"),
         ({"episode_len": 0}, "episode_len must be an integer >= 1, got 0"),
         ({"temperature": 0}, "temperature must be a finite number > 0, got 0"),
         (
             {"reward": "sortino"},
-            "unknown reward 'sortino'; choose one of default, log_return, differential_sharpe",
+            "unknown reward 'sortino'; choose one of default, log_return, differential_sharpe, excess_log_return",
         ),
     ],
 )
@@ -194,3 +194,158 @@ def test_bad_env_arguments(kwargs, message):
     with pytest.raises(ValueError) as info:
         PortfolioEnv(**kwargs)
     assert str(info.value) == message
+
+
+# --- cost-aware options: tilt actions, no-trade band, partial rebalancing, reward vs Equal Weight ---------
+
+EW3 = np.array([1 / 3, 1 / 3, 1 / 3, 0.0])  # Equal Weight over the toy market's 3 assets, no cash
+
+
+def test_tilt_zero_action_is_exactly_equal_weight():
+    env = PortfolioEnv(data=toy_market(), split="test", action="tilt")
+    env.reset(seed=0)
+    for _ in range(3):
+        _, _, _, _, info = env.step(np.zeros(4, np.float32))
+        np.testing.assert_array_equal(info["weights"], EW3)  # bit for bit, every day (EW is rebalanced)
+    # on the bundled data too: 1/20 per asset exactly, nothing in cash
+    big = PortfolioEnv(action="tilt", split="validation")
+    big.reset(seed=0)
+    np.testing.assert_array_equal(big.weights_from_action(np.zeros(21)), np.append(np.full(20, 1 / 20), 0.0))
+
+
+def test_tilt_hand_computed():
+    env = PortfolioEnv(data=toy_market(), split="test", action="tilt", tilt_scale=0.5)
+    env.reset(seed=0)
+    a = np.array([1.0, -0.4, 0.2, 1.0])  # the cash score has no effect: the reference holds no cash
+    w = np.array([np.exp(0.5), np.exp(-0.2), np.exp(0.1), 0.0])
+    np.testing.assert_allclose(env.weights_from_action(a), w / w.sum(), rtol=1e-15)
+    # scores are clipped to [-1, 1] like the softmax action's
+    np.testing.assert_array_equal(env.weights_from_action(np.array([5.0, -0.4, 0.2, 1.0])), env.weights_from_action(a))
+
+
+def test_tilt_previous_zero_action_never_trades():
+    env = PortfolioEnv(data=toy_market(), split="test", action="tilt", tilt_reference="previous", cost_bps=10.0)
+    env.reset(seed=0)
+    # from all cash there is nothing to tilt: the reference is Equal Weight (turnover 1)
+    _, _, _, _, info = env.step(np.zeros(4, np.float32))
+    np.testing.assert_array_equal(info["weights"], EW3)
+    assert info["turnover"] == 1.0
+    for _ in range(2):
+        drifted = env.current_weights
+        _, _, _, _, info = env.step(np.zeros(4, np.float32))
+        np.testing.assert_array_equal(info["weights"], drifted)
+        assert info["turnover"] == 0.0 and info["cost"] == 0.0
+    # a nonzero action tilts the drifted weights: w_i proportional to drift_i * e^(a_i)
+    env.reset(seed=0)
+    env.step(np.zeros(4, np.float32))
+    drifted = env.current_weights
+    a = np.array([0.3, -1.0, 0.0, 0.0])
+    expected = drifted * np.exp(a)
+    np.testing.assert_allclose(env.weights_from_action(a), expected / expected.sum(), rtol=1e-14)
+
+
+def test_no_trade_band_inside_and_outside():
+    market = toy_market()
+    env = PortfolioEnv(data=market, split="test", no_trade_band=0.1, temperature=1.0)
+    env.reset(seed=0)
+    # day 0 from all cash: target 0.25 each, turnover 0.75 > 0.1: move (1 - 0.1 / 0.75) of the way
+    _, _, _, _, info = env.step(np.zeros(4, np.float32))
+    k = 1 - 0.1 / 0.75
+    expected = (1 - k) * np.array([0, 0, 0, 1.0]) + k * np.full(4, 0.25)
+    np.testing.assert_allclose(info["weights"], expected, rtol=1e-15)
+    assert info["turnover"] == pytest.approx(0.75 - 0.1, abs=1e-15)  # only the part beyond the band
+    assert info["cost"] == pytest.approx(0.65 * 1e-3, abs=1e-15)
+    # day 1: a target within 0.1 of the drifted weights is not traded at all
+    drifted = env.current_weights
+    target = drifted.copy()
+    target[0] += 0.04
+    target[1] -= 0.04  # turnover 0.08 <= 0.1
+    scores = np.log(target)  # softmax(log(w)) = w at temperature 1
+    _, _, _, _, info = env.step(scores.astype(np.float32) - scores.max())
+    np.testing.assert_array_equal(info["weights"], drifted)
+    assert info["turnover"] == 0.0
+    # the baselines' path trades to the exact target whatever the band
+    before = env.current_weights
+    _, _, _, _, info = env.step_weights(EW3)
+    np.testing.assert_array_equal(info["weights"], EW3 / EW3.sum())
+    assert info["turnover"] == pytest.approx(np.abs(EW3[:3] - before[:3]).sum(), abs=1e-15)
+
+
+def test_rebalance_fraction_and_band_together():
+    env = PortfolioEnv(data=toy_market(), split="test", rebalance_fraction=0.5, temperature=1.0)
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(np.zeros(4, np.float32))
+    np.testing.assert_allclose(info["weights"], [0.125, 0.125, 0.125, 0.625], rtol=1e-15)
+    assert info["turnover"] == pytest.approx(0.375, abs=1e-15)
+    both = PortfolioEnv(data=toy_market(), split="test", rebalance_fraction=0.5, no_trade_band=0.15, temperature=1.0)
+    both.reset(seed=0)
+    _, _, _, _, info = both.step(np.zeros(4, np.float32))
+    k = 0.5 * (1 - 0.15 / 0.75)  # the fraction of the part beyond the band: 0.4
+    np.testing.assert_allclose(info["weights"], [0.25 * k] * 3 + [1 - 0.75 * k], rtol=1e-15)
+    assert info["turnover"] == pytest.approx(0.5 * (0.75 - 0.15), abs=1e-15)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"action": "tilt"},
+        {"action": "tilt", "tilt_reference": "previous", "tilt_scale": 3.0},
+        {"no_trade_band": 0.3},
+        {"rebalance_fraction": 0.2},
+        {"action": "tilt", "tilt_reference": "previous", "no_trade_band": 0.05, "rebalance_fraction": 0.7},
+    ],
+)
+def test_weights_stay_valid_under_random_actions(price_csv, options):
+    env = PortfolioEnv(data=price_csv, episode_len=40, **options)
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+    for i in range(300):
+        act = rng.uniform(-1.5, 1.5, 4) * (i % 7 != 0)  # some zero actions, some clipped scores
+        _, _, _, trunc, info = env.step(act.astype(np.float32))
+        w = info["weights"]
+        assert (w >= 0).all() and w.sum() == pytest.approx(1.0, abs=1e-12)
+        held = env.current_weights
+        assert (held >= 0).all() and held.sum() == pytest.approx(1.0, abs=1e-12)
+        assert info["turnover"] <= 2.0 + 1e-12
+        if trunc:
+            env.reset()
+
+
+def test_excess_log_return_against_hand_computation():
+    env = PortfolioEnv(data=toy_market(), split="test", reward="excess_log_return", cost_bps=10.0, temperature=2.0)
+    env.reset(seed=0)
+    third = 1 / 3
+    # Equal Weight beside the agent (as in the Equal Weight baseline): day 0 buys 1/3 each from cash
+    ew1 = (1 - 0.001) * (1 + 0.1 / 3) - 1
+    drift1 = np.array([third * 1.1, third, third]) / (1 + 0.1 / 3)
+    ew2 = (1 - 0.001 * np.abs(third - drift1).sum()) * 1.0 - 1  # day 1: B -10%, C +10%
+    ew3 = (1 - 0.001 * (0.2 / 3)) * (1 + 0.1 / 3) - 1  # day 2 rebalances from [1/3, 0.3, 0.3667]
+    # the agent holds 0.25 each (the softmax of a zero action): day 0 net 0.02423125 (see above)
+    nets = []
+    for ew in (ew1, ew2, ew3):
+        _, reward, _, _, info = env.step(np.zeros(4, np.float32))
+        assert info["ew_net_return"] == pytest.approx(ew, abs=1e-15)
+        assert reward == pytest.approx(100 * (math.log1p(info["net_return"]) - math.log1p(ew)), abs=1e-12)
+        nets.append(info["net_return"])
+    assert nets[0] == pytest.approx(0.02423125, abs=1e-12)
+    # Equal Weight's return does not depend on the agent's actions, and equals the Equal Weight baseline's
+    other = PortfolioEnv(data=toy_market(), split="test", reward="excess_log_return")
+    other.reset(seed=0)
+    baseline = PortfolioEnv(data=toy_market(), split="test")
+    baseline.reset(seed=0)
+    for act in (np.array([1, -1, 0, 0.5]), np.array([-1, 1, 1, -1]), np.zeros(4)):
+        info = other.step(act.astype(np.float32))[-1]
+        base = baseline.step_weights(EW3)[-1]
+        assert info["ew_net_return"] == pytest.approx(base["net_return"], abs=1e-15)
+
+
+def test_ew_net_return_restarts_with_each_episode(price_csv):
+    env = PortfolioEnv(data=price_csv, episode_len=5)
+    baseline = PortfolioEnv(data=price_csv, episode_len=5)
+    for seed in (0, 1):
+        env.reset(seed=seed)
+        baseline.reset(seed=seed)
+        for _ in range(5):
+            info = env.step(np.zeros(4, np.float32))[-1]
+            assert info["ew_net_return"] == pytest.approx(baseline.step_weights(EW3)[-1]["net_return"], abs=1e-15)

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from envs.portfolio import PortfolioEnv, load_market
+from envs.market import load_market
+from envs.portfolio import PortfolioEnv
 from tests.conftest import checkpoints, synthetic_prices, toy_market, write_wide_csv
 from trainer import metrics as M
 from trainer.baselines import (

@@ -1,0 +1,168 @@
+"""The market an env runs on: validated prices, causal features, returns and the windows of one run.
+
+:func:`load_market` is memoised per process, so every env of an env runner shares one copy of the arrays
+(the design keeps env configs small: each process loads the arrays itself from the source and the cached
+feature file). The windows are either the plain train / validation / test split (``split_dates``, or the
+defaults of :func:`envs.data.default_split_dates`) or one walk-forward fold (``folds`` + ``fold``, see
+:mod:`envs.folds`); the prices and features are loaded once for all of them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from envs.data import SP500, PriceData, SplitRange, load_prices, split_ranges
+from envs.features import FeatureConfig, load_features
+from envs.folds import FoldSpec, as_fold_spec, check_fold, fold_ranges
+
+# Which windows a market holds: ("dates", frozen split dates or None) or ("fold", FoldSpec, index).
+Selection = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class MarketData:
+    """Everything an env needs, as read-only arrays (no pandas on the step path).
+
+    Attributes:
+        data: the validated prices (pandas, for reports and baselines only).
+        features: ``[T, n_assets, n_features]`` float32, causal.
+        simple_returns: ``[T, n_assets]`` float64; row ``t`` is the return from ``t-1`` to ``t`` (row 0 is 0).
+        splits: row ranges of train / validation / test (a fold's, when loaded for a fold).
+        feature_config: the feature settings (its lookback is the purge gap).
+        selection: which windows ``splits`` are (see :func:`selection_key`); ``None`` for a market built
+            by hand, whose windows are not checked against an env's arguments.
+    """
+
+    data: PriceData
+    features: NDArray[np.float32]
+    simple_returns: NDArray[np.float64]
+    splits: dict[str, SplitRange]
+    feature_config: FeatureConfig
+    selection: Selection | None = None
+
+    @property
+    def tickers(self) -> list[str]:
+        return self.data.tickers
+
+    @property
+    def dates(self) -> pd.DatetimeIndex:
+        return self.data.prices.index
+
+
+def selection_key(
+    split_dates: Mapping[str, Any] | None = None,
+    folds: FoldSpec | Mapping[str, Any] | None = None,
+    fold: int | None = None,
+) -> Selection:
+    """A hashable, canonical description of the windows these arguments select.
+
+    ``folds`` only matters with a ``fold``; a ``fold`` replaces the split dates, so giving both is an error.
+
+    Raises:
+        ValueError: ``split_dates`` and ``fold`` together, a bad ``folds`` spec or an out-of-range ``fold``.
+    """
+    if fold is None:
+        if split_dates is None:
+            return ("dates", None)
+        return ("dates", tuple(sorted((str(k), tuple(str(d) for d in v)) for k, v in split_dates.items())))
+    if split_dates is not None:
+        raise ValueError("give split_dates or fold, not both: a fold's windows replace the split dates")
+    spec = as_fold_spec(folds)
+    return ("fold", spec, check_fold(fold, spec))
+
+
+def describe_selection(selection: Selection) -> str:
+    """``selection`` in words, for error messages."""
+    if selection[0] == "fold":
+        return f"fold {selection[2]} of {selection[1]}"
+    return "the default split dates" if selection[1] is None else f"split_dates {dict(selection[1])}"
+
+
+def _stamp(source: str) -> tuple:
+    """Part of the cache key: a changed file (size or mtime) is reloaded."""
+    if source != SP500 and os.path.exists(source):
+        st = Path(source).stat()
+        return (st.st_size, st.st_mtime_ns)
+    return ()
+
+
+@functools.lru_cache(maxsize=4)
+def _load_arrays(
+    source: str, stamp: tuple, date_format: str | None, sort_dates: bool
+) -> tuple[PriceData, NDArray[np.float32], NDArray[np.float64], FeatureConfig]:
+    del stamp  # part of the cache key only
+    cfg = FeatureConfig()
+    data = load_prices(source, date_format=date_format, sort_dates=sort_dates)
+    features, _ = load_features(data.prices, cfg)
+    prices = data.prices.to_numpy()
+    rets = np.zeros_like(prices)
+    rets[1:] = prices[1:] / prices[:-1] - 1.0
+    for arr in (features, rets):
+        arr.setflags(write=False)
+    return data, features, rets, cfg
+
+
+@functools.lru_cache(maxsize=16)
+def _load_market_cached(
+    source: str, stamp: tuple, selection: Selection, date_format: str | None, sort_dates: bool
+) -> MarketData:
+    data, features, rets, cfg = _load_arrays(source, stamp, date_format, sort_dates)
+    if selection[0] == "fold":
+        splits = fold_ranges(data, cfg.lookback, selection[1])[selection[2]]
+    else:
+        splits = split_ranges(data, cfg.lookback, dict(selection[1]) if selection[1] else None)
+    return MarketData(data, features, rets, splits, cfg, selection)
+
+
+def load_market(
+    source: str = SP500,
+    split_dates: Mapping[str, Any] | None = None,
+    folds: FoldSpec | Mapping[str, Any] | None = None,
+    fold: int | None = None,
+    *,
+    date_format: str | None = None,
+    sort_dates: bool = False,
+) -> MarketData:
+    """Load prices, features and the windows of one run, once per process.
+
+    Args:
+        source: ``"sp500"`` or a CSV/Parquet path (memoised on the file's size and mtime).
+        split_dates: ``{"train": [start, end], ...}`` inclusive ISO dates; ``None`` = the defaults.
+        folds: the walk-forward layout (:class:`envs.folds.FoldSpec` or its dict; ``None`` = the defaults);
+            used only with ``fold``.
+        fold: the fold whose windows become ``.splits``; ``None`` = the plain split.
+        date_format: ``strptime`` format of the file's dates (see :func:`envs.data.load_prices`).
+        sort_dates: sort rows by date instead of refusing a file whose dates are not increasing.
+
+    Raises:
+        DataError: bad prices, or windows that do not fit in the data (the message has the numbers).
+        ValueError: bad ``folds`` / ``fold`` values, or ``split_dates`` together with ``fold``.
+    """
+    source = str(source)
+    selection = selection_key(split_dates, folds, fold)
+    return _load_market_cached(source, _stamp(source), selection, date_format, bool(sort_dates))
+
+
+def load_market_for(env_config: Mapping[str, Any]) -> MarketData:
+    """The market an env built from ``env_config`` (its keyword arguments, e.g. a checkpoint's) runs on.
+
+    Reads ``data``, ``split_dates``, ``folds``, ``fold`` and the read options, so in-process evaluation (backtests, sweep
+    summaries) gets the same windows as the env runners whatever the config selects.
+    """
+    return load_market(
+        str(env_config.get("data", SP500)),
+        env_config.get("split_dates"),
+        env_config.get("folds"),
+        env_config.get("fold"),
+        date_format=env_config.get("date_format"),
+        sort_dates=bool(env_config.get("sort_dates", False)),
+    )
