@@ -155,8 +155,8 @@ def load_market(
 def load_market_for(env_config: Mapping[str, Any]) -> MarketData:
     """The market an env built from ``env_config`` (its keyword arguments, e.g. a checkpoint's) runs on.
 
-    Reads ``data``, ``split_dates``, ``folds``, ``fold`` and the read options, so in-process evaluation (backtests, sweep
-    summaries) gets the same windows as the env runners whatever the config selects.
+    Reads ``data``, ``split_dates``, ``folds``, ``fold`` and the read options, so in-process evaluation
+    (backtests, sweep summaries) gets the same windows as the env runners whatever the config selects.
     """
     return load_market(
         str(env_config.get("data", SP500)),

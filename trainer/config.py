@@ -247,10 +247,7 @@ SWEEPABLE: dict[str, tuple[str, ...]] = {
     "sac.training_intensity": ("training_intensity",),
     "sac.buffer_size": ("replay_buffer_config", "capacity"),
     # env settings and the walk-forward fold travel in the env config (each env runner builds its own env)
-    **{
-        f"data.{name}": ("env_config", name)
-        for name in ("fold", *SETTING_NAMES)
-    },
+    **{f"data.{name}": ("env_config", name) for name in ("fold", *SETTING_NAMES)},
 }
 DOMAINS = ("grid_search", "choice", "uniform", "loguniform", "randint")
 GRID_DOMAINS = ("grid_search", "choice")

@@ -49,8 +49,11 @@ def test_overrides_and_param_overrides():
     space = tune.grid_search([[16], [32, 32]])
     config = build_sac_config(exp, {"model.hidden": space, "seed": tune.grid_search([0, 1])})
     assert config.model_config["fcnet_hiddens"] is space  # Tune domains pass through untouched
-    with pytest.raises(ExperimentError, match=r"cannot sweep or override data\.cost_bps at the RLlib level"):
-        build_sac_config(exp, {"data.cost_bps": 5})
+    folds = tune.grid_search([0, 1, 2])
+    swept = build_sac_config(exp, {"data.fold": folds, "data.no_trade_band": 0.02})
+    assert swept.env_config["fold"] is folds and swept.env_config["no_trade_band"] == 0.02  # env settings per trial
+    with pytest.raises(ExperimentError, match=r"cannot sweep or override model\.width at the RLlib level"):
+        build_sac_config(exp, {"model.width": 5})
 
 
 def _write(tmp_path, text: str) -> str:
