@@ -264,7 +264,17 @@ class PortfolioEnv(gym.Env):
     def step(self, action: NDArray) -> tuple[NDArray[np.float32], float, bool, bool, dict[str, Any]]:
         if self._t >= self._end:
             raise RuntimeError("step() called after the episode ended; call reset() first")
-        target = self.weights_from_action(action)
+        return self.step_target(self.weights_from_action(action))
+
+    def step_target(self, target: NDArray[np.float64]) -> tuple[NDArray[np.float32], float, bool, bool, dict[str, Any]]:
+        """Step towards target weights as the agent trades: the no-trade band and partial rebalancing apply.
+
+        ``step(action)`` is ``step_target(weights_from_action(action))``; a seed ensemble averages the
+        members' targets and steps with this, so it trades under the same rules as each member.
+        """
+        if self._t >= self._end:
+            raise RuntimeError("step() called after the episode ended; call reset() first")
+        target = np.asarray(target, dtype=np.float64)
         return self._step_weights(self._execute(target) if self._partial else target)
 
     def step_weights(self, weights: NDArray) -> tuple[NDArray[np.float32], float, bool, bool, dict[str, Any]]:

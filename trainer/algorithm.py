@@ -342,7 +342,7 @@ class PortfolioSAC(SAC):
         }
         if self.diverged:
             # A diverged state must never rank as a sweep's best checkpoint or survive ASHA.
-            section[M.VALIDATION][M.SHARPE] = -math.inf
+            section[M.VALIDATION][M.SHARPE] = section[M.VALIDATION][M.SHARPE_MINUS_EW] = -math.inf
         return section
 
     # --- checkpoints ----------------------------------------------------------------------------------

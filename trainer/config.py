@@ -250,6 +250,9 @@ SWEEPABLE: dict[str, tuple[str, ...]] = {
     **{f"data.{name}": ("env_config", name) for name in ("fold", *SETTING_NAMES)},
 }
 DOMAINS = ("grid_search", "choice", "uniform", "loguniform", "randint")
+# Named variants set several env settings at once; as a Tune grid they become one dimension over whole env
+# configs under this key (build_sac_config expands it).
+ENV_CONFIG_GRID = "data.*"
 GRID_DOMAINS = ("grid_search", "choice")
 
 
@@ -262,6 +265,8 @@ class SchedulerConfig(_Strict):
 
 class SweepConfig(_Strict):
     search_space: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Named sets of env settings, one grid dimension: {name: {"data.action": "tilt", ...}}
+    variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
     num_samples: int = Field(1, ge=1)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     metric: str = M.VALIDATION_SHARPE_METRIC
@@ -290,6 +295,16 @@ class SweepConfig(_Strict):
                     raise ValueError(f"search_space.{key}.{kind}: low must be < high, got {arg}")
                 if kind == "loguniform" and arg[0] <= 0:
                     raise ValueError(f"search_space.{key}.loguniform: low must be > 0, got {arg[0]}")
+        for name, overrides in self.variants.items():
+            for key in overrides:
+                if not key.startswith("data.") or key not in SWEEPABLE or key == "data.fold":
+                    raise ValueError(f"variants.{name}: '{key}' is not an env setting (data.<setting>)")
+                if key in self.search_space:
+                    raise ValueError(f"variants.{name}: '{key}' is also in search_space; set it in one place")
+        if self.variants:
+            for key, (kind, _) in self.domains().items():
+                if key.startswith("data.") and kind != "grid_search":
+                    raise ValueError(f"search_space.{key}: with variants, env settings must be grid_search")
         return self
 
     def domains(self) -> dict[str, tuple[str, Any]]:
@@ -299,7 +314,14 @@ class SweepConfig(_Strict):
     def n_trials(self) -> int:
         """Trials the sweep runs: the grid's size times ``num_samples``."""
         grid = [len(arg) for kind, arg in self.domains().values() if kind == "grid_search"]
-        return math.prod(grid) * self.num_samples
+        return math.prod(grid) * max(len(self.variants), 1) * self.num_samples
+
+    def variant_of(self, env_config: dict[str, Any]) -> str | None:
+        """The name of the variant whose settings ``env_config`` holds (None without variants)."""
+        for name, overrides in self.variants.items():
+            if all(env_config.get(k.removeprefix("data.")) == v for k, v in overrides.items()):
+                return name
+        return None
 
 
 class Experiment(_Strict):
@@ -420,6 +442,12 @@ def load_experiment(name_or_path: str, overrides: dict[str, Any] | None = None) 
     if overrides:
         raw = apply_overrides(raw, overrides)
     exp = experiment_from_dict(raw, where=str(path))
+    for name, overrides in exp.sweep.variants.items():
+        try:
+            experiment_from_dict(apply_overrides(raw, overrides), where=str(path))
+        except ExperimentError as exc:
+            detail = str(exc).split(": ", 1)[1]
+            raise ExperimentError(f"{path}: key 'sweep.variants.{name}': {detail}") from None
     for key, (kind, arg) in exp.sweep.domains().items():
         for value in arg if kind in GRID_DOMAINS else list(arg):
             try:

@@ -63,6 +63,22 @@ def run_policy(env: Any, policy: Policy) -> EvalRun:
     return _run(env, lambda obs: env.step(policy(obs)))
 
 
+def run_ensemble(env: Any, policies: list[Policy]) -> EvalRun:
+    """A seed ensemble: each day, the average of the members' target weights, traded as one agent would be.
+
+    Every member sees the ensemble's own state (its drifted weights), maps its action to target weights as
+    the env does, and the averaged target goes through the env's no-trade band and partial rebalancing.
+    """
+    if not policies:
+        raise ValueError("an ensemble needs at least one policy")
+
+    def step(obs: NDArray[np.float32]) -> tuple:
+        targets = [env.weights_from_action(policy(obs)) for policy in policies]
+        return env.step_target(np.mean(targets, axis=0))
+
+    return _run(env, step)
+
+
 def run_weights(env: Any, target_weights: Callable[[Any], NDArray[np.float64]]) -> EvalRun:
     """Run a weights rule (env -> target weights, assets then cash) through the same env P&L code."""
     return _run(env, lambda obs: env.step_weights(target_weights(env)))

@@ -59,7 +59,8 @@ def save_figure(
     ax.set_ylabel(ylabel)
     if xlabel:
         ax.set_xlabel(xlabel)
-    ax.legend(fontsize=legend_size)
+    if legend_size:  # 0: too many lines for a readable legend
+        ax.legend(fontsize=legend_size)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 import trainer
-from trainer.config import AlgorithmSettings, Experiment, ExperimentError
+from trainer.config import ENV_CONFIG_GRID, AlgorithmSettings, Experiment, ExperimentError
 
 
 def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = None):
@@ -83,9 +83,17 @@ def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = N
             "no_local_replay_buffer": True,
         },
     }
-    env_config = exp.data.env_config("train")
+    env_config: Any = exp.data.env_config("train")
+    grid = po.pop(ENV_CONFIG_GRID, None)  # named variants: a grid over whole env configs
     for key in [k for k in po if k.startswith("data.")]:
         env_config[key.removeprefix("data.")] = po.pop(key)
+    if grid is not None:
+        env_config = {
+            "grid_search": [
+                {**env_config, **{k.removeprefix("data."): v for k, v in point.items()}}
+                for point in grid["grid_search"]
+            ]
+        }
     seed = pick("seed", exp.seed)
     if po:
         raise ExperimentError(f"cannot sweep or override {', '.join(sorted(po))} at the RLlib level")

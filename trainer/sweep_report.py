@@ -84,25 +84,32 @@ class _Baselines:
     """Baseline runs per window, computed once per distinct env config (fold, costs)."""
 
     cache: dict[str, dict[str, dict[str, EvalRun]]] = field(default_factory=dict)
-    windows: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    fold_of: dict[str, Any] = field(default_factory=dict)  # cache key -> fold
 
     def runs(self, sim: Any) -> dict[str, EvalRun]:
+        return self.runs_for(sim.env_config, sim.market)
+
+    def runs_for(self, env_config: dict[str, Any], market: Any) -> dict[str, EvalRun]:
+        """Every baseline on the window of ``env_config["split"]``, computed once per distinct config."""
         from envs.portfolio import PortfolioEnv
 
-        env_cfg = {k: v for k, v in sim.env_config.items() if k != "split"}
+        split = env_config["split"]
+        env_cfg = {k: v for k, v in env_config.items() if k != "split"}
         key = json.dumps(env_cfg, sort_keys=True, default=str)
         per_split = self.cache.setdefault(key, {})
-        if sim.split not in per_split:
+        self.fold_of[key] = env_config.get("fold")
+        if split not in per_split:
             kwargs = {k: v for k, v in env_cfg.items() if k != "data"}
-            per_split[sim.split] = run_baselines(
-                lambda: PortfolioEnv(data=sim.market, **kwargs, split=sim.split), sim.market, sim.split
-            )
-        return per_split[sim.split]
+            per_split[split] = run_baselines(lambda: PortfolioEnv(data=market, **kwargs, split=split), market, split)
+        return per_split[split]
 
 
-def _window(sim: Any) -> list[str]:
-    rng = sim.market.splits[sim.split]
-    return [str(sim.market.dates[rng.start].date()), str(sim.market.dates[rng.end].date())]
+def _windows(market: Any) -> dict[str, list[str]]:
+    """The ISO first and last day of each window of a market (a fold's, or the plain split)."""
+    return {
+        name: [str(market.dates[rng.start].date()), str(market.dates[rng.end].date())]
+        for name, rng in market.splits.items()
+    }
 
 
 def collect_trials(results: Any, exp: Experiment, metric: str, mode: str) -> tuple[pd.DataFrame, dict, dict]:
@@ -111,11 +118,13 @@ def collect_trials(results: Any, exp: Experiment, metric: str, mode: str) -> tup
 
     swept = [k for k in exp.sweep.search_space if k not in (SEED_KEY, FOLD_KEY)]
     baselines = _Baselines()
-    rows, returns, folds = [], {}, {}
+    rows, returns, folds, test_envs = [], {}, {}, {}
     for result in results:
         config = result.config or {}
         trial_id = Path(result.path).name
         values = {k: _get(config, SWEEPABLE[k]) for k in swept}
+        if exp.sweep.variants:
+            values = {"variant": exp.sweep.variant_of(config.get("env_config") or {}), **values}
         metrics = result.metrics or {}
         ckpt, best_score = best_checkpoint(result, metric, mode)
         fold = _get(config, SWEEPABLE[FOLD_KEY]) if FOLD_KEY in SWEEPABLE else None
@@ -147,12 +156,14 @@ def collect_trials(results: Any, exp: Experiment, metric: str, mode: str) -> tup
                     row[M.split_key(split, m.key)] = sac[m.key]
                 for key in PAIRED:
                     row[M.split_key(split, f"{key}_minus_ew")] = sac[key] - ew_perf[key]
-                folds.setdefault(fold, {})[split] = _window(sim)
+                folds.setdefault(fold, _windows(sim.market))
                 if split == "test":
                     returns[trial_id] = (fold, sim.runs["sac"].net_returns, ew.net_returns)
+                    test_envs[trial_id] = (sim.env_config, sim.market)
         rows.append(row)
     trials = pd.DataFrame(rows).sort_values(["config", "fold", "seed", "trial"], na_position="first")
-    return trials.reset_index(drop=True), returns, {"baselines": baselines, "windows": folds}
+    extra = {"baselines": baselines, "windows": folds, "test_envs": test_envs}
+    return trials.reset_index(drop=True), returns, extra
 
 
 def _baseline_table(baselines: _Baselines) -> dict[str, dict[str, Any]]:
@@ -165,6 +176,16 @@ def _baseline_table(baselines: _Baselines) -> dict[str, dict[str, Any]]:
                 for key in (M.SHARPE, M.TOTAL_RETURN):
                     per.setdefault(name, {}).setdefault(M.split_key(split, key), []).append(perf[key])
     return {name: {k: float(np.median(v)) for k, v in cols.items()} for name, cols in per.items()}
+
+
+def _baselines_by_fold(baselines: _Baselines) -> list[dict[str, Any]]:
+    """Each fold's baseline test Sharpe ratios (per distinct env config, e.g. per fold and costs)."""
+    out = []
+    for key, per_split in baselines.cache.items():
+        if "test" in per_split:
+            sharpe = {name: M.performance(per_split["test"][name])[M.SHARPE] for name in SUMMARY_BASELINES}
+            out.append({"fold": baselines.fold_of[key], "test_sharpe": sharpe})
+    return sorted(out, key=lambda x: str(x["fold"]))
 
 
 def configuration_stats(
@@ -195,10 +216,56 @@ def configuration_stats(
         diff["ci95"] = list(stats.median_sharpe_difference_ci(by_fold, n_boot))
         diffs = scored["test_sharpe_minus_ew"].to_numpy(dtype=float)
         entry["beat_ew_fraction"] = float((diffs > 0).mean()) if diffs.size else math.nan
-        entry["test_turnover_per_day"] = {"median": entry[M.split_key("test", M.TURNOVER)]["median"]}
         entry["_excess"] = np.concatenate([sac - ew for ew, sacs in by_fold.values() for sac in sacs] or [[]])
         groups.append(entry)
     return groups
+
+
+def ensemble_stats(trials: pd.DataFrame, extra: dict[str, Any], n_boot: int) -> dict[str, dict[str, Any]]:
+    """Per configuration: the seed ensemble of each fold (average of its seeds' target weights) on the test
+    window, paired with Equal Weight like the single seeds."""
+    from envs.portfolio import PortfolioEnv
+    from trainer.checkpoint import load_policy
+    from trainer.evaluation import run_ensemble
+
+    out: dict[str, dict[str, Any]] = {}
+    scored = trials[trials["best_checkpoint"].notna()]
+    for name, g in scored.groupby("config", sort=True):
+        per_fold, by_fold = [], {}
+        for fold, members in g.groupby("fold", dropna=False, sort=True):
+            if len(members) < 2:
+                continue
+            env_config, market = extra["test_envs"][members["trial"].iloc[0]]
+            kwargs = {k: v for k, v in env_config.items() if k != "data"}
+            policies = [load_policy(ckpt)[0] for ckpt in members["best_checkpoint"]]
+            run = run_ensemble(PortfolioEnv(data=market, **kwargs), policies)
+            ew = extra["baselines"].runs_for(env_config, market)[EQUAL_WEIGHT]
+            perf, ew_perf = M.performance(run), M.performance(ew)
+            fold_key = None if pd.isna(fold) else fold
+            per_fold.append(
+                {
+                    "fold": fold_key,
+                    "seeds": len(members),
+                    "test_sharpe": perf[M.SHARPE],
+                    "test_sharpe_minus_ew": perf[M.SHARPE] - ew_perf[M.SHARPE],
+                    "test_total_return": perf[M.TOTAL_RETURN],
+                    "test_turnover_per_day": perf[M.TURNOVER],
+                    "test_total_costs": perf[M.TOTAL_COSTS],
+                }
+            )
+            by_fold[fold_key] = (ew.net_returns, [run.net_returns])
+        if not per_fold:
+            continue
+        diff = stats.quantiles([f["test_sharpe_minus_ew"] for f in per_fold])
+        diff["ci95"] = list(stats.median_sharpe_difference_ci(by_fold, n_boot))
+        out[name] = {
+            "folds": per_fold,
+            "test_sharpe": stats.quantiles([f["test_sharpe"] for f in per_fold]),
+            "test_sharpe_minus_ew": diff,
+            "beat_ew_fraction": float(np.mean([f["test_sharpe_minus_ew"] > 0 for f in per_fold])),
+            "test_turnover_per_day": stats.quantiles([f["test_turnover_per_day"] for f in per_fold]),
+        }
+    return out
 
 
 def select_best(groups: list[dict[str, Any]], mode: str) -> dict[str, Any] | None:
@@ -230,9 +297,13 @@ def summarize_sweep(results: Any, exp: Experiment, exp_dir: Path) -> dict[str, A
         if len(cand):
             order = cand.sort_values("best_checkpoint_score", ascending=sweep.mode == "min")
             best_trial = order.iloc[0].to_dict()
+    ensembles = ensemble_stats(trials, extra, sweep.bootstrap_samples)
+    for g in groups:
+        g["ensemble"] = ensembles.get(g["config"])
     baselines = _baseline_table(extra["baselines"])
+    by_fold = _baselines_by_fold(extra["baselines"])
     curves = _curves(results, sweep.metric, trials)
-    plots = sweep_plots(curves, trials, baselines, exp_dir, exp.stopping.env_steps)
+    plots = sweep_plots(curves, trials, groups, by_fold, exp_dir, exp.stopping.env_steps)
     backtest = None
     if best_trial is not None and sweep.backtest_best:
         from trainer.backtest import run_backtest
@@ -249,6 +320,7 @@ def summarize_sweep(results: Any, exp: Experiment, exp_dir: Path) -> dict[str, A
         "trials": json.loads(trials.to_json(orient="records")),
         "configurations": groups,
         "baselines": baselines,
+        "baselines_by_fold": by_fold,
         "best_configuration": best_group["config"] if best_group else None,
         "best_trial": best_trial,
         "best_backtest_report": str(Path(backtest["out_dir"]) / "report.md") if backtest else None,

@@ -29,7 +29,8 @@ def _ci(s: dict[str, Any]) -> str:
 
 
 def headline_rows(summary: dict[str, Any]) -> list[list[str]]:
-    """Per configuration: runs, test Sharpe, Sharpe minus EW with its interval, beat-EW share, turnover."""
+    """Per configuration: runs, test Sharpe, Sharpe minus EW with its interval, beat-EW share, turnover; then
+    the configuration's seed ensemble (one run per fold)."""
     rows = []
     for g in summary["configurations"]:
         rows.append(
@@ -44,6 +45,20 @@ def headline_rows(summary: dict[str, Any]) -> list[list[str]]:
                 _iqr(g[M.split_key("test", M.TOTAL_COSTS)], ".3f"),
             ]
         )
+        ens = g.get("ensemble")
+        if ens:
+            rows.append(
+                [
+                    f"{g['config']} [seed ensemble]",
+                    f"1 x {len(ens['folds'])}",
+                    "",
+                    _iqr(ens["test_sharpe"]),
+                    _ci(ens["test_sharpe_minus_ew"]),
+                    _num(ens["beat_ew_fraction"], ".0%"),
+                    _num(ens["test_turnover_per_day"]["median"], ".3f"),
+                    "",
+                ]
+            )
     return rows
 
 
@@ -138,7 +153,9 @@ def print_summary(summary: dict[str, Any], exp_dir: Path) -> None:
     print(f"summary: {exp_dir / 'summary.md'} | {exp_dir / 'summary.json'} | trials: {exp_dir / 'trials.parquet'}")
 
 
-def sweep_plots(curves: dict, trials: pd.DataFrame, baselines: dict, exp_dir: Path, target: int) -> dict[str, str]:
+def sweep_plots(
+    curves: dict, trials: pd.DataFrame, groups: list[dict], by_fold: list[dict], exp_dir: Path, target: int
+) -> dict[str, str]:
     import matplotlib.pyplot as plt
 
     from trainer.report import save_figure  # also selects the headless backend
@@ -157,34 +174,58 @@ def sweep_plots(curves: dict, trials: pd.DataFrame, baselines: dict, exp_dir: Pa
         title="Validation score per trial (x = stopped early / diverged)",
         ylabel="selection metric (validation)",
         xlabel="env steps",
-        legend_size=6,
+        legend_size=6 if len(curves) <= 12 else 0,
     )
 
-    # Per fold (x) and configuration (colour): each seed's test Sharpe minus Equal Weight's on the same days.
-    fig, ax = plt.subplots(figsize=(10, 5))
+    # Per fold (x): each seed's test Sharpe (dots, one colour per configuration), the seed ensemble (diamond)
+    # and the classical baselines fitted on that fold's training window (dashes).
+    fig, ax = plt.subplots(figsize=(11, 5.5))
     folds = sorted(trials["fold"].dropna().unique().tolist()) or [None]
+    pos = {f: i for i, f in enumerate(folds)}
     labels = sorted(trials["config"].unique())
-    width = 0.8 / max(len(labels), 1)
+    width = 0.7 / max(len(labels), 1)
     for j, name in enumerate(labels):
-        for i, fold in enumerate(folds):
+        ens = next((g.get("ensemble") for g in groups if g["config"] == name), None) or {"folds": []}
+        for fold in folds:
             sel = (trials["config"] == name) & (trials["fold"].isna() if fold is None else trials["fold"] == fold)
-            v = trials.loc[sel, "test_sharpe_minus_ew"].to_numpy(dtype=float)
-            x = i - 0.4 + width * (j + 0.5)
-            ax.scatter(np.full(v.size, x), v, color=f"C{j}", label=name if i == 0 else None, zorder=3)
-            if np.isfinite(v).any():
-                ax.hlines(np.nanmedian(v), x - width / 2.5, x + width / 2.5, color=f"C{j}", linewidth=2)
-    ax.axhline(0.0, color="black", linewidth=1, label="Equal Weight (same days, same costs)")
+            v = trials.loc[sel, "test_sharpe"].to_numpy(dtype=float)
+            x = pos[fold] - 0.35 + width * (j + 0.5)
+            ax.scatter(np.full(v.size, x), v, color=f"C{j}", s=18, label=name if fold == folds[0] else None, zorder=3)
+            for e in ens["folds"]:
+                if e["fold"] == fold:
+                    label = "seed ensemble" if (j, fold) == (0, folds[0]) else None
+                    ax.scatter(
+                        [x],
+                        [e["test_sharpe"]],
+                        marker="D",
+                        s=50,
+                        color=f"C{j}",
+                        edgecolor="black",
+                        label=label,
+                        zorder=4,
+                    )
+    styles = {"equal_weight": ("black", "-"), "min_volatility": ("grey", "--"), "max_sharpe": ("grey", ":")}
+    for b in by_fold:
+        if b["fold"] not in pos:
+            continue
+        i = pos[b["fold"]]
+        for name, value in b["test_sharpe"].items():
+            color, style = styles.get(name, ("grey", "-."))
+            first = b is next(x for x in by_fold if x["fold"] in pos)
+            ax.hlines(
+                value, i - 0.4, i + 0.4, color=color, linestyle=style, linewidth=1.5, label=name if first else None
+            )
     ax.set_xticks(range(len(folds)))
     ax.set_xticklabels([f"fold {f}" if f is not None else "test split" for f in folds])
     save_figure(
         fig,
         ax,
-        exp_dir / "test_sharpe_vs_ew_by_fold.png",
-        title="Test Sharpe minus Equal Weight's, one point per seed, median as a bar",
-        ylabel="test Sharpe - EW Sharpe",
+        exp_dir / "test_sharpe_by_fold.png",
+        title="Test Sharpe per fold: seeds (dots), seed ensemble (diamond), baselines (lines), after costs",
+        ylabel="test Sharpe (annualised)",
         legend_size=7,
     )
     return {
         "Validation score vs env steps": "validation_curves.png",
-        "Test Sharpe minus Equal Weight by fold": "test_sharpe_vs_ew_by_fold.png",
+        "Test Sharpe by fold, beside the baselines": "test_sharpe_by_fold.png",
     }

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from trainer import metrics as M
-from trainer.config import SWEEPABLE, Experiment, ExperimentError, SweepConfig, load_experiment, parse_override
+from trainer.config import (
+    ENV_CONFIG_GRID,
+    SWEEPABLE,
+    Experiment,
+    ExperimentError,
+    SweepConfig,
+    load_experiment,
+    parse_override,
+)
 
 
 def tune_domains(sweep: SweepConfig) -> dict[str, Any]:
@@ -31,7 +39,15 @@ def tune_domains(sweep: SweepConfig) -> dict[str, Any]:
         "loguniform": lambda a: tune.loguniform(*a),
         "randint": lambda a: tune.randint(*a),
     }
-    return {key: makers[kind](arg) for key, (kind, arg) in sweep.domains().items()}
+    domains = {key: makers[kind](arg) for key, (kind, arg) in sweep.domains().items()}
+    if sweep.variants:
+        # One grid dimension over every (variant, env-setting grid point) as a dict of data.* overrides.
+        data_keys = [k for k in domains if k.startswith("data.")]
+        points = [{}]
+        for key in data_keys:
+            points = [{**p, key: v} for p in points for v in domains.pop(key)["grid_search"]]
+        domains[ENV_CONFIG_GRID] = tune.grid_search([{**v, **p} for v in sweep.variants.values() for p in points])
+    return domains
 
 
 def build_plan(exp: Experiment) -> dict[str, Any]:
@@ -50,6 +66,7 @@ def build_plan(exp: Experiment) -> dict[str, Any]:
         "experiment": exp.name,
         "trials": sweep.n_trials(),
         "search_space": sweep.search_space,
+        "variants": sweep.variants,
         "num_samples": sweep.num_samples,
         "scheduler": sweep.scheduler.model_dump() | {"max_t": sweep.scheduler.max_t or exp.stopping.env_steps},
         "metric": sweep.metric,
@@ -65,6 +82,8 @@ def build_plan(exp: Experiment) -> dict[str, Any]:
 
 def format_plan(plan: dict[str, Any]) -> str:
     lines = [f"experiment {plan['experiment']}: {plan['trials']} trial(s) on {plan['data']}"]
+    for name, overrides in plan["variants"].items():
+        lines.append(f"  variant {name}: {overrides or '(the experiment as written)'}")
     for key, spec in plan["search_space"].items():
         lines.append(f"  {key}: {spec}")
     if plan["num_samples"] > 1:
@@ -155,7 +174,9 @@ def run_sweep(exp: Experiment, storage: Path | str, resume: bool = False) -> Any
     freq = exp.checkpoint.frequency
     reporter = tune.CLIReporter(
         metric_columns={sweep.metric: "score"} | {m.tune_key: m.progress_label for m in M.shown_in(M.PROGRESS)},
-        parameter_columns={SWEEPABLE_PATHS[k]: k for k in sweep.search_space},
+        parameter_columns={
+            SWEEPABLE_PATHS[k]: k for k in [*sweep.search_space, *(k for v in sweep.variants.values() for k in v)]
+        },
         max_report_frequency=30,
     )
     tuner = tune.Tuner(
@@ -227,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = dict(parse_override(s) for s in args.set)
         exp = load_experiment(args.exp, overrides)
+        storage: Path | str = args.storage if "://" in args.storage else Path(args.storage).resolve()
+        # Summaries of a sweep stored on a URI go to a local folder.
+        exp_dir = Path("results_summary") / exp.name if "://" in str(storage) else Path(storage) / exp.name
+        quiet_logging(None if args.dry_run else exp_dir / "driver.log", args.verbose)
         plan = build_plan(exp)
     except ExperimentError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -234,10 +259,6 @@ def main(argv: list[str] | None = None) -> int:
     print(format_plan(plan), flush=True)
     if args.dry_run:
         return 0
-    storage: Path | str = args.storage if "://" in args.storage else Path(args.storage).resolve()
-    # Summaries of a sweep stored on a URI go to a local folder.
-    exp_dir = Path("results_summary") / exp.name if "://" in str(storage) else Path(storage) / exp.name
-    quiet_logging(exp_dir / "driver.log", args.verbose)
     # Tune's classic progress table (our columns: env steps, validation Sharpe, critic loss, entropy)
     # instead of the new output engine, which ignores progress_reporter and prints every config key.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")

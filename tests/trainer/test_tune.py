@@ -160,7 +160,7 @@ def test_smoke_sweep_end_to_end(ray_session, tmp_path):
     assert set(summary["baselines"]) == {"equal_weight", "min_volatility", "max_sharpe"}
     report = Path(summary["best_backtest_report"])
     assert report.exists() and "| sac |" in report.read_text()
-    for png in ("validation_curves.png", "test_sharpe_vs_ew_by_fold.png"):
+    for png in ("validation_curves.png", "test_sharpe_by_fold.png"):
         assert (exp_dir / png).stat().st_size > 10_000
     assert "| configuration | seeds x folds |" in (exp_dir / "summary.md").read_text()
 
