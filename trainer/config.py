@@ -316,13 +316,6 @@ class SweepConfig(_Strict):
         grid = [len(arg) for kind, arg in self.domains().values() if kind == "grid_search"]
         return math.prod(grid) * max(len(self.variants), 1) * self.num_samples
 
-    def variant_of(self, env_config: dict[str, Any]) -> str | None:
-        """The name of the variant whose settings ``env_config`` holds (None without variants)."""
-        for name, overrides in self.variants.items():
-            if all(env_config.get(k.removeprefix("data.")) == v for k, v in overrides.items()):
-                return name
-        return None
-
 
 class Experiment(_Strict):
     name: str = "experiment"
@@ -339,6 +332,19 @@ class Experiment(_Strict):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     divergence: DivergenceConfig = Field(default_factory=DivergenceConfig)
     sweep: SweepConfig = Field(default_factory=SweepConfig)
+
+    def variant_of(self, env_config: dict[str, Any]) -> str | None:
+        """The name of the sweep variant whose env settings ``env_config`` holds (None without variants).
+
+        A variant's settings are its own values and, for the keys other variants set, the experiment's.
+        """
+        keys = {k.removeprefix("data.") for v in self.sweep.variants.values() for k in v}
+        base = self.data.env_config()
+        for name, overrides in self.sweep.variants.items():
+            own = {k.removeprefix("data."): v for k, v in overrides.items()}
+            if all(env_config.get(k) == own.get(k, base[k]) for k in keys):
+                return name
+        return None
 
 
 class AlgorithmSettings(_Strict):

@@ -124,7 +124,7 @@ def collect_trials(results: Any, exp: Experiment, metric: str, mode: str) -> tup
         trial_id = Path(result.path).name
         values = {k: _get(config, SWEEPABLE[k]) for k in swept}
         if exp.sweep.variants:
-            values = {"variant": exp.sweep.variant_of(config.get("env_config") or {}), **values}
+            values = {"variant": exp.variant_of(config.get("env_config") or {}), **values}
         metrics = result.metrics or {}
         ckpt, best_score = best_checkpoint(result, metric, mode)
         fold = _get(config, SWEEPABLE[FOLD_KEY]) if FOLD_KEY in SWEEPABLE else None

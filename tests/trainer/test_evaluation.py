@@ -4,6 +4,7 @@ loading, and one-pass runs on the toy market against hand-computed value paths w
 from __future__ import annotations
 
 import json
+import math
 
 import gymnasium as gym
 import numpy as np
@@ -27,6 +28,7 @@ from trainer.evaluation import (
     deterministic_action,
     make_policy,
     policy_from_algorithm,
+    run_ensemble,
     run_policy,
     run_weights,
 )
@@ -232,3 +234,26 @@ def test_run_weights_half_in_a_half_cash_by_hand():
     np.testing.assert_array_equal(run.weights, np.tile(target, (3, 1)))
     np.testing.assert_array_equal(run.step_indices, [0, 1, 2])
     np.testing.assert_allclose(held, [[0, 0, 0, 1], drift1, target], atol=1e-15)
+
+
+def test_seed_ensemble_trades_the_average_of_its_members_targets():
+    """Two members on the toy market under the tilt: one says +1 on A, one says +1 on B; the ensemble trades
+    the mean of their targets through the env's band, and two copies of one member equal that member."""
+    market = toy_market()
+
+    def env(**settings):
+        return PortfolioEnv(data=market, split="test", action="tilt", **settings)
+
+    a_member = lambda obs: np.array([1.0, 0.0, 0.0, 0.0], np.float32)  # noqa: E731
+    b_member = lambda obs: np.array([0.0, 1.0, 0.0, 0.0], np.float32)  # noqa: E731
+    ens = run_ensemble(env(), [a_member, b_member])
+    # tilt around EW with scale 1: softmax(log(1/3) + [1, 0, 0]) = [e, 1, 1] / (e + 2) on the assets
+    e = math.e
+    target = np.array([(e + 1) / (e + 2) / 2, (e + 1) / (e + 2) / 2, 1 / (e + 2), 0.0])
+    np.testing.assert_allclose(ens.weights[0], target, rtol=1e-12)
+    twice = run_ensemble(env(no_trade_band=0.05), [a_member, a_member])
+    alone = run_policy(env(no_trade_band=0.05), a_member)
+    np.testing.assert_array_equal(twice.net_returns, alone.net_returns)
+    np.testing.assert_array_equal(twice.weights, alone.weights)
+    with pytest.raises(ValueError, match="an ensemble needs at least one policy"):
+        run_ensemble(env(), [])

@@ -1,0 +1,121 @@
+"""Walk-forward studies: named variants, folds as a grid dimension, and a tiny real study's summary contract."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from tests.conftest import cli_env
+from trainer.config import ENV_CONFIG_GRID, ExperimentError, load_experiment
+from trainer.sac_config import build_sac_config
+from trainer.tune import build_plan, tune_domains
+
+
+def test_study_plan_is_variants_x_seeds_x_folds_selected_on_validation_vs_equal_weight():
+    exp = load_experiment("study")
+    plan = build_plan(exp)
+    assert plan["trials"] == 3 * 5 * 3
+    assert plan["metric"] == "portfolio/validation/sharpe_minus_ew"
+    assert exp.data.folds.n_folds == 3 and exp.data.folds.test_days == 252
+
+
+def test_variants_become_one_grid_over_whole_env_configs():
+    exp = load_experiment("study")
+    domains = tune_domains(exp.sweep)
+    assert set(domains) == {"seed", ENV_CONFIG_GRID}
+    points = domains[ENV_CONFIG_GRID]["grid_search"]
+    assert len(points) == 3 * 3  # every variant x every fold
+    assert {"data.action": "tilt", "data.no_trade_band": 0.05, "data.fold": 2} in points
+    config = build_sac_config(exp, domains)
+    env_configs = config.env_config["grid_search"]
+    assert len(env_configs) == 9 and {c["fold"] for c in env_configs} == {0, 1, 2}
+    tilt_excess = [c for c in env_configs if c["reward"] == "excess_log_return"]
+    assert len(tilt_excess) == 3 and all(c["action"] == "tilt" and c["no_trade_band"] == 0.05 for c in tilt_excess)
+    assert exp.variant_of(tilt_excess[0]) == "tilt_band_excess"
+    reference = [c for c in env_configs if c["action"] == "softmax"]
+    assert exp.variant_of(reference[0]) == "reference"
+
+
+@pytest.mark.parametrize(
+    ("variants", "message"),
+    [
+        ("{a: {sac.tau: 0.1}}", "variants.a: 'sac.tau' is not an env setting (data.<setting>)"),
+        ("{a: {data.fold: 1}}", "variants.a: 'data.fold' is not an env setting (data.<setting>)"),
+        ("{a: {seed: 1}}", "variants.a: 'seed' is not an env setting (data.<setting>)"),
+    ],
+)
+def test_bad_variants_are_schema_errors(variants, message):
+    with pytest.raises(ExperimentError, match=message.replace(".", r"\.").replace("(", r"\(").replace(")", r"\)")):
+        load_experiment("study", {"sweep.variants": __import__("yaml").safe_load(variants)})
+
+
+def test_a_variant_with_an_invalid_value_names_the_variant():
+    with pytest.raises(ExperimentError) as info:
+        load_experiment("study", {"sweep.variants": {"wide": {"data.no_trade_band": -1}}})
+    assert "key 'sweep.variants.wide': key 'data.no_trade_band'" in str(info.value)
+
+
+TINY = [
+    "--set",
+    "sweep.search_space={seed: {grid_search: [0, 1]}, data.fold: {grid_search: [0, 1]}}",
+    "--set",
+    "sweep.variants={tilt_band: {data.action: tilt, data.no_trade_band: 0.05}}",
+    "--set",
+    "stopping.env_steps=600",
+    "--set",
+    "stopping.steps_per_iteration=300",
+    "--set",
+    "sac.learning_starts=200",
+    "--set",
+    "model.hidden=[16]",
+    "--set",
+    "sweep.bootstrap_samples=200",
+]
+
+
+def test_tiny_real_study_writes_every_field_of_the_summary_contract(ray_session, tmp_path):
+    res = subprocess.run(
+        [sys.executable, "-m", "trainer.tune", "--exp", "study", "--storage", str(tmp_path), *TINY],
+        capture_output=True,
+        text=True,
+        env=cli_env(ray_session),
+        timeout=900,
+    )
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    assert "WARNING" not in res.stdout + res.stderr  # RLlib's chatter goes to the log file
+    exp_dir = tmp_path / "study"
+    summary = json.loads((exp_dir / "summary.json").read_text())
+    # fold windows: disjoint test windows, each after its own validation window
+    folds = {f["fold"]: f for f in summary["folds"]}
+    assert set(folds) == {0, 1}
+    for f in folds.values():
+        assert f["train"][1] < f["validation"][0] <= f["validation"][1] < f["test"][0] <= f["test"][1]
+    assert folds[0]["test"][1] < folds[1]["test"][0]
+    (config,) = summary["configurations"]
+    assert config["config"] == "variant=tilt_band" and config["n_seeds"] == 2 and config["n_folds"] == 2
+    diff = config["test_sharpe_minus_ew"]
+    assert diff["n"] == 4 and diff["ci95"][0] <= diff["ci95"][1]
+    assert 0.0 <= config["beat_ew_fraction"] <= 1.0 and config["test_turnover_per_day"]["median"] >= 0
+    assert 0.0 <= config["deflated_sharpe_vs_ew"] <= 1.0
+    assert {f["fold"] for f in config["ensemble"]["folds"]} == {0, 1}
+    trials = pd.DataFrame(summary["trials"])
+    assert len(trials) == 4 and set(trials["fold"]) == {0, 1} and set(trials["seed"]) == {0, 1}
+    for _, t in trials.iterrows():
+        # paired with the Equal Weight of the trial's own fold (same days, same costs)
+        (ew,) = [b for b in summary["baselines_by_fold"] if b["fold"] == t["fold"]]
+        assert t["test_sharpe_minus_ew"] == pytest.approx(t["test_sharpe"] - ew["test_sharpe"]["equal_weight"])
+        assert t["test_turnover_per_day"] >= 0
+    assert diff["median"] == pytest.approx(trials["test_sharpe_minus_ew"].median())
+    assert config["beat_ew_fraction"] == (trials["test_sharpe_minus_ew"] > 0).mean()
+    returns = pd.read_parquet(exp_dir / "test_returns.parquet")
+    assert (
+        set(returns["trial"]) == set(trials["trial"]) and (returns.groupby("trial").size() == 251).all()
+    )  # 252 days, 251 steps
+    for png in ("validation_curves.png", "test_sharpe_by_fold.png"):
+        assert (exp_dir / png).stat().st_size > 10_000
+    md = (exp_dir / "summary.md").read_text()
+    assert "| variant=tilt_band [seed ensemble] |" in md and "| fold | validation | test |" in md
