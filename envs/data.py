@@ -36,25 +36,47 @@ see ``envs.folds``) are printed too; SOURCE then defaults to the experiment's ``
 
 from __future__ import annotations
 
-import datetime as dt
-import gzip
-import re
 import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from pandas.api.types import is_bool_dtype, is_datetime64_any_dtype, is_numeric_dtype, is_timedelta64_dtype
-from pandas.tseries.api import guess_datetime_format
+
+from envs.errors import DataError, fail, fmt_dates
+from envs.price_dates import check_order
+from envs.price_files import FORM_BUNDLED, FORM_LONG, FORM_WIDE, load_bundled, read_table, to_numeric, to_wide
+
+# The public face of the data layer: reading (envs.price_files, envs.price_dates) and errors (envs.errors)
+# live in their own modules; callers import these names from here.
+__all__ = [
+    "FORM_BUNDLED",
+    "FORM_LONG",
+    "FORM_WIDE",
+    "MAX_DAILY_RATIO",
+    "MAX_PRICE",
+    "MIN_DAILY_RATIO",
+    "MIN_PRICE",
+    "MIN_SPLIT_ROWS",
+    "SP500",
+    "SPLITS",
+    "TEST",
+    "TRAIN",
+    "VALIDATION",
+    "DataError",
+    "PriceData",
+    "SplitRange",
+    "default_split_dates",
+    "load_prices",
+    "main",
+    "split_ranges",
+    "summary",
+]
 
 SP500 = "sp500"
-FORM_BUNDLED = "bundled"
-FORM_WIDE = "wide"
-FORM_LONG = "long"
 SPLITS = ("train", "validation", "test")
+TRAIN, VALIDATION, TEST = SPLITS
 
 # Default date ranges for the bundled data (inclusive), from the design.
 SP500_SPLITS: dict[str, tuple[str, str]] = {
@@ -76,43 +98,6 @@ MAX_PRICE = 1e15
 # units or an unadjusted split, which would otherwise become one enormous reward.
 MAX_DAILY_RATIO = 11.0
 MIN_DAILY_RATIO = 0.01
-
-_DATE_NAMES = ("date", "datetime", "timestamp", "time", "day")
-_TICKER_NAMES = ("ticker", "symbol", "asset")
-_PRICE_NAMES = ("close", "price", "adj_close", "adjclose", "adj close")
-
-# How the fix for dates is spelled in messages: the load_prices keyword (also the experiment key) and the
-# CLI flag.
-_DATE_FORMAT_FIX = "give the format with date_format (--date-format), e.g. '%d/%m/%Y'"
-_SORT_FIX = "sort the file by date, or pass sort_dates=True (--sort-dates) to sort it on loading"
-
-_CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".gz")
-_PARQUET_SUFFIXES = (".parquet", ".pq")
-# Field separators a CSV may use; the one occurring most in the header line wins (ties: the first).
-_CSV_SEPARATORS = (",", ";", "\t", "|")
-# Cells read as a missing price (compared lower-cased); anything else that is not a number is an error.
-_MISSING_TOKENS = frozenset({"", "na", "n/a", "#n/a", "#na", "nan", "-nan", "null", "none", "<na>"})
-# The CSV parser's complaint about a line longer than the header (the header fixes the column count).
-_FIELD_COUNT_ERROR = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
-# A time of day (and an optional zone after it) at the end of a date value: dropped, the date is kept as
-# written. The zone is only recognised after a time so that the "-02" of "2020-01-02" is never taken for one.
-_TIME_SUFFIX = re.compile(
-    r"[T\s]+\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:[AaPp][Mm])?\s*(?:Z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)?\s*$"
-)
-# Date layouts tried when the values are not ISO. Every one that fits all values is a candidate: one
-# candidate is used, several that disagree make the column ambiguous.
-_NUMERIC_DATE_ORDERS = ("dmY", "mdY", "Ymd", "dmy", "mdy", "ymd")
-_DATE_FORMATS: tuple[str, ...] = (
-    *(sep.join(f"%{field}" for field in order) for sep in ("/", "-", ".", " ") for order in _NUMERIC_DATE_ORDERS),
-    *("%d-%b-%Y", "%d %b %Y", "%b %d %Y", "%b %d, %Y", "%d %B %Y", "%B %d %Y", "%B %d, %Y", "%d-%b-%y"),
-)
-# Integer dates (a Parquet int column) are read as YYYYMMDD only inside this range; anything else is
-# refused rather than read as nanoseconds since 1970.
-_YYYYMMDD_RANGE = (1000_01_01, 9999_12_31)
-
-
-class DataError(ValueError):
-    """Bad price data; the message says what is wrong, where, and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -151,386 +136,6 @@ class SplitRange:
         return self.end - self.start + 1
 
 
-class _Table(NamedTuple):
-    """A file's table with its column names as written (stripped) and how its rows are numbered."""
-
-    frame: pd.DataFrame
-    first_row: int  # the row number messages give the first data row: 2 in a CSV (line 1 is the header)
-
-
-def _fail(where: str, what: str) -> DataError:
-    return DataError(f"{where}: {what}")
-
-
-def _fmt_dates(dates: pd.Index | list, limit: int = 3) -> str:
-    items = [pd.Timestamp(d).strftime("%Y-%m-%d") for d in list(dates)[:limit]]
-    more = len(dates) - limit
-    return ", ".join(items) + (f" (and {more} more)" if more > 0 else "")
-
-
-def _load_bundled() -> pd.DataFrame:
-    # skfolio ships this file inside its wheel; load_sp500_dataset reads it from disk (no network).
-    from skfolio.datasets import load_sp500_dataset
-
-    return load_sp500_dataset()
-
-
-def _csv_separator(path: Path, where: str) -> str:
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
-            header = fh.readline()
-    except UnicodeDecodeError as exc:
-        raise _fail(where, f"not UTF-8 text ({exc.reason} at byte {exc.start}); save the file as UTF-8") from None
-    counts = [header.count(sep) for sep in _CSV_SEPARATORS]
-    return _CSV_SEPARATORS[int(np.argmax(counts))] if max(counts) > 0 else ","
-
-
-def _read_csv(path: Path, where: str) -> pd.DataFrame:
-    sep = _csv_separator(path, where)
-    # Read every cell as text, header included: pandas would otherwise rename duplicate columns (A, A.1),
-    # turn a ticker called "NA" into a missing value and dates like 20200131 into integers.
-    grid = pd.read_csv(path, sep=sep, header=None, dtype=str, na_filter=False, encoding="utf-8-sig", index_col=False)
-    frame = grid.iloc[1:].reset_index(drop=True)
-    frame.columns = [str(c).strip() for c in grid.iloc[0]]
-    return frame
-
-
-def _read_parquet(path: Path, where: str) -> pd.DataFrame:
-    import pyarrow.parquet as pq
-
-    # Checked on the schema first: reading a file with a duplicated column fails with an obscure message.
-    _check_header([str(name).strip() for name in pq.read_schema(path).names], where)
-    frame = pd.read_parquet(path)
-    index = frame.index
-    if isinstance(index, pd.DatetimeIndex) and str(index.name).lower() not in _DATE_NAMES:
-        index = index.rename("date")  # a timestamp index holds the dates whatever it is called
-    named = [str(n) for n in index.names if n is not None]
-    if named:
-        clash = [n for n in named if n in {str(c) for c in frame.columns}]
-        if clash:
-            raise _fail(where, f"'{clash[0]}' is both the index and a column; keep one of them")
-        frame = frame.set_axis(index, axis=0).reset_index()
-    frame.columns = [str(c).strip() for c in frame.columns]
-    return frame
-
-
-def _check_header(columns: list[str], where: str) -> None:
-    for k, name in enumerate(columns):
-        if not name:
-            raise _fail(
-                where,
-                f"column {k + 1} has no name in the header; name the date column 'date' and each price column "
-                "after its ticker",
-            )
-    seen: dict[str, int] = {}
-    for k, name in enumerate(columns):
-        if name in seen:
-            raise _fail(
-                where,
-                f"column '{name}' appears twice in the header (columns {seen[name] + 1} and {k + 1}); keep one "
-                "column per ticker",
-            )
-        seen[name] = k
-
-
-def _read_table(path: Path) -> _Table:
-    where = str(path)
-    if not path.exists():
-        raise _fail(where, "file not found; pass 'sp500' for the bundled data or the path of a CSV/Parquet file")
-    if path.is_dir():
-        raise _fail(where, "is a directory, not a CSV/Parquet file")
-    if path.stat().st_size == 0:
-        raise _fail(where, "file is empty; expected a CSV/Parquet table of daily prices")
-    suffix = path.suffix.lower()
-    if suffix not in _CSV_SUFFIXES + _PARQUET_SUFFIXES:
-        raise _fail(where, f"unsupported file type '{suffix}'; use .csv or .parquet")
-    is_csv = suffix in _CSV_SUFFIXES
-    try:
-        frame = _read_csv(path, where) if is_csv else _read_parquet(path, where)
-    except DataError:
-        raise
-    except Exception as exc:  # pandas/pyarrow raise many types; the user needs one line
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        fields = _FIELD_COUNT_ERROR.search(reason)
-        if fields:
-            expected, line, seen = fields.groups()
-            raise _fail(
-                where,
-                f"line {line} has {seen} fields but line 1 (the header) has {expected}; give every line one value "
-                "per header column (no title lines above the header, no trailing separators)",
-            ) from None
-        raise _fail(where, f"not a readable {suffix.lstrip('.').upper()} table ({reason})") from None
-    if frame.shape[0] == 0 or frame.shape[1] == 0:
-        raise _fail(where, "table has no rows or no columns; expected a date column and price columns")
-    _check_header(list(frame.columns), where)
-    return _Table(frame, first_row=2 if is_csv else 1)
-
-
-def _find_column(frame: pd.DataFrame, names: tuple[str, ...]) -> str | None:
-    # The first of ``names`` present wins, so a ticker called DAY or TIME beside 'date' stays a ticker.
-    lowered = {str(c).lower(): str(c) for c in frame.columns}
-    for name in names:
-        if name in lowered:
-            return lowered[name]
-    return None
-
-
-def _is_missing(values: pd.Series, tokens: frozenset[str] = _MISSING_TOKENS) -> pd.Series:
-    """True where a cell is NaN/None or text in ``tokens`` (by default '', 'NA', 'NaN', '#N/A', 'null', ...)."""
-    token = values.astype(object).map(lambda v: isinstance(v, str) and v.strip().lower() in tokens)
-    return values.isna() | token.astype(bool)
-
-
-def _wall_clock(value: object) -> pd.Timestamp:
-    """The date and time as written: a zone-aware value keeps its local time and drops its zone."""
-    ts = pd.Timestamp(value)
-    return ts.tz_localize(None) if ts.tzinfo is not None else ts
-
-
-def _parse_with_format(text: pd.Series, fmt: str) -> pd.Series:
-    try:
-        return pd.to_datetime(text, format=fmt, errors="coerce")
-    except ValueError:  # values with different zone offsets (%z): pandas refuses to mix them in one column
-        out = []
-        for value in text:
-            try:
-                out.append(_wall_clock(dt.datetime.strptime(value, fmt)))
-            except ValueError:
-                out.append(pd.NaT)
-        return pd.Series(out, index=text.index, dtype="datetime64[us]")
-
-
-def _swap_day_month(fmt: str) -> str | None:
-    """``fmt`` with day and month swapped when both come before the year (no one writes year-day-month)."""
-    day, month, year = fmt.find("%d"), fmt.find("%m"), max(fmt.find("%Y"), fmt.find("%y"))
-    if min(day, month) < 0 or year < max(day, month):
-        return None
-    return fmt.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m")
-
-
-def _infer_dates(text: pd.Series, where: str, column: str, first_row: int, notes: list[str]) -> pd.Series:
-    """Read date strings (see the module docstring); refuses ambiguous and mixed formats."""
-    dates = text.str.replace(_TIME_SUFFIX, "", regex=True)
-    iso = pd.to_datetime(dates, format="ISO8601", errors="coerce")
-    if iso.notna().all():
-        return iso
-    candidates = list(_DATE_FORMATS)
-    with warnings.catch_warnings():  # it warns about dayfirst for day-first guesses: the checks below decide
-        warnings.simplefilter("ignore")
-        guessed = guess_datetime_format(dates.iloc[0])
-    for fmt in (guessed, _swap_day_month(guessed) if guessed else None):  # formats beyond the usual layouts
-        if fmt and fmt not in candidates:
-            candidates.append(fmt)
-    parses = {fmt: _parse_with_format(dates, fmt) for fmt in candidates}
-    fits: list[tuple[str, pd.Series]] = []
-    for fmt, parsed in parses.items():
-        if parsed.notna().all() and not any(parsed.equals(other) for _, other in fits):
-            fits.append((fmt, parsed))
-    if len(fits) == 1:
-        fmt, parsed = fits[0]
-        notes.append(
-            f"column '{column}' read with date format '{fmt}', the only one that fits every value; pass "
-            "date_format (--date-format) to read it otherwise"
-        )
-        return parsed
-    if len(fits) > 1:
-        (fmt_a, a), (fmt_b, b) = fits[:2]
-        i = int(np.flatnonzero((a != b).to_numpy())[0])
-        raise _fail(
-            where,
-            f"column '{column}' has ambiguous dates: row {first_row + i} {text.iloc[i]!r} reads as "
-            f"{_fmt_dates([a.iloc[i]])} ('{fmt_a}') or {_fmt_dates([b.iloc[i]])} ('{fmt_b}'); {_DATE_FORMAT_FIX}",
-        )
-    readable = iso.notna()
-    for parsed in parses.values():
-        readable |= parsed.notna()
-    if not readable.all():
-        i = int(np.flatnonzero(~readable.to_numpy())[0])
-        raise _fail(
-            where,
-            f"column '{column}' has a value that is not a date in row {first_row + i}: {text.iloc[i]!r}; "
-            f"use ISO dates like 2020-01-31 or {_DATE_FORMAT_FIX}",
-        )
-    best = max([iso, *parses.values()], key=lambda p: int(p.notna().sum()))
-    i, j = int(np.flatnonzero(best.notna().to_numpy())[0]), int(np.flatnonzero(best.isna().to_numpy())[0])
-    raise _fail(
-        where,
-        f"column '{column}' mixes date formats: row {first_row + i} {text.iloc[i]!r} and row {first_row + j} "
-        f"{text.iloc[j]!r} fit no single format; write every date the same way (ISO like 2020-01-31)",
-    )
-
-
-def _parse_dates(
-    values: pd.Series, where: str, column: str, first_row: int, date_format: str | None, notes: list[str]
-) -> pd.DatetimeIndex:
-    """Dates of the date column, normalised to midnight, zone dropped (see the module docstring)."""
-    missing = _is_missing(values)
-    if missing.any():
-        i = int(np.flatnonzero(missing.to_numpy())[0])
-        raise _fail(where, f"column '{column}' has no date in row {first_row + i}; give every row a date")
-    if is_datetime64_any_dtype(values.dtype):  # a Parquet timestamp column: no text to interpret
-        index = pd.DatetimeIndex(values)
-        return (index.tz_localize(None) if index.tz is not None else index).normalize()
-    if is_bool_dtype(values.dtype) or is_timedelta64_dtype(values.dtype):
-        raise _fail(where, f"column '{column}' holds {values.dtype} values, not dates; store dates or ISO text")
-    if is_numeric_dtype(values.dtype):
-        numbers = values.to_numpy(dtype="float64")
-        whole = np.isfinite(numbers) & (numbers == np.round(numbers))
-        inside = whole & (numbers >= _YYYYMMDD_RANGE[0]) & (numbers <= _YYYYMMDD_RANGE[1])
-        if not inside.all():
-            i = int(np.flatnonzero(~inside)[0])
-            raise _fail(
-                where,
-                f"column '{column}' holds numbers, not dates (row {first_row + i}: {values.iloc[i]}); store "
-                "dates as dates or ISO text like 2020-01-31",
-            )
-        values = pd.Series([str(int(n)) for n in numbers], index=values.index)
-    objects = values.astype(object)
-    if objects.map(lambda v: isinstance(v, dt.date)).all():  # date/datetime objects, maybe zone-aware
-        return pd.DatetimeIndex([_wall_clock(v) for v in objects]).normalize()
-    text = objects.map(lambda v: str(v).strip())
-    if date_format is None:
-        parsed = _infer_dates(text, where, column, first_row, notes)
-    else:
-        parsed = _parse_with_format(text, date_format)
-        if parsed.isna().any():
-            i = int(np.flatnonzero(parsed.isna().to_numpy())[0])
-            raise _fail(
-                where,
-                f"column '{column}' has a value that does not match date_format '{date_format}' in row "
-                f"{first_row + i}: {text.iloc[i]!r}; fix the value or the format",
-            )
-    index = pd.DatetimeIndex(parsed)
-    return (index.tz_localize(None) if index.tz is not None else index).normalize()
-
-
-def _first_backwards(dates: pd.DatetimeIndex, groups: pd.Series | None = None) -> tuple[int, int] | None:
-    """Positions ``(previous, current)`` of the first date earlier than the one before it (per group)."""
-    frame = pd.DataFrame({"date": dates, "pos": np.arange(len(dates))})
-    grouped = frame.groupby(groups.to_numpy(), sort=False) if groups is not None else None
-    prev_date = grouped["date"].shift() if grouped is not None else frame["date"].shift()
-    prev_pos = grouped["pos"].shift() if grouped is not None else frame["pos"].shift()
-    back = np.flatnonzero((frame["date"] < prev_date).to_numpy())
-    if back.size == 0:
-        return None
-    i = int(back[0])
-    return int(prev_pos.iloc[i]), i
-
-
-def _check_order(
-    dates: pd.DatetimeIndex,
-    where: str,
-    first_row: int,
-    date_format: str | None,
-    sort_dates: bool,
-    notes: list[str],
-    tickers: pd.Series | None = None,
-) -> None:
-    """Refuse dates that go backwards as written, unless sorting was asked for (then note it)."""
-    found = _first_backwards(dates, tickers)
-    if found is None:
-        return
-    if sort_dates:
-        notes.append("dates were not in ascending order: sorted")
-        return
-    prev, i = found
-    whose = "dates" if tickers is None else f"dates of ticker '{tickers.iloc[i]}'"
-    check = f"; or check date_format '{date_format}'" if date_format else ""
-    raise _fail(
-        where,
-        f"{whose} are not in increasing order: row {first_row + i} ({_fmt_dates([dates[i]])}) comes after row "
-        f"{first_row + prev} ({_fmt_dates([dates[prev]])}); {_SORT_FIX}{check}",
-    )
-
-
-def _to_wide(
-    table: _Table, where: str, date_format: str | None, sort_dates: bool, notes: list[str]
-) -> tuple[pd.DataFrame, str]:
-    """Detect wide or long form and return a wide table indexed by sorted dates (values not yet numeric)."""
-    frame, first_row = table
-    date_col = _find_column(frame, _DATE_NAMES)
-    if date_col is None:
-        cols = ", ".join(repr(str(c)) for c in list(frame.columns)[:8])
-        raise _fail(
-            where,
-            f"no date column (looked for {', '.join(_DATE_NAMES)}); columns are {cols}; name the date column 'date'",
-        )
-    ticker_col = _find_column(frame, _TICKER_NAMES)
-    price_col = _find_column(frame, _PRICE_NAMES)
-    if ticker_col is not None and price_col is not None:
-        dates = _parse_dates(frame[date_col], where, date_col, first_row, date_format, notes)
-        empty = _is_missing(frame[ticker_col], frozenset({""}))  # "NA" is a ticker (and "None" could be one)
-        if empty.any():
-            i = int(np.flatnonzero(empty.to_numpy())[0])
-            raise _fail(
-                where,
-                f"column '{ticker_col}' has no ticker in row {first_row + i} ({_fmt_dates([dates[i]])}); give "
-                "every row a ticker",
-            )
-        tickers = frame[ticker_col].astype(object).map(lambda v: str(v).strip())
-        long = pd.DataFrame({"date": dates, "ticker": tickers.to_numpy(), "price": frame[price_col].to_numpy()})
-        dup = long.duplicated(["date", "ticker"], keep=False)
-        if dup.any():
-            first = long[dup].iloc[0]
-            dup_dates = long.loc[dup & (long["ticker"] == first["ticker"]), "date"].unique()
-            raise _fail(
-                where,
-                f"duplicate dates for ticker '{first['ticker']}': {_fmt_dates(dup_dates)}; "
-                "keep one row per date and ticker",
-            )
-        _check_order(dates, where, first_row, date_format, sort_dates, notes, tickers=tickers)
-        wide = long.pivot(index="date", columns="ticker", values="price")
-        wide.columns.name = None
-        wide.index.name = None
-        return wide, FORM_LONG
-    if ticker_col is not None and price_col is None:
-        raise _fail(
-            where,
-            f"long form detected (column '{ticker_col}') but no price column; name it 'close' or 'price'",
-        )
-    dates = _parse_dates(frame[date_col], where, date_col, first_row, date_format, notes)
-    if dates.duplicated().any():
-        raise _fail(
-            where,
-            f"duplicate dates: {_fmt_dates(dates[dates.duplicated()].unique())}; keep one row per date",
-        )
-    _check_order(dates, where, first_row, date_format, sort_dates, notes)
-    wide = frame.drop(columns=[date_col])
-    wide.index = dates
-    return wide.sort_index(), FORM_WIDE
-
-
-def _to_numeric(wide: pd.DataFrame, where: str) -> pd.DataFrame:
-    out = {}
-    for ticker in wide.columns:
-        col = wide[ticker]
-        if is_bool_dtype(col.dtype) or is_datetime64_any_dtype(col.dtype) or is_timedelta64_dtype(col.dtype):
-            raise _fail(where, f"ticker '{ticker}' holds {col.dtype} values, not prices; remove the column")
-        if is_numeric_dtype(col.dtype):
-            out[ticker] = col.astype("float64")
-            continue
-        missing = _is_missing(col)
-        num = pd.to_numeric(col.astype(object).where(~missing), errors="coerce")
-        bad = num.isna() & ~missing
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            value = col.iloc[i]
-            if "," in str(value):
-                hint = " without thousands separators and with '.' as the decimal point"
-            elif int(bad.sum()) * 2 > int((~missing).sum()):  # mostly text: likely not a price column at all
-                hint = f" (remove column '{ticker}' if it does not hold prices)"
-            else:
-                hint = ""
-            raise _fail(
-                where,
-                f"ticker '{ticker}' has a non-numeric price {value!r} on "
-                f"{_fmt_dates([wide.index[i]])}; prices must be numbers{hint}",
-            )
-        out[ticker] = num.astype("float64")
-    return pd.DataFrame(out, index=wide.index)
-
-
 def _first_true(mask: np.ndarray) -> tuple[int, int]:
     i, j = (int(x[0]) for x in np.nonzero(mask))
     return i, j
@@ -543,36 +148,36 @@ def _check_values(prices: pd.DataFrame, where: str, notes: list[str]) -> pd.Data
         col = values[:, j]
         if np.isinf(col).any():
             i = int(np.flatnonzero(np.isinf(col))[0])
-            raise _fail(where, f"ticker '{ticker}' has an infinite price on {_fmt_dates([prices.index[i]])}")
+            raise fail(where, f"ticker '{ticker}' has an infinite price on {fmt_dates([prices.index[i]])}")
     first_valid = {}
     for j, ticker in enumerate(prices.columns):
         finite = np.flatnonzero(np.isfinite(values[:, j]))
         if finite.size == 0:
-            raise _fail(where, f"ticker '{ticker}' has no prices at all; remove the column")
+            raise fail(where, f"ticker '{ticker}' has no prices at all; remove the column")
         first_valid[ticker] = int(finite[0])
         gaps = np.flatnonzero(~np.isfinite(values[finite[0] :, j]))
         if gaps.size:
             gap_dates = prices.index[finite[0] + gaps]
-            raise _fail(
+            raise fail(
                 where,
-                f"ticker '{ticker}' has missing (NaN) prices on {_fmt_dates(gap_dates)} after it started "
-                f"trading on {_fmt_dates([prices.index[finite[0]]])}; fill or remove the gaps",
+                f"ticker '{ticker}' has missing (NaN) prices on {fmt_dates(gap_dates)} after it started "
+                f"trading on {fmt_dates([prices.index[finite[0]]])}; fill or remove the gaps",
             )
     start = max(first_valid.values(), default=0)
     if start > 0:
         late = max(first_valid, key=first_valid.__getitem__)
         notes.append(
-            f"ticker '{late}' starts on {_fmt_dates([prices.index[start]])}: history trimmed to start there "
+            f"ticker '{late}' starts on {fmt_dates([prices.index[start]])}: history trimmed to start there "
             f"({start} earlier dates dropped) so every ticker has a price on every date"
         )
         prices = prices.iloc[start:]
     values = prices.to_numpy()
     if (values <= 0).any():
         i, j = _first_true(values <= 0)
-        raise _fail(
+        raise fail(
             where,
             f"ticker '{prices.columns[j]}' has a non-positive price ({prices.iat[i, j]}) on "
-            f"{_fmt_dates([prices.index[i]])}; prices must be > 0 (use adjusted close prices)",
+            f"{fmt_dates([prices.index[i]])}; prices must be > 0 (use adjusted close prices)",
         )
     bounds = (
         (values < MIN_PRICE, MIN_PRICE, "below the minimum"),
@@ -581,9 +186,9 @@ def _check_values(prices: pd.DataFrame, where: str, notes: list[str]) -> pd.Data
     for mask, bound, side in bounds:
         if mask.any():
             i, j = _first_true(mask)
-            raise _fail(
+            raise fail(
                 where,
-                f"ticker '{prices.columns[j]}' has a price of {values[i, j]:g} on {_fmt_dates([prices.index[i]])}, "
+                f"ticker '{prices.columns[j]}' has a price of {values[i, j]:g} on {fmt_dates([prices.index[i]])}, "
                 f"{side} {bound:g}; check the units: quote the asset in a unit (e.g. per 1000 shares or tokens) "
                 f"that keeps prices between {MIN_PRICE:g} and {MAX_PRICE:g}",
             )
@@ -593,10 +198,10 @@ def _check_values(prices: pd.DataFrame, where: str, notes: list[str]) -> pd.Data
     jumps = (ratios > MAX_DAILY_RATIO) | (ratios < MIN_DAILY_RATIO)
     if jumps.any():
         i, j = _first_true(jumps)
-        raise _fail(
+        raise fail(
             where,
-            f"ticker '{prices.columns[j]}' moves from {values[i, j]:g} on {_fmt_dates([prices.index[i]])} to "
-            f"{values[i + 1, j]:g} on {_fmt_dates([prices.index[i + 1]])} (x{ratios[i, j]:.3g}), outside the "
+            f"ticker '{prices.columns[j]}' moves from {values[i, j]:g} on {fmt_dates([prices.index[i]])} to "
+            f"{values[i + 1, j]:g} on {fmt_dates([prices.index[i + 1]])} (x{ratios[i, j]:.3g}), outside the "
             f"plausible one-day range x{MIN_DAILY_RATIO:g}..x{MAX_DAILY_RATIO:g}; check for a change of units or "
             "a missing split adjustment (use adjusted close prices)",
         )
@@ -605,9 +210,9 @@ def _check_values(prices: pd.DataFrame, where: str, notes: list[str]) -> pd.Data
     derived = np.isfinite(ratios) & np.isfinite(log_returns)
     if not derived.all():
         i, j = _first_true(~derived)
-        raise _fail(
+        raise fail(
             where,
-            f"ticker '{prices.columns[j]}' has a non-finite daily return on {_fmt_dates([prices.index[i + 1]])} "
+            f"ticker '{prices.columns[j]}' has a non-finite daily return on {fmt_dates([prices.index[i + 1]])} "
             f"(price {values[i, j]:g} then {values[i + 1, j]:g}); check the prices",
         )
     return prices
@@ -632,24 +237,24 @@ def load_prices(source: str | Path = SP500, *, date_format: str | None = None, s
     notes: list[str] = []
     if str(source) == SP500:
         where = "sp500 (bundled)"
-        prices = _load_bundled().astype("float64")
+        prices = load_bundled().astype("float64")
         prices.index = pd.DatetimeIndex(prices.index).normalize()
         prices.columns = [str(c) for c in prices.columns]
         form = FORM_BUNDLED
-        _check_order(prices.index, where, 1, None, sort_dates, notes)
+        check_order(prices.index, where, 1, None, sort_dates, notes)
         prices = prices.sort_index()
     else:
         path = Path(source).expanduser()
         where = str(source)
-        wide, form = _to_wide(_read_table(path), where, date_format, sort_dates, notes)
-        prices = _to_numeric(wide, where)
+        wide, form = to_wide(read_table(path), where, date_format, sort_dates, notes)
+        prices = to_numeric(wide, where)
     if prices.index.duplicated().any():
         dups = prices.index[prices.index.duplicated()].unique()
-        raise _fail(where, f"duplicate dates: {_fmt_dates(dups)}; keep one row per date")
+        raise fail(where, f"duplicate dates: {fmt_dates(dups)}; keep one row per date")
     prices = _check_values(prices, where, notes)
     if prices.shape[1] < 2:
         names = ", ".join(repr(c) for c in prices.columns) or "none"
-        raise _fail(where, f"found {prices.shape[1]} asset(s) ({names}); at least 2 are needed")
+        raise fail(where, f"found {prices.shape[1]} asset(s) ({names}); at least 2 are needed")
     for note in notes:
         warnings.warn(f"{where}: {note}", stacklevel=2)
     return PriceData(source=str(source), form=form, prices=prices, warnings=notes)
@@ -698,7 +303,7 @@ def split_ranges(
     ranges = split_dates or default_split_dates(data)
     missing = [s for s in SPLITS if s not in ranges]
     if missing:
-        raise _fail(where, f"split dates missing for {', '.join(missing)}; give train, validation and test")
+        raise fail(where, f"split dates missing for {', '.join(missing)}; give train, validation and test")
     dates = data.prices.index
     out: dict[str, SplitRange] = {}
     prev_end = -1
@@ -706,22 +311,22 @@ def split_ranges(
         try:
             lo, hi = (pd.Timestamp(x) for x in ranges[name])
         except (ValueError, TypeError) as exc:
-            raise _fail(where, f"split '{name}' has an unparsable date range {ranges[name]!r} ({exc})") from None
+            raise fail(where, f"split '{name}' has an unparsable date range {ranges[name]!r} ({exc})") from None
         if lo > hi:
-            raise _fail(where, f"split '{name}' starts after it ends ({lo.date()} > {hi.date()})")
+            raise fail(where, f"split '{name}' starts after it ends ({lo.date()} > {hi.date()})")
         start = int(dates.searchsorted(lo, side="left"))
         end = int(dates.searchsorted(hi, side="right")) - 1
         floor = lookback if prev_end < 0 else prev_end + 1 + lookback
         if prev_end >= 0 and start <= prev_end:
-            raise _fail(where, f"split '{name}' ({lo.date()}..{hi.date()}) overlaps the previous split")
+            raise fail(where, f"split '{name}' ({lo.date()}..{hi.date()}) overlaps the previous split")
         start = max(start, floor)
         n_rows = end - start + 1
         if n_rows < min_rows:
-            raise _fail(
+            raise fail(
                 where,
                 f"too few rows for split '{name}' ({lo.date()}..{hi.date()}): {max(n_rows, 0)} usable "
                 f"dates after the {lookback}-day feature window/purge gap, need at least {min_rows}; the "
-                f"data has {len(dates)} dates ({_fmt_dates([dates[0]])}..{_fmt_dates([dates[-1]])}); "
+                f"data has {len(dates)} dates ({fmt_dates([dates[0]])}..{fmt_dates([dates[-1]])}); "
                 "provide more history or change the split dates",
             )
         out[name] = SplitRange(name, start, end, dates[start], dates[end])
@@ -736,7 +341,7 @@ def summary(data: PriceData, splits: dict[str, SplitRange], lookback: int) -> st
         f"source:   {data.source}",
         f"form:     {data.form}",
         f"tickers:  {len(data.tickers)}: {', '.join(data.tickers)}",
-        f"dates:    {len(p)} rows, {_fmt_dates([p.index[0]])} .. {_fmt_dates([p.index[-1]])}",
+        f"dates:    {len(p)} rows, {fmt_dates([p.index[0]])} .. {fmt_dates([p.index[-1]])}",
         f"splits:   (purge gap / feature window = {lookback} rows)",
     ]
     for s in splits.values():

@@ -11,7 +11,7 @@ import numpy as np
 from gymnasium import spaces
 from numpy.typing import NDArray
 
-from envs.data import SP500, SPLITS
+from envs.data import SP500, SPLITS, TRAIN
 from envs.folds import FoldSpec
 from envs.market import MarketData, describe_selection, load_market, selection_key
 from envs.rewards import EpisodeStats, get_reward, update_stats
@@ -99,7 +99,7 @@ class PortfolioEnv(gym.Env):
     def __init__(
         self,
         data: str | MarketData = SP500,
-        split: str = "train",
+        split: str = TRAIN,
         settings: PortfolioSettings | Mapping[str, Any] | None = None,
         split_dates: Mapping[str, Any] | None = None,
         folds: FoldSpec | Mapping[str, Any] | None = None,
@@ -141,7 +141,7 @@ class PortfolioEnv(gym.Env):
         rng = self.market.splits[split]
         self._first, self._last = rng.start, rng.end
         n_steps_split = rng.end - rng.start
-        self.episode_len = min(s.episode_len, n_steps_split) if split == "train" else n_steps_split
+        self.episode_len = min(s.episode_len, n_steps_split) if split == TRAIN else n_steps_split
 
         n_assets = len(self.market.tickers)
         self.n_assets = n_assets
@@ -245,7 +245,7 @@ class PortfolioEnv(gym.Env):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[NDArray[np.float32], dict[str, Any]]:
         super().reset(seed=seed)
-        if self.split == "train":
+        if self.split == TRAIN:
             self._t = int(self.np_random.integers(self._first, self._last - self.episode_len + 1))
         else:
             self._t = self._first

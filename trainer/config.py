@@ -19,9 +19,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from envs.data import SP500, SPLITS
+from envs.data import SP500, SPLITS, TRAIN, VALIDATION
 from envs.folds import CONFIG_DIR, SCHEMES, FoldSpec
-from envs.rewards import REWARD_NAMES
+from envs.rewards import REWARD_CLIP, REWARD_NAMES
 from envs.settings import ACTIONS, SETTING_NAMES, TILT_REFERENCES, PortfolioSettings
 from trainer import metrics as M
 
@@ -106,7 +106,7 @@ class DataConfig(_Strict):
         """The env's portfolio settings."""
         return PortfolioSettings(**{name: getattr(self, name) for name in SETTING_NAMES})
 
-    def env_config(self, split: str = "train") -> dict[str, Any]:
+    def env_config(self, split: str = TRAIN) -> dict[str, Any]:
         """The env's keyword arguments (see ``envs.portfolio.PortfolioEnv``): small values only, so each env
         runner loads the prices and computes its windows (the plain split or fold ``fold``) itself."""
         dates = None
@@ -168,7 +168,7 @@ class ObsFilterConfig(_Strict):
 class RewardConfig(_Strict):
     """Applied when transitions enter the replay buffer (RLlib's ``clip_rewards`` is a no-op here)."""
 
-    clip: float | None = Field(20.0, gt=0)
+    clip: float | None = Field(REWARD_CLIP, gt=0)
     normalize: bool = False  # divide by the running std of stored rewards, at sample time
 
 
@@ -210,7 +210,7 @@ class ResourcesConfig(_Strict):
 
 class EvaluationConfig(_Strict):
     interval: int = Field(5, ge=1)  # every N training iterations (and at the end)
-    split: Literal["validation", "test"] = "validation"
+    split: Literal[SPLITS[1:]] = VALIDATION  # type: ignore[valid-type]
 
 
 class StoppingConfig(_Strict):

@@ -1,0 +1,239 @@
+"""Reading price files: CSV and Parquet tables, date columns, long to wide form, numbers.
+
+The lower layer of :mod:`envs.data` (which validates the prices and splits them): every problem found while
+reading raises :class:`DataError` with one line naming the file, the column, the row or date and the fix.
+Date columns are read as ISO when every value is ISO, otherwise with the one layout that fits every value;
+two layouts that fit and disagree, or values in two layouts, are refused (see :mod:`envs.data`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from pandas.api.types import is_bool_dtype, is_datetime64_any_dtype, is_numeric_dtype, is_timedelta64_dtype
+
+from envs.errors import DataError, fail, fmt_dates
+from envs.price_dates import check_order, is_missing, parse_dates
+
+FORM_BUNDLED = "bundled"
+FORM_WIDE = "wide"
+FORM_LONG = "long"
+
+_DATE_NAMES = ("date", "datetime", "timestamp", "time", "day")
+_TICKER_NAMES = ("ticker", "symbol", "asset")
+_PRICE_NAMES = ("close", "price", "adj_close", "adjclose", "adj close")
+
+
+_CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".gz")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+# Field separators a CSV may use; the one occurring most in the header line wins (ties: the first).
+_CSV_SEPARATORS = (",", ";", "\t", "|")
+# The CSV parser's complaint about a line longer than the header (the header fixes the column count).
+_FIELD_COUNT_ERROR = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+
+
+class _Table(NamedTuple):
+    """A file's table with its column names as written (stripped) and how its rows are numbered."""
+
+    frame: pd.DataFrame
+    first_row: int  # the row number messages give the first data row: 2 in a CSV (line 1 is the header)
+
+
+def load_bundled() -> pd.DataFrame:
+    # skfolio ships this file inside its wheel; load_sp500_dataset reads it from disk (no network).
+    from skfolio.datasets import load_sp500_dataset
+
+    return load_sp500_dataset()
+
+
+def _csv_separator(path: Path, where: str) -> str:
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
+            header = fh.readline()
+    except UnicodeDecodeError as exc:
+        raise fail(where, f"not UTF-8 text ({exc.reason} at byte {exc.start}); save the file as UTF-8") from None
+    counts = [header.count(sep) for sep in _CSV_SEPARATORS]
+    return _CSV_SEPARATORS[int(np.argmax(counts))] if max(counts) > 0 else ","
+
+
+def _read_csv(path: Path, where: str) -> pd.DataFrame:
+    sep = _csv_separator(path, where)
+    # Read every cell as text, header included: pandas would otherwise rename duplicate columns (A, A.1),
+    # turn a ticker called "NA" into a missing value and dates like 20200131 into integers.
+    grid = pd.read_csv(path, sep=sep, header=None, dtype=str, na_filter=False, encoding="utf-8-sig", index_col=False)
+    frame = grid.iloc[1:].reset_index(drop=True)
+    frame.columns = [str(c).strip() for c in grid.iloc[0]]
+    return frame
+
+
+def _read_parquet(path: Path, where: str) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    # Checked on the schema first: reading a file with a duplicated column fails with an obscure message.
+    _check_header([str(name).strip() for name in pq.read_schema(path).names], where)
+    frame = pd.read_parquet(path)
+    index = frame.index
+    if isinstance(index, pd.DatetimeIndex) and str(index.name).lower() not in _DATE_NAMES:
+        index = index.rename("date")  # a timestamp index holds the dates whatever it is called
+    named = [str(n) for n in index.names if n is not None]
+    if named:
+        clash = [n for n in named if n in {str(c) for c in frame.columns}]
+        if clash:
+            raise fail(where, f"'{clash[0]}' is both the index and a column; keep one of them")
+        frame = frame.set_axis(index, axis=0).reset_index()
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+def _check_header(columns: list[str], where: str) -> None:
+    for k, name in enumerate(columns):
+        if not name:
+            raise fail(
+                where,
+                f"column {k + 1} has no name in the header; name the date column 'date' and each price column "
+                "after its ticker",
+            )
+    seen: dict[str, int] = {}
+    for k, name in enumerate(columns):
+        if name in seen:
+            raise fail(
+                where,
+                f"column '{name}' appears twice in the header (columns {seen[name] + 1} and {k + 1}); keep one "
+                "column per ticker",
+            )
+        seen[name] = k
+
+
+def read_table(path: Path) -> _Table:
+    where = str(path)
+    if not path.exists():
+        raise fail(where, "file not found; pass 'sp500' for the bundled data or the path of a CSV/Parquet file")
+    if path.is_dir():
+        raise fail(where, "is a directory, not a CSV/Parquet file")
+    if path.stat().st_size == 0:
+        raise fail(where, "file is empty; expected a CSV/Parquet table of daily prices")
+    suffix = path.suffix.lower()
+    if suffix not in _CSV_SUFFIXES + _PARQUET_SUFFIXES:
+        raise fail(where, f"unsupported file type '{suffix}'; use .csv or .parquet")
+    is_csv = suffix in _CSV_SUFFIXES
+    try:
+        frame = _read_csv(path, where) if is_csv else _read_parquet(path, where)
+    except DataError:
+        raise
+    except Exception as exc:  # pandas/pyarrow raise many types; the user needs one line
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        fields = _FIELD_COUNT_ERROR.search(reason)
+        if fields:
+            expected, line, seen = fields.groups()
+            raise fail(
+                where,
+                f"line {line} has {seen} fields but line 1 (the header) has {expected}; give every line one value "
+                "per header column (no title lines above the header, no trailing separators)",
+            ) from None
+        raise fail(where, f"not a readable {suffix.lstrip('.').upper()} table ({reason})") from None
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise fail(where, "table has no rows or no columns; expected a date column and price columns")
+    _check_header(list(frame.columns), where)
+    return _Table(frame, first_row=2 if is_csv else 1)
+
+
+def _find_column(frame: pd.DataFrame, names: tuple[str, ...]) -> str | None:
+    # The first of ``names`` present wins, so a ticker called DAY or TIME beside 'date' stays a ticker.
+    lowered = {str(c).lower(): str(c) for c in frame.columns}
+    for name in names:
+        if name in lowered:
+            return lowered[name]
+    return None
+
+
+def to_wide(
+    table: _Table, where: str, date_format: str | None, sort_dates: bool, notes: list[str]
+) -> tuple[pd.DataFrame, str]:
+    """Detect wide or long form and return a wide table indexed by sorted dates (values not yet numeric)."""
+    frame, first_row = table
+    date_col = _find_column(frame, _DATE_NAMES)
+    if date_col is None:
+        cols = ", ".join(repr(str(c)) for c in list(frame.columns)[:8])
+        raise fail(
+            where,
+            f"no date column (looked for {', '.join(_DATE_NAMES)}); columns are {cols}; name the date column 'date'",
+        )
+    ticker_col = _find_column(frame, _TICKER_NAMES)
+    price_col = _find_column(frame, _PRICE_NAMES)
+    if ticker_col is not None and price_col is not None:
+        dates = parse_dates(frame[date_col], where, date_col, first_row, date_format, notes)
+        empty = is_missing(frame[ticker_col], frozenset({""}))  # "NA" is a ticker (and "None" could be one)
+        if empty.any():
+            i = int(np.flatnonzero(empty.to_numpy())[0])
+            raise fail(
+                where,
+                f"column '{ticker_col}' has no ticker in row {first_row + i} ({fmt_dates([dates[i]])}); give "
+                "every row a ticker",
+            )
+        tickers = frame[ticker_col].astype(object).map(lambda v: str(v).strip())
+        long = pd.DataFrame({"date": dates, "ticker": tickers.to_numpy(), "price": frame[price_col].to_numpy()})
+        dup = long.duplicated(["date", "ticker"], keep=False)
+        if dup.any():
+            first = long[dup].iloc[0]
+            dup_dates = long.loc[dup & (long["ticker"] == first["ticker"]), "date"].unique()
+            raise fail(
+                where,
+                f"duplicate dates for ticker '{first['ticker']}': {fmt_dates(dup_dates)}; "
+                "keep one row per date and ticker",
+            )
+        check_order(dates, where, first_row, date_format, sort_dates, notes, tickers=tickers)
+        wide = long.pivot(index="date", columns="ticker", values="price")
+        wide.columns.name = None
+        wide.index.name = None
+        return wide, FORM_LONG
+    if ticker_col is not None and price_col is None:
+        raise fail(
+            where,
+            f"long form detected (column '{ticker_col}') but no price column; name it 'close' or 'price'",
+        )
+    dates = parse_dates(frame[date_col], where, date_col, first_row, date_format, notes)
+    if dates.duplicated().any():
+        raise fail(
+            where,
+            f"duplicate dates: {fmt_dates(dates[dates.duplicated()].unique())}; keep one row per date",
+        )
+    check_order(dates, where, first_row, date_format, sort_dates, notes)
+    wide = frame.drop(columns=[date_col])
+    wide.index = dates
+    return wide.sort_index(), FORM_WIDE
+
+
+def to_numeric(wide: pd.DataFrame, where: str) -> pd.DataFrame:
+    out = {}
+    for ticker in wide.columns:
+        col = wide[ticker]
+        if is_bool_dtype(col.dtype) or is_datetime64_any_dtype(col.dtype) or is_timedelta64_dtype(col.dtype):
+            raise fail(where, f"ticker '{ticker}' holds {col.dtype} values, not prices; remove the column")
+        if is_numeric_dtype(col.dtype):
+            out[ticker] = col.astype("float64")
+            continue
+        missing = is_missing(col)
+        num = pd.to_numeric(col.astype(object).where(~missing), errors="coerce")
+        bad = num.isna() & ~missing
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            value = col.iloc[i]
+            if "," in str(value):
+                hint = " without thousands separators and with '.' as the decimal point"
+            elif int(bad.sum()) * 2 > int((~missing).sum()):  # mostly text: likely not a price column at all
+                hint = f" (remove column '{ticker}' if it does not hold prices)"
+            else:
+                hint = ""
+            raise fail(
+                where,
+                f"ticker '{ticker}' has a non-numeric price {value!r} on "
+                f"{fmt_dates([wide.index[i]])}; prices must be numbers{hint}",
+            )
+        out[ticker] = num.astype("float64")
+    return pd.DataFrame(out, index=wide.index)
