@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import subprocess
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 # Before ray is imported anywhere: no token auth for the local test cluster (tests only).
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -111,3 +118,127 @@ def tune_results(exp_dir) -> dict[str, list[dict]]:
     for p in sorted(exp_dir.glob("trial_*/result.json")):
         out[p.parent.name] = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
     return out
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dashboard_get(url: str, token: str | None = None, timeout: float = 10) -> dict:
+    """GET a JSON endpoint of the Ray dashboard, with the cluster's token when it has token auth."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
+        return json.loads(resp.read().decode())
+
+
+def wait_for_nodes(dashboard: str, n: int, timeout: float = 90, token: str | None = None) -> list[dict]:
+    """The cluster's alive nodes (state API records) once there are ``n`` of them."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            nodes = dashboard_get(f"{dashboard}/api/v0/nodes?limit=100", token)["data"]["result"]["result"]
+            alive = [x for x in nodes if x["state"] == "ALIVE"]
+            if len(alive) >= n:
+                return alive
+        except Exception:  # the dashboard is still starting
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"Ray cluster did not reach {n} node(s) in {timeout} s")
+
+
+@contextlib.contextmanager
+def ray_cluster(
+    log_dir: Path, temp_dir: Path | None = None, env: dict[str, str] | None = None, token: str | None = None
+) -> Iterator[dict]:
+    """A real two-node Ray cluster: ``ray start --head`` (1 CPU, dashboard on 127.0.0.1) plus a worker node
+    (2 CPUs, custom resource ``rollout``: 2); both stopped on exit.
+
+    Started with ``--block`` so that terminating our two processes stops exactly these nodes (never
+    ``ray stop``, which would stop every Ray node on the machine).
+
+    Args:
+        log_dir: where ``head.log`` and ``worker.log`` go.
+        temp_dir: a folder for the nodes' temp dirs (``--temp-dir``), ``head/`` (session files, the Prometheus
+            service-discovery file) and ``worker/``; default Ray's own, shared with every other Ray instance on
+            the machine.
+        env: the nodes' environment (default: this process' with token authentication off).
+        token: the cluster's token, when ``env`` turns token authentication on.
+
+    Yields:
+        ``address`` (GCS), ``dashboard`` (URL), ``worker_node_id``, ``env`` (the nodes' environment).
+    """
+    ports = {name: free_port() for name in ("gcs", "dash", "agent1", "client", "agent2")}
+    # `ray start --head` records itself in <temp dir>/ray_current_cluster; put back what was there.
+    current = (temp_dir / "head" if temp_dir else Path("/tmp/ray")) / "ray_current_cluster"
+    previous = current.read_text() if current.exists() else None
+    env = env if env is not None else dict(os.environ, RAY_AUTH_MODE="disabled")
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    common = ["--block", "--disable-usage-stats", "--object-store-memory=200000000"]
+    # Each node its own temp dir, as on separate machines: nodes sharing one would also share the unpacked
+    # working_dir of `ray job submit`, and one node's runtime-env agent re-unpacking it (it does not know
+    # the other's cache) pulls the directory from under a job driver running in it.
+    head_dir = [f"--temp-dir={temp_dir / 'head'}"] if temp_dir else []
+    worker_dir = [f"--temp-dir={temp_dir / 'worker'}"] if temp_dir else []
+    head_log, worker_log = open(log_dir / "head.log", "w"), open(log_dir / "worker.log", "w")  # noqa: SIM115
+    head = subprocess.Popen(
+        [
+            ray_bin,
+            "start",
+            "--head",
+            f"--port={ports['gcs']}",
+            "--num-cpus=1",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={ports['dash']}",
+            f"--dashboard-agent-listen-port={ports['agent1']}",
+            f"--ray-client-server-port={ports['client']}",
+            *common,
+            *head_dir,
+        ],
+        stdout=head_log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    procs = [head]
+    try:
+        dash = f"http://127.0.0.1:{ports['dash']}"
+        wait_for_nodes(dash, 1, token=token)
+        worker = subprocess.Popen(
+            [
+                ray_bin,
+                "start",
+                f"--address=127.0.0.1:{ports['gcs']}",
+                "--num-cpus=2",
+                '--resources={"rollout": 2}',
+                f"--dashboard-agent-listen-port={ports['agent2']}",
+                *common,
+                *worker_dir,
+            ],
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        procs.append(worker)
+        nodes = wait_for_nodes(dash, 2, token=token)
+        worker_id = next(n["node_id"] for n in nodes if "rollout" in n["resources_total"])
+        yield {"address": f"127.0.0.1:{ports['gcs']}", "dashboard": dash, "worker_node_id": worker_id, "env": env}
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        head_log.close()
+        worker_log.close()
+        if previous is None:
+            current.unlink(missing_ok=True)
+        else:
+            current.write_text(previous)

@@ -79,6 +79,16 @@ class PortfolioSAC(SAC):
     def get_default_config(cls) -> PortfolioSACConfig:
         return PortfolioSACConfig()
 
+    def __init__(self, config: Any = None, **kwargs: Any) -> None:
+        # Tune passes the trial's identity inside the config dict; Algorithm.__init__ turns the dict into an
+        # AlgorithmConfig without it, so every trial would be "default" (self.trial_id, metric tags).
+        from ray.tune.result import TRIAL_INFO
+
+        trial_info = config.get(TRIAL_INFO) if isinstance(config, dict) else None
+        super().__init__(config=config, **kwargs)
+        if trial_info is not None:
+            self._trial_info = trial_info
+
     # --- set-up ---------------------------------------------------------------------------------------
     def setup(self, config: Any) -> None:
         super().setup(config)
@@ -104,6 +114,7 @@ class PortfolioSAC(SAC):
         self._equal_weight_evaluation: dict[str, float] | None = None
         self.history: list[dict[str, float]] = []
         self._metrics_exporter = None
+        self.run_name: str | None = None  # gauge tag outside Tune: trainer.train sets its run directory's name
         self._last_counts = (0, 0, time.perf_counter())
 
     # --- observation filter ---------------------------------------------------------------------------
@@ -288,10 +299,17 @@ class PortfolioSAC(SAC):
         section = self._portfolio_section(result)
         result[M.PORTFOLIO] = section
         if self._metrics_exporter is None:
-            from trainer.callbacks import MetricsExporter
+            from trainer.monitoring import MetricsExporter, run_tags
 
-            self._metrics_exporter = MetricsExporter()
-        self._metrics_exporter.export(section, self.settings.name, self.trial_id)
+            # Tune's trial id tells trials apart; outside Tune (trial id "default") the run's name does.
+            tags = run_tags(
+                experiment=self.settings.name,
+                trial=self.run_name or self.trial_id,
+                seed=self.config.seed,
+                fold=self.config.env_config.get("fold"),
+            )
+            self._metrics_exporter = MetricsExporter(tags)
+        self._metrics_exporter.export(section)
         # Training curves travel with every checkpoint (portfolio_state.json) for the backtest report.
         self.history.append(
             {

@@ -35,36 +35,3 @@ class PortfolioCallbacks(RLlibCallback):
         metrics_logger.log_value(
             M.TRAIN_TURNOVER, sum(i["turnover"] for i in steps) / len(steps), reduce="mean", window=_WINDOW
         )
-
-
-# Ray metrics (Prometheus via the node's metrics agent): name -> (portfolio-section key, description).
-GAUGES: dict[str, tuple[str, str]] = {
-    "portfolio_episode_return": (M.EPISODE_RETURN, "mean return of recent training episodes"),
-    "portfolio_validation_sharpe": (M.SHARPE, "annualised Sharpe of the latest deterministic validation pass"),
-    "portfolio_critic_loss": (M.CRITIC_LOSS, "SAC critic loss (mean of the twin Q losses)"),
-    "portfolio_policy_entropy": (M.ENTROPY, "policy entropy estimate (-mean log pi)"),
-    "portfolio_env_steps_per_s": (M.ENV_STEPS_PER_S, "env steps sampled per second"),
-    "portfolio_trained_samples_per_s": (M.TRAINED_SAMPLES_PER_S, "replayed samples trained on per second"),
-}
-
-
-class MetricsExporter:
-    """Exports the portfolio section of each training result as Ray gauges tagged experiment/trial."""
-
-    TAG_KEYS = ("experiment", "trial")
-
-    def __init__(self) -> None:
-        from ray.util.metrics import Gauge
-
-        self._gauges = {
-            name: Gauge(name, description=desc, tag_keys=self.TAG_KEYS) for name, (_, desc) in GAUGES.items()
-        }
-
-    def export(self, section: dict[str, Any], experiment: str, trial: str) -> None:
-        import math
-
-        tags = {"experiment": experiment, "trial": trial}
-        for name, (key, _) in GAUGES.items():
-            value = section.get(M.VALIDATION, {}).get(key) if key == M.SHARPE else section.get(key)
-            if value is not None and math.isfinite(float(value)):
-                self._gauges[name].set(float(value), tags=tags)

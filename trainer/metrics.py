@@ -320,7 +320,7 @@ REGISTRY: tuple[Metric, ...] = (
     ),
     Metric(CRITIC_LOSS, "critic loss", ".4g", "loss", None, _TRAINING, "SAC critic loss (mean of the twin Q losses)"),
     Metric(ACTOR_LOSS, "actor loss", ".4g", "loss", None, frozenset(), "SAC policy loss"),
-    Metric(ALPHA, "alpha", ".3g", "coefficient", None, frozenset({GAUGE}), "SAC entropy coefficient"),
+    Metric(ALPHA, "alpha", ".3g", "coefficient", None, frozenset({GAUGE}), "SAC entropy temperature alpha"),
     Metric(
         ENTROPY,
         "entropy",
@@ -348,7 +348,8 @@ REGISTRY: tuple[Metric, ...] = (
         "start = 1",
         True,
         frozenset({GAUGE}),
-        "mean final portfolio value of recent training episodes",
+        "final portfolio value of recent training episodes (each episode starts at 1)",
+        gauge="portfolio_value",
     ),
 )
 BY_KEY: dict[str, Metric] = {m.key: m for m in REGISTRY}

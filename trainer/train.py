@@ -123,6 +123,7 @@ def run_training(
         (out_dir / "experiment.yaml").write_text(yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False))
         algo = build_sac_config(exp).build_algo()
         target = exp.stopping.env_steps
+    algo.run_name = out_dir.name  # tags this run's gauges (Prometheus/Grafana)
     stop_flag = stop_flag or _StopFlag()
     status, last_ckpt, reason = M.STATUS_COMPLETED, None, ""
     eta = _Eta()

@@ -264,18 +264,19 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     import ray
 
+    from trainer.monitoring import dashboard_access_message, install_grafana_dashboard
+
     address = args.address or os.environ.get("RAY_ADDRESS")
     # The dashboard stays on 127.0.0.1 (reach a cluster's with `ray dashboard cluster.yaml`).
     # No address: always an embedded local instance ("local"), never a stale `ray start` found on disk.
     local = {"address": "local", "dashboard_host": "127.0.0.1"}
     ctx = ray.init(ignore_reinit_error=True, log_to_driver=args.verbose, **({"address": address} if address else local))
     quiet_logging(exp_dir / "driver.log", args.verbose)  # ray.init configures its loggers again
-    url = getattr(ctx, "dashboard_url", None)
-    print(
-        f"Ray: {'joined ' + address if address else 'local instance'}; dashboard: "
-        f"{'http://' + url if url else 'not running'}",
-        flush=True,
+    print(f"Ray: {'joined ' + address if address else 'local instance'}", flush=True)
+    dashboard = dashboard_access_message(
+        getattr(ctx, "dashboard_url", None), joined=bool(address), grafana_dashboard=install_grafana_dashboard()
     )
+    print(dashboard, flush=True)
     # SIGTERM gets Tune's graceful SIGINT handling: experiment state saved, resumable with --resume.
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     try:

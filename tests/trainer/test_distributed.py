@@ -5,26 +5,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import cli_env
+from tests.conftest import cli_env, ray_cluster
 from tests.conftest import tune_results as _results
 from trainer.config import load_experiment
 from trainer.sac_config import build_sac_config
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- env runner fault tolerance --------------------------------------------------------------------------
@@ -143,88 +135,9 @@ def test_dead_trial_process_is_retried_from_its_checkpoint(ray_session, tmp_path
 # --- a real two-node cluster on this machine ----------------------------------------------------------
 @pytest.fixture
 def two_node_cluster(tmp_path):
-    """``ray start --head`` plus a worker node with the custom resource ``rollout``; both stopped after.
-
-    Started with ``--block`` so that terminating our two processes stops exactly these nodes (never
-    ``ray stop``, which would stop every Ray node on the machine).
-    """
-    ports = {name: _free_port() for name in ("gcs", "dash", "agent1", "client", "agent2")}
-    # `ray start --head` records itself in /tmp/ray/ray_current_cluster; put back what was there.
-    current = Path("/tmp/ray/ray_current_cluster")
-    previous = current.read_text() if current.exists() else None
-    env = dict(os.environ, RAY_AUTH_MODE="disabled")
-    ray_bin = str(Path(sys.executable).parent / "ray")
-    common = ["--block", "--disable-usage-stats", "--object-store-memory=200000000"]
-    head_log, worker_log = open(tmp_path / "head.log", "w"), open(tmp_path / "worker.log", "w")  # noqa: SIM115
-    head = subprocess.Popen(
-        [
-            ray_bin,
-            "start",
-            "--head",
-            f"--port={ports['gcs']}",
-            "--num-cpus=1",
-            "--include-dashboard=true",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={ports['dash']}",
-            f"--dashboard-agent-listen-port={ports['agent1']}",
-            f"--ray-client-server-port={ports['client']}",
-            *common,
-        ],
-        stdout=head_log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    procs = [head]
-    try:
-        dash = f"http://127.0.0.1:{ports['dash']}"
-        _wait_for_nodes(dash, 1)
-        worker = subprocess.Popen(
-            [
-                ray_bin,
-                "start",
-                f"--address=127.0.0.1:{ports['gcs']}",
-                "--num-cpus=2",
-                '--resources={"rollout": 2}',
-                f"--dashboard-agent-listen-port={ports['agent2']}",
-                *common,
-            ],
-            stdout=worker_log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        procs.append(worker)
-        nodes = _wait_for_nodes(dash, 2)
-        worker_id = next(n.node_id for n in nodes if "rollout" in n.resources_total)
-        yield {"address": f"127.0.0.1:{ports['gcs']}", "dashboard": dash, "worker_node_id": worker_id}
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in reversed(procs):
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        head_log.close()
-        worker_log.close()
-        if previous is None:
-            current.unlink(missing_ok=True)
-        else:
-            current.write_text(previous)
-
-
-def _wait_for_nodes(dashboard: str, n: int, timeout: float = 90) -> list:
-    from ray.util.state import list_nodes
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            nodes = [x for x in list_nodes(address=dashboard) if x.state == "ALIVE"]
-            if len(nodes) >= n:
-                return nodes
-        except Exception:  # the dashboard is still starting
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"Ray cluster did not reach {n} node(s) in {timeout} s")
+    """``ray start --head`` plus a worker node with the custom resource ``rollout``; both stopped after."""
+    with ray_cluster(tmp_path) as cluster:
+        yield cluster
 
 
 def test_sweep_on_two_node_cluster_places_env_runners_on_the_worker_and_resumes(two_node_cluster, tmp_path):
