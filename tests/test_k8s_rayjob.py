@@ -13,8 +13,8 @@ import jsonschema
 import pytest
 import yaml
 
-from trainer.config import available_experiments
-from trainer.tune import build_plan, load_sweep
+from trainer.config import available_experiments, load_experiment
+from trainer.tune import build_plan
 from trainer.tune import main as tune_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,7 +135,7 @@ def _fits(bundle: dict[str, float], node: dict[str, float]) -> bool:
 def test_worker_groups_can_host_every_experiment(name):
     spec = _rayjob()["spec"]["rayClusterSpec"]
     nodes = {g["groupName"]: _node_resources(g) for g in spec["workerGroupSpecs"]}
-    plan = build_plan(*load_sweep(name)[:2])
+    plan = build_plan(load_experiment(name))
     for bundle in plan["placement_bundles"]:
         assert any(_fits(bundle, r) for r in nodes.values()), f"{name}: no worker group can host bundle {bundle}"
     assert not _fits(plan["placement_bundles"][0], _node_resources(spec["headGroupSpec"]))  # the head runs no trial

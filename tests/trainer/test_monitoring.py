@@ -147,7 +147,7 @@ def test_tune_trials_are_tagged_with_their_trial_id(ray_session):
     from ray.tune.result import TRIAL_INFO
 
     from trainer.algorithm import PortfolioSAC
-    from trainer.config import build_sac_config
+    from trainer.sac_config import build_sac_config
 
     exp = load_experiment("smoke", {"name": "monitoring_trial_id", "stopping.steps_per_iteration": 100})
     info = SimpleNamespace(trial_id="5e1f0_00001", trial_name="PortfolioSAC_5e1f0_00001", trial_resources=None)
