@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ from trainer.config import (
 
 # The validated experiment a sweep was started with, in its directory: ``--resume`` must run the same one.
 EXPERIMENT_FILE = "experiment.json"
+DRIVER_LOG = "driver.log"
 # Settings only the driver's summary reads: they may change between a sweep and its resumption.
 SUMMARY_ONLY_KEYS = ("name", "description", "sweep.backtest_best", "sweep.bootstrap_samples")
 FOLD_KEY = "data.fold"
@@ -367,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     except ExperimentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    quiet_logging(exp_dir / "driver.log", args.verbose)
+    new_dir = not exp_dir.exists()
+    quiet_logging(exp_dir / DRIVER_LOG, args.verbose)
     # Tune's classic progress table (our columns: env steps, validation Sharpe, critic loss, entropy)
     # instead of the new output engine, which ignores progress_reporter and prints every config key.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -378,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     # No address: always an embedded local instance ("local"), never a stale `ray start` found on disk.
     local = {"address": "local", "dashboard_host": "127.0.0.1"}
     ctx = ray.init(ignore_reinit_error=True, log_to_driver=args.verbose, **({"address": address} if address else local))
-    quiet_logging(exp_dir / "driver.log", args.verbose)  # ray.init configures its loggers again
+    quiet_logging(exp_dir / DRIVER_LOG, args.verbose)  # ray.init configures its loggers again
     url = getattr(ctx, "dashboard_url", None)
     print(
         f"Ray: {'joined ' + address if address else 'local instance'}; dashboard: "
@@ -394,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         results = run_sweep(exp, storage, resume=args.resume)
     except ExperimentError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if new_dir and {p.name for p in exp_dir.iterdir()} <= {DRIVER_LOG}:
+            shutil.rmtree(exp_dir)  # nothing started: leave no directory of our own behind
         return 2
     n_trials = exp.sweep.n_trials()
     outcome, finished = sweep_outcome(trial_statuses(exp_path, results), n_trials)

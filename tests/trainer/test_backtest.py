@@ -16,7 +16,7 @@ from envs.market import load_market
 from envs.portfolio import PortfolioEnv
 from tests.conftest import checkpoints, synthetic_prices, toy_market, write_wide_csv
 from trainer import metrics as M
-from trainer.backtest import training_overlap
+from trainer.backtest import BacktestError, simulate, training_overlap
 from trainer.baselines import (
     BUY_AND_HOLD,
     EQUAL_WEIGHT,
@@ -206,6 +206,13 @@ def test_bad_cost_bps_is_a_clear_error(smoke_run, tmp_path, value):
         f"error: --cost-bps {shown}: cost_bps must be a finite number in [0, 1000] basis points, got {shown}"
     )
     assert not (tmp_path / "bt").exists()
+
+
+def test_fold_out_of_range_is_a_clear_error(smoke_run):
+    ckpt = checkpoints(smoke_run[0])[-1]
+    with pytest.raises(BacktestError) as info:
+        simulate(ckpt, fold=5)
+    assert str(info.value) == f"{ckpt}: fold must be an integer in 0..2 (folds.n_folds is 3), got 5"
 
 
 def _window(market, split):

@@ -187,12 +187,18 @@ def test_impossible_sweep_combination_is_refused_by_the_cli_before_anything_star
 def test_dry_run_checks_the_data_before_any_trial(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("date,A,B\n2020-01-01,1,2\n2020-01-02,x,3\n")
-    res = _tune(["--exp", "smoke", "--dry-run", "--set", f"data.source={bad}"])
-    assert res.returncode == 2 and "Traceback" not in res.stderr and res.stdout == ""
-    assert res.stderr.strip().splitlines()[-1] == (
+    expected = (
         f"error: {CONFIG_DIR / 'smoke.yaml'}: key 'data': {bad}: ticker 'A' has a non-numeric price 'x' on "
         "2020-01-02; prices must be numbers"
     )
+    res = _tune(["--exp", "smoke", "--dry-run", "--set", f"data.source={bad}"])
+    assert res.returncode == 2 and "Traceback" not in res.stderr and res.stdout == ""
+    assert res.stderr.strip().splitlines()[-1] == expected
+    # the real run stops at the same check, before Ray or any trial starts
+    res = _tune(["--exp", "smoke", "--storage", str(tmp_path / "runs"), "--set", f"data.source={bad}"])
+    assert res.returncode == 2 and "Traceback" not in res.stderr and res.stdout == ""
+    assert res.stderr.strip().splitlines()[-1] == expected
+    assert not (tmp_path / "runs").exists()
 
 
 def test_every_swept_fold_is_checked_in_the_driver(price_csv):
