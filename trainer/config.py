@@ -536,9 +536,9 @@ def load_raw(name_or_path: str) -> tuple[dict[str, Any], Path]:
 
 def parse_override(text: str) -> tuple[str, Any]:
     """``key.sub=value`` -> (``key.sub``, YAML-parsed value)."""
-    if "=" not in text:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or "" in key.strip().split("."):
         raise ExperimentError(f"--set {text!r}: expected key=value, e.g. --set sac.batch_size=128")
-    key, value = text.split("=", 1)
     try:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError:

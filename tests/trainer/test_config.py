@@ -351,3 +351,10 @@ def test_every_sweepable_key_reads_back_from_the_rllib_config():
         for part in path:
             node = node[part]
         assert node == values[key], key
+
+
+@pytest.mark.parametrize("text", ["noeq", "=3", "sac..batch_size=3"])
+def test_malformed_override_is_a_clear_error(text):
+    with pytest.raises(ExperimentError) as info:
+        parse_override(text)
+    assert str(info.value) == f"--set {text!r}: expected key=value, e.g. --set sac.batch_size=128"
