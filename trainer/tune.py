@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -403,8 +404,11 @@ def main(argv: list[str] | None = None) -> int:
     n_trials = exp.sweep.n_trials()
     outcome, finished = sweep_outcome(trial_statuses(exp_path, results), n_trials)
     if outcome == "interrupted":
-        sets = "".join(f" --set {s}" for s in args.set)
-        resume = f"python -m trainer.tune --exp {args.exp} --storage {args.storage}{sets} --resume"
+        # quoted, so the line can be pasted into a shell as it is (--set values may hold spaces and braces)
+        sets = "".join(f" --set {shlex.quote(s)}" for s in args.set)
+        resume = (
+            f"python -m trainer.tune --exp {shlex.quote(args.exp)} --storage {shlex.quote(args.storage)}{sets} --resume"
+        )
         print(
             f"\nsweep interrupted: {finished} of {n_trials} trials finished; the state is saved in {exp_path}. "
             f"Continue with:\n  {resume}",

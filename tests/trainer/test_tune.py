@@ -351,7 +351,9 @@ def test_sweep_interrupted_before_all_trials_started_resumes_without_redoing_fin
     out, _ = proc.communicate(timeout=300)
     assert first_done is not None, out[-3000:]
     assert proc.returncode == 130, out[-3000:]
-    assert "sweep interrupted: 1 of 3 trials finished" in out and "--resume" in out
+    assert "sweep interrupted: 1 of 3 trials finished" in out
+    # the printed command can be pasted into a shell: the --set values are quoted
+    assert "--set 'sweep.search_space={seed: {grid_search: [0, 1, 2]}}' --set stopping.env_steps=1200 --resume" in out
     before = _results(exp_dir)
     assert len(before) == 2  # the third trial was never created
 
