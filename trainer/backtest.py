@@ -8,6 +8,10 @@ costs as training, and simulates Equal Weight, Buy-and-Hold, Minimum Volatility 
 Writes into ``--out`` (default ``<checkpoint>/../../backtest_<split>``): ``backtest.json``,
 ``values.parquet`` (daily value of every strategy), ``weights.parquet`` (the agent's daily weights),
 ``equity.png``, ``drawdowns.png``, ``weights.png``, ``training.png``, ``report.md`` and ``report.html``.
+
+Two things never pass silently: an evaluated window that overlaps the checkpoint's training window (other
+``--data``, or another ``--fold``: the agent saw those days) is warned about on the terminal, in the report
+and in ``backtest.json``; a baseline that cannot be fitted is listed as not fitted, with the reason.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,7 @@ import pandas as pd
 
 from envs.market import MarketData, load_market_for
 from envs.portfolio import PortfolioEnv
+from envs.settings import PortfolioSettings
 from trainer import metrics as M
 from trainer import report as R
 from trainer.baselines import DESCRIPTIONS, LOOKAHEAD, run_baselines
@@ -38,7 +43,11 @@ class BacktestError(ValueError):
 
 @dataclass
 class Simulation:
-    """A checkpoint's deterministic policy (and optionally the baselines) run over one split."""
+    """A checkpoint's deterministic policy (and optionally the baselines) run over one split.
+
+    ``not_fitted`` names the baselines that could not be fitted, with the reason; ``warnings`` says what
+    makes the result not out-of-sample (an evaluated window that overlaps the training window).
+    """
 
     checkpoint: Path
     split: str
@@ -46,6 +55,54 @@ class Simulation:
     env_config: dict[str, Any]
     market: MarketData
     runs: dict[str, EvalRun]
+    not_fitted: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _window(market: MarketData, split: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    rng = market.splits[split]
+    return market.dates[rng.start], market.dates[rng.end]
+
+
+def _span(window: tuple[pd.Timestamp, pd.Timestamp]) -> str:
+    return f"{window[0].date()} .. {window[1].date()}"
+
+
+def _describe(env_cfg: dict[str, Any]) -> str:
+    fold = env_cfg.get("fold")
+    return f"{env_cfg.get('data')}" + (f", fold {fold}" if fold is not None else "")
+
+
+def training_overlap(state: dict[str, Any], env_cfg: dict[str, Any], market: MarketData, split: str) -> str | None:
+    """A warning when the evaluated window overlaps the checkpoint's training window, else None.
+
+    The training window is that of the checkpoint's own env config (its data, split dates or fold); the
+    evaluated one is ``split`` of ``market`` (maybe other data or another fold). Days in both were seen in
+    training, so the result is not out-of-sample.
+    """
+    from envs.data import DataError
+
+    train_cfg = dict(state["env_config"])
+    try:
+        trained = _window(market if _same_windows(train_cfg, env_cfg) else load_market_for(train_cfg), "train")
+    except (DataError, ValueError) as exc:
+        return (
+            f"cannot check that the {split} window is outside the checkpoint's training window: its training "
+            f"data cannot be loaded ({exc})"
+        )
+    evaluated = _window(market, split)
+    if evaluated[0] > trained[1] or evaluated[1] < trained[0]:
+        return None
+    return (
+        f"the {split} window {_span(evaluated)} ({_describe(env_cfg)}) overlaps the checkpoint's training window "
+        f"{_span(trained)} ({_describe(train_cfg)}): the agent was trained on some of these days, so this is "
+        f"NOT an out-of-sample result; evaluate on days after {trained[1].date()} or before {trained[0].date()}"
+    )
+
+
+def _same_windows(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    keys = ("data", "split_dates", "folds", "fold", "date_format", "sort_dates")
+    return all(a.get(k) == b.get(k) for k in keys)
 
 
 def simulate(
@@ -54,14 +111,29 @@ def simulate(
     data: str | None = None,
     cost_bps: float | None = None,
     baselines: bool = True,
+    fold: int | None = None,
 ) -> Simulation:
     """Run the checkpoint's policy (frozen filter, tanh of the mean) and, with ``baselines``, every baseline.
 
     The one evaluation of a checkpoint: ``run_backtest`` and the sweep report both use it.
+
+    Args:
+        checkpoint: a checkpoint directory.
+        split: the window to evaluate (``"test"`` or ``"validation"``).
+        data: other prices with the same tickers (default: the training data).
+        cost_bps: other transaction costs (default: the training costs).
+        baselines: also run the classical baselines.
+        fold: evaluate on this walk-forward fold's windows (of the checkpoint's fold layout) instead of the
+            checkpoint's own windows.
     """
     from envs.data import DataError
 
     checkpoint = Path(checkpoint).resolve()
+    if cost_bps is not None:
+        try:
+            PortfolioSettings.check("cost_bps", cost_bps)
+        except ValueError as exc:
+            raise BacktestError(f"--cost-bps {cost_bps!r}: {exc}") from None
     try:
         state = read_usable_state(checkpoint)
     except CheckpointError as exc:
@@ -71,11 +143,13 @@ def simulate(
         env_cfg["data"] = data
     if cost_bps is not None:
         env_cfg["cost_bps"] = float(cost_bps)
+    if fold is not None:
+        env_cfg["fold"], env_cfg["split_dates"] = fold, None  # a fold's windows replace the split dates
     env_cfg["split"] = split
     try:
         market = load_market_for(env_cfg)
-    except DataError as exc:
-        raise BacktestError(str(exc)) from None
+    except (DataError, ValueError) as exc:
+        raise BacktestError(f"{checkpoint}: {exc}" if fold is not None else str(exc)) from None
     if list(market.tickers) != list(state["tickers"]):
         raise BacktestError(
             f"{checkpoint}: trained on {len(state['tickers'])} assets ({', '.join(state['tickers'][:5])}...) but "
@@ -89,9 +163,13 @@ def simulate(
 
     policy, _ = load_policy(checkpoint)
     runs = {SAC: run_policy(make_env(), policy)}
+    not_fitted: dict[str, str] = {}
     if baselines:
-        runs.update(run_baselines(make_env, market, split))
-    return Simulation(checkpoint, split, state, env_cfg, market, runs)
+        baseline_runs = run_baselines(make_env, market, split)
+        runs.update(baseline_runs)
+        not_fitted = baseline_runs.not_fitted
+    overlap = training_overlap(state, env_cfg, market, split)
+    return Simulation(checkpoint, split, state, env_cfg, market, runs, not_fitted, [overlap] if overlap else [])
 
 
 def run_backtest(
@@ -100,9 +178,10 @@ def run_backtest(
     data: str | None = None,
     cost_bps: float | None = None,
     out_dir: Path | None = None,
+    fold: int | None = None,
 ) -> dict[str, Any]:
     """Backtest ``checkpoint`` on ``split``, write the report; returns the ``backtest.json`` content."""
-    sim = simulate(checkpoint, split, data, cost_bps)
+    sim = simulate(checkpoint, split, data, cost_bps, fold=fold)
     checkpoint, state, env_cfg, market, runs = sim.checkpoint, sim.state, sim.env_config, sim.market, sim.runs
     strategies = {name: M.performance(r) for name, r in runs.items()}
     for name in strategies:
@@ -128,6 +207,7 @@ def run_backtest(
         "Training curves": R.plot_training(state.get("history") or [], out_dir / "training.png").name,
     }
     facts = [
+        *(f"WARNING: {w}" for w in sim.warnings),
         f"checkpoint: {checkpoint}",
         f"data: {env_cfg['data']} ({len(market.tickers)} assets); split: {split}, {first.date()} .. {last.date()} "
         f"({rng.n_rows - 1} trading days)",
@@ -136,11 +216,12 @@ def run_backtest(
         f"checkpoint ({state.get('obs_filter_count', 0):,} observations)",
         "baselines min_volatility / max_sharpe were fitted on the training split only; the *_lookahead "
         "variants were fitted on this split itself and SAW THE FUTURE (shown for reference, not a fair comparison)",
+        *(f"{name}: NOT FITTED, {reason}" for name, reason in sim.not_fitted.items()),
     ]
     descriptions = {SAC: "the trained agent", **DESCRIPTIONS}
     R.write_report(
         out_dir,
-        title=f"Backtest ({split})",
+        title=f"Backtest ({split})" + (" - OVERLAPS THE TRAINING WINDOW" if sim.warnings else ""),
         facts=facts,
         strategies=strategies,
         descriptions=descriptions,
@@ -154,6 +235,9 @@ def run_backtest(
         "data": env_cfg["data"],
         "cost_bps": env_cfg["cost_bps"],
         "tickers": list(market.tickers),
+        "fold": env_cfg.get("fold"),
+        "not_fitted": sim.not_fitted,
+        "warnings": sim.warnings,
         "out_dir": str(out_dir),
     }
     (out_dir / "backtest.json").write_text(json.dumps(R.nan_to_none(result), indent=2))
@@ -166,13 +250,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=["test", "validation"], default="test")
     parser.add_argument("--data", help="price source (default: the one the checkpoint was trained on)")
     parser.add_argument("--cost-bps", type=float, help="transaction costs (default: the training costs)")
+    parser.add_argument(
+        "--fold", type=int, help="evaluate on this walk-forward fold's windows (default: the checkpoint's own)"
+    )
     parser.add_argument("--out", type=Path, help="output directory")
     args = parser.parse_args(argv)
     try:
-        result = run_backtest(args.checkpoint, args.split, args.data, args.cost_bps, args.out)
+        result = run_backtest(args.checkpoint, args.split, args.data, args.cost_bps, args.out, args.fold)
     except BacktestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for warning in result["warnings"]:
+        print(f"WARNING: {warning}", file=sys.stderr)
     d = result["dates"]
     print(
         f"Backtest on the {result['split']} split {d['start']} .. {d['end']} ({d['n_days']} days), "
@@ -180,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(R.text_table(result["strategies"]))
     print("(*_lookahead baselines were fitted on this split: they saw the future)")
+    for name, reason in result["not_fitted"].items():
+        print(f"{name}: not fitted, {reason}")
     out = Path(result["out_dir"])
     print(f"report: {out / 'report.md'} | {out / 'report.html'} | json: {out / 'backtest.json'}")
     return 0

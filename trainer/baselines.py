@@ -2,18 +2,21 @@
 
 Minimum Volatility and Maximum Sharpe are fitted on the *training* split's daily returns only; the
 look-ahead variants are fitted on the evaluated split itself and are labelled as such (what a naive
-comparison would use).
+comparison would use). A portfolio that cannot be fitted on a window (Maximum Sharpe when every asset lost
+money there: no long-only portfolio has a positive Sharpe ratio) is reported as not fitted, with the reason,
+and the other strategies are run as usual.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from skfolio import RiskMeasure
+from skfolio.exceptions import SkfolioError
 from skfolio.optimization import MeanRisk, ObjectiveFunction
 
 from envs.market import MarketData
@@ -39,8 +42,19 @@ LOOKAHEAD = {MIN_VOLATILITY_LOOKAHEAD, MAX_SHARPE_LOOKAHEAD}
 
 @dataclass(frozen=True)
 class FittedWeights:
-    min_volatility: NDArray[np.float64]
-    max_sharpe: NDArray[np.float64]
+    """Long-only, fully invested weights; ``None`` where the fit failed (the reason is in ``not_fitted``)."""
+
+    min_volatility: NDArray[np.float64] | None
+    max_sharpe: NDArray[np.float64] | None
+    not_fitted: dict[str, str] = field(default_factory=dict)  # MIN_VOLATILITY / MAX_SHARPE -> why
+
+
+class BaselineRuns(dict[str, EvalRun]):
+    """The baselines' runs by name, and ``not_fitted``: the baselines that could not be fitted, with why."""
+
+    def __init__(self, runs: dict[str, EvalRun], not_fitted: dict[str, str]) -> None:
+        super().__init__(runs)
+        self.not_fitted = not_fitted
 
 
 def split_returns(market: MarketData, split: str) -> NDArray[np.float64]:
@@ -54,11 +68,33 @@ def _clean(w: NDArray) -> NDArray[np.float64]:
     return w / w.sum()
 
 
-def fit_classical(returns: NDArray[np.float64]) -> FittedWeights:
-    """Minimum-variance and maximum-Sharpe long-only weights (fully invested) from daily returns."""
-    mv = MeanRisk(objective_function=ObjectiveFunction.MINIMIZE_RISK, risk_measure=RiskMeasure.VARIANCE)
-    ms = MeanRisk(objective_function=ObjectiveFunction.MAXIMIZE_RATIO, risk_measure=RiskMeasure.VARIANCE)
-    return FittedWeights(_clean(mv.fit(returns).weights_), _clean(ms.fit(returns).weights_))
+def fit_classical(returns: NDArray[np.float64], window: str = "on these returns") -> FittedWeights:
+    """Minimum-variance and maximum-Sharpe long-only weights (fully invested) from daily returns.
+
+    Args:
+        returns: daily simple returns, ``[days, assets]``.
+        window: where the returns come from, for the reasons of a failed fit (e.g. "in the training window
+            2010-01-04 .. 2012-12-31").
+    """
+    objectives = {MIN_VOLATILITY: ObjectiveFunction.MINIMIZE_RISK, MAX_SHARPE: ObjectiveFunction.MAXIMIZE_RATIO}
+    weights: dict[str, NDArray[np.float64] | None] = {}
+    not_fitted: dict[str, str] = {}
+    for name, objective in objectives.items():
+        if name == MAX_SHARPE and returns.size and (returns.mean(axis=0) <= 0).all():
+            weights[name] = None
+            not_fitted[name] = (
+                f"every asset's mean daily return {window} is <= 0, so no long-only portfolio has a positive "
+                "Sharpe ratio to maximise"
+            )
+            continue
+        try:
+            weights[name] = _clean(
+                MeanRisk(objective_function=objective, risk_measure=RiskMeasure.VARIANCE).fit(returns).weights_
+            )
+        except (ValueError, SkfolioError) as exc:
+            weights[name] = None
+            not_fitted[name] = f"the optimiser failed {window}: {str(exc).splitlines()[0]}"
+    return FittedWeights(weights[MIN_VOLATILITY], weights[MAX_SHARPE], not_fitted)
 
 
 def _with_cash(asset_weights: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -85,17 +121,32 @@ def _buy_and_hold(n_assets: int) -> Callable[[Any], NDArray[np.float64]]:
     return rule
 
 
-def run_baselines(env_factory: Callable[[], Any], market: MarketData, split: str) -> dict[str, EvalRun]:
-    """Every baseline over ``split`` through fresh envs from ``env_factory``."""
+def _window(market: MarketData, split: str) -> str:
+    rng = market.splits[split]
+    return f"{rng.start_date.date()} .. {rng.end_date.date()}"
+
+
+def run_baselines(env_factory: Callable[[], Any], market: MarketData, split: str) -> BaselineRuns:
+    """Every baseline over ``split`` through fresh envs from ``env_factory``; unfittable ones are listed in
+    ``not_fitted`` with their reason instead of run."""
     n = len(market.tickers)
-    train_fit = fit_classical(split_returns(market, "train"))
-    own_fit = fit_classical(split_returns(market, split))
-    rules = {
+    train_fit = fit_classical(split_returns(market, "train"), f"in the training window {_window(market, 'train')}")
+    own_fit = fit_classical(split_returns(market, split), f"in the evaluated {split} window {_window(market, split)}")
+    rules: dict[str, Callable[[Any], NDArray[np.float64]]] = {
         EQUAL_WEIGHT: equal_weight_rule(n),
         BUY_AND_HOLD: _buy_and_hold(n),
-        MIN_VOLATILITY: _constant(train_fit.min_volatility),
-        MAX_SHARPE: _constant(train_fit.max_sharpe),
-        MIN_VOLATILITY_LOOKAHEAD: _constant(own_fit.min_volatility),
-        MAX_SHARPE_LOOKAHEAD: _constant(own_fit.max_sharpe),
     }
-    return {name: run_weights(env_factory(), rule) for name, rule in rules.items()}
+    not_fitted: dict[str, str] = {}
+    fits = {
+        MIN_VOLATILITY: (train_fit, MIN_VOLATILITY),
+        MAX_SHARPE: (train_fit, MAX_SHARPE),
+        MIN_VOLATILITY_LOOKAHEAD: (own_fit, MIN_VOLATILITY),
+        MAX_SHARPE_LOOKAHEAD: (own_fit, MAX_SHARPE),
+    }
+    for name, (fit, objective) in fits.items():
+        weights = getattr(fit, objective)
+        if weights is None:
+            not_fitted[name] = fit.not_fitted[objective]
+        else:
+            rules[name] = _constant(weights)
+    return BaselineRuns({name: run_weights(env_factory(), rule) for name, rule in rules.items()}, not_fitted)

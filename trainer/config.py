@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import itertools
 import math
+import numbers
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from envs.data import SP500, SPLITS, TRAIN, VALIDATION
-from envs.folds import CONFIG_DIR, SCHEMES, FoldSpec
+from envs.folds import CONFIG_DIR, SCHEMES, FoldSpec, resolve_experiment_path
 from envs.rewards import REWARD_CLIP, REWARD_NAMES
 from envs.settings import ACTIONS, SETTING_NAMES, TILT_REFERENCES, PortfolioSettings
 from trainer import metrics as M
@@ -31,7 +35,17 @@ class ExperimentError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Infinite or NaN numbers are never meaningful settings (YAML's .inf / .nan, or "inf" via --set).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def _auto_or_number(value: Any, info: ValidationInfo) -> Any:
+    """Accept ``"auto"`` or a finite real number, with one message for anything else (not one per union member)."""
+    if value == "auto" or (
+        isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+    ):
+        return value
+    raise ValueError(f"{info.field_name} must be 'auto' or a finite number, got {value!r}")
 
 
 class FoldsConfig(_Strict):
@@ -153,6 +167,11 @@ class SACSettings(_Strict):
     initial_alpha: float = Field(1.0, gt=0)
     rollout_fragment_length: int = Field(1, ge=1)
 
+    @field_validator("target_entropy", mode="before")
+    @classmethod
+    def _auto_or_entropy(cls, v: Any, info: ValidationInfo) -> Any:
+        return _auto_or_number(v, info)
+
     @model_validator(mode="after")
     def _buffer_holds_a_batch(self) -> SACSettings:
         if self.buffer_size < self.batch_size:
@@ -189,6 +208,11 @@ class ResourcesConfig(_Strict):
     # Sample the next round on the remote env runners while the learner trains on the replay buffer.
     # The in-flight round acts with weights one round older (never silently: off by default).
     overlap_sampling: bool = False
+
+    @field_validator("num_cpus_per_learner", mode="before")
+    @classmethod
+    def _auto_or_cpus(cls, v: Any, info: ValidationInfo) -> Any:
+        return _auto_or_number(v, info)
 
     @model_validator(mode="after")
     def _overlap_needs_remote_runners(self) -> ResourcesConfig:
@@ -242,7 +266,7 @@ SWEEPABLE: dict[str, tuple[str, ...]] = {
     "sac.gamma": ("gamma",),
     "sac.initial_alpha": ("initial_alpha",),
     "sac.target_entropy": ("target_entropy",),
-    "sac.batch_size": ("train_batch_size_per_learner",),
+    "sac.batch_size": ("_train_batch_size_per_learner",),  # RLlib's to_dict() keeps the private name
     "sac.learning_starts": ("num_steps_sampled_before_learning_starts",),
     "sac.training_intensity": ("training_intensity",),
     "sac.buffer_size": ("replay_buffer_config", "capacity"),
@@ -254,13 +278,26 @@ DOMAINS = ("grid_search", "choice", "uniform", "loguniform", "randint")
 # configs under this key (build_sac_config expands it).
 ENV_CONFIG_GRID = "data.*"
 GRID_DOMAINS = ("grid_search", "choice")
+REAL_DOMAINS = ("uniform", "loguniform")  # sample real numbers: not for integer keys
+
+# What a sweep can select on (and ASHA compare): the numbers every training result reports in its portfolio
+# section, by their flattened Tune keys. Registry measures that only backtests compute are not reported there.
+SELECTION_METRICS: tuple[str, ...] = (
+    *(m.tune_key for m in M.REGISTRY if m.compute is None or m.path),
+    *(f"{M.PORTFOLIO}/{key}" for key in (M.TRAIN_SHARPE, M.TRAIN_TURNOVER)),
+)
 
 
 class SchedulerConfig(_Strict):
     type: Literal["asha", "fifo"] = "asha"
-    grace_period: int = Field(10_000, ge=1)  # env steps before ASHA may stop a trial
+    # env steps before ASHA may stop a trial; None = a tenth of max_t (so it always fits the budget)
+    grace_period: int | None = Field(None, ge=1)
     reduction_factor: float = Field(2.0, gt=1)
     max_t: int | None = Field(None, ge=1)  # env steps; default stopping.env_steps
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
 
 
 class SweepConfig(_Strict):
@@ -277,6 +314,16 @@ class SweepConfig(_Strict):
     backtest_best: bool = True
     bootstrap_samples: int = Field(2000, ge=100)
 
+    @field_validator("metric")
+    @classmethod
+    def _reported_metric(cls, v: str) -> str:
+        if v not in SELECTION_METRICS:
+            raise ValueError(
+                f"unknown metric {v!r}: a sweep selects on a number every training result reports; choose one "
+                f"of {', '.join(SELECTION_METRICS)}"
+            )
+        return v
+
     @model_validator(mode="after")
     def _domains(self) -> SweepConfig:
         for key, spec in self.search_space.items():
@@ -288,13 +335,22 @@ class SweepConfig(_Strict):
             if kind in GRID_DOMAINS:
                 if not isinstance(arg, list) or not arg:
                     raise ValueError(f"search_space.{key}.{kind} needs a non-empty list of values")
-            else:
-                if not (isinstance(arg, list) and len(arg) == 2 and all(isinstance(x, int | float) for x in arg)):
-                    raise ValueError(f"search_space.{key}.{kind} needs [low, high]")
-                if not arg[0] < arg[1]:
-                    raise ValueError(f"search_space.{key}.{kind}: low must be < high, got {arg}")
-                if kind == "loguniform" and arg[0] <= 0:
-                    raise ValueError(f"search_space.{key}.loguniform: low must be > 0, got {arg[0]}")
+                continue
+            if not (isinstance(arg, list) and len(arg) == 2 and all(_is_number(x) for x in arg)):
+                raise ValueError(f"search_space.{key}.{kind} needs [low, high]")
+            if not all(math.isfinite(x) for x in arg):
+                raise ValueError(f"search_space.{key}.{kind}: the bounds must be finite numbers, got {arg}")
+            if not arg[0] < arg[1]:
+                raise ValueError(f"search_space.{key}.{kind}: low must be < high, got {arg}")
+            if kind == "loguniform" and arg[0] <= 0:
+                raise ValueError(f"search_space.{key}.loguniform: low must be > 0, got {arg[0]}")
+            if kind == "randint" and not all(isinstance(x, int) for x in arg):
+                raise ValueError(f"search_space.{key}.randint needs integer [low, high) bounds, got {arg}")
+            if kind in REAL_DOMAINS and _is_integer_key(key):
+                raise ValueError(
+                    f"search_space.{key}.{kind} samples real numbers but {key} is an integer; use "
+                    f"randint: [low, high) or grid_search for {key}"
+                )
         for name, overrides in self.variants.items():
             for key in overrides:
                 if not key.startswith("data.") or key not in SWEEPABLE or key == "data.fold":
@@ -315,6 +371,26 @@ class SweepConfig(_Strict):
         """Trials the sweep runs: the grid's size times ``num_samples``."""
         grid = [len(arg) for kind, arg in self.domains().values() if kind == "grid_search"]
         return math.prod(grid) * max(len(self.variants), 1) * self.num_samples
+
+    def extremes(self) -> dict[str, list[Any]]:
+        """Per swept key, the values that bound what its trials can get: every value of a ``grid_search`` or
+        ``choice``, both ends of a range (``randint``'s upper end is exclusive)."""
+        out: dict[str, list[Any]] = {}
+        for key, (kind, arg) in self.domains().items():
+            if kind in GRID_DOMAINS:
+                out[key] = list(arg)
+            elif kind == "randint":
+                out[key] = [arg[0], arg[1] - 1] if arg[1] - 1 > arg[0] else [arg[0]]
+            else:
+                out[key] = list(arg)
+        return out
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every combination of the ``extremes`` of the swept keys: the grid points, with each range at both
+        ends. Each schema rule is monotonic in a swept number (a bound, batch <= buffer), so a sweep whose
+        points all validate can only produce valid trials."""
+        ext = self.extremes()
+        return [dict(zip(ext, combo, strict=True)) for combo in itertools.product(*ext.values())]
 
 
 class Experiment(_Strict):
@@ -346,6 +422,47 @@ class Experiment(_Strict):
                 return name
         return None
 
+    @model_validator(mode="after")
+    def _asha_fits_the_budget(self) -> Experiment:
+        s = self.sweep.scheduler
+        if s.type == "asha" and s.grace_period is not None:
+            budget_key = "sweep.scheduler.max_t" if s.max_t is not None else "stopping.env_steps"
+            max_t = self.asha_max_t()
+            if s.grace_period > max_t:
+                raise ValueError(
+                    f"sweep.scheduler.grace_period ({s.grace_period:,}) is above {budget_key} ({max_t:,}): ASHA "
+                    f"may stop a trial only after the grace period and runs it for at most {budget_key} env "
+                    f"steps; lower sweep.scheduler.grace_period or raise {budget_key}"
+                )
+        return self
+
+    def asha_max_t(self) -> int:
+        """The env steps ASHA runs a trial for at most: ``sweep.scheduler.max_t``, else the budget."""
+        return self.sweep.scheduler.max_t or self.stopping.env_steps
+
+    def asha_grace_period(self) -> int:
+        """ASHA's grace period in env steps: ``sweep.scheduler.grace_period``, else a tenth of ``max_t``."""
+        return self.sweep.scheduler.grace_period or max(1, self.asha_max_t() // 10)
+
+
+def _field_annotation(dotted: str) -> Any:
+    """The type annotation of an experiment field given by its dotted key (``sac.batch_size`` -> int)."""
+    model: Any = Experiment
+    *sections, name = dotted.split(".")
+    for part in sections:
+        model = model.model_fields[part].annotation
+    return model.model_fields[name].annotation
+
+
+def _is_integer_key(dotted: str) -> bool:
+    """True for integer fields (``int`` or ``int | None``), which a real-valued domain would break."""
+    annotation = _field_annotation(dotted)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+    else:
+        members = [annotation]
+    return all(m is int for m in members)
+
 
 class AlgorithmSettings(_Strict):
     """The experiment settings ``PortfolioSAC`` reads itself (RLlib's config carries the rest)."""
@@ -364,12 +481,15 @@ class AlgorithmSettings(_Strict):
 
 def _format_validation_error(where: str, exc: ValidationError) -> str:
     first = exc.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    more = len(exc.errors()) - 1
+    tail = f" (and {more} more problem(s))" if more else ""
     msg = first["msg"]
+    if not first["loc"]:  # a rule across sections names its keys itself
+        return f"{where}: {msg.removeprefix('Value error, ')}{tail}"
+    key = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
         msg = "unknown key (check the spelling; see tune_configs/README.md for the schema)"
-    more = len(exc.errors()) - 1
-    return f"{where}: key '{key}': {msg}" + (f" (and {more} more problem(s))" if more else "")
+    return f"{where}: key '{key}': {msg}{tail}"
 
 
 def experiment_from_dict(raw: dict[str, Any], where: str = "experiment") -> Experiment:
@@ -380,16 +500,41 @@ def experiment_from_dict(raw: dict[str, Any], where: str = "experiment") -> Expe
         raise ExperimentError(_format_validation_error(where, exc)) from None
 
 
-def resolve_experiment_path(name_or_path: str) -> Path:
-    """``smoke`` -> tune_configs/smoke.yaml; a path is used as given."""
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml"):
-        return p
-    return CONFIG_DIR / f"{name_or_path}.yaml"
-
-
 def available_experiments() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def _bad_date(text: str) -> str:
+    """Where and why a YAML text holds a date-like value that is no real date (PyYAML raises a bare ValueError)."""
+    constructor = yaml.constructor.SafeConstructor()
+    stack = [yaml.compose(text, Loader=yaml.SafeLoader)]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            stack.extend(v for kv in node.value for v in kv)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:timestamp":
+            try:
+                constructor.construct_yaml_timestamp(node)
+            except ValueError as exc:
+                return f"at line {node.start_mark.line + 1}: {node.value!r} is not a real date ({exc})"
+    return "a value that looks like a date is not a real date"
+
+
+_DATE_FIX = "write a real date as YYYY-MM-DD, or quote the value if it is not a date"
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` with one-line errors that name ``where`` (a file, or ``--set key=value``)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ExperimentError(f"{where}: not valid YAML{line}: {getattr(exc, 'problem', exc)}") from None
+    except ValueError:  # a date-like scalar such as 2020-13-01
+        raise ExperimentError(f"{where}: {_bad_date(text)}; {_DATE_FIX}") from None
 
 
 def load_raw(name_or_path: str) -> tuple[dict[str, Any], Path]:
@@ -400,11 +545,15 @@ def load_raw(name_or_path: str) -> tuple[dict[str, Any], Path]:
             f"{path}: experiment not found; available: {', '.join(available_experiments())} (or a .yaml path)"
         )
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ExperimentError(f"{path}: not valid YAML{line}: {getattr(exc, 'problem', exc)}") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ExperimentError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save the "
+            "experiment file with UTF-8 encoding"
+        ) from None
+    except OSError as exc:
+        raise ExperimentError(f"{path}: cannot read the experiment file ({exc.strerror or exc})") from None
+    raw = parse_yaml(text, str(path))
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -415,13 +564,15 @@ def load_raw(name_or_path: str) -> tuple[dict[str, Any], Path]:
 
 def parse_override(text: str) -> tuple[str, Any]:
     """``key.sub=value`` -> (``key.sub``, YAML-parsed value)."""
-    if "=" not in text:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or "" in key.strip().split("."):
         raise ExperimentError(f"--set {text!r}: expected key=value, e.g. --set sac.batch_size=128")
-    key, value = text.split("=", 1)
     try:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError:
-        parsed = value
+        parsed = value  # not YAML: the plain string (the schema says whether a string fits)
+    except ValueError:  # a date-like value such as 2020-13-01
+        raise ExperimentError(f"--set {text}: {_bad_date(value)}; {_DATE_FIX}") from None
     return key.strip(), parsed
 
 
@@ -439,28 +590,54 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     return out
 
 
-def load_experiment(name_or_path: str, overrides: dict[str, Any] | None = None) -> Experiment:
-    """Load ``tune_configs/<name>.yaml`` (or a path), apply ``--set`` overrides, validate.
+def _validate_sweep(raw: dict[str, Any], exp: Experiment, path: Path) -> None:
+    """Validate every config the sweep can produce, as the experiment it would be, before any trial starts.
 
-    Every value of the sweep's search space is validated too, as the experiment it would produce.
+    First each swept key alone (the message names the key and its value), then every combination of them
+    (``SweepConfig.points``: e.g. a batch size from one key larger than a buffer size from another).
     """
-    raw, path = load_raw(name_or_path)
-    if overrides:
-        raw = apply_overrides(raw, overrides)
-    exp = experiment_from_dict(raw, where=str(path))
-    for name, overrides in exp.sweep.variants.items():
+    sweep = exp.sweep
+    for name, overrides in sweep.variants.items():
         try:
             experiment_from_dict(apply_overrides(raw, overrides), where=str(path))
         except ExperimentError as exc:
             detail = str(exc).split(": ", 1)[1]
             raise ExperimentError(f"{path}: key 'sweep.variants.{name}': {detail}") from None
-    for key, (kind, arg) in exp.sweep.domains().items():
-        for value in arg if kind in GRID_DOMAINS else list(arg):
+    domains = sweep.domains()
+    for key, values in sweep.extremes().items():
+        kind = domains[key][0]
+        what = "value" if kind in GRID_DOMAINS else ("randint value" if kind == "randint" else f"{kind} bound")
+        for value in values:
             try:
                 experiment_from_dict(apply_overrides(raw, {key: value}), where=str(path))
             except ExperimentError as exc:
                 detail = str(exc).split(": ", 1)[1]
                 raise ExperimentError(
-                    f"{path}: key 'sweep.search_space.{key}': value {value!r} is invalid ({detail})"
+                    f"{path}: key 'sweep.search_space.{key}': {what} {value!r} is invalid ({detail})"
                 ) from None
+    variants = list(sweep.variants.values()) or [{}]
+    if len(domains) + (len(variants) > 1) < 2:
+        return
+    for point in (v | p for v in variants for p in sweep.points()):
+        try:
+            experiment_from_dict(apply_overrides(raw, point), where=str(path))
+        except ExperimentError as exc:
+            detail = str(exc).split(": ", 1)[1]
+            combo = ", ".join(f"{k}={v!r}" for k, v in point.items())
+            raise ExperimentError(
+                f"{path}: key 'sweep.search_space': the combination {combo} is invalid ({detail}); change the "
+                "search space so that no trial gets it"
+            ) from None
+
+
+def load_experiment(name_or_path: str, overrides: dict[str, Any] | None = None) -> Experiment:
+    """Load ``tune_configs/<name>.yaml`` (or a path), apply ``--set`` overrides, validate.
+
+    Every config the sweep's search space can produce is validated too (see ``_validate_sweep``).
+    """
+    raw, path = load_raw(name_or_path)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    exp = experiment_from_dict(raw, where=str(path))
+    _validate_sweep(raw, exp, path)
     return exp

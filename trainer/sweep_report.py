@@ -25,9 +25,8 @@ import pandas as pd
 
 from trainer import metrics as M
 from trainer import stats
-from trainer.baselines import EQUAL_WEIGHT, MAX_SHARPE, MIN_VOLATILITY, run_baselines
+from trainer.baselines import EQUAL_WEIGHT, MAX_SHARPE, MIN_VOLATILITY, BaselineRuns, run_baselines
 from trainer.config import SWEEPABLE, Experiment
-from trainer.evaluation import EvalRun
 from trainer.report import nan_to_none
 
 FOLD_KEY = "data.fold"
@@ -83,13 +82,13 @@ def trial_status(result: Any, exp: Experiment) -> str:
 class _Baselines:
     """Baseline runs per window, computed once per distinct env config (fold, costs)."""
 
-    cache: dict[str, dict[str, dict[str, EvalRun]]] = field(default_factory=dict)
+    cache: dict[str, dict[str, BaselineRuns]] = field(default_factory=dict)
     fold_of: dict[str, Any] = field(default_factory=dict)  # cache key -> fold
 
-    def runs(self, sim: Any) -> dict[str, EvalRun]:
+    def runs(self, sim: Any) -> BaselineRuns:
         return self.runs_for(sim.env_config, sim.market)
 
-    def runs_for(self, env_config: dict[str, Any], market: Any) -> dict[str, EvalRun]:
+    def runs_for(self, env_config: dict[str, Any], market: Any) -> BaselineRuns:
         """Every baseline on the window of ``env_config["split"]``, computed once per distinct config."""
         from envs.portfolio import PortfolioEnv
 
@@ -166,12 +165,26 @@ def collect_trials(results: Any, exp: Experiment, metric: str, mode: str) -> tup
     return trials.reset_index(drop=True), returns, extra
 
 
+def _not_fitted(baselines: _Baselines) -> dict[str, list[str]]:
+    """The summary baselines that could not be fitted on some window, with each distinct reason."""
+    out: dict[str, list[str]] = {}
+    for per_split in baselines.cache.values():
+        for runs in per_split.values():
+            for name, reason in runs.not_fitted.items():
+                if name in SUMMARY_BASELINES and reason not in out.setdefault(name, []):
+                    out[name].append(reason)
+    return out
+
+
 def _baseline_table(baselines: _Baselines) -> dict[str, dict[str, Any]]:
-    """Each summary baseline's median (over folds) Sharpe and total return per split."""
+    """Each summary baseline's median (over folds) Sharpe and total return per split (the windows where it
+    could be fitted)."""
     per: dict[str, dict[str, list[float]]] = {}
     for per_split in baselines.cache.values():
         for split, runs in per_split.items():
             for name in SUMMARY_BASELINES:
+                if name not in runs:  # not fitted there: listed by _not_fitted
+                    continue
                 perf = M.performance(runs[name])
                 for key in (M.SHARPE, M.TOTAL_RETURN):
                     per.setdefault(name, {}).setdefault(M.split_key(split, key), []).append(perf[key])
@@ -183,7 +196,8 @@ def _baselines_by_fold(baselines: _Baselines) -> list[dict[str, Any]]:
     out = []
     for key, per_split in baselines.cache.items():
         if "test" in per_split:
-            sharpe = {name: M.performance(per_split["test"][name])[M.SHARPE] for name in SUMMARY_BASELINES}
+            runs = per_split["test"]
+            sharpe = {name: M.performance(runs[name])[M.SHARPE] for name in SUMMARY_BASELINES if name in runs}
             out.append({"fold": baselines.fold_of[key], "test_sharpe": sharpe})
     return sorted(out, key=lambda x: str(x["fold"]))
 
@@ -321,6 +335,7 @@ def summarize_sweep(results: Any, exp: Experiment, exp_dir: Path) -> dict[str, A
         "configurations": groups,
         "baselines": baselines,
         "baselines_by_fold": by_fold,
+        "baselines_not_fitted": _not_fitted(extra["baselines"]),
         "best_configuration": best_group["config"] if best_group else None,
         "best_trial": best_trial,
         "best_backtest_report": str(Path(backtest["out_dir"]) / "report.md") if backtest else None,

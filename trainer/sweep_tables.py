@@ -101,6 +101,11 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             f"| {name} | {_num(b.get('validation_sharpe'), '+.2f')} | {_num(b.get('test_sharpe'), '+.2f')} | "
             f"{_num(b.get('test_total_return'), '+.1%')} |"
         )
+    for name, reasons in summary.get("baselines_not_fitted", {}).items():
+        lines.append(f"| {name} | not fitted: {'; '.join(reasons)} | | |")
+    failed = [t for t in summary["trials"] if t["status"] == M.STATUS_ERROR]
+    if failed:
+        lines += ["", f"**{len(failed)} of {len(summary['trials'])} trial(s) failed** (their errors are below)."]
     best = summary["best_configuration"]
     lines += ["", f"Best configuration (by median validation score): **{best}**"]
     for g in summary["configurations"]:
@@ -130,6 +135,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             f"{_num(t.get('best_checkpoint_score'), '+.2f')} | {_num(t.get('test_sharpe'), '+.2f')} | "
             f"{_num(t.get('test_sharpe_minus_ew'), '+.2f')} | {_num(t.get('test_turnover_per_day'), '.3f')} |"
         )
+    if failed:
+        lines += ["", "Errors:", ""] + [f"- {t['trial']}: {t['error']}" for t in failed]
     lines += ["", *[f"![{name}]({file})" for name, file in summary["plots"].items()], ""]
     return "\n".join(lines)
 
@@ -147,6 +154,14 @@ def print_summary(summary: dict[str, Any], exp_dir: Path) -> None:
         print("  ".join(c.ljust(widths[j]) if j == 0 else c.rjust(widths[j]) for j, c in enumerate(r)))
         if i == 0:
             print("-" * (sum(widths) + 2 * (len(widths) - 1)))
+    for name, reasons in summary.get("baselines_not_fitted", {}).items():
+        print(f"baseline {name}: not fitted, {'; '.join(reasons)}")
+    failed = [t for t in summary["trials"] if t["status"] == M.STATUS_ERROR]
+    if failed:
+        print(
+            f"{len(failed)} of {len(summary['trials'])} trial(s) failed: "
+            + "; ".join(f"{t['trial']}: {t['error']}" for t in failed)
+        )
     print(f"\nbest configuration (by median validation score): {summary['best_configuration']}")
     if summary["best_backtest_report"]:
         print(f"backtest report of its best checkpoint (test window): {summary['best_backtest_report']}")

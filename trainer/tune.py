@@ -10,7 +10,10 @@ backtest of the best configuration. ``--resume`` continues an interrupted sweep 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shlex
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -25,7 +28,15 @@ from trainer.config import (
     SweepConfig,
     load_experiment,
     parse_override,
+    resolve_experiment_path,
 )
+
+# The validated experiment a sweep was started with, in its directory: ``--resume`` must run the same one.
+EXPERIMENT_FILE = "experiment.json"
+DRIVER_LOG = "driver.log"
+# Settings only the driver's summary reads: they may change between a sweep and its resumption.
+SUMMARY_ONLY_KEYS = ("name", "description", "sweep.backtest_best", "sweep.bootstrap_samples")
+FOLD_KEY = "data.fold"
 
 
 def tune_domains(sweep: SweepConfig) -> dict[str, Any]:
@@ -68,7 +79,8 @@ def build_plan(exp: Experiment) -> dict[str, Any]:
         "search_space": sweep.search_space,
         "variants": sweep.variants,
         "num_samples": sweep.num_samples,
-        "scheduler": sweep.scheduler.model_dump() | {"max_t": sweep.scheduler.max_t or exp.stopping.env_steps},
+        "scheduler": sweep.scheduler.model_dump()
+        | {"max_t": exp.asha_max_t(), "grace_period": exp.asha_grace_period()},
         "metric": sweep.metric,
         "mode": sweep.mode,
         "env_steps_per_trial": exp.stopping.env_steps,
@@ -104,6 +116,68 @@ def format_plan(plan: dict[str, Any]) -> str:
         f"concurrency: {plan['max_concurrent_trials'] or 'as resources allow'}; retries: {plan['max_failures']}"
     )
     return "\n".join(lines)
+
+
+def check_data(exp: Experiment, where: str) -> None:
+    """Load the prices and windows of every trial in the driver (every swept fold), before any trial starts.
+
+    A bad data file then gives the data layer's one-line error once, instead of every trial failing in its
+    own process with a traceback.
+    """
+    from envs.data import DataError
+    from envs.market import load_market_for
+
+    domains = exp.sweep.domains()
+    folds: list[Any] = [exp.data.fold]
+    if FOLD_KEY in domains:
+        kind, arg = domains[FOLD_KEY]
+        folds = list(range(arg[0], arg[1])) if kind == "randint" else list(arg)
+    for fold in dict.fromkeys(folds):
+        env_config = exp.data.env_config() | {"fold": fold}
+        try:
+            load_market_for(env_config)
+        except (DataError, ValueError) as exc:
+            swept = f" (data.fold={fold})" if FOLD_KEY in domains else ""
+            raise ExperimentError(f"{where}: key 'data'{swept}: {exc}") from None
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value and key != "search_space":
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def save_experiment(exp: Experiment, exp_dir: Path) -> None:
+    """Record the validated experiment a sweep starts with, for the check on ``--resume``."""
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    (exp_dir / EXPERIMENT_FILE).write_text(json.dumps(exp.model_dump(mode="json"), indent=2))
+
+
+def check_same_experiment(exp: Experiment, exp_dir: Path) -> None:
+    """Refuse to resume a sweep with an experiment that differs from the one it was started with.
+
+    Tune resumes trials with the configs it saved; a changed experiment would apply only in part (new
+    trials, the driver's code objects), so every difference that reaches a trial is an error naming it.
+    """
+    saved_file = exp_dir / EXPERIMENT_FILE
+    if not saved_file.exists():
+        return
+    saved, now = _flat(json.loads(saved_file.read_text())), _flat(exp.model_dump(mode="json"))
+    changed = [
+        f"{key} ({saved.get(key)!r} -> {now.get(key)!r})"
+        for key in sorted(set(saved) | set(now))
+        if key not in SUMMARY_ONLY_KEYS and saved.get(key) != now.get(key)
+    ]
+    if changed:
+        raise ExperimentError(
+            f"{saved_file}: --resume continues the sweep as it was started, but the experiment now differs in "
+            f"{'; '.join(changed)}; resume with the same experiment file and --set options, or start a new "
+            "sweep in another --storage"
+        )
 
 
 def check_resources(plan: dict[str, Any], cluster: dict[str, float]) -> None:
@@ -142,8 +216,25 @@ class DivergenceOrBudgetStopper(_stopper_base()):
         return False
 
 
+TRIAL_DIR_PREFIX = "trial_"
+
+
 def _trial_dirname(trial: Any) -> str:
-    return f"trial_{trial.trial_id}"
+    return f"{TRIAL_DIR_PREFIX}{trial.trial_id}"
+
+
+def check_storage(exp_path: Path | str, resume: bool) -> None:
+    """A new sweep never writes over an existing one; ``--resume`` needs one."""
+    from ray import tune
+
+    exists = tune.Tuner.can_restore(str(exp_path))
+    if resume and not exists:
+        raise ExperimentError(f"{exp_path}: no sweep to resume there (run without --resume first)")
+    if not resume and exists:
+        raise ExperimentError(
+            f"{exp_path}: a sweep of this experiment is already stored there; continue it with --resume, or "
+            "start a new one with another --storage (nothing was changed)"
+        )
 
 
 def run_sweep(exp: Experiment, storage: Path | str, resume: bool = False) -> Any:
@@ -156,17 +247,24 @@ def run_sweep(exp: Experiment, storage: Path | str, resume: bool = False) -> Any
 
     sweep = exp.sweep
     exp_path = _exp_path(storage, exp.name)
+    # Tune saves code objects of the param space (classes, connector factories) as placeholders; trials
+    # not yet created when a sweep was interrupted need them again, so the resumed Tuner gets the space.
+    param_space = build_sac_config(exp, tune_domains(sweep))
     if resume:
-        if not tune.Tuner.can_restore(str(exp_path)):
-            raise ExperimentError(f"{exp_path}: no sweep to resume there (run without --resume first)")
-        tuner = tune.Tuner.restore(str(exp_path), trainable=PortfolioSAC, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(
+            str(exp_path),
+            trainable=PortfolioSAC,
+            param_space=param_space,
+            resume_unfinished=True,
+            resume_errored=True,
+        )
         return tuner.fit()
     s = sweep.scheduler
     if s.type == "asha":
         scheduler = ASHAScheduler(
             time_attr=M.ENV_STEPS_METRIC,
-            max_t=s.max_t or exp.stopping.env_steps,
-            grace_period=s.grace_period,
+            max_t=exp.asha_max_t(),
+            grace_period=exp.asha_grace_period(),
             reduction_factor=s.reduction_factor,
         )
     else:
@@ -181,7 +279,7 @@ def run_sweep(exp: Experiment, storage: Path | str, resume: bool = False) -> Any
     )
     tuner = tune.Tuner(
         PortfolioSAC,
-        param_space=build_sac_config(exp, tune_domains(sweep)),
+        param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=sweep.metric,
             mode=sweep.mode,
@@ -209,16 +307,35 @@ def run_sweep(exp: Experiment, storage: Path | str, resume: bool = False) -> Any
     return tuner.fit()
 
 
-def unfinished_trials(exp_path: Path | str) -> list[str]:
-    """Trials the saved experiment state still lists as pending/running/paused (an interrupted sweep).
+def trial_statuses(exp_path: Path | str, results: Any) -> dict[str, str]:
+    """Each created trial's status (``TERMINATED``, ``ERROR``, ``PENDING``...), by trial id.
 
     ``Tuner.fit`` returns normally after Ctrl-C and its ResultGrid reports the stopped trials as terminated;
-    the experiment state written at the interruption keeps their real status.
+    the experiment state written at the interruption keeps their real status. That state can still list a
+    trial whose process died as running (Tune does not re-save a trial whose actor is already gone), so the
+    ResultGrid's errors take precedence.
     """
     from ray.tune import ExperimentAnalysis
 
-    analysis = ExperimentAnalysis(str(exp_path))
-    return [t.trial_id for t in analysis.trials if t.status not in ("TERMINATED", "ERROR")]
+    statuses = {t.trial_id: t.status for t in ExperimentAnalysis(str(exp_path)).trials}
+    for result in results:
+        if result.error is not None:
+            statuses[Path(result.path).name.removeprefix(TRIAL_DIR_PREFIX)] = "ERROR"
+    return statuses
+
+
+def sweep_outcome(statuses: dict[str, str], n_trials: int) -> tuple[str, int]:
+    """What became of a sweep: ``("interrupted" | "failed" | "done", trials finished)``.
+
+    Interrupted: a created trial is not finished, or trials were never created (the interruption came
+    before they started). Failed: every trial ended in an error.
+    """
+    finished = sum(s in ("TERMINATED", "ERROR") for s in statuses.values())
+    if finished < max(n_trials, len(statuses)):
+        return "interrupted", finished
+    if statuses and all(s == "ERROR" for s in statuses.values()):
+        return "failed", finished
+    return "done", finished
 
 
 def _exp_path(storage: Path | str, name: str) -> Path | str:
@@ -245,13 +362,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local instance)")
     parser.add_argument("--verbose", action="store_true", help="show Ray/RLlib log output on the terminal")
     args = parser.parse_args(argv)
+    storage: Path | str = args.storage if "://" in args.storage else Path(args.storage).resolve()
     try:
         overrides = dict(parse_override(s) for s in args.set)
         exp = load_experiment(args.exp, overrides)
-        storage: Path | str = args.storage if "://" in args.storage else Path(args.storage).resolve()
-        # Summaries of a sweep stored on a URI go to a local folder.
-        exp_dir = Path("results_summary") / exp.name if "://" in str(storage) else Path(storage) / exp.name
-        quiet_logging(None if args.dry_run else exp_dir / "driver.log", args.verbose)
+        check_data(exp, str(resolve_experiment_path(args.exp)))
+        quiet_logging(None, args.verbose)  # building the plan builds RLlib's config: its notices stay off the terminal
         plan = build_plan(exp)
     except ExperimentError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -259,6 +375,18 @@ def main(argv: list[str] | None = None) -> int:
     print(format_plan(plan), flush=True)
     if args.dry_run:
         return 0
+    exp_path = _exp_path(storage, exp.name)
+    # Summaries of a sweep stored on a URI go to a local folder.
+    exp_dir = Path("results_summary") / exp.name if "://" in str(storage) else Path(storage) / exp.name
+    try:
+        check_storage(exp_path, args.resume)
+        if args.resume:
+            check_same_experiment(exp, exp_dir)
+    except ExperimentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    new_dir = not exp_dir.exists()
+    quiet_logging(exp_dir / DRIVER_LOG, args.verbose)
     # Tune's classic progress table (our columns: env steps, validation Sharpe, critic loss, entropy)
     # instead of the new output engine, which ignores progress_reporter and prints every config key.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -271,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     # No address: always an embedded local instance ("local"), never a stale `ray start` found on disk.
     local = {"address": "local", "dashboard_host": "127.0.0.1"}
     ctx = ray.init(ignore_reinit_error=True, log_to_driver=args.verbose, **({"address": address} if address else local))
-    quiet_logging(exp_dir / "driver.log", args.verbose)  # ray.init configures its loggers again
+    quiet_logging(exp_dir / DRIVER_LOG, args.verbose)  # ray.init configures its loggers again
     print(f"Ray: {'joined ' + address if address else 'local instance'}", flush=True)
     dashboard = dashboard_access_message(
         getattr(ctx, "dashboard_url", None), joined=bool(address), grafana_dashboard=install_grafana_dashboard()
@@ -281,23 +409,40 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     try:
         check_resources(plan, ray.cluster_resources())
+        if not args.resume:
+            save_experiment(exp, exp_dir)
         results = run_sweep(exp, storage, resume=args.resume)
     except ExperimentError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if new_dir and {p.name for p in exp_dir.iterdir()} <= {DRIVER_LOG}:
+            shutil.rmtree(exp_dir)  # nothing started: leave no directory of our own behind
         return 2
-    unfinished = unfinished_trials(_exp_path(storage, exp.name))
-    if unfinished:
-        sets = "".join(f" --set {s}" for s in args.set)
-        resume = f"python -m trainer.tune --exp {args.exp} --storage {args.storage}{sets} --resume"
+    n_trials = exp.sweep.n_trials()
+    outcome, finished = sweep_outcome(trial_statuses(exp_path, results), n_trials)
+    if outcome == "interrupted":
+        # quoted, so the line can be pasted into a shell as it is (--set values may hold spaces and braces)
+        sets = "".join(f" --set {shlex.quote(s)}" for s in args.set)
+        resume = (
+            f"python -m trainer.tune --exp {shlex.quote(args.exp)} --storage {shlex.quote(args.storage)}{sets} --resume"
+        )
         print(
-            f"\nsweep interrupted: {len(results) - len(unfinished)} of {len(results)} trials finished; the state "
-            f"is saved in {_exp_path(storage, exp.name)}. Continue with:\n  {resume}",
+            f"\nsweep interrupted: {finished} of {n_trials} trials finished; the state is saved in {exp_path}. "
+            f"Continue with:\n  {resume}",
             flush=True,
         )
         return 130
     exp_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize_sweep(results, exp, exp_dir)
     print_summary(summary, exp_dir)
+    if outcome == "failed":
+        first = next((str(r.error).splitlines()[0] for r in results if r.error is not None), "")
+        print(
+            f"\nerror: all {n_trials} trial(s) of the sweep failed (first: {first}); each trial's error is in "
+            f"{exp_path}/trial_*/error.txt. Fix the cause, then retry them from their last checkpoints with "
+            "--resume",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

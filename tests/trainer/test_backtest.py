@@ -16,14 +16,18 @@ from envs.market import load_market
 from envs.portfolio import PortfolioEnv
 from tests.conftest import checkpoints, synthetic_prices, toy_market, write_wide_csv
 from trainer import metrics as M
+from trainer.backtest import BacktestError, simulate, training_overlap
 from trainer.baselines import (
     BUY_AND_HOLD,
     EQUAL_WEIGHT,
     LOOKAHEAD,
+    MAX_SHARPE,
+    MAX_SHARPE_LOOKAHEAD,
     fit_classical,
     run_baselines,
     split_returns,
 )
+from trainer.config import Experiment
 
 STRATEGIES = {
     "sac",
@@ -115,6 +119,8 @@ def test_round_trip_train_smoke_then_backtest(smoke_run, tmp_path):
     assert set(result) >= {"strategies", "split", "dates", "checkpoint"}
     assert set(result["strategies"]) == STRATEGIES
     assert result["split"] == "test" and result["checkpoint"] == str(ckpt)
+    assert result["warnings"] == [] and result["not_fitted"] == {}
+    assert not [line for line in res.stderr.splitlines() if line.startswith("WARNING: ")]
     for name, m in result["strategies"].items():
         assert m["lookahead"] == (name in LOOKAHEAD)
         for key in (
@@ -188,3 +194,119 @@ def test_text_table_shows_each_strategys_values():
     # total return -0.5%, turnover 0.133/day, effective N of equal asset weights 2.0
     assert sac[0] == "sac" and sac[1] == "-0.5%" and "0.133" in sac and sac[-1] == "2.0"
     assert lines[3].split()[1:] == sac[1:]
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf"])
+def test_bad_cost_bps_is_a_clear_error(smoke_run, tmp_path, value):
+    ckpt = checkpoints(smoke_run[0])[-1]
+    res = _backtest([str(ckpt), "--cost-bps", value, "--out", str(tmp_path / "bt")])
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    shown = repr(float(value))
+    assert res.stderr.strip() == (
+        f"error: --cost-bps {shown}: cost_bps must be a finite number in [0, 1000] basis points, got {shown}"
+    )
+    assert not (tmp_path / "bt").exists()
+
+
+def test_fold_out_of_range_is_a_clear_error(smoke_run):
+    ckpt = checkpoints(smoke_run[0])[-1]
+    with pytest.raises(BacktestError) as info:
+        simulate(ckpt, fold=5)
+    assert str(info.value) == f"{ckpt}: fold must be an integer in 0..2 (folds.n_folds is 3), got 5"
+
+
+def _window(market, split):
+    rng = market.splits[split]
+    return f"{rng.start_date.date()} .. {rng.end_date.date()}"
+
+
+def test_backtest_window_inside_the_training_window_is_warned_about(smoke_run, tmp_path):
+    """Other data (the bundled prices of 2005-2012 as a CSV) whose test window lies inside the checkpoint's
+    training window 2005-01-03 .. 2016-12-30: the result is labelled, on the terminal, report and JSON."""
+    from envs.data import load_prices
+
+    ckpt = checkpoints(smoke_run[0])[-1]
+    early = load_prices("sp500").prices.loc["2005-01-01":"2012-12-31"]
+    data = write_wide_csv(tmp_path / "early.csv", early)
+    out = tmp_path / "bt"
+    res = _backtest([str(ckpt), "--data", data, "--out", str(out)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    warning = (
+        f"the test window {_window(load_market(data), 'test')} ({data}) overlaps the checkpoint's training window "
+        "2005-01-03 .. 2016-12-30 (sp500): the agent was trained on some of these days, so this is NOT an "
+        "out-of-sample result; evaluate on days after 2016-12-30 or before 2005-01-03"
+    )
+    assert f"WARNING: {warning}" in res.stderr.splitlines()
+    result = json.loads((out / "backtest.json").read_text())
+    assert result["warnings"] == [warning]
+    md = (out / "report.md").read_text()
+    assert md.startswith("# Backtest (test) - OVERLAPS THE TRAINING WINDOW\n") and f"- WARNING: {warning}" in md
+
+
+def test_overlap_of_another_folds_window_with_the_training_window():
+    """Expanding folds: fold 2 trained on fold 0's test days; fold 0 never saw fold 2's."""
+    from envs.market import load_market_for
+
+    def config(fold):
+        return Experiment().data.env_config() | {"fold": fold}
+
+    fold0 = load_market_for(config(0))
+    warning = training_overlap({"env_config": config(2)}, config(0), fold0, "test")
+    assert warning == (
+        "the test window 2019-12-30 .. 2020-12-28 (sp500, fold 0) overlaps the checkpoint's training window "
+        "1990-03-28 .. 2020-07-08 (sp500, fold 2): the agent was trained on some of these days, so this is NOT an "
+        "out-of-sample result; evaluate on days after 2020-07-08 or before 1990-03-28"
+    )
+    fold2 = load_market_for(config(2))
+    assert training_overlap({"env_config": config(0)}, config(2), fold2, "test") is None
+    assert training_overlap({"env_config": config(2)}, config(2), fold2, "test") is None  # its own test window
+
+
+def _losing_prices(tickers, start="2010-01-04"):
+    """Every asset loses about 0.3% a day (noise 1%): mean daily returns are negative in every window."""
+    prices = synthetic_prices(n_days=600, n_assets=len(tickers), seed=7, drifts=[-0.003] * len(tickers))
+    prices.columns = tickers
+    prices.index = pd.bdate_range(start, periods=len(prices))
+    return prices
+
+
+def test_maximum_sharpe_without_a_positive_mean_is_not_fitted(tmp_path):
+    market = load_market(write_wide_csv(tmp_path / "losing.csv", _losing_prices(["A", "B", "C"])))
+    fit = fit_classical(split_returns(market, "train"), "in the training window X")
+    assert fit.max_sharpe is None and fit.min_volatility is not None
+    assert fit.not_fitted == {
+        MAX_SHARPE: "every asset's mean daily return in the training window X is <= 0, so no long-only portfolio "
+        "has a positive Sharpe ratio to maximise"
+    }
+    runs = run_baselines(lambda: PortfolioEnv(data=market, split="test"), market, "test")
+    assert set(runs) == STRATEGIES - {"sac", MAX_SHARPE, MAX_SHARPE_LOOKAHEAD}
+    assert set(runs.not_fitted) == {MAX_SHARPE, MAX_SHARPE_LOOKAHEAD}
+    assert runs.not_fitted[MAX_SHARPE_LOOKAHEAD].startswith(
+        f"every asset's mean daily return in the evaluated test window {_window(market, 'test')} is <= 0"
+    )
+
+
+def test_backtest_reports_an_unfittable_baseline_and_writes_everything_else(smoke_run, tmp_path):
+    ckpt = checkpoints(smoke_run[0])[-1]
+    tickers = json.loads((ckpt / "portfolio_state.json").read_text())["tickers"]
+    data = write_wide_csv(tmp_path / "losing.csv", _losing_prices(tickers, start="2023-01-02"))  # after training
+    out = tmp_path / "bt"
+    res = _backtest([str(ckpt), "--data", data, "--out", str(out)])
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    market = load_market(data)
+    reason = (
+        f"every asset's mean daily return in the training window {_window(market, 'train')} is <= 0, so no "
+        "long-only portfolio has a positive Sharpe ratio to maximise"
+    )
+    result = json.loads((out / "backtest.json").read_text())
+    assert result["not_fitted"][MAX_SHARPE] == reason and set(result["not_fitted"]) == {
+        MAX_SHARPE,
+        MAX_SHARPE_LOOKAHEAD,
+    }
+    assert set(result["strategies"]) == STRATEGIES - {MAX_SHARPE, MAX_SHARPE_LOOKAHEAD}
+    assert result["warnings"] == []  # 2023 onwards: after the checkpoint's training window
+    assert f"max_sharpe: not fitted, {reason}" in res.stdout.splitlines()
+    assert f"- max_sharpe: NOT FITTED, {reason}" in (out / "report.md").read_text()
+    assert set(pd.read_parquet(out / "values.parquet").columns) == set(result["strategies"])
+    for png in ("equity.png", "drawdowns.png", "weights.png", "training.png"):
+        assert (out / png).stat().st_size > 10_000

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from trainer import metrics as M
 from trainer.config import (
     CONFIG_DIR,
+    SELECTION_METRICS,
+    SWEEPABLE,
     Experiment,
     ExperimentError,
     available_experiments,
     load_experiment,
+    parse_override,
 )
 from trainer.sac_config import build_sac_config
 
@@ -176,3 +180,181 @@ def test_q_networks_are_one_mlp_on_obs_and_action():
     ]
     expected = l3(torch.relu(l2(torch.relu(l1(x))))).squeeze(-1)
     torch.testing.assert_close(q, expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("sac:\n  training_intensity: .inf\n", "key 'sac.training_intensity': Input should be a finite number"),
+        ("sac:\n  actor_lr: .nan\n", "key 'sac.actor_lr': Input should be a finite number"),
+        ("reward:\n  clip: .inf\n", "key 'reward.clip': Input should be a finite number"),
+        ("data:\n  temperature: .inf\n", "key 'data.temperature': Input should be a finite number"),
+        ("data:\n  cost_bps: .nan\n", "key 'data.cost_bps': Input should be a finite number"),
+        ("divergence:\n  max_critic_loss: .inf\n", "key 'divergence.max_critic_loss': Input should be a finite number"),
+        (
+            "resources:\n  custom_resources_per_learner: {learner: .inf}\n",
+            "key 'resources.custom_resources_per_learner.learner': Input should be a finite number",
+        ),
+        (
+            "sac:\n  target_entropy: .nan\n",
+            "key 'sac.target_entropy': Value error, target_entropy must be 'auto' or a finite number, got nan",
+        ),
+        (
+            "resources:\n  num_cpus_per_learner: many\n",
+            "key 'resources.num_cpus_per_learner': Value error, num_cpus_per_learner must be 'auto' or a finite "
+            "number, got 'many'",
+        ),
+    ],
+)
+def test_infinite_or_nan_numbers_are_refused_everywhere(tmp_path, text, message):
+    path = _write(tmp_path, text)
+    with pytest.raises(ExperimentError) as info:
+        load_experiment(path)
+    assert str(info.value) == f"{path}: {message}"
+
+
+def test_infinite_override_is_refused():
+    with pytest.raises(ExperimentError) as info:
+        load_experiment("smoke", dict([parse_override("sac.training_intensity=inf")]))
+    assert (
+        str(info.value) == f"{CONFIG_DIR / 'smoke.yaml'}: key 'sac.training_intensity': Input should be a finite number"
+    )
+
+
+def test_non_utf8_experiment_file_is_named(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("description: caf\xe9 run\n".encode("latin-1"))
+    with pytest.raises(ExperimentError) as info:
+        load_experiment(str(path))
+    assert (
+        str(info.value)
+        == f"{path}: not UTF-8 text (byte 0xe9 at offset 16); save the experiment file with UTF-8 encoding"
+    )
+
+
+def test_a_date_that_is_no_date_names_file_line_and_value(tmp_path):
+    path = _write(
+        tmp_path,
+        "seed: 1\ndata:\n  split_dates:\n    train: [2010-01-04, 2020-13-01]\n"
+        "    validation: [2021-01-04, 2021-06-30]\n    test: [2021-07-01, 2021-12-31]\n",
+    )
+    with pytest.raises(ExperimentError) as info:
+        load_experiment(path)
+    assert str(info.value) == (
+        f"{path}: at line 4: '2020-13-01' is not a real date (month must be in 1..12); write a real date as "
+        "YYYY-MM-DD, or quote the value if it is not a date"
+    )
+    with pytest.raises(ExperimentError) as info:
+        parse_override("data.folds.end=2021-02-30")
+    assert str(info.value) == (
+        "--set data.folds.end=2021-02-30: at line 1: '2021-02-30' is not a real date (day is out of range for "
+        "month); write a real date as YYYY-MM-DD, or quote the value if it is not a date"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "stopping: {env_steps: 1000}\nsweep: {scheduler: {grace_period: 5000}}\n",
+            "sweep.scheduler.grace_period (5,000) is above stopping.env_steps (1,000): ASHA may stop a trial only "
+            "after the grace period and runs it for at most stopping.env_steps env steps; lower "
+            "sweep.scheduler.grace_period or raise stopping.env_steps",
+        ),
+        (
+            "sweep: {scheduler: {grace_period: 5000, max_t: 2000}}\n",
+            "sweep.scheduler.grace_period (5,000) is above sweep.scheduler.max_t (2,000): ASHA may stop a trial only "
+            "after the grace period and runs it for at most sweep.scheduler.max_t env steps; lower "
+            "sweep.scheduler.grace_period or raise sweep.scheduler.max_t",
+        ),
+    ],
+)
+def test_asha_grace_period_beyond_the_budget_is_a_schema_error(tmp_path, text, message):
+    path = _write(tmp_path, text)
+    with pytest.raises(ExperimentError) as info:
+        load_experiment(path)
+    assert str(info.value) == f"{path}: {message}"
+
+
+def test_asha_grace_period_default_fits_any_budget(tmp_path):
+    """Unset, the grace period is a tenth of ASHA's max_t, so a short training-only experiment stays valid."""
+    exp = load_experiment(_write(tmp_path, "stopping: {env_steps: 1000}\n"))
+    assert (exp.asha_max_t(), exp.asha_grace_period()) == (1000, 100)
+    assert Experiment().asha_grace_period() == 10_000  # the reference budget of 100k env steps
+    fifo = load_experiment(
+        _write(tmp_path, "stopping: {env_steps: 1000}\nsweep: {scheduler: {type: fifo, grace_period: 5000}}\n")
+    )
+    assert fifo.sweep.scheduler.type == "fifo"  # no ASHA, no rule
+
+
+def test_unknown_sweep_metric_lists_the_reported_ones(tmp_path):
+    path = _write(tmp_path, "sweep: {metric: portfolio/validation/sharp}\n")
+    with pytest.raises(ExperimentError) as info:
+        load_experiment(path)
+    assert str(info.value) == (
+        f"{path}: key 'sweep.metric': Value error, unknown metric 'portfolio/validation/sharp': a sweep selects on "
+        f"a number every training result reports; choose one of {', '.join(SELECTION_METRICS)}"
+    )
+    assert SELECTION_METRICS[:6] == (
+        "portfolio/validation/total_return",
+        "portfolio/validation/sharpe",
+        "portfolio/validation/max_drawdown",
+        "portfolio/validation/turnover_per_day",
+        "portfolio/validation/total_costs",
+        "portfolio/validation/sharpe_minus_ew",
+    )
+    # measures only a backtest computes never appear in a training result
+    assert "portfolio/sortino" not in SELECTION_METRICS and "portfolio/annualized_return" not in SELECTION_METRICS
+    ok = load_experiment(_write(tmp_path, "sweep: {metric: portfolio/validation/sharpe_minus_ew}\n"))
+    assert ok.sweep.metric == M.VALIDATION_SHARPE_MINUS_EW_METRIC
+
+
+def test_one_experiment_path_resolver():
+    import envs.folds
+    import trainer.config
+
+    assert trainer.config.resolve_experiment_path is envs.folds.resolve_experiment_path
+
+
+def test_every_sweepable_key_reads_back_from_the_rllib_config():
+    """Summaries and the progress table read swept values at SWEEPABLE's paths in Tune's config dict."""
+    values = {
+        "seed": 11,
+        "model.hidden": [7],
+        "model.activation": "tanh",
+        "sac.actor_lr": 0.123,
+        "sac.critic_lr": 0.234,
+        "sac.alpha_lr": 0.345,
+        "sac.tau": 0.0456,
+        "sac.gamma": 0.567,
+        "sac.initial_alpha": 0.678,
+        "sac.target_entropy": -3.5,
+        "sac.batch_size": 17,
+        "sac.learning_starts": 19,
+        "sac.training_intensity": 23.0,
+        "sac.buffer_size": 2999,
+        "data.fold": 1,
+        "data.cost_bps": 3.3,
+        "data.episode_len": 44,
+        "data.reward": "log_return",
+        "data.temperature": 2.2,
+        "data.action": "tilt",
+        "data.tilt_reference": "previous",
+        "data.tilt_scale": 0.7,
+        "data.no_trade_band": 0.01,
+        "data.rebalance_fraction": 0.5,
+    }
+    assert set(values) == set(SWEEPABLE)
+    config = build_sac_config(load_experiment("smoke"), dict(values)).to_dict()
+    for key, path in SWEEPABLE.items():
+        node = config
+        for part in path:
+            node = node[part]
+        assert node == values[key], key
+
+
+@pytest.mark.parametrize("text", ["noeq", "=3", "sac..batch_size=3"])
+def test_malformed_override_is_a_clear_error(text):
+    with pytest.raises(ExperimentError) as info:
+        parse_override(text)
+    assert str(info.value) == f"--set {text!r}: expected key=value, e.g. --set sac.batch_size=128"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -13,10 +14,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import cli_env
+from tests.conftest import cli_env, synthetic_prices, write_wide_csv
 from tests.conftest import tune_results as _results
-from trainer.config import ExperimentError, available_experiments, load_experiment
-from trainer.tune import DivergenceOrBudgetStopper, build_plan, check_resources
+from trainer.config import (
+    CONFIG_DIR,
+    SELECTION_METRICS,
+    ExperimentError,
+    SweepConfig,
+    available_experiments,
+    load_experiment,
+)
+from trainer.tune import DivergenceOrBudgetStopper, build_plan, check_data, check_resources, sweep_outcome
 
 
 def _tune(args: list[str], ray_address: str | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -46,11 +54,12 @@ def test_dry_run_shows_grid_size_and_resources():
     [
         ("  serach_space: {}\n", "key 'sweep.serach_space': unknown key"),
         (
-            "  search_space:\n    data.cost_bps: {grid_search: [1, 2]}\n",
-            "key 'sweep': Value error, search_space key 'data.cost_bps' cannot be swept; sweepable: seed, "
-            "model.hidden, model.activation, sac.actor_lr, sac.critic_lr, sac.alpha_lr, sac.tau, sac.gamma, "
+            "  search_space:\n    sac.rollout_fragment_length: {grid_search: [1, 2]}\n",
+            "key 'sweep': Value error, search_space key 'sac.rollout_fragment_length' cannot be swept; sweepable: "
+            "seed, model.hidden, model.activation, sac.actor_lr, sac.critic_lr, sac.alpha_lr, sac.tau, sac.gamma, "
             "sac.initial_alpha, sac.target_entropy, sac.batch_size, sac.learning_starts, sac.training_intensity, "
-            "sac.buffer_size",
+            "sac.buffer_size, data.fold, data.cost_bps, data.episode_len, data.reward, data.temperature, "
+            "data.action, data.tilt_reference, data.tilt_scale, data.no_trade_band, data.rebalance_fraction",
         ),
         (
             "  search_space:\n    sac.tau: {normal: [0, 1]}\n",
@@ -88,6 +97,144 @@ def test_set_overrides_are_validated():
     assert ok.returncode == 0 and "budget: 2,000 env steps per trial" in ok.stdout
 
 
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        (
+            "    sac.batch_size: {grid_search: [64, 512]}\n    sac.buffer_size: {grid_search: [256, 10000]}\n",
+            "key 'sweep.search_space': the combination sac.batch_size=512, sac.buffer_size=256 is invalid (key "
+            "'sac': Value error, buffer_size (256) must be >= batch_size (512)); change the search space so that "
+            "no trial gets it",
+        ),
+        (
+            "    sac.batch_size: {randint: [64, 513]}\n    sac.buffer_size: {grid_search: [300, 10000]}\n",
+            "key 'sweep.search_space': the combination sac.batch_size=512, sac.buffer_size=300 is invalid (key "
+            "'sac': Value error, buffer_size (300) must be >= batch_size (512)); change the search space so that "
+            "no trial gets it",
+        ),
+        (
+            "    sac.batch_size: {uniform: [32, 256]}\n",
+            "key 'sweep': Value error, search_space.sac.batch_size.uniform samples real numbers but sac.batch_size "
+            "is an integer; use randint: [low, high) or grid_search for sac.batch_size",
+        ),
+        (
+            "    data.fold: {loguniform: [1, 2]}\n",
+            "key 'sweep': Value error, search_space.data.fold.loguniform samples real numbers but data.fold is an "
+            "integer; use randint: [low, high) or grid_search for data.fold",
+        ),
+        (
+            "    sac.batch_size: {randint: [16.5, 64]}\n",
+            "key 'sweep': Value error, search_space.sac.batch_size.randint needs integer [low, high) bounds, got "
+            "[16.5, 64]",
+        ),
+        (
+            "    sac.tau: {uniform: [0.001, 2]}\n",
+            "key 'sweep.search_space.sac.tau': uniform bound 2 is invalid (key 'sac.tau': Input should be less "
+            "than or equal to 1)",
+        ),
+        (
+            "    data.cost_bps: {uniform: [0, 2000]}\n",
+            "key 'sweep.search_space.data.cost_bps': uniform bound 2000 is invalid (key 'data.cost_bps': Value "
+            "error, cost_bps must be a finite number in [0, 1000] basis points, got 2000.0)",
+        ),
+        (
+            "    data.fold: {randint: [0, 4]}\n",
+            "key 'sweep.search_space.data.fold': randint value 3 is invalid (key 'data': Value error, data.fold "
+            "must be in 0..2 (data.folds.n_folds is 3), got 3)",
+        ),
+        (
+            "    sac.tau: {uniform: [0.001, .inf]}\n",
+            "key 'sweep': Value error, search_space.sac.tau.uniform: the bounds must be finite numbers, got "
+            "[0.001, inf]",
+        ),
+    ],
+)
+def test_every_config_a_sweep_can_produce_is_validated(tmp_path, space, message):
+    path = tmp_path / "sweep.yaml"
+    path.write_text("stopping: {env_steps: 1000}\nsweep:\n  search_space:\n" + space)
+    with pytest.raises(ExperimentError) as info:
+        load_experiment(str(path))
+    assert str(info.value) == f"{path}: {message}"
+
+
+def test_sweep_points_are_the_grid_with_every_range_at_both_ends():
+    sweep = SweepConfig(
+        search_space={
+            "sac.batch_size": {"randint": [16, 65]},
+            "sac.buffer_size": {"grid_search": [1000, 2000]},
+            "sac.tau": {"uniform": [0.001, 0.01]},
+        }
+    )
+    points = [tuple(p.values()) for p in sweep.points()]
+    assert points == [
+        (b, s, t) for b in (16, 64) for s in (1000, 2000) for t in (0.001, 0.01)
+    ]  # randint's upper end is exclusive
+
+
+def test_impossible_sweep_combination_is_refused_by_the_cli_before_anything_starts(tmp_path):
+    path = tmp_path / "combo.yaml"
+    path.write_text(
+        "sweep:\n  search_space:\n    sac.batch_size: {grid_search: [64, 512]}\n"
+        "    sac.buffer_size: {grid_search: [256, 10000]}\n"
+    )
+    res = _tune(["--exp", str(path), "--storage", str(tmp_path / "runs")])
+    assert res.returncode == 2 and "Traceback" not in res.stderr and res.stdout == ""
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {path}: key 'sweep.search_space': the combination sac.batch_size=512, ")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dry_run_checks_the_data_before_any_trial(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("date,A,B\n2020-01-01,1,2\n2020-01-02,x,3\n")
+    expected = (
+        f"error: {CONFIG_DIR / 'smoke.yaml'}: key 'data': {bad}: ticker 'A' has a non-numeric price 'x' on "
+        "2020-01-02; prices must be numbers"
+    )
+    res = _tune(["--exp", "smoke", "--dry-run", "--set", f"data.source={bad}"])
+    assert res.returncode == 2 and "Traceback" not in res.stderr and res.stdout == ""
+    assert res.stderr.strip().splitlines()[-1] == expected
+    # the real run stops at the same check, before Ray or any trial starts
+    res = _tune(["--exp", "smoke", "--storage", str(tmp_path / "runs"), "--set", f"data.source={bad}"])
+    assert res.returncode == 2 and "Traceback" not in res.stderr and res.stdout == ""
+    assert res.stderr.strip().splitlines()[-1] == expected
+    assert not (tmp_path / "runs").exists()
+
+
+def test_every_swept_fold_is_checked_in_the_driver(price_csv):
+    prices = synthetic_prices()
+    first, last = prices.index[0].date(), prices.index[-1].date()
+    folds = {"data.source": price_csv, "sweep.search_space": {"data.fold": {"grid_search": [0, 1]}}}
+    with pytest.raises(ExperimentError) as info:
+        check_data(load_experiment("smoke", folds), "exp.yaml")
+    assert str(info.value) == (
+        f"exp.yaml: key 'data' (data.fold=0): {price_csv}: 3 expanding walk-forward fold(s) need 1944 rows up to "
+        f"{last} (60 feature lookback + 756 train + 60 purge + 252 validation + 60 purge + 3 x 252 test), the "
+        f"data has 600 rows ({first}..{last}); use fewer or shorter folds (data.folds) or more history"
+    )
+    small = {"data.folds": {"n_folds": 2, "test_days": 60, "validation_days": 60, "train_days": 200}}
+    check_data(load_experiment("smoke", folds | small), "exp.yaml")  # both folds fit: no error
+
+
+def test_sweep_outcome():
+    assert sweep_outcome({"a": "TERMINATED", "b": "TERMINATED"}, 2) == ("done", 2)
+    assert sweep_outcome({"a": "TERMINATED", "b": "ERROR"}, 2) == ("done", 2)  # some failed: summary shows them
+    assert sweep_outcome({"a": "ERROR", "b": "ERROR"}, 2) == ("failed", 2)
+    assert sweep_outcome({"a": "TERMINATED", "b": "RUNNING"}, 2) == ("interrupted", 1)
+    assert sweep_outcome({"a": "TERMINATED"}, 3) == ("interrupted", 1)  # trials never created
+    assert sweep_outcome({"a": "ERROR"}, 3) == ("interrupted", 1)
+
+
+def test_asha_grace_period_above_the_budget_is_refused_by_the_dry_run():
+    res = _tune(["--exp", "smoke", "--dry-run", "--set", "stopping.env_steps=200"])
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"error: {CONFIG_DIR / 'smoke.yaml'}: sweep.scheduler.grace_period (300) is above stopping.env_steps (200): "
+        "ASHA may stop a trial only after the grace period and runs it for at most stopping.env_steps env steps; "
+        "lower sweep.scheduler.grace_period or raise stopping.env_steps"
+    )
+
+
 def test_impossible_resource_request_is_reported_before_tune_waits():
     with pytest.raises(ExperimentError) as info:
         check_resources(build_plan(load_experiment("arch_sweep")), {"CPU": 2.0})
@@ -123,6 +270,8 @@ def test_smoke_sweep_end_to_end(ray_session, tmp_path):
     trials = pd.read_parquet(exp_dir / "trials.parquet")
     progress = _trial_progress(exp_dir)
     assert len(trials) == 2 and set(trials["trial"]) == set(progress)
+    for df in progress.values():  # every metric a sweep may select on is in every training result
+        assert set(SELECTION_METRICS) <= set(df.columns)
     # consistent with Tune's own results
     for _, row in trials.iterrows():
         df = progress[row["trial"]]
@@ -165,19 +314,36 @@ def test_smoke_sweep_end_to_end(ray_session, tmp_path):
     assert "| configuration | seeds x folds |" in (exp_dir / "summary.md").read_text()
 
 
-def test_interrupted_sweep_resumes_without_redoing_finished_trials(ray_session, tmp_path):
-    """FIFO (no early stop) so the second trial runs long enough to be interrupted mid-way."""
-    exp_dir = tmp_path / "smoke"
-    args = ["--exp", "smoke", "--storage", str(tmp_path), "--set", "sweep.scheduler.type=fifo"]
+def _popen_tune(args: list[str], ray_address: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "trainer.tune", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env(ray_session))
-    deadline = time.time() + 300
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env(ray_address))
+
+
+def test_sweep_interrupted_before_all_trials_started_resumes_without_redoing_finished_ones(ray_session, tmp_path):
+    """3 trials one at a time (FIFO): SIGINT when the first has finished and the second is half-way, so the
+    third was never created. Resume creates it, continues the second from its checkpoint, leaves the first."""
+    exp_dir = tmp_path / "smoke"
+    args = [
+        "--exp",
+        "smoke",
+        "--storage",
+        str(tmp_path),
+        "--set",
+        "sweep.scheduler.type=fifo",
+        "--set",
+        "sweep.search_space={seed: {grid_search: [0, 1, 2]}}",
+        "--set",
+        "stopping.env_steps=1200",
+    ]
+    proc = _popen_tune(args, ray_session)
+    deadline = time.time() + 400
     first_done = None
     while time.time() < deadline and proc.poll() is None:
         results = _results(exp_dir) if exp_dir.exists() else {}
-        done = [t for t, rows in results.items() if rows and rows[-1]["portfolio"]["env_steps"] >= 1500]
-        running = [t for t, rows in results.items() if rows and rows[-1]["portfolio"]["env_steps"] < 1500]
-        if done and running:  # first trial finished, second one half-way
+        done = [t for t, rows in results.items() if rows and rows[-1]["portfolio"]["env_steps"] >= 1200]
+        # half-way: past the checkpoint of iteration 2 (600 env steps), not finished
+        running = [t for t, rows in results.items() if len(rows) >= 2 and rows[-1]["portfolio"]["env_steps"] < 1200]
+        if done and running:
             first_done = done[0]
             proc.send_signal(signal.SIGINT)
             break
@@ -185,17 +351,105 @@ def test_interrupted_sweep_resumes_without_redoing_finished_trials(ray_session, 
     out, _ = proc.communicate(timeout=300)
     assert first_done is not None, out[-3000:]
     assert proc.returncode == 130, out[-3000:]
-    assert "sweep interrupted: 1 of 2 trials finished" in out and "--resume" in out
+    assert "sweep interrupted: 1 of 3 trials finished" in out
+    # the printed command can be pasted into a shell: the --set values are quoted
+    assert "--set 'sweep.search_space={seed: {grid_search: [0, 1, 2]}}' --set stopping.env_steps=1200 --resume" in out
     before = _results(exp_dir)
+    assert len(before) == 2  # the third trial was never created
+
+    # a new sweep into the same storage would overwrite it: refused, nothing changed
+    res = _tune(args)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"error: {exp_dir}: a sweep of this experiment is already stored there; continue it with --resume, or "
+        "start a new one with another --storage (nothing was changed)"
+    )
+    # resuming with a changed experiment would apply the change to some trials only: refused
+    res = _tune([*args, "--set", "sac.batch_size=32", "--resume"])
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"error: {exp_dir / 'experiment.json'}: --resume continues the sweep as it was started, but the "
+        "experiment now differs in sac.batch_size (64 -> 32); resume with the same experiment file and --set "
+        "options, or start a new sweep in another --storage"
+    )
+    assert _results(exp_dir) == before
+
     res = _tune([*args, "--resume"], ray_session)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     after = _results(exp_dir)
+    assert len(after) == 3  # the missing trial was created, no finished one again
     assert after[first_done] == before[first_done]  # the finished trial was not run again
-    (other,) = set(after) - {first_done}
-    steps = [r["portfolio"]["env_steps"] for r in after[other]]
-    assert steps[-1] == 1500 and steps == sorted(steps)  # continued from its checkpoint, not from zero
+    (second,) = set(before) - {first_done}
+    (third,) = set(after) - set(before)
+    steps = [r["portfolio"]["env_steps"] for r in after[second]]
+    assert steps[-1] == 1200 and steps == sorted(steps)  # continued from its checkpoint, not from zero
+    assert [r["portfolio"]["env_steps"] for r in after[third]] == [300, 600, 900, 1200]
+    assert sorted(r[0]["config"]["seed"] for r in after.values()) == [0, 1, 2]
     summary = json.loads((exp_dir / "summary.json").read_text())
-    assert [t["status"] for t in summary["trials"]] == ["completed", "completed"]
+    assert [t["status"] for t in summary["trials"]] == ["completed"] * 3
+
+
+def test_sweep_whose_trials_all_failed_exits_non_zero(ray_session, tmp_path):
+    """One trial, no retries; its process is killed (a real fault): the summary is written, the exit is 1."""
+    exp_dir = tmp_path / "smoke"
+    args = ["--exp", "smoke", "--storage", str(tmp_path), "--set", "sweep.search_space={}"]
+    args += ["--set", "sweep.max_failures=0", "--set", "stopping.env_steps=1000000"]
+    proc = _popen_tune(args, ray_session)
+    deadline = time.time() + 300
+    killed = None
+    while time.time() < deadline and proc.poll() is None:
+        rows = next(iter(_results(exp_dir).values()), []) if exp_dir.exists() else []
+        if rows:
+            killed = rows[-1]["pid"]  # the trial's own process
+            os.kill(killed, signal.SIGKILL)
+            break
+        time.sleep(0.1)
+    out, _ = proc.communicate(timeout=300)
+    assert killed is not None, out[-3000:]
+    assert proc.returncode == 1, out[-3000:]
+    assert "error: all 1 trial(s) of the sweep failed (first: " in out
+    assert f"each trial's error is in {exp_dir}/trial_*/error.txt" in out and "--resume" in out
+    summary = json.loads((exp_dir / "summary.json").read_text())
+    (trial,) = summary["trials"]
+    assert trial["status"] == "error" and trial["error"]  # its checkpoints, if any, are still evaluated
+    assert "**1 of 1 trial(s) failed**" in (exp_dir / "summary.md").read_text()
+
+
+def test_batch_size_sweep_labels_and_unfittable_baseline(ray_session, tmp_path):
+    """Summary labels and the progress table name the swept key (sac.batch_size); on data where every asset
+    lost money in the training window, Maximum Sharpe is reported as not fitted and the rest is written."""
+    from envs.market import load_market
+
+    data = write_wide_csv(tmp_path / "losing.csv", synthetic_prices(n_days=600, seed=3, drifts=[-0.003] * 3))
+    exp_dir = tmp_path / "runs" / "smoke"
+    args = ["--exp", "smoke", "--storage", str(tmp_path / "runs"), "--set", f"data.source={data}"]
+    args += [
+        "--set",
+        "sweep.search_space={sac.batch_size: {grid_search: [16, 32]}}",
+        "--set",
+        "sweep.scheduler.type=fifo",
+    ]
+    args += ["--set", "stopping.env_steps=600", "--set", "sac.learning_starts=100"]
+    res = _tune(args, ray_session)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    header = next(line for line in res.stdout.splitlines() if line.startswith("| Trial name"))
+    assert [c.strip() for c in header.strip("|").split("|")][:4] == ["Trial name", "status", "loc", "sac.batch_size"]
+    summary = json.loads((exp_dir / "summary.json").read_text())
+    assert [g["config"] for g in summary["configurations"]] == ["sac.batch_size=16", "sac.batch_size=32"]
+    trials = pd.read_parquet(exp_dir / "trials.parquet")
+    assert trials["sac.batch_size"].tolist() == [16, 32]
+    train = load_market(data).splits["train"]
+    reason = (
+        f"every asset's mean daily return in the training window {train.start_date.date()} .. "
+        f"{train.end_date.date()} is <= 0, so no long-only portfolio has a positive Sharpe ratio to maximise"
+    )
+    assert summary["baselines_not_fitted"] == {"max_sharpe": [reason]}
+    assert set(summary["baselines"]) == {"equal_weight", "min_volatility"}
+    assert f"baseline max_sharpe: not fitted, {reason}" in res.stdout
+    assert f"| max_sharpe | not fitted: {reason} | | |" in (exp_dir / "summary.md").read_text()
+    backtest = json.loads((exp_dir / "best_backtest" / "backtest.json").read_text())
+    assert backtest["not_fitted"]["max_sharpe"] == reason and "max_sharpe" not in backtest["strategies"]
+    assert {"sac", "equal_weight", "min_volatility"} <= set(backtest["strategies"])
 
 
 def test_gpu_request_on_cpu_only_cluster_is_a_clear_error(ray_session, tmp_path):
