@@ -32,6 +32,7 @@ from trainer import metrics as M
 from trainer import report as R
 from trainer.baselines import DESCRIPTIONS, LOOKAHEAD, run_baselines
 from trainer.checkpoint import CheckpointError, load_policy, read_usable_state
+from trainer.console import quiet_logging
 from trainer.evaluation import EvalRun, run_policy
 
 SAC = "sac"
@@ -254,7 +255,10 @@ def main(argv: list[str] | None = None) -> int:
         "--fold", type=int, help="evaluate on this walk-forward fold's windows (default: the checkpoint's own)"
     )
     parser.add_argument("--out", type=Path, help="output directory")
+    parser.add_argument("--verbose", action="store_true", help="show Ray/RLlib log output on the terminal")
     args = parser.parse_args(argv)
+    # RLlib's notices while restoring the module (deprecations) are not for the terminal; errors still are.
+    quiet_logging(None, args.verbose)
     try:
         result = run_backtest(args.checkpoint, args.split, args.data, args.cost_bps, args.out, args.fold)
     except BacktestError as exc:
