@@ -243,11 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     import ray
 
-    address = args.address or os.environ.get("RAY_ADDRESS")
-    # The dashboard stays on 127.0.0.1 (reach a cluster's with `ray dashboard cluster.yaml`).
-    # No address: always an embedded local instance ("local"), never a stale `ray start` found on disk.
-    local = {"address": "local", "dashboard_host": "127.0.0.1"}
-    ctx = ray.init(ignore_reinit_error=True, log_to_driver=args.verbose, **({"address": address} if address else local))
+    from trainer.ray_init import cluster_address, init_ray
+
+    address = cluster_address(args.address)
+    # No address: an embedded local instance on 127.0.0.1 (dashboard included), never a stale `ray start`.
+    ctx = init_ray(address, ignore_reinit_error=True, log_to_driver=args.verbose)
     quiet_logging(exp_dir / "driver.log", args.verbose)  # ray.init configures its loggers again
     url = getattr(ctx, "dashboard_url", None)
     print(
