@@ -123,9 +123,9 @@ def read_manifest(path: Path | str) -> dict[str, Any]:
         manifest = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{file}: damaged ({exc}); {_USE_ANOTHER}") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise CheckpointError(f"{file}: damaged (no 'files' mapping); {_USE_ANOTHER}")
-    saved_ray = str((manifest.get("versions") or {}).get("ray", "unknown"))
+    if not isinstance(manifest, dict) or not all(isinstance(manifest.get(k), dict) for k in ("files", "versions")):
+        raise CheckpointError(f"{file}: damaged (no 'files' or 'versions' mapping); {_USE_ANOTHER}")
+    saved_ray = str(manifest["versions"].get("ray", "unknown"))
     here = software_versions()["ray"]
     if _minor(saved_ray) != _minor(here):
         # RLlib's checkpoint state changes between minor versions (the package pins one minor).
@@ -189,7 +189,21 @@ def read_state(path: Path | str, *, replay_buffer: bool = False) -> dict[str, An
         raise CheckpointError(f"{state_file}: damaged ({exc}); {_USE_ANOTHER}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{state_file}: damaged (not a JSON object); {_USE_ANOTHER}")
+    if _needs_obs_filter(state) and not any(p.is_file() for p in (path / OBS_FILTER_DIR).rglob("*")):
+        raise _no_obs_filter(path)
     return state
+
+
+def _needs_obs_filter(state: dict[str, Any]) -> bool:
+    """The policy was trained on normalised observations (older states only say how many were seen)."""
+    return bool(state.get("obs_filter", state.get("obs_filter_count", 0) > 0))
+
+
+def _no_obs_filter(path: Path) -> CheckpointError:
+    return CheckpointError(
+        f"{path / OBS_FILTER_DIR}: no observation-filter statistics, but the policy was trained on normalised "
+        f"observations (it would act on raw ones); {_USE_ANOTHER}"
+    )
 
 
 def read_usable_state(path: Path | str) -> dict[str, Any]:
@@ -348,9 +362,6 @@ def load_policy(checkpoint: Path | str) -> tuple[Policy, dict[str, Any]]:
         from ray.rllib.connectors.env_to_module import EnvToModulePipeline
 
         filt = find_obs_filter(EnvToModulePipeline.from_checkpoint(e2m_dir))
-    if filt is None and state.get("obs_filter", state.get("obs_filter_count", 0) > 0):
-        raise CheckpointError(
-            f"{e2m_dir}: no observation-filter statistics, but the policy was trained on normalised "
-            f"observations (it would act on raw ones); {_USE_ANOTHER}"
-        )
+    if filt is None and _needs_obs_filter(state):
+        raise _no_obs_filter(ck)
     return make_policy(module, FrozenObsFilter.of(filt)), state

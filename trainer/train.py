@@ -15,8 +15,9 @@ given, which moves the previous run's files to ``previous-run-<time>/`` (nothing
 
 ``--resume CHECKPOINT [--additional-steps N]`` continues a run (step count, optimisers, filter statistics,
 replay buffer) for N more env steps, after checking the checkpoint's manifest. Overrides that only change
-the budget, checkpointing, evaluation interval, divergence guard or resources apply; the others would
-change the problem the checkpoint was trained on and are refused by name.
+the budget, checkpointing, evaluation interval, divergence guard, resources or replay ratio apply
+(``SAFE_ON_RESUME``); the others would change the problem the checkpoint was trained on and are refused by
+name.
 
 Ctrl-C or SIGTERM finishes the current iteration, writes a final checkpoint, prints the command that
 resumes and exits with 128 + the signal number (130, 143). Exit codes: 0 completed, 2 bad input, 3 diverged.

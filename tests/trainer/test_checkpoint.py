@@ -166,15 +166,20 @@ def test_missing_filter_statistics_is_refused_by_the_real_backtest_cli(run_copy)
     assert not (run_copy.parent.parent / "backtest_test").exists()
 
 
-def test_load_policy_refuses_missing_filter_statistics_even_under_a_new_manifest(run_copy):
+def test_missing_filter_statistics_are_refused_even_under_a_new_manifest(run_copy, capsys):
+    from trainer import backtest
+
     shutil.rmtree(run_copy / OBS_FILTER_DIR)
     write_manifest(run_copy)  # someone "repaired" the checkpoint: the files now match the manifest
-    with pytest.raises(CheckpointError) as err:
-        load_policy(run_copy)
-    assert str(err.value) == (
+    expected = (
         f"{run_copy / OBS_FILTER_DIR}: no observation-filter statistics, but the policy was trained on normalised "
         f"observations (it would act on raw ones); {USE_ANOTHER}"
     )
+    with pytest.raises(CheckpointError) as err:
+        load_policy(run_copy)
+    assert str(err.value) == expected
+    assert backtest.main([str(run_copy), "--out", str(run_copy.parent / "bt")]) == 2
+    assert capsys.readouterr().err == f"error: {expected}\n"
 
 
 def test_the_replay_buffer_is_checked_on_resume_only(run_copy):
