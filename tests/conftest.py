@@ -50,12 +50,25 @@ def price_csv(tmp_path):
     return write_wide_csv(tmp_path / "prices.csv", synthetic_prices())
 
 
+@pytest.fixture
+def signals_restored():
+    """``trainer.train.main`` installs SIGINT/SIGTERM handlers: give pytest its own back afterwards."""
+    import signal
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray instance for the whole session (2 CPUs, no dashboard); yields its address."""
+    """One local Ray instance for the whole session (2 CPUs, no dashboard, on 127.0.0.1); yields its address."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    from trainer.ray_init import init_ray
+
+    init_ray("local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -242,3 +255,32 @@ def ray_cluster(
             current.unlink(missing_ok=True)
         else:
             current.write_text(previous)
+
+
+def listening_addresses(root_pid: int) -> list[str]:
+    """``ip:port`` of every listening TCP socket of process ``root_pid`` and its descendants (``ss -ltnp``)."""
+    import re
+    import subprocess
+    from pathlib import Path
+
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = set(), [root_pid]
+    while todo:
+        pid = todo.pop()
+        tree.add(pid)
+        todo.extend(children.get(pid, []))
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        if {int(p) for p in re.findall(r"pid=(\d+)", line)} & tree:
+            found.append(line.split()[3])
+    return found
+
+
+LOOPBACK = ("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")

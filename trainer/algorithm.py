@@ -16,7 +16,8 @@ What differs from ``ray.rllib.algorithms.sac.SAC`` and why:
   the result says ``diverged`` with the reason, and no further checkpoint is written by our entry points.
 - ``save_to_path`` / ``restore_from_path`` also write/read the replay buffer and our counters (RLlib does
   not checkpoint the buffer on the new stack, docs/rllib-notes.md), so a resumed run continues as an uninterrupted
-  one would.
+  one would; ``save_to_path`` writes the manifest last and ``restore_from_path`` verifies it before anything
+  is unpickled (``trainer.checkpoint``).
 """
 
 from __future__ import annotations
@@ -370,27 +371,52 @@ class PortfolioSAC(SAC):
         out = super().save_to_path(path, state=state, filesystem=filesystem, use_msgpack=use_msgpack)
         if self.settings.checkpoint.save_buffer:
             self.buffer.save(out)
+        filt = self.obs_filter()
         extra = {
+            "training_iteration": self.iteration,
             "update_credit": self._update_credit,
             "diverged": self.diverged,
             "last_evaluation": self.last_evaluation,
             "tickers": self.tickers,
             "env_config": dict(self.config.env_config),
             "experiment": self.config.portfolio,
-            "obs_filter_count": (f.stats().count if (f := self.obs_filter()) is not None else 0),
+            # a policy trained on normalised observations must never be loaded without the statistics
+            "obs_filter": filt is not None,
+            "obs_filter_count": filt.stats().count if filt is not None else 0,
             "history": self.history,
         }
         checkpoint.write_state(out, extra)
+        checkpoint.write_manifest(out)  # last: it covers every file above
         return out
 
-    def restore_from_path(self, path: Any, *args: Any, component: str | None = None, **kwargs: Any) -> None:
-        super().restore_from_path(path, *args, component=component, **kwargs)
+    def restore_from_path(
+        self, path: Any, *args: Any, component: str | None = None, replay_buffer: bool = True, **kwargs: Any
+    ) -> None:
+        """RLlib's restore, plus the replay buffer and our counters; the checkpoint is verified first.
+
+        Args:
+            path: the checkpoint directory.
+            component: restore only this RLlib component (no verification, no extras).
+            replay_buffer: restore the replay buffer too; False starts with an empty one (the caller has
+                said why, see ``checkpoint.resume_state``).
+
+        Raises:
+            CheckpointError: the checkpoint is incomplete, damaged or of another Ray minor version (before
+                anything is unpickled), or its replay buffer does not fit this run.
+        """
         if component is not None:
+            super().restore_from_path(path, *args, component=component, **kwargs)
             return
         path = Path(path)
-        self.buffer.load(path)
-        if (path / checkpoint.STATE_FILE).exists():
-            extra = checkpoint.read_state(path)
-            self._update_credit = float(extra.get("update_credit", 0.0))
-            self.last_evaluation = dict(extra.get("last_evaluation") or {})
-            self.history = list(extra.get("history") or [])
+        extra = checkpoint.read_state(path, replay_buffer=replay_buffer)
+        super().restore_from_path(path, *args, **kwargs)
+        if replay_buffer:
+            try:
+                self.buffer.load(path)
+            except ValueError as exc:
+                raise checkpoint.CheckpointError(
+                    f"{exc}; resume without it with --allow-missing-buffer, or use another checkpoint of the run"
+                ) from None
+        self._update_credit = float(extra.get("update_credit", 0.0))
+        self.last_evaluation = dict(extra.get("last_evaluation") or {})
+        self.history = list(extra.get("history") or [])

@@ -141,9 +141,9 @@ class FlatReplayBuffer:
         """Restore from ``directory/replay_buffer.npz``; False when there is none.
 
         Raises:
-            ValueError: the file is damaged (truncated, not an ``.npz`` written by ``save``, or missing a
-                field), or its observation/action sizes differ from this buffer's. The buffer is left
-                unchanged in both cases.
+            ValueError: the file is damaged (truncated, not an ``.npz`` written by ``save``, holding pickled
+                objects, or missing a field), or its observation/action sizes differ from this buffer's. The
+                buffer is left unchanged in both cases.
         """
         import ast
 
@@ -152,7 +152,8 @@ class FlatReplayBuffer:
             return False
         try:
             # Read everything before touching the buffer, so a damaged file leaves it as it was.
-            with np.load(path) as data:
+            # No pickles: every field is a plain array (the RNG state is a repr read by ast.literal_eval).
+            with np.load(path, allow_pickle=False) as data:
                 saved = {k: data[k] for k in (*_FIELDS, "added_lifetime", "reward_moments", "rng_state")}
                 saved_pos = int(data["pos"]) if "pos" in data.files else 0  # absent in older files
             rng_state = ast.literal_eval(bytes(saved["rng_state"]).decode())
@@ -160,10 +161,7 @@ class FlatReplayBuffer:
             # numpy's own messages can mislead here (a non-zip file is reported as pickled data to be
             # loaded with allow_pickle), so name the missing field or just the kind of failure.
             reason = str(exc.args[0]) if isinstance(exc, KeyError) else type(exc).__name__
-            raise ValueError(
-                f"{path}: damaged replay buffer file ({reason}); delete it to resume "
-                "with an empty buffer (the policy, filter and step counts are in the rest of the checkpoint)"
-            ) from None
+            raise ValueError(f"{path}: damaged replay buffer file ({reason})") from None
         n = len(saved["rewards"])
         if saved["obs"].shape[1:] != self.obs.shape[1:] or saved["actions"].shape[1:] != self.actions.shape[1:]:
             raise ValueError(

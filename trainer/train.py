@@ -5,13 +5,22 @@ Writes into the run directory (``--out``, default ``runs/<exp>/<time>-seed<S>``)
 - ``experiment.yaml``: the resolved experiment;
 - ``progress.jsonl``: one line of metrics per iteration;
 - ``checkpoints/checkpoint_<iteration>``: every ``checkpoint.frequency`` iterations and at the end, each
-  written to a temporary directory and renamed, with the replay buffer and the filter statistics;
+  written to a temporary directory and renamed, with the replay buffer, the filter statistics and a
+  manifest (``trainer.checkpoint``); only the newest ``checkpoint.num_to_keep`` are kept;
 - ``summary.json``: status (``completed``, ``diverged``, ``interrupted``), env steps, last validation
   metrics, the final checkpoint.
 
-``--resume CHECKPOINT --additional-steps N`` continues a run (step count, optimisers, filter statistics,
-replay buffer) for N more env steps. Ctrl-C or SIGTERM finishes the current iteration, writes a final
-checkpoint and exits cleanly.
+A non-empty run directory is refused unless the run continues there (``--resume``) or ``--overwrite`` is
+given, which moves the previous run's files to ``previous-run-<time>/`` (nothing is deleted).
+
+``--resume CHECKPOINT [--additional-steps N]`` continues a run (step count, optimisers, filter statistics,
+replay buffer) for N more env steps, after checking the checkpoint's manifest. Overrides that only change
+the budget, checkpointing, evaluation interval, divergence guard, resources or replay ratio apply
+(``SAFE_ON_RESUME``); the others would change the problem the checkpoint was trained on and are refused by
+name.
+
+Ctrl-C or SIGTERM finishes the current iteration, writes a final checkpoint, prints the command that
+resumes and exits with 128 + the signal number (130, 143). Exit codes: 0 completed, 2 bad input, 3 diverged.
 """
 
 # `python -m trainer.train` imports the package first: trainer/__init__ sets OMP_NUM_THREADS before torch.
@@ -23,6 +32,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,22 +40,79 @@ from typing import Any
 import yaml
 
 from trainer import metrics as M
-from trainer.config import Experiment, ExperimentError, load_experiment, parse_override
+from trainer.checkpoint import CheckpointError
+from trainer.config import (
+    Experiment,
+    ExperimentError,
+    apply_overrides,
+    experiment_from_dict,
+    load_experiment,
+    load_raw,
+    parse_override,
+)
 from trainer.console import quiet_logging
+
+DEFAULT_EXPERIMENT = "smoke"
+EXPERIMENT_FILE = "experiment.yaml"
+PROGRESS_FILE = "progress.jsonl"
+SUPERSEDED_FILE = "progress.superseded.jsonl"  # rows of iterations redone after a resume
+SUMMARY_FILE = "summary.json"
+LOG_FILE = "train.log"
+CHECKPOINTS_DIR = "checkpoints"
+# What a run writes into its run directory (with the backtests' default output): --overwrite moves these.
+RUN_ENTRIES = (EXPERIMENT_FILE, PROGRESS_FILE, SUPERSEDED_FILE, SUMMARY_FILE, LOG_FILE, CHECKPOINTS_DIR)
+BACKTEST_PREFIX = "backtest_"
+PREVIOUS_RUN_PREFIX = "previous-run-"
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+# Settings a resume may change: budget, checkpointing, evaluation interval, divergence guard, resources
+# and the replay ratio. Everything else (data, model, SAC, reward, filter, seed) defines the problem.
+SAFE_ON_RESUME = (
+    "description",
+    "stopping.*",
+    "checkpoint.*",
+    "evaluation.interval",
+    "divergence.*",
+    "resources.*",
+    "sac.training_intensity",
+)
+
+
+class RunError(ValueError):
+    """A run directory or resume request that cannot be honoured; the message says which and the fix."""
 
 
 class _StopFlag:
     """Set by SIGINT/SIGTERM; the loop checks it between iterations."""
 
     def __init__(self) -> None:
-        self.signal: str | None = None
+        self.signum: int | None = None
+
+    @property
+    def signal(self) -> str | None:
+        return signal.Signals(self.signum).name if self.signum is not None else None
 
     def __call__(self, signum: int, frame: Any) -> None:
-        self.signal = signal.Signals(signum).name
+        if self.signum is not None:
+            print(f"\n{signal.Signals(signum).name} received again: still finishing the checkpoint...", flush=True)
+            return
+        self.signum = signum
         print(
             f"\n{self.signal} received: finishing this iteration, then writing a final checkpoint...",
             flush=True,
         )
+
+    def install(self) -> None:
+        """Handle SIGINT and SIGTERM. Call again after ``ray.init``, which installs its own SIGTERM
+        handler (it exits at once, losing the iteration and the final checkpoint)."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self)
+            signal.signal(signal.SIGTERM, self)
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for a process stopped by a signal: 128 + its number."""
+        return 128 + (self.signum or 0)
 
 
 def env_steps_of(algo: Any) -> int:
@@ -93,47 +160,80 @@ def _json_default(x: Any) -> Any:
         return str(x)
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (never half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def resume_command(checkpoint: Path | str, additional_steps: int | None = None) -> str:
+    """The command line that continues a run from ``checkpoint``."""
+    more = f" --additional-steps {additional_steps}" if additional_steps else ""
+    return f"python -m trainer.train --resume {checkpoint}{more}"
+
+
 def run_training(
     exp: Experiment,
     out_dir: Path,
     *,
     resume: Path | None = None,
     additional_steps: int | None = None,
+    replay_buffer: bool = True,
     stop_flag: _StopFlag | None = None,
     verbose: bool = True,
 ) -> dict[str, Any]:
-    """Train (or resume) and return the summary written to ``summary.json``."""
+    """Train (or resume) and return the summary written to ``summary.json``.
+
+    Args:
+        exp: the experiment (for a resume: the checkpoint's, with the overrides a resume may change).
+        out_dir: the run directory, already checked (``main``): progress, checkpoints and summary go there.
+        resume: a verified checkpoint to continue from.
+        additional_steps: with ``resume``, env steps to add (default ``stopping.env_steps``).
+        replay_buffer: with ``resume``, restore the saved replay buffer (False: start with an empty one).
+        stop_flag: set by SIGINT/SIGTERM; installed again after Ray starts.
+        verbose: show Ray's log output on the terminal.
+    """
     import ray
 
-    from trainer.algorithm import PortfolioSAC
     from trainer.checkpoint import save_atomic
+    from trainer.ray_init import init_ray
     from trainer.sac_config import build_sac_config
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = out_dir / "checkpoints"
-    if not ray.is_initialized():
-        # RAY_ADDRESS joins a cluster; otherwise an embedded local instance, never a stale `ray start`.
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False)
-        quiet_logging(out_dir / "train.log", verbose)  # ray.init configures its loggers again
-    if resume is not None:
-        algo = PortfolioSAC.from_checkpoint(str(resume))
-        target = env_steps_of(algo) + int(additional_steps or exp.stopping.env_steps)
-        print(f"resumed {resume} at {env_steps_of(algo):,} env steps, buffer {len(algo.buffer):,} transitions")
-    else:
-        (out_dir / "experiment.yaml").write_text(yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False))
-        algo = build_sac_config(exp).build_algo()
-        target = exp.stopping.env_steps
-    algo.run_name = out_dir.name  # tags this run's gauges (Prometheus/Grafana)
+    ckpt_dir = out_dir / CHECKPOINTS_DIR
     stop_flag = stop_flag or _StopFlag()
-    status, last_ckpt, reason = M.STATUS_COMPLETED, None, ""
-    eta = _Eta()
-    freq, keep = exp.checkpoint.frequency, exp.checkpoint.num_to_keep
-    iterations_done = 0
+    stop_flag.install()
+    if not ray.is_initialized():
+        # RAY_ADDRESS joins a cluster; otherwise an embedded local instance on 127.0.0.1.
+        init_ray(include_dashboard=False, log_to_driver=False)
+        quiet_logging(out_dir / LOG_FILE, verbose)  # ray.init configures its loggers again
+    stop_flag.install()  # ray.init replaced the SIGTERM handler
+    # The same config a checkpoint was written with (overrides a resume may change included), then its state.
+    algo = build_sac_config(exp).build_algo()
+    algo.run_name = out_dir.name  # tags this run's gauges (Prometheus/Grafana)
+    status, last_ckpt, reason = M.STATUS_COMPLETED, resume, ""
     try:
-        with open(out_dir / "progress.jsonl", "a") as log:
-            while env_steps_of(algo) < target:
-                if exp.stopping.iterations is not None and iterations_done >= exp.stopping.iterations:
-                    break
+        if resume is not None:
+            algo.restore_from_path(str(resume), replay_buffer=replay_buffer)
+            print(f"resumed {resume} at {env_steps_of(algo):,} env steps, buffer {len(algo.buffer):,} transitions")
+            target = env_steps_of(algo) + int(additional_steps or exp.stopping.env_steps)
+        else:
+            target = exp.stopping.env_steps
+        eta = _Eta()
+        freq, keep, max_iterations = exp.checkpoint.frequency, exp.checkpoint.num_to_keep, exp.stopping.iterations
+        iterations_done = 0
+
+        def finished() -> bool:
+            return bool(
+                stop_flag.signal
+                or env_steps_of(algo) >= target
+                or (max_iterations is not None and iterations_done >= max_iterations)
+            )
+
+        with open(out_dir / PROGRESS_FILE, "a") as log:
+            while not finished():
                 result = algo.train()
                 iterations_done += 1
                 p = result[M.PORTFOLIO]
@@ -149,24 +249,27 @@ def run_training(
                         flush=True,
                     )
                     break
-                if stop_flag.signal:
-                    status = M.STATUS_INTERRUPTED
-                    break
-                if freq and algo.iteration % freq == 0:
+                # The last iteration is saved once, below, after the final evaluation.
+                if freq and algo.iteration % freq == 0 and not finished():
                     last_ckpt = save_atomic(algo, ckpt_dir, algo.iteration, keep)
-        if status != M.STATUS_DIVERGED:
+        if status != M.STATUS_DIVERGED and iterations_done:
             algo.evaluate_deterministic()
             last_ckpt = save_atomic(algo, ckpt_dir, algo.iteration, keep)
+        if stop_flag.signal and status != M.STATUS_DIVERGED:
+            status, reason = M.STATUS_INTERRUPTED, stop_flag.signal
         summary = {
             "status": status,
             "reason": reason,
             "env_steps": env_steps_of(algo),
+            "target_env_steps": target,
             "iterations": algo.iteration,
             "validation": algo.last_evaluation,
             "final_checkpoint": str(last_ckpt) if last_ckpt else None,
             "run_dir": str(out_dir),
         }
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+        if status == M.STATUS_INTERRUPTED and last_ckpt:
+            summary["resume_command"] = resume_command(last_ckpt, max(target - env_steps_of(algo), 0) or None)
+        _write_atomic(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2, default=_json_default))
         return summary
     finally:
         algo.stop()
@@ -177,62 +280,116 @@ def default_out_dir(exp: Experiment) -> Path:
     return Path("runs") / exp.name / f"{stamp}-seed{exp.seed}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.train", description="Train one SAC portfolio agent.")
-    parser.add_argument("--exp", default="smoke", help="experiment name in tune_configs/ or a YAML path")
-    parser.add_argument("--data", help="price source: 'sp500' or a CSV/Parquet path (data.source)")
-    parser.add_argument("--steps", type=int, help="env steps to train (stopping.env_steps)")
-    parser.add_argument("--seed", type=int, help="random seed")
-    parser.add_argument("--out", type=Path, help="run directory (default runs/<exp>/<time>-seed<S>)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any field")
-    parser.add_argument("--resume", type=Path, help="checkpoint directory to continue from")
-    parser.add_argument("--additional-steps", type=int, help="with --resume: env steps to add")
-    parser.add_argument("--verbose", action="store_true", help="show Ray/RLlib log output on the terminal")
-    args = parser.parse_args(argv)
-    try:
-        overrides = dict(parse_override(s) for s in args.set)
-        if args.data:
-            overrides["data.source"] = args.data
-        if args.steps is not None:
-            overrides["stopping.env_steps"] = args.steps
-        if args.seed is not None:
-            overrides["seed"] = args.seed
-        if args.resume is not None:
-            args.resume = args.resume.resolve()
-            exp = _experiment_of_checkpoint(args.resume, overrides)
-        else:
-            exp = load_experiment(args.exp, overrides)
-        _check_data(exp)
-    except (ExperimentError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    out_dir = args.out or (args.resume.parent.parent if args.resume else default_out_dir(exp))
-    quiet_logging(out_dir / "train.log", args.verbose)
-    flag = _StopFlag()
-    signal.signal(signal.SIGINT, flag)
-    signal.signal(signal.SIGTERM, flag)
-    print(f"experiment {exp.name} | data {exp.data.source} | seed {exp.seed} | run dir {out_dir}", flush=True)
-    summary = run_training(
-        exp, out_dir, resume=args.resume, additional_steps=args.additional_steps, stop_flag=flag, verbose=args.verbose
-    )
-    print(f"status: {summary['status']}" + (f" ({summary['reason']})" if summary["reason"] else ""))
-    print(f"final checkpoint: {summary['final_checkpoint']}")
-    print(f"summary: {out_dir / 'summary.json'}")
-    return 0 if summary["status"] != M.STATUS_DIVERGED else 3
+# --- the run directory ---------------------------------------------------------------------------------------
+def claim_run_dir(out_dir: Path, overwrite: bool) -> list[str]:
+    """Make ``out_dir`` ready for a new run; returns notes on what was moved or removed.
+
+    A missing or empty directory is used as it is. A non-empty one is refused unless ``overwrite``: then
+    stale temporary checkpoint directories are removed and the previous run's own entries (``RUN_ENTRIES``
+    and ``backtest_*``) move to ``previous-run-<time>/``; other files stay where they are.
+
+    Raises:
+        RunError: the directory is not empty and ``overwrite`` is False.
+    """
+    from trainer.checkpoint import remove_stale_temp_dirs
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunError(f"{out_dir}: not a directory; pass a directory as --out")
+    entries = sorted(out_dir.iterdir()) if out_dir.is_dir() else []
+    if not entries:
+        return []
+    if not overwrite:
+        shown = ", ".join(p.name for p in entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise RunError(
+            f"{out_dir}: run directory is not empty ({shown}); pass another --out, continue its run with "
+            "--resume <checkpoint>, or pass --overwrite to start over there (the previous run's files are moved "
+            f"to {PREVIOUS_RUN_PREFIX}<time>/, nothing is deleted)"
+        )
+    notes = [_stale_note(p) for p in remove_stale_temp_dirs(out_dir / CHECKPOINTS_DIR)]
+    ours = [p for p in entries if p.name in RUN_ENTRIES or p.name.startswith(BACKTEST_PREFIX)]
+    if ours:
+        dest = out_dir / f"{PREVIOUS_RUN_PREFIX}{dt.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
+        dest.mkdir()
+        for p in ours:
+            p.rename(dest / p.name)
+        notes.append(f"--overwrite: moved the previous run's {', '.join(p.name for p in ours)} to {dest}")
+    return notes
 
 
-def _experiment_of_checkpoint(ckpt: Path, overrides: dict[str, Any]) -> Experiment:
-    """The experiment a checkpoint was trained with (its run dir's experiment.yaml)."""
-    from trainer.checkpoint import CheckpointError, read_state
-    from trainer.config import apply_overrides, experiment_from_dict
+def _stale_note(path: Path) -> str:
+    return f"removed {path}: a temporary checkpoint directory left by a save that was killed"
 
-    try:
-        read_state(ckpt)
-    except CheckpointError as exc:
-        raise ExperimentError(str(exc)) from None
-    exp_file = ckpt.parent.parent / "experiment.yaml"
-    raw = yaml.safe_load(exp_file.read_text()) if exp_file.exists() else {}
-    return experiment_from_dict(apply_overrides(raw, overrides), where=str(exp_file))
+
+def supersede_progress(progress: Path, iteration: int) -> int:
+    """Before resuming from ``iteration``: move the later rows of ``progress`` to ``progress.superseded.jsonl``.
+
+    Those iterations are redone from the checkpoint, so ``progress.jsonl`` keeps one row per iteration, in
+    order. An unreadable row (a line cut by a kill) moves too. Returns the number of rows moved.
+    """
+    if not progress.exists():
+        return 0
+    keep, moved = [], []
+    for line in progress.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            row_iteration = int(json.loads(line)[M.TRAINING_ITERATION])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            moved.append(line)
+            continue
+        (keep if row_iteration <= iteration else moved).append(line)
+    if moved:
+        with open(progress.with_name(SUPERSEDED_FILE), "a") as fh:
+            fh.write("".join(f"{line}\n" for line in moved))
+        _write_atomic(progress, "".join(f"{line}\n" for line in keep))
+    return len(moved)
+
+
+def _get(tree: dict[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _safe_on_resume(key: str) -> bool:
+    """``key`` (dotted, as given to --set) is one of ``SAFE_ON_RESUME``; ``section.*`` covers the section."""
+    for safe in SAFE_ON_RESUME:
+        section = safe.removesuffix(".*")
+        if key == section or (safe.endswith(".*") and key.startswith(f"{section}.")):
+            return True
+    return False
+
+
+def experiment_for_resume(checkpoint: Path, overrides: dict[str, Any]) -> tuple[Experiment, dict[str, tuple]]:
+    """The experiment a checkpoint was trained with (its run directory's ``experiment.yaml``) and the overrides.
+
+    Returns:
+        ``(experiment, changed)``: ``changed`` maps each override that changes a value to ``(old, new)``.
+
+    Raises:
+        ExperimentError: no readable ``experiment.yaml``, or an override that a resume may not change
+            (``SAFE_ON_RESUME`` lists what may), named with its old and new values.
+    """
+    exp_file = checkpoint.parent.parent / EXPERIMENT_FILE
+    if not exp_file.is_file():
+        raise ExperimentError(
+            f"{exp_file}: not found; --resume continues a trainer.train run from one of its checkpoints "
+            f"(<run dir>/{CHECKPOINTS_DIR}/checkpoint_<iteration>, next to <run dir>/{EXPERIMENT_FILE})"
+        )
+    raw, _ = load_raw(str(exp_file))
+    before = experiment_from_dict(raw, where=str(exp_file)).model_dump(mode="json")
+    exp = experiment_from_dict(apply_overrides(raw, overrides), where=str(exp_file))
+    after = exp.model_dump(mode="json")
+    changed = {k: (_get(before, k), _get(after, k)) for k in overrides if _get(before, k) != _get(after, k)}
+    refused = [k for k in changed if not _safe_on_resume(k)]
+    if refused:
+        shown = ", ".join(f"{k} ({changed[k][0]!r} -> {changed[k][1]!r})" for k in refused)
+        raise ExperimentError(
+            f"--resume: cannot change {shown}: it changes the problem the checkpoint was trained on; start a new "
+            f"run instead (a resume may change {', '.join(SAFE_ON_RESUME)})"
+        )
+    return exp, changed
 
 
 def _check_data(exp: Experiment) -> None:
@@ -244,6 +401,146 @@ def _check_data(exp: Experiment) -> None:
         load_market_for(exp.data.env_config())
     except DataError as exc:
         raise ExperimentError(str(exc)) from None
+
+
+def _prepare_new_run(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[Experiment, Path, list[str]]:
+    """A new run: the validated experiment, its data checked, its run directory claimed."""
+    if args.additional_steps is not None or args.allow_missing_buffer:
+        flag = "--additional-steps" if args.additional_steps is not None else "--allow-missing-buffer"
+        raise RunError(f"{flag} continues a run: use it with --resume CHECKPOINT")
+    exp = load_experiment(args.exp or DEFAULT_EXPERIMENT, overrides)
+    _check_data(exp)
+    out_dir = args.out or default_out_dir(exp)
+    return exp, out_dir, claim_run_dir(out_dir, args.overwrite)
+
+
+def _prepare_resume(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[Experiment, Path, bool, list[str]]:
+    """A resume: the checkpoint verified, the overrides a resume may change applied, the run directory ready.
+
+    Continuing in the checkpoint's own run directory needs it to be the run's latest checkpoint (a later
+    one would be overwritten); stale temporary directories are removed and the progress rows of iterations
+    that will be redone are moved aside. Another run directory (``--out``) is claimed like a new run's.
+
+    Returns:
+        ``(experiment, run directory, restore the replay buffer, notes to print)``.
+    """
+    from trainer.checkpoint import checkpoint_iteration, list_checkpoints, remove_stale_temp_dirs, resume_state
+
+    if args.exp is not None:
+        raise RunError(
+            f"--exp {args.exp} with --resume: a run continues with the experiment it was trained with; drop --exp "
+            "(--set changes what a resume may change)"
+        )
+    if args.additional_steps is not None and args.additional_steps < 1:
+        raise RunError(f"--additional-steps must be >= 1, got {args.additional_steps}")
+    ckpt = args.resume.resolve()
+    state, buffer_note = resume_state(ckpt, args.allow_missing_buffer)
+    exp, changed = experiment_for_resume(ckpt, overrides)
+    _check_data(exp)
+    run_dir, iteration = ckpt.parent.parent, int(state.get("training_iteration") or 0)
+    out_dir = args.out or run_dir
+    notes = [f"on resume: {k} {old!r} -> {new!r}" for k, (old, new) in changed.items()]
+    if buffer_note:
+        notes.append(f"warning: {buffer_note}")
+    if out_dir.resolve() != run_dir.resolve():
+        return exp, out_dir, buffer_note is None, notes + claim_run_dir(out_dir, args.overwrite)
+    if args.overwrite:
+        raise RunError(f"--overwrite with --resume in the checkpoint's own run directory {run_dir}: drop --overwrite")
+    ckpt_dir = run_dir / CHECKPOINTS_DIR
+    later = [p.name for p in list_checkpoints(ckpt_dir) if (checkpoint_iteration(p) or 0) > iteration]
+    if later:
+        raise RunError(
+            f"{ckpt}: its run has later checkpoints ({', '.join(later)}); resume from the latest, or continue "
+            "from this one in a new run directory with --out DIR"
+        )
+    notes += [_stale_note(p) for p in remove_stale_temp_dirs(ckpt_dir)]
+    moved = supersede_progress(run_dir / PROGRESS_FILE, iteration)
+    if moved:
+        notes.append(
+            f"moved {moved} row(s) after iteration {iteration} from {run_dir / PROGRESS_FILE} to "
+            f"{run_dir / SUPERSEDED_FILE}: the resumed run redoes those iterations"
+        )
+    return exp, out_dir, buffer_note is None, notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer.train", description="Train one SAC portfolio agent.")
+    parser.add_argument(
+        "--exp",
+        help=f"experiment name in tune_configs/ or a YAML path (default {DEFAULT_EXPERIMENT}; not with --resume)",
+    )
+    parser.add_argument("--data", help="price source: 'sp500' or a CSV/Parquet path (data.source)")
+    parser.add_argument("--steps", type=int, help="env steps to train (stopping.env_steps)")
+    parser.add_argument("--seed", type=int, help="random seed")
+    parser.add_argument("--out", type=Path, help="run directory (default runs/<exp>/<time>-seed<S>)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any field")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"start in a non-empty --out: the previous run's files move to {PREVIOUS_RUN_PREFIX}<time>/ there",
+    )
+    parser.add_argument("--resume", type=Path, help="checkpoint directory to continue from")
+    parser.add_argument("--additional-steps", type=int, help="with --resume: env steps to add")
+    parser.add_argument(
+        "--allow-missing-buffer",
+        action="store_true",
+        help="with --resume: continue with an empty replay buffer when the saved one is missing or damaged",
+    )
+    parser.add_argument("--verbose", action="store_true", help="show Ray/RLlib log output on the terminal")
+    args = parser.parse_args(argv)
+    flag = _StopFlag()
+    flag.install()  # a signal while inputs are checked or Ray starts stops the run before its first iteration
+    try:
+        overrides = dict(parse_override(s) for s in args.set)
+        if args.data:
+            overrides["data.source"] = args.data
+        if args.steps is not None:
+            overrides["stopping.env_steps"] = args.steps
+        if args.seed is not None:
+            overrides["seed"] = args.seed
+        if args.resume is None:
+            (exp, out_dir, notes), replay_buffer = _prepare_new_run(args, overrides), True
+        else:
+            exp, out_dir, replay_buffer, notes = _prepare_resume(args, overrides)
+        # Written before Ray starts: a run stopped at any point can be resumed with what it was given.
+        _write_atomic(out_dir / EXPERIMENT_FILE, yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False))
+    except ValueError as exc:  # ExperimentError, CheckpointError, RunError: one line naming the file or key
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if flag.signal:
+        print(
+            f"{flag.signal} received before training started: nothing was trained; run the command again",
+            file=sys.stderr,
+        )
+        return flag.exit_code
+    quiet_logging(out_dir / LOG_FILE, args.verbose)
+    for note in notes:
+        print(note, file=sys.stderr if note.startswith("warning:") else sys.stdout, flush=True)
+    print(f"experiment {exp.name} | data {exp.data.source} | seed {exp.seed} | run dir {out_dir}", flush=True)
+    resume = args.resume.resolve() if args.resume else None
+    try:
+        summary = run_training(
+            exp,
+            out_dir,
+            resume=resume,
+            additional_steps=args.additional_steps,
+            replay_buffer=replay_buffer,
+            stop_flag=flag,
+            verbose=args.verbose,
+        )
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"status: {summary['status']}" + (f" ({summary['reason']})" if summary["reason"] else ""))
+    print(f"final checkpoint: {summary['final_checkpoint']}")
+    print(f"summary: {out_dir / SUMMARY_FILE}")
+    if summary["status"] == M.STATUS_INTERRUPTED:
+        if summary.get("resume_command"):
+            print(f"resume with: {summary['resume_command']}", flush=True)
+        else:
+            print("no iteration finished, so there is nothing to resume: start the run again", flush=True)
+        return flag.exit_code
+    return EXIT_DIVERGED if summary["status"] == M.STATUS_DIVERGED else 0
 
 
 if __name__ == "__main__":

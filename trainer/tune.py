@@ -393,12 +393,11 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from trainer.monitoring import dashboard_access_message, install_grafana_dashboard
+    from trainer.ray_init import cluster_address, init_ray
 
-    address = args.address or os.environ.get("RAY_ADDRESS")
-    # The dashboard stays on 127.0.0.1 (reach a cluster's with `ray dashboard cluster.yaml`).
-    # No address: always an embedded local instance ("local"), never a stale `ray start` found on disk.
-    local = {"address": "local", "dashboard_host": "127.0.0.1"}
-    ctx = ray.init(ignore_reinit_error=True, log_to_driver=args.verbose, **({"address": address} if address else local))
+    address = cluster_address(args.address)
+    # No address: an embedded local instance on 127.0.0.1 (dashboard included), never a stale `ray start`.
+    ctx = init_ray(address, ignore_reinit_error=True, log_to_driver=args.verbose)
     quiet_logging(exp_dir / DRIVER_LOG, args.verbose)  # ray.init configures its loggers again
     print(f"Ray: {'joined ' + address if address else 'local instance'}", flush=True)
     dashboard = dashboard_access_message(

@@ -173,10 +173,7 @@ def test_load_of_a_damaged_file_is_a_clear_error_and_changes_nothing(tmp_path, d
     buf = _filled(capacity=5, n=2)
     with pytest.raises(ValueError) as err:
         buf.load(tmp_path)
-    assert str(err.value) == (
-        f"{path}: damaged replay buffer file ({reason}); delete it to resume with an empty buffer "
-        "(the policy, filter and step counts are in the rest of the checkpoint)"
-    )
+    assert str(err.value) == f"{path}: damaged replay buffer file ({reason})"
     assert len(buf) == 2 and buf.added_lifetime == 2
 
 
@@ -200,3 +197,15 @@ def test_reward_std_is_the_sample_std_of_every_reward_ever_added():
     assert buf.reward_count == 11
     assert buf.reward_mean == pytest.approx(float(np.mean(rewards.astype(np.float64))), rel=1e-12)
     assert buf.reward_std == pytest.approx(float(np.std(rewards.astype(np.float64), ddof=1)), rel=1e-12)
+
+
+def test_load_never_unpickles(tmp_path):
+    """A buffer file holding a pickled object is refused, not unpickled (loading it could run code)."""
+    state = _filled(capacity=5, n=3).state()
+    state["rewards"] = np.array([{"not": "an array of numbers"}] * 3, dtype=object)  # stored as a pickle
+    np.savez(tmp_path / BUFFER_FILE, **state)
+    buf = _filled(capacity=5, n=2)
+    with pytest.raises(ValueError) as err:
+        buf.load(tmp_path)
+    assert str(err.value) == f"{tmp_path / BUFFER_FILE}: damaged replay buffer file (ValueError)"
+    assert len(buf) == 2

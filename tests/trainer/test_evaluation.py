@@ -148,12 +148,13 @@ def test_policy_from_algorithm_uses_the_live_filter_statistics():
 def test_load_policy_restores_module_and_frozen_filter(module, tmp_path):
     from ray.rllib.connectors.env_to_module import EnvToModulePipeline
 
-    from trainer.checkpoint import RLLIB_CHECKPOINT_FILE, STATE_FILE
+    from trainer.checkpoint import RLLIB_CHECKPOINT_FILE, STATE_FILE, write_manifest
 
     learner_dir = tmp_path / COMPONENT_LEARNER_GROUP / COMPONENT_LEARNER
     module.save_to_path(learner_dir / COMPONENT_RL_MODULE / DEFAULT_MODULE_ID)
     (tmp_path / STATE_FILE).write_text(json.dumps({"tickers": ["A", "B"]}))
     (tmp_path / RLLIB_CHECKPOINT_FILE).write_text("{}")
+    write_manifest(tmp_path)
     raw = np.array([6.0, 20.0, 6.0, -1.0], np.float32)
 
     policy, state = load_policy(tmp_path)  # no connector saved: raw observations go to the net
@@ -163,6 +164,7 @@ def test_load_policy_restores_module_and_frozen_filter(module, tmp_path):
     filt = _trained_filter(clip=5.0)
     pipeline = EnvToModulePipeline(input_observation_space=OBS_SPACE, input_action_space=ACT_SPACE, connectors=[filt])
     pipeline.save_to_path(tmp_path / COMPONENT_ENV_RUNNER / COMPONENT_ENV_TO_MODULE_CONNECTOR)
+    write_manifest(tmp_path)
     policy, _ = load_policy(tmp_path)
     stats = filt.stats()
     norm = normalize_with(raw[None], stats.mean, stats.std, 5.0)

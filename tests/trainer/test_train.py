@@ -171,6 +171,10 @@ def test_resume_continues_steps_buffer_and_filter(smoke_run, ray_session, tmp_pa
     assert "resumed" in res.stdout and "at 1,500 env steps, buffer 1,500 transitions" in res.stdout
     summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
     assert summary["env_steps"] == 2100 and summary["iterations"] == 7
+    # the new run directory continues the numbering and can itself be resumed (its experiment.yaml)
+    rows = (tmp_path / "resumed" / "progress.jsonl").read_text().splitlines()
+    assert [json.loads(r)["training_iteration"] for r in rows] == [6, 7]
+    assert (tmp_path / "resumed" / "experiment.yaml").read_text() == (out / "experiment.yaml").read_text()
     new_ckpt = Path(summary["final_checkpoint"])
     new_state = json.loads((new_ckpt / "portfolio_state.json").read_text())
     with np.load(new_ckpt / "replay_buffer.npz") as data:
@@ -190,7 +194,7 @@ def test_divergence_guard_stops_with_status_and_keeps_last_good_checkpoint(ray_s
     assert _checkpoints(out) == []  # no checkpoint of a diverged state
 
 
-def test_sigint_writes_final_checkpoint_and_exits_cleanly(ray_session, tmp_path):
+def test_sigint_writes_final_checkpoint_and_says_how_to_resume(ray_session, tmp_path):
     out = tmp_path / "int"
     cmd = [sys.executable, "-m", "trainer.train", "--exp", "smoke", "--steps", "100000", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env(ray_session))
@@ -204,12 +208,14 @@ def test_sigint_writes_final_checkpoint_and_exits_cleanly(ray_session, tmp_path)
             break
     rest, _ = proc.communicate(timeout=240)
     output = "".join(lines) + rest
-    assert proc.returncode == 0, output[-3000:]
-    assert "SIGINT received" in output and "status: interrupted" in output
+    assert proc.returncode == 130, output[-3000:]  # 128 + SIGINT: the shell's convention for an interrupted job
+    assert "SIGINT received" in output and "status: interrupted (SIGINT)" in output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["env_steps"] < 100000
     ckpt = Path(summary["final_checkpoint"])
     assert (ckpt / "rllib_checkpoint.json").exists() and (ckpt / "replay_buffer.npz").exists()
+    resume = f"python -m trainer.train --resume {ckpt} --additional-steps {100000 - summary['env_steps']}"
+    assert summary["resume_command"] == resume and output.endswith(f"resume with: {resume}\n")
 
 
 def test_learns_dominant_asset_and_beats_equal_weight(ray_session, tmp_path):

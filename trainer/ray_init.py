@@ -1,0 +1,89 @@
+"""Starting or joining Ray, in one place: a local instance listens on 127.0.0.1 only.
+
+An embedded local instance (a laptop run, the tests) must not offer its services to the network: Ray's
+GCS, raylet, object manager, workers and agents bind to the node's IP address, and Ray 2.60 picks the
+machine's outward-facing address by default (``ray.init(_node_ip_address="127.0.0.1")`` alone is mapped
+back to that address by ``ray._private.services.resolve_ip_for_localhost``). Ray keeps a node on the
+loopback address when its single-node switch ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is set (the default on
+Windows and macOS), so a local start sets it for the processes it launches and for the driver's lookup.
+Joining a cluster (an address, or ``RAY_ADDRESS``) changes nothing: the cluster's nodes chose their
+addresses when they were started (``cluster.yaml``); only a loopback address (a local instance of another
+process on this machine, as in the tests) is joined the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+from collections.abc import Iterator
+from typing import Any
+
+LOCALHOST = "127.0.0.1"
+LOCAL = "local"
+ADDRESS_ENV = "RAY_ADDRESS"
+# Ray reads this at import (ray._private.ray_constants.ENABLE_RAY_CLUSTER); "0": one node, on loopback.
+_SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def cluster_address(address: str | None = None) -> str | None:
+    """The cluster to join: ``address``, else ``$RAY_ADDRESS``; None (or ``"local"``) means a local instance."""
+    address = address or os.environ.get(ADDRESS_ENV) or None
+    return None if address == LOCAL else address
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a cluster address (``host:port`` or ``ray://host:port``) is on this machine's loopback."""
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def _single_node() -> Iterator[None]:
+    """Ray's single-node switch, for the processes ``ray.init`` launches and for the driver's own lookup."""
+    from ray._private import ray_constants
+
+    saved_env, saved_flag = os.environ.get(_SINGLE_NODE_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_SINGLE_NODE_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False  # the driver read the variable at import
+    try:
+        yield
+    finally:
+        # Scoped to this start: a later join from the same process must report its real address.
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(_SINGLE_NODE_ENV, None)
+        else:
+            os.environ[_SINGLE_NODE_ENV] = saved_env
+
+
+def init_ray(address: str | None = None, **kwargs: Any) -> Any:
+    """``ray.init``: join ``address`` (or ``$RAY_ADDRESS``), else start a local instance bound to 127.0.0.1.
+
+    A local instance is always a new embedded one (``address="local"``), never a stale ``ray start`` found
+    on disk, and its dashboard (when started) also listens on 127.0.0.1. Joining a loopback address (such an
+    instance started by another process on this machine) keeps the loopback address too: Ray would
+    otherwise dial the machine's outward-facing address, where nothing listens.
+
+    Args:
+        address: a cluster address (``ray://...`` or ``host:port``); None or ``"local"``: see above.
+        **kwargs: passed to ``ray.init`` (``num_cpus``, ``include_dashboard``, ``log_to_driver``, ...).
+
+    Returns:
+        The ``RayContext`` of ``ray.init``.
+    """
+    import ray
+
+    joined = cluster_address(address)
+    if joined is not None and not is_loopback(joined):
+        return ray.init(address=joined, **kwargs)
+    with _single_node():
+        if joined is not None:
+            return ray.init(address=joined, **kwargs)
+        kwargs.setdefault("dashboard_host", LOCALHOST)
+        return ray.init(address=LOCAL, _node_ip_address=LOCALHOST, **kwargs)
