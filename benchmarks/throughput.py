@@ -49,7 +49,7 @@ REFERENCE_OVERRIDES = {
 
 
 def _experiment(extra: dict[str, Any] | None = None):
-    from trainer.config import load_experiment
+    from trainer.experiments import load_experiment
 
     return load_experiment("reference", {**REFERENCE_OVERRIDES, **(extra or {})})
 

@@ -1,8 +1,8 @@
-"""The experiment schema (closed, validated), loading experiment files and ``--set`` overrides.
+"""The experiment schema: closed, validated models of every section (``data`` in ``trainer.data_config``).
 
-An experiment is a YAML file in ``tune_configs/`` (``tune_configs/<name>.yaml``). Unknown keys and
-impossible values are errors naming the file and the key. ``trainer.sac_config.build_sac_config`` turns a
-validated experiment into RLlib's ``SACConfig``.
+An experiment is a YAML file in ``tune_configs/`` (``tune_configs/<name>.yaml``), loaded by
+``trainer.experiments.load_experiment``. Unknown keys and impossible values are errors naming the file and the
+key. ``trainer.sac_config.build_sac_config`` turns a validated experiment into RLlib's ``SACConfig``.
 
 The sweep schema (``SweepConfig``: search space, scheduler, selection metric) lives here too, so every
 config a sweep can produce is validated by the same models before any trial starts.
@@ -10,135 +10,23 @@ config a sweep can produce is validated by the same models before any trial star
 
 from __future__ import annotations
 
-import copy
-import datetime as dt
 import itertools
 import math
-import numbers
 import types
 import typing
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from envs.data import SP500, SPLITS, TRAIN, VALIDATION
-from envs.folds import CONFIG_DIR, SCHEMES, FoldSpec, resolve_experiment_path
-from envs.rewards import REWARD_CLIP, REWARD_NAMES
-from envs.settings import ACTIONS, SETTING_NAMES, TILT_REFERENCES, PortfolioSettings
+from envs.data import SPLITS, VALIDATION
+from envs.rewards import REWARD_CLIP
+from envs.settings import SETTING_NAMES
 from trainer import metrics as M
+from trainer.data_config import DataConfig
+from trainer.schema import Strict, auto_or_number
 
 
-class ExperimentError(ValueError):
-    """A bad experiment file or override; the message names the file and the key."""
-
-
-class _Strict(BaseModel):
-    # Infinite or NaN numbers are never meaningful settings (YAML's .inf / .nan, or "inf" via --set).
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-
-def _auto_or_number(value: Any, info: ValidationInfo) -> Any:
-    """Accept ``"auto"`` or a finite real number, with one message for anything else (not one per union member)."""
-    if value == "auto" or (
-        isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
-    ):
-        return value
-    raise ValueError(f"{info.field_name} must be 'auto' or a finite number, got {value!r}")
-
-
-class FoldsConfig(_Strict):
-    """Walk-forward folds (``envs.folds.FoldSpec``: defaults and rules live there)."""
-
-    n_folds: int = FoldSpec.n_folds
-    scheme: Literal[SCHEMES] = FoldSpec.scheme  # type: ignore[valid-type]
-    test_days: int = FoldSpec.test_days
-    validation_days: int = FoldSpec.validation_days
-    train_days: int = FoldSpec.train_days  # rolling: the window; expanding: the minimum
-    end: dt.date | None = None  # the last test window ends on or before this date (None: the data end)
-
-    @field_validator("n_folds", "test_days", "validation_days", "train_days")
-    @classmethod
-    def _check(cls, v: Any, info: ValidationInfo) -> Any:
-        return FoldSpec.check(str(info.field_name), v)
-
-    def spec(self) -> FoldSpec:
-        return FoldSpec.from_mapping(self.model_dump(mode="json"))
-
-
-class DataConfig(_Strict):
-    """Which prices, which windows, which costs, actions and reward: passed to the env (small values only).
-
-    The portfolio settings mirror ``envs.settings.PortfolioSettings``, which declares their defaults and
-    validates them (one rule, one message, whether the env is built from YAML or from a dict).
-    """
-
-    source: str = SP500
-    date_format: str | None = None  # strptime format of the file's dates; None = ISO or the one that fits
-    sort_dates: bool = False  # sort rows by date instead of refusing dates that are not increasing
-    split_dates: dict[Literal[SPLITS], tuple[dt.date, dt.date]] | None = None  # type: ignore[valid-type]
-    folds: FoldsConfig = Field(default_factory=FoldsConfig)
-    fold: int | None = Field(None, strict=True)  # a walk-forward fold of ``folds`` instead of the plain split
-    cost_bps: float = PortfolioSettings.cost_bps
-    reward: Literal[REWARD_NAMES] = PortfolioSettings.reward  # type: ignore[valid-type]
-    episode_len: int = PortfolioSettings.episode_len
-    temperature: float = PortfolioSettings.temperature
-    action: Literal[ACTIONS] = PortfolioSettings.action  # type: ignore[valid-type]
-    tilt_reference: Literal[TILT_REFERENCES] = PortfolioSettings.tilt_reference  # type: ignore[valid-type]
-    tilt_scale: float = PortfolioSettings.tilt_scale
-    no_trade_band: float = PortfolioSettings.no_trade_band
-    rebalance_fraction: float = PortfolioSettings.rebalance_fraction
-
-    @field_validator("split_dates")
-    @classmethod
-    def _all_splits(cls, v: dict | None) -> dict | None:
-        if v is not None and set(v) != set(SPLITS):
-            raise ValueError(f"give all three of {', '.join(SPLITS[:-1])} and {SPLITS[-1]} as [start, end]")
-        return v
-
-    @field_validator("cost_bps", "episode_len", "temperature", "tilt_scale", "no_trade_band", "rebalance_fraction")
-    @classmethod
-    def _setting(cls, v: Any, info: ValidationInfo) -> Any:
-        return PortfolioSettings.check(str(info.field_name), v)
-
-    @model_validator(mode="after")
-    def _fold_in_range(self) -> DataConfig:
-        if self.fold is not None:
-            if self.split_dates is not None:
-                raise ValueError(
-                    "give data.split_dates or data.fold, not both: a fold's windows replace the split dates"
-                )
-            if not 0 <= self.fold < self.folds.n_folds:
-                raise ValueError(
-                    f"data.fold must be in 0..{self.folds.n_folds - 1} (data.folds.n_folds is {self.folds.n_folds}), "
-                    f"got {self.fold}"
-                )
-        return self
-
-    def settings(self) -> PortfolioSettings:
-        """The env's portfolio settings."""
-        return PortfolioSettings(**{name: getattr(self, name) for name in SETTING_NAMES})
-
-    def env_config(self, split: str = TRAIN) -> dict[str, Any]:
-        """The env's keyword arguments (see ``envs.portfolio.PortfolioEnv``): small values only, so each env
-        runner loads the prices and computes its windows (the plain split or fold ``fold``) itself."""
-        dates = None
-        if self.split_dates is not None:
-            dates = {k: [a.isoformat(), b.isoformat()] for k, (a, b) in self.split_dates.items()}
-        return {
-            "data": self.source,
-            "date_format": self.date_format,
-            "sort_dates": self.sort_dates,
-            "split": split,
-            "split_dates": dates,
-            "folds": self.folds.spec().as_dict(),
-            "fold": self.fold,
-            **self.settings().as_dict(),
-        }
-
-
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     """Policy and each Q network: an MLP of ``hidden`` with ``activation`` (Q nets on [obs, action])."""
 
     hidden: list[int] = Field(default_factory=lambda: [256, 256], min_length=1)
@@ -152,7 +40,7 @@ class ModelConfig(_Strict):
         return v
 
 
-class SACSettings(_Strict):
+class SACSettings(Strict):
     actor_lr: float = Field(1e-4, gt=0)
     critic_lr: float = Field(1e-4, gt=0)
     alpha_lr: float = Field(1e-4, gt=0)
@@ -170,7 +58,7 @@ class SACSettings(_Strict):
     @field_validator("target_entropy", mode="before")
     @classmethod
     def _auto_or_entropy(cls, v: Any, info: ValidationInfo) -> Any:
-        return _auto_or_number(v, info)
+        return auto_or_number(v, info)
 
     @model_validator(mode="after")
     def _buffer_holds_a_batch(self) -> SACSettings:
@@ -179,19 +67,19 @@ class SACSettings(_Strict):
         return self
 
 
-class ObsFilterConfig(_Strict):
+class ObsFilterConfig(Strict):
     enabled: bool = True
     clip: float = Field(10.0, gt=0)
 
 
-class RewardConfig(_Strict):
+class RewardConfig(Strict):
     """Applied when transitions enter the replay buffer (RLlib's ``clip_rewards`` is a no-op here)."""
 
     clip: float | None = Field(REWARD_CLIP, gt=0)
     normalize: bool = False  # divide by the running std of stored rewards, at sample time
 
 
-class ResourcesConfig(_Strict):
+class ResourcesConfig(Strict):
     num_env_runners: int = Field(0, ge=0)
     num_envs_per_env_runner: int = Field(1, ge=1)
     num_cpus_per_env_runner: float = Field(1, gt=0)
@@ -212,7 +100,7 @@ class ResourcesConfig(_Strict):
     @field_validator("num_cpus_per_learner", mode="before")
     @classmethod
     def _auto_or_cpus(cls, v: Any, info: ValidationInfo) -> Any:
-        return _auto_or_number(v, info)
+        return auto_or_number(v, info)
 
     @model_validator(mode="after")
     def _overlap_needs_remote_runners(self) -> ResourcesConfig:
@@ -232,24 +120,24 @@ class ResourcesConfig(_Strict):
         return self
 
 
-class EvaluationConfig(_Strict):
+class EvaluationConfig(Strict):
     interval: int = Field(5, ge=1)  # every N training iterations (and at the end)
     split: Literal[SPLITS[1:]] = VALIDATION  # type: ignore[valid-type]
 
 
-class StoppingConfig(_Strict):
+class StoppingConfig(Strict):
     env_steps: int = Field(100_000, ge=1)
     iterations: int | None = Field(None, ge=1)
     steps_per_iteration: int = Field(1000, ge=1)  # env steps sampled per training iteration
 
 
-class CheckpointConfig(_Strict):
+class CheckpointConfig(Strict):
     frequency: int = Field(10, ge=0)  # every N iterations; 0 = only at the end
     num_to_keep: int | None = Field(3, ge=1)
     save_buffer: bool = True
 
 
-class DivergenceConfig(_Strict):
+class DivergenceConfig(Strict):
     # The reference run that diverged reached a critic loss of 7e12; a healthy one stays far below this.
     max_critic_loss: float = Field(1e6, gt=0)
 
@@ -288,7 +176,7 @@ SELECTION_METRICS: tuple[str, ...] = (
 )
 
 
-class SchedulerConfig(_Strict):
+class SchedulerConfig(Strict):
     type: Literal["asha", "fifo"] = "asha"
     # env steps before ASHA may stop a trial; None = a tenth of max_t (so it always fits the budget)
     grace_period: int | None = Field(None, ge=1)
@@ -300,7 +188,7 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 
-class SweepConfig(_Strict):
+class SweepConfig(Strict):
     search_space: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # Named sets of env settings, one grid dimension: {name: {"data.action": "tilt", ...}}
     variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -393,7 +281,7 @@ class SweepConfig(_Strict):
         return [dict(zip(ext, combo, strict=True)) for combo in itertools.product(*ext.values())]
 
 
-class Experiment(_Strict):
+class Experiment(Strict):
     name: str = "experiment"
     description: str = ""
     seed: int = 0
@@ -464,7 +352,7 @@ def _is_integer_key(dotted: str) -> bool:
     return all(m is int for m in members)
 
 
-class AlgorithmSettings(_Strict):
+class AlgorithmSettings(Strict):
     """The experiment settings ``PortfolioSAC`` reads itself (RLlib's config carries the rest)."""
 
     name: str
@@ -477,167 +365,3 @@ class AlgorithmSettings(_Strict):
     @classmethod
     def of(cls, exp: Experiment) -> AlgorithmSettings:
         return cls.model_validate(exp.model_dump(include=set(cls.model_fields)))
-
-
-def _format_validation_error(where: str, exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    more = len(exc.errors()) - 1
-    tail = f" (and {more} more problem(s))" if more else ""
-    msg = first["msg"]
-    if not first["loc"]:  # a rule across sections names its keys itself
-        return f"{where}: {msg.removeprefix('Value error, ')}{tail}"
-    key = ".".join(str(p) for p in first["loc"])
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key (check the spelling; see tune_configs/README.md for the schema)"
-    return f"{where}: key '{key}': {msg}{tail}"
-
-
-def experiment_from_dict(raw: dict[str, Any], where: str = "experiment") -> Experiment:
-    """Validate a raw dict; errors name ``where`` and the dotted key."""
-    try:
-        return Experiment.model_validate(raw)
-    except ValidationError as exc:
-        raise ExperimentError(_format_validation_error(where, exc)) from None
-
-
-def available_experiments() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-
-
-def _bad_date(text: str) -> str:
-    """Where and why a YAML text holds a date-like value that is no real date (PyYAML raises a bare ValueError)."""
-    constructor = yaml.constructor.SafeConstructor()
-    stack = [yaml.compose(text, Loader=yaml.SafeLoader)]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, yaml.MappingNode):
-            stack.extend(v for kv in node.value for v in kv)
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
-        elif isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:timestamp":
-            try:
-                constructor.construct_yaml_timestamp(node)
-            except ValueError as exc:
-                return f"at line {node.start_mark.line + 1}: {node.value!r} is not a real date ({exc})"
-    return "a value that looks like a date is not a real date"
-
-
-_DATE_FIX = "write a real date as YYYY-MM-DD, or quote the value if it is not a date"
-
-
-def parse_yaml(text: str, where: str) -> Any:
-    """``yaml.safe_load`` with one-line errors that name ``where`` (a file, or ``--set key=value``)."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ExperimentError(f"{where}: not valid YAML{line}: {getattr(exc, 'problem', exc)}") from None
-    except ValueError:  # a date-like scalar such as 2020-13-01
-        raise ExperimentError(f"{where}: {_bad_date(text)}; {_DATE_FIX}") from None
-
-
-def load_raw(name_or_path: str) -> tuple[dict[str, Any], Path]:
-    """The experiment file's raw mapping and its path; errors name the file."""
-    path = resolve_experiment_path(name_or_path)
-    if not path.exists():
-        raise ExperimentError(
-            f"{path}: experiment not found; available: {', '.join(available_experiments())} (or a .yaml path)"
-        )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ExperimentError(
-            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save the "
-            "experiment file with UTF-8 encoding"
-        ) from None
-    except OSError as exc:
-        raise ExperimentError(f"{path}: cannot read the experiment file ({exc.strerror or exc})") from None
-    raw = parse_yaml(text, str(path))
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ExperimentError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
-    raw.setdefault("name", path.stem)
-    return raw, path
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``key.sub=value`` -> (``key.sub``, YAML-parsed value)."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip() or "" in key.strip().split("."):
-        raise ExperimentError(f"--set {text!r}: expected key=value, e.g. --set sac.batch_size=128")
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
-        parsed = value  # not YAML: the plain string (the schema says whether a string fits)
-    except ValueError:  # a date-like value such as 2020-13-01
-        raise ExperimentError(f"--set {text}: {_bad_date(value)}; {_DATE_FIX}") from None
-    return key.strip(), parsed
-
-
-def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Set dotted keys in a (copied) raw mapping."""
-    out = copy.deepcopy(raw)
-    for dotted, value in overrides.items():
-        node = out
-        parts = dotted.split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part, {}), dict):
-                raise ExperimentError(f"--set {dotted}: '{part}' is not a section")
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return out
-
-
-def _validate_sweep(raw: dict[str, Any], exp: Experiment, path: Path) -> None:
-    """Validate every config the sweep can produce, as the experiment it would be, before any trial starts.
-
-    First each swept key alone (the message names the key and its value), then every combination of them
-    (``SweepConfig.points``: e.g. a batch size from one key larger than a buffer size from another).
-    """
-    sweep = exp.sweep
-    for name, overrides in sweep.variants.items():
-        try:
-            experiment_from_dict(apply_overrides(raw, overrides), where=str(path))
-        except ExperimentError as exc:
-            detail = str(exc).split(": ", 1)[1]
-            raise ExperimentError(f"{path}: key 'sweep.variants.{name}': {detail}") from None
-    domains = sweep.domains()
-    for key, values in sweep.extremes().items():
-        kind = domains[key][0]
-        what = "value" if kind in GRID_DOMAINS else ("randint value" if kind == "randint" else f"{kind} bound")
-        for value in values:
-            try:
-                experiment_from_dict(apply_overrides(raw, {key: value}), where=str(path))
-            except ExperimentError as exc:
-                detail = str(exc).split(": ", 1)[1]
-                raise ExperimentError(
-                    f"{path}: key 'sweep.search_space.{key}': {what} {value!r} is invalid ({detail})"
-                ) from None
-    variants = list(sweep.variants.values()) or [{}]
-    if len(domains) + (len(variants) > 1) < 2:
-        return
-    for point in (v | p for v in variants for p in sweep.points()):
-        try:
-            experiment_from_dict(apply_overrides(raw, point), where=str(path))
-        except ExperimentError as exc:
-            detail = str(exc).split(": ", 1)[1]
-            combo = ", ".join(f"{k}={v!r}" for k, v in point.items())
-            raise ExperimentError(
-                f"{path}: key 'sweep.search_space': the combination {combo} is invalid ({detail}); change the "
-                "search space so that no trial gets it"
-            ) from None
-
-
-def load_experiment(name_or_path: str, overrides: dict[str, Any] | None = None) -> Experiment:
-    """Load ``tune_configs/<name>.yaml`` (or a path), apply ``--set`` overrides, validate.
-
-    Every config the sweep's search space can produce is validated too (see ``_validate_sweep``).
-    """
-    raw, path = load_raw(name_or_path)
-    if overrides:
-        raw = apply_overrides(raw, overrides)
-    exp = experiment_from_dict(raw, where=str(path))
-    _validate_sweep(raw, exp, path)
-    return exp

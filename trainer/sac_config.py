@@ -21,7 +21,8 @@ from __future__ import annotations
 from typing import Any
 
 import trainer
-from trainer.config import ENV_CONFIG_GRID, AlgorithmSettings, Experiment, ExperimentError
+from trainer.config import ENV_CONFIG_GRID, AlgorithmSettings, Experiment
+from trainer.experiments import ExperimentError
 
 
 def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = None):

@@ -41,8 +41,9 @@ import yaml
 
 from trainer import metrics as M
 from trainer.checkpoint import CheckpointError
-from trainer.config import (
-    Experiment,
+from trainer.config import Experiment
+from trainer.console import quiet_logging
+from trainer.experiments import (
     ExperimentError,
     apply_overrides,
     experiment_from_dict,
@@ -50,7 +51,6 @@ from trainer.config import (
     load_raw,
     parse_override,
 )
-from trainer.console import quiet_logging
 
 DEFAULT_EXPERIMENT = "smoke"
 EXPERIMENT_FILE = "experiment.yaml"

@@ -20,16 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from trainer import metrics as M
-from trainer.config import (
-    ENV_CONFIG_GRID,
-    SWEEPABLE,
-    Experiment,
-    ExperimentError,
-    SweepConfig,
-    load_experiment,
-    parse_override,
-    resolve_experiment_path,
-)
+from trainer.config import ENV_CONFIG_GRID, SWEEPABLE, Experiment, SweepConfig
+from trainer.experiments import ExperimentError, load_experiment, parse_override, resolve_experiment_path
 
 # The validated experiment a sweep was started with, in its directory: ``--resume`` must run the same one.
 EXPERIMENT_FILE = "experiment.json"

@@ -5,16 +5,8 @@ from __future__ import annotations
 import pytest
 
 from trainer import metrics as M
-from trainer.config import (
-    CONFIG_DIR,
-    SELECTION_METRICS,
-    SWEEPABLE,
-    Experiment,
-    ExperimentError,
-    available_experiments,
-    load_experiment,
-    parse_override,
-)
+from trainer.config import SELECTION_METRICS, SWEEPABLE, Experiment
+from trainer.experiments import CONFIG_DIR, ExperimentError, available_experiments, load_experiment, parse_override
 from trainer.sac_config import build_sac_config
 
 
@@ -311,9 +303,9 @@ def test_unknown_sweep_metric_lists_the_reported_ones(tmp_path):
 
 def test_one_experiment_path_resolver():
     import envs.folds
-    import trainer.config
+    import trainer.experiments
 
-    assert trainer.config.resolve_experiment_path is envs.folds.resolve_experiment_path
+    assert trainer.experiments.resolve_experiment_path is envs.folds.resolve_experiment_path
 
 
 def test_every_sweepable_key_reads_back_from_the_rllib_config():

@@ -11,7 +11,8 @@ from envs.folds import FoldSpec
 from envs.market import load_market
 from envs.portfolio import PortfolioEnv
 from envs.settings import SETTING_NAMES, PortfolioSettings
-from trainer.config import DataConfig, ExperimentError, FoldsConfig, load_experiment
+from trainer.data_config import DataConfig, FoldsConfig
+from trainer.experiments import ExperimentError, load_experiment
 
 
 def test_defaults_come_from_the_env_dataclasses():

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import cli_env, ray_cluster
 from tests.conftest import tune_results as _results
-from trainer.config import load_experiment
+from trainer.experiments import load_experiment
 from trainer.sac_config import build_sac_config
 
 

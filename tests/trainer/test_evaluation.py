@@ -41,7 +41,7 @@ ACT_SPACE = gym.spaces.Box(-1.0, 1.0, (ACT_DIM,), np.float32)
 @pytest.fixture(scope="module")
 def module():
     """The SAC RLModule the trainer builds (smoke experiment: [32, 32] ReLU), on tiny spaces, no cluster."""
-    from trainer.config import load_experiment
+    from trainer.experiments import load_experiment
     from trainer.sac_config import build_sac_config
 
     config = build_sac_config(load_experiment("smoke"))

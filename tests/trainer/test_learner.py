@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.config import load_experiment
+from trainer.experiments import load_experiment
 from trainer.learner import FusedSACTorchLearner
 from trainer.optim import MergedAdam
 from trainer.sac_config import build_sac_config

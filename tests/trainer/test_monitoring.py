@@ -21,7 +21,7 @@ import yaml
 from tests.conftest import dashboard_get, free_port, ray_cluster
 from tests.conftest import tune_results as _results
 from trainer import metrics as M
-from trainer.config import load_experiment
+from trainer.experiments import load_experiment
 from trainer.monitoring import (
     DEFAULT_TOKEN_FILE,
     GAUGES,

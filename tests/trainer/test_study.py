@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from tests.conftest import cli_env
-from trainer.config import ENV_CONFIG_GRID, ExperimentError, load_experiment
+from trainer.config import ENV_CONFIG_GRID
+from trainer.experiments import ExperimentError, load_experiment
 from trainer.sac_config import build_sac_config
 from trainer.tune import build_plan, tune_domains
 

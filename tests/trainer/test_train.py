@@ -17,7 +17,7 @@ import torch
 from tests.conftest import checkpoints as _checkpoints
 from tests.conftest import cli_env, synthetic_prices, write_wide_csv
 from tests.conftest import train_cli as _train_cli
-from trainer.config import load_experiment
+from trainer.experiments import load_experiment
 from trainer.sac_config import build_sac_config
 
 

@@ -16,14 +16,8 @@ import pytest
 
 from tests.conftest import cli_env, synthetic_prices, write_wide_csv
 from tests.conftest import tune_results as _results
-from trainer.config import (
-    CONFIG_DIR,
-    SELECTION_METRICS,
-    ExperimentError,
-    SweepConfig,
-    available_experiments,
-    load_experiment,
-)
+from trainer.config import SELECTION_METRICS, SweepConfig
+from trainer.experiments import CONFIG_DIR, ExperimentError, available_experiments, load_experiment
 from trainer.tune import DivergenceOrBudgetStopper, build_plan, check_data, check_resources, sweep_outcome
 
 
