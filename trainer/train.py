@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import signal
 import sys
 import threading
@@ -45,41 +44,29 @@ from trainer.config import Experiment
 from trainer.console import quiet_logging
 from trainer.experiments import (
     ExperimentError,
-    apply_overrides,
-    experiment_from_dict,
     load_experiment,
-    load_raw,
     parse_override,
+)
+from trainer.run_dir import (
+    CHECKPOINTS_DIR,
+    EXPERIMENT_FILE,
+    LOG_FILE,
+    PREVIOUS_RUN_PREFIX,
+    PROGRESS_FILE,
+    SUMMARY_FILE,
+    SUPERSEDED_FILE,
+    RunError,
+    claim_run_dir,
+    default_out_dir,
+    experiment_for_resume,
+    stale_note,
+    supersede_progress,
+    write_atomic,
 )
 
 DEFAULT_EXPERIMENT = "smoke"
-EXPERIMENT_FILE = "experiment.yaml"
-PROGRESS_FILE = "progress.jsonl"
-SUPERSEDED_FILE = "progress.superseded.jsonl"  # rows of iterations redone after a resume
-SUMMARY_FILE = "summary.json"
-LOG_FILE = "train.log"
-CHECKPOINTS_DIR = "checkpoints"
-# What a run writes into its run directory (with the backtests' default output): --overwrite moves these.
-RUN_ENTRIES = (EXPERIMENT_FILE, PROGRESS_FILE, SUPERSEDED_FILE, SUMMARY_FILE, LOG_FILE, CHECKPOINTS_DIR)
-BACKTEST_PREFIX = "backtest_"
-PREVIOUS_RUN_PREFIX = "previous-run-"
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
-# Settings a resume may change: budget, checkpointing, evaluation interval, divergence guard, resources
-# and the replay ratio. Everything else (data, model, SAC, reward, filter, seed) defines the problem.
-SAFE_ON_RESUME = (
-    "description",
-    "stopping.*",
-    "checkpoint.*",
-    "evaluation.interval",
-    "divergence.*",
-    "resources.*",
-    "sac.training_intensity",
-)
-
-
-class RunError(ValueError):
-    """A run directory or resume request that cannot be honoured; the message says which and the fix."""
 
 
 class _StopFlag:
@@ -158,14 +145,6 @@ def _json_default(x: Any) -> Any:
         return float(x)
     except (TypeError, ValueError):
         return str(x)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def resume_command(checkpoint: Path | str, additional_steps: int | None = None) -> str:
@@ -269,127 +248,10 @@ def run_training(
         }
         if status == M.STATUS_INTERRUPTED and last_ckpt:
             summary["resume_command"] = resume_command(last_ckpt, max(target - env_steps_of(algo), 0) or None)
-        _write_atomic(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2, default=_json_default))
+        write_atomic(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2, default=_json_default))
         return summary
     finally:
         algo.stop()
-
-
-def default_out_dir(exp: Experiment) -> Path:
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / exp.name / f"{stamp}-seed{exp.seed}"
-
-
-# --- the run directory ---------------------------------------------------------------------------------------
-def claim_run_dir(out_dir: Path, overwrite: bool) -> list[str]:
-    """Make ``out_dir`` ready for a new run; returns notes on what was moved or removed.
-
-    A missing or empty directory is used as it is. A non-empty one is refused unless ``overwrite``: then
-    stale temporary checkpoint directories are removed and the previous run's own entries (``RUN_ENTRIES``
-    and ``backtest_*``) move to ``previous-run-<time>/``; other files stay where they are.
-
-    Raises:
-        RunError: the directory is not empty and ``overwrite`` is False.
-    """
-    from trainer.checkpoint import remove_stale_temp_dirs
-
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RunError(f"{out_dir}: not a directory; pass a directory as --out")
-    entries = sorted(out_dir.iterdir()) if out_dir.is_dir() else []
-    if not entries:
-        return []
-    if not overwrite:
-        shown = ", ".join(p.name for p in entries[:3]) + (", ..." if len(entries) > 3 else "")
-        raise RunError(
-            f"{out_dir}: run directory is not empty ({shown}); pass another --out, continue its run with "
-            "--resume <checkpoint>, or pass --overwrite to start over there (the previous run's files are moved "
-            f"to {PREVIOUS_RUN_PREFIX}<time>/, nothing is deleted)"
-        )
-    notes = [_stale_note(p) for p in remove_stale_temp_dirs(out_dir / CHECKPOINTS_DIR)]
-    ours = [p for p in entries if p.name in RUN_ENTRIES or p.name.startswith(BACKTEST_PREFIX)]
-    if ours:
-        dest = out_dir / f"{PREVIOUS_RUN_PREFIX}{dt.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
-        dest.mkdir()
-        for p in ours:
-            p.rename(dest / p.name)
-        notes.append(f"--overwrite: moved the previous run's {', '.join(p.name for p in ours)} to {dest}")
-    return notes
-
-
-def _stale_note(path: Path) -> str:
-    return f"removed {path}: a temporary checkpoint directory left by a save that was killed"
-
-
-def supersede_progress(progress: Path, iteration: int) -> int:
-    """Before resuming from ``iteration``: move the later rows of ``progress`` to ``progress.superseded.jsonl``.
-
-    Those iterations are redone from the checkpoint, so ``progress.jsonl`` keeps one row per iteration, in
-    order. An unreadable row (a line cut by a kill) moves too. Returns the number of rows moved.
-    """
-    if not progress.exists():
-        return 0
-    keep, moved = [], []
-    for line in progress.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            row_iteration = int(json.loads(line)[M.TRAINING_ITERATION])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            moved.append(line)
-            continue
-        (keep if row_iteration <= iteration else moved).append(line)
-    if moved:
-        with open(progress.with_name(SUPERSEDED_FILE), "a") as fh:
-            fh.write("".join(f"{line}\n" for line in moved))
-        _write_atomic(progress, "".join(f"{line}\n" for line in keep))
-    return len(moved)
-
-
-def _get(tree: dict[str, Any], dotted: str) -> Any:
-    node: Any = tree
-    for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
-
-def _safe_on_resume(key: str) -> bool:
-    """``key`` (dotted, as given to --set) is one of ``SAFE_ON_RESUME``; ``section.*`` covers the section."""
-    for safe in SAFE_ON_RESUME:
-        section = safe.removesuffix(".*")
-        if key == section or (safe.endswith(".*") and key.startswith(f"{section}.")):
-            return True
-    return False
-
-
-def experiment_for_resume(checkpoint: Path, overrides: dict[str, Any]) -> tuple[Experiment, dict[str, tuple]]:
-    """The experiment a checkpoint was trained with (its run directory's ``experiment.yaml``) and the overrides.
-
-    Returns:
-        ``(experiment, changed)``: ``changed`` maps each override that changes a value to ``(old, new)``.
-
-    Raises:
-        ExperimentError: no readable ``experiment.yaml``, or an override that a resume may not change
-            (``SAFE_ON_RESUME`` lists what may), named with its old and new values.
-    """
-    exp_file = checkpoint.parent.parent / EXPERIMENT_FILE
-    if not exp_file.is_file():
-        raise ExperimentError(
-            f"{exp_file}: not found; --resume continues a trainer.train run from one of its checkpoints "
-            f"(<run dir>/{CHECKPOINTS_DIR}/checkpoint_<iteration>, next to <run dir>/{EXPERIMENT_FILE})"
-        )
-    raw, _ = load_raw(str(exp_file))
-    before = experiment_from_dict(raw, where=str(exp_file)).model_dump(mode="json")
-    exp = experiment_from_dict(apply_overrides(raw, overrides), where=str(exp_file))
-    after = exp.model_dump(mode="json")
-    changed = {k: (_get(before, k), _get(after, k)) for k in overrides if _get(before, k) != _get(after, k)}
-    refused = [k for k in changed if not _safe_on_resume(k)]
-    if refused:
-        shown = ", ".join(f"{k} ({changed[k][0]!r} -> {changed[k][1]!r})" for k in refused)
-        raise ExperimentError(
-            f"--resume: cannot change {shown}: it changes the problem the checkpoint was trained on; start a new "
-            f"run instead (a resume may change {', '.join(SAFE_ON_RESUME)})"
-        )
-    return exp, changed
 
 
 def _check_data(exp: Experiment) -> None:
@@ -453,7 +315,7 @@ def _prepare_resume(args: argparse.Namespace, overrides: dict[str, Any]) -> tupl
             f"{ckpt}: its run has later checkpoints ({', '.join(later)}); resume from the latest, or continue "
             "from this one in a new run directory with --out DIR"
         )
-    notes += [_stale_note(p) for p in remove_stale_temp_dirs(ckpt_dir)]
+    notes += [stale_note(p) for p in remove_stale_temp_dirs(ckpt_dir)]
     moved = supersede_progress(run_dir / PROGRESS_FILE, iteration)
     if moved:
         notes.append(
@@ -503,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             exp, out_dir, replay_buffer, notes = _prepare_resume(args, overrides)
         # Written before Ray starts: a run stopped at any point can be resumed with what it was given.
-        _write_atomic(out_dir / EXPERIMENT_FILE, yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False))
+        write_atomic(out_dir / EXPERIMENT_FILE, yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False))
     except ValueError as exc:  # ExperimentError, CheckpointError, RunError: one line naming the file or key
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
