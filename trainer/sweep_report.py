@@ -192,13 +192,15 @@ def _baseline_table(baselines: _Baselines) -> dict[str, dict[str, Any]]:
 
 
 def _baselines_by_fold(baselines: _Baselines) -> list[dict[str, Any]]:
-    """Each fold's baseline test Sharpe ratios (per distinct env config, e.g. per fold and costs)."""
-    out = []
+    """Each fold's baseline test Sharpe ratios (once per fold and distinct result, e.g. per cost level)."""
+    out: list[dict[str, Any]] = []
     for key, per_split in baselines.cache.items():
         if "test" in per_split:
             runs = per_split["test"]
             sharpe = {name: M.performance(runs[name])[M.SHARPE] for name in SUMMARY_BASELINES if name in runs}
-            out.append({"fold": baselines.fold_of[key], "test_sharpe": sharpe})
+            entry = {"fold": baselines.fold_of[key], "test_sharpe": sharpe}
+            if entry not in out:  # variants differing in agent-only settings share the baselines' results
+                out.append(entry)
     return sorted(out, key=lambda x: str(x["fold"]))
 
 

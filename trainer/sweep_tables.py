@@ -146,9 +146,8 @@ def print_summary(summary: dict[str, Any], exp_dir: Path) -> None:
     print(f"\n=== Sweep {summary['experiment']}: results by configuration (across seeds and folds) ===")
     rows = [HEADLINE, *headline_rows(summary)]
     for name, b in summary["baselines"].items():
-        rows.append(
-            [f"baseline: {name}", "", _num(b.get("validation_sharpe"), "+.2f"), _num(b.get("test_sharpe"), "+.2f")]
-        )
+        # a baseline has no validation score of ours: its test Sharpe (median over folds) only
+        rows.append([f"baseline: {name}", "", "", _num(b.get("test_sharpe"), "+.2f")])
     widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(len(HEADLINE))]
     for i, r in enumerate(rows):
         print("  ".join(c.ljust(widths[j]) if j == 0 else c.rjust(widths[j]) for j, c in enumerate(r)))

@@ -18,7 +18,8 @@ from tests.conftest import cli_env, synthetic_prices, write_wide_csv
 from tests.conftest import tune_results as _results
 from trainer.config import SELECTION_METRICS, SweepConfig
 from trainer.experiments import CONFIG_DIR, ExperimentError, available_experiments, load_experiment
-from trainer.tune import DivergenceOrBudgetStopper, build_plan, check_data, check_resources, sweep_outcome
+from trainer.sweep_state import sweep_outcome
+from trainer.tune import DivergenceOrBudgetStopper, build_plan, check_data, check_resources
 
 
 def _tune(args: list[str], ray_address: str | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
