@@ -266,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", default="results", help="Tune storage: a directory or a URI (s3://, gs://)")
     parser.add_argument("--resume", action="store_true", help="continue the interrupted sweep in --storage")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    parser.add_argument("--data", help="price source: 'sp500' or a CSV/Parquet path (sets data.source)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any field")
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local instance)")
     parser.add_argument("--verbose", action="store_true", help="show Ray/RLlib log output on the terminal")
@@ -273,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     storage: Path | str = args.storage if "://" in args.storage else Path(args.storage).resolve()
     try:
         overrides = dict(parse_override(s) for s in args.set)
+        if args.data:
+            overrides["data.source"] = args.data
         exp = load_experiment(args.exp, overrides)
         check_data(exp, str(resolve_experiment_path(args.exp)))
         quiet_logging(None, args.verbose)  # building the plan builds RLlib's config: its notices stay off the terminal
@@ -328,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     outcome, finished = sweep_outcome(trial_statuses(exp_path, results), n_trials)
     if outcome == "interrupted":
         # quoted, so the line can be pasted into a shell as it is (--set values may hold spaces and braces)
-        sets = "".join(f" --set {shlex.quote(s)}" for s in args.set)
+        sets = (f" --data {shlex.quote(args.data)}" if args.data else "") + "".join(
+            f" --set {shlex.quote(s)}" for s in args.set
+        )
         resume = (
             f"python -m trainer.tune --exp {shlex.quote(args.exp)} --storage {shlex.quote(args.storage)}{sets} --resume"
         )
