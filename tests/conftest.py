@@ -73,6 +73,11 @@ def ray_session():
     ray.shutdown()
 
 
+def tune_args(storage, *sets: str, exp: str = "smoke") -> list[str]:
+    """``trainer.tune`` arguments: ``--exp``, ``--storage`` and one ``--set`` per override."""
+    return ["--exp", exp, "--storage", str(storage), *(arg for s in sets for arg in ("--set", s))]
+
+
 def cli_env(ray_address: str) -> dict[str, str]:
     """Environment for CLI subprocesses: join the session's Ray instance instead of starting one."""
     env = dict(os.environ)

@@ -13,7 +13,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from tests.conftest import cli_env, ray_cluster
+from tests.conftest import cli_env, ray_cluster, tune_args
 from tests.conftest import tune_results as _results
 from trainer.experiments import load_experiment
 from trainer.sac_config import build_sac_config
@@ -87,18 +87,12 @@ def test_training_exports_ray_metrics_on_the_prometheus_endpoint(ray_session):
 # --- a trial whose process dies -----------------------------------------------------------------------
 def test_dead_trial_process_is_retried_from_its_checkpoint(ray_session, tmp_path):
     exp_dir = tmp_path / "smoke"
-    args = [
-        "--exp",
-        "smoke",
-        "--storage",
-        str(tmp_path),
-        "--set",
+    args = tune_args(
+        tmp_path,
         "sweep.search_space={model.hidden: {grid_search: [[32, 32]]}}",
-        "--set",
         "sweep.scheduler.type=fifo",
-        "--set",
         "stopping.env_steps=3600",  # 12 iterations: the kill lands mid-run, long before the end
-    ]
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "trainer.tune", *args],
         stdout=subprocess.PIPE,
@@ -144,18 +138,12 @@ def test_sweep_on_two_node_cluster_places_env_runners_on_the_worker_and_resumes(
     from ray.util.state import list_actors
 
     exp_dir = tmp_path / "smoke"
-    args = [
-        "--exp",
-        "smoke",
-        "--storage",
-        str(tmp_path),
-        "--set",
+    args = tune_args(
+        tmp_path,
         "resources.num_env_runners=1",
-        "--set",
         "resources.custom_resources_per_env_runner={rollout: 1}",
-        "--set",
         "sweep.scheduler.type=fifo",
-    ]
+    )
     env = cli_env(two_node_cluster["address"])
     proc = subprocess.Popen(
         [sys.executable, "-m", "trainer.tune", *args],

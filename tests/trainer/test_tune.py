@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import cli_env, synthetic_prices, write_wide_csv
+from tests.conftest import cli_env, synthetic_prices, tune_args, write_wide_csv
 from tests.conftest import tune_results as _results
 from trainer.config import SELECTION_METRICS, SweepConfig
 from trainer.experiments import CONFIG_DIR, ExperimentError, available_experiments, load_experiment
@@ -318,18 +318,12 @@ def test_sweep_interrupted_before_all_trials_started_resumes_without_redoing_fin
     """3 trials one at a time (FIFO): SIGINT when the first has finished and the second is half-way, so the
     third was never created. Resume creates it, continues the second from its checkpoint, leaves the first."""
     exp_dir = tmp_path / "smoke"
-    args = [
-        "--exp",
-        "smoke",
-        "--storage",
-        str(tmp_path),
-        "--set",
+    args = tune_args(
+        tmp_path,
         "sweep.scheduler.type=fifo",
-        "--set",
         "sweep.search_space={seed: {grid_search: [0, 1, 2]}}",
-        "--set",
         "stopping.env_steps=1200",
-    ]
+    )
     proc = _popen_tune(args, ray_session)
     deadline = time.time() + 400
     first_done = None
