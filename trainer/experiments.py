@@ -182,14 +182,18 @@ def _validate_sweep(raw: dict[str, Any], exp: Experiment, path: Path) -> None:
             ) from None
 
 
-def load_experiment(name_or_path: str, overrides: dict[str, Any] | None = None) -> Experiment:
+def load_experiment(name_or_path: str, overrides: dict[str, Any] | None = None, sweep: bool = True) -> Experiment:
     """Load ``tune_configs/<name>.yaml`` (or a path), apply ``--set`` overrides, validate.
 
-    Every config the sweep's search space can produce is validated too (see ``_validate_sweep``).
+    Every config the sweep's search space can produce is validated too (see ``_validate_sweep``). With
+    ``sweep=False`` (one training run: ``trainer.train``) the file's ``sweep`` section is left out, so a sweep
+    setting that does not fit the run's own budget (an ASHA grace period above ``--steps``) is no error.
     """
     raw, path = load_raw(name_or_path)
     if overrides:
         raw = apply_overrides(raw, overrides)
+    if not sweep:
+        raw = {k: v for k, v in raw.items() if k != "sweep"}
     exp = experiment_from_dict(raw, where=str(path))
     _validate_sweep(raw, exp, path)
     return exp

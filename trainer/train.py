@@ -270,7 +270,7 @@ def _prepare_new_run(args: argparse.Namespace, overrides: dict[str, Any]) -> tup
     if args.additional_steps is not None or args.allow_missing_buffer:
         flag = "--additional-steps" if args.additional_steps is not None else "--allow-missing-buffer"
         raise RunError(f"{flag} continues a run: use it with --resume CHECKPOINT")
-    exp = load_experiment(args.exp or DEFAULT_EXPERIMENT, overrides)
+    exp = load_experiment(args.exp or DEFAULT_EXPERIMENT, overrides, sweep=False)  # one run: no sweep
     _check_data(exp)
     out_dir = args.out or default_out_dir(exp)
     return exp, out_dir, claim_run_dir(out_dir, args.overwrite)
