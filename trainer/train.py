@@ -211,6 +211,7 @@ def run_training(
                 or (max_iterations is not None and iterations_done >= max_iterations)
             )
 
+        saved_iteration = None
         with open(out_dir / PROGRESS_FILE, "a") as log:
             while not finished():
                 result = algo.train()
@@ -231,7 +232,9 @@ def run_training(
                 # The last iteration is saved once, below, after the final evaluation.
                 if freq and algo.iteration % freq == 0 and not finished():
                     last_ckpt = save_atomic(algo, ckpt_dir, algo.iteration, keep)
-        if status != M.STATUS_DIVERGED and iterations_done:
+                    saved_iteration = algo.iteration
+        # A signal that came during the periodic save of the last iteration leaves nothing more to save.
+        if status != M.STATUS_DIVERGED and iterations_done and saved_iteration != algo.iteration:
             algo.evaluate_deterministic()
             last_ckpt = save_atomic(algo, ckpt_dir, algo.iteration, keep)
         if stop_flag.signal and status != M.STATUS_DIVERGED:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -340,7 +341,9 @@ def test_sweep_interrupted_before_all_trials_started_resumes_without_redoing_fin
     out, _ = proc.communicate(timeout=300)
     assert first_done is not None, out[-3000:]
     assert proc.returncode == 130, out[-3000:]
-    assert "sweep interrupted: 1 of 3 trials finished" in out
+    # the second trial may still finish while Tune stops (a loaded machine): 1 or 2 of 3, never the third
+    finished = re.search(r"sweep interrupted: (\d) of 3 trials finished", out)
+    assert finished and finished.group(1) in ("1", "2"), out[-3000:]
     # the printed command can be pasted into a shell: the --set values are quoted
     assert "--set 'sweep.search_space={seed: {grid_search: [0, 1, 2]}}' --set stopping.env_steps=1200 --resume" in out
     before = _results(exp_dir)
