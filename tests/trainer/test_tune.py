@@ -318,21 +318,23 @@ def _popen_tune(args: list[str], ray_address: str) -> subprocess.Popen:
 def test_sweep_interrupted_before_all_trials_started_resumes_without_redoing_finished_ones(ray_session, tmp_path):
     """3 trials one at a time (FIFO): SIGINT when the first has finished and the second is half-way, so the
     third was never created. Resume creates it, continues the second from its checkpoint, leaves the first."""
-    exp_dir = tmp_path / "smoke"
+    # 8 iterations of 300 env steps: the second trial is past its first checkpoint and unfinished for several
+    # iterations, wide enough a window for the poll below on a fast or a loaded machine
+    exp_dir, budget = tmp_path / "smoke", 2400
     args = tune_args(
         tmp_path,
         "sweep.scheduler.type=fifo",
         "sweep.search_space={seed: {grid_search: [0, 1, 2]}}",
-        "stopping.env_steps=1200",
+        f"stopping.env_steps={budget}",
     )
     proc = _popen_tune(args, ray_session)
     deadline = time.time() + 400
     first_done = None
     while time.time() < deadline and proc.poll() is None:
         results = _results(exp_dir) if exp_dir.exists() else {}
-        done = [t for t, rows in results.items() if rows and rows[-1]["portfolio"]["env_steps"] >= 1200]
+        done = [t for t, rows in results.items() if rows and rows[-1]["portfolio"]["env_steps"] >= budget]
         # half-way: past the checkpoint of iteration 2 (600 env steps), not finished
-        running = [t for t, rows in results.items() if len(rows) >= 2 and rows[-1]["portfolio"]["env_steps"] < 1200]
+        running = [t for t, rows in results.items() if len(rows) >= 2 and rows[-1]["portfolio"]["env_steps"] < budget]
         if done and running:
             first_done = done[0]
             proc.send_signal(signal.SIGINT)
@@ -345,7 +347,10 @@ def test_sweep_interrupted_before_all_trials_started_resumes_without_redoing_fin
     finished = re.search(r"sweep interrupted: (\d) of 3 trials finished", out)
     assert finished and finished.group(1) in ("1", "2"), out[-3000:]
     # the printed command can be pasted into a shell: the --set values are quoted
-    assert "--set 'sweep.search_space={seed: {grid_search: [0, 1, 2]}}' --set stopping.env_steps=1200 --resume" in out
+    assert (
+        f"--set 'sweep.search_space={{seed: {{grid_search: [0, 1, 2]}}}}' --set stopping.env_steps={budget} --resume"
+        in out
+    )
     before = _results(exp_dir)
     assert len(before) == 2  # the third trial was never created
 
@@ -374,8 +379,8 @@ def test_sweep_interrupted_before_all_trials_started_resumes_without_redoing_fin
     (second,) = set(before) - {first_done}
     (third,) = set(after) - set(before)
     steps = [r["portfolio"]["env_steps"] for r in after[second]]
-    assert steps[-1] == 1200 and steps == sorted(steps)  # continued from its checkpoint, not from zero
-    assert [r["portfolio"]["env_steps"] for r in after[third]] == [300, 600, 900, 1200]
+    assert steps[-1] == budget and steps == sorted(steps)  # continued from its checkpoint, not from zero
+    assert [r["portfolio"]["env_steps"] for r in after[third]] == list(range(300, budget + 1, 300))
     assert sorted(r[0]["config"]["seed"] for r in after.values()) == [0, 1, 2]
     summary = json.loads((exp_dir / "summary.json").read_text())
     assert [t["status"] for t in summary["trials"]] == ["completed"] * 3
