@@ -190,9 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds and --iterations must be at least 1")
     import ray
 
+    from trainer.console import quiet_logging
     from trainer.ray_init import init_ray
 
     init_ray("local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    quiet_logging(None)  # RLlib's notices would bury the figures; errors still show
     result: dict[str, Any] = {"config": REFERENCE_OVERRIDES, "rounds": []}
     sync = EndToEnd()  # local sampling, then learning: the reference's schedule
     overlap = EndToEnd(OVERLAP)  # one remote env runner samples the next round while the learner trains
