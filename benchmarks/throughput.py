@@ -12,8 +12,8 @@ samples per env step (one gradient step per env step), measures in one run:
 - replay-buffer bytes per stored transition at 200k capacity, against the raw float32 bytes of
   (obs, next obs, action, reward, flags), and the driver's peak RSS;
 - side by side: Stable-Baselines3 SAC with the same configuration on the same env (from a throwaway install
-  given by ``--sb3-path``, never a dependency) and the bare eager-PyTorch update loop
-  ``../shared/tools/raw_sac_update.py`` (when present), both with one thread.
+  given by ``--sb3-path``, never a dependency) and a bare eager-PyTorch update loop (``RAW_SAC_UPDATE``, when
+  that script is present next to the checkout), both with one thread.
 
 The machine is shared and noisy (the same code's speed moved by 30% between minutes here), so SB3 and both of
 our schedules take turns for ``--rounds`` rounds and the medians of the per-round figures and ratios are
@@ -36,6 +36,8 @@ from typing import Any
 
 import trainer  # noqa: F401  sets OMP_NUM_THREADS before torch is imported
 
+# The bare eager-PyTorch SAC update loop kept beside the checkout: the speed reference, run when present.
+RAW_SAC_UPDATE = Path(__file__).resolve().parents[2] / "shared" / "tools" / "raw_sac_update.py"
 REFERENCE_OVERRIDES = {
     "model.hidden": [256, 256],
     "sac.batch_size": 256,
@@ -170,7 +172,7 @@ def _sb3(sb3_path: str, steps: int) -> dict[str, Any]:
 
 
 def _raw_eager() -> str | None:
-    raw_tool = Path(__file__).resolve().parent.parent.parent / "shared" / "tools" / "raw_sac_update.py"
+    raw_tool = RAW_SAC_UPDATE
     if not raw_tool.exists():
         return None
     args = ["1", "256", *(str(n) for n in _dims())]
