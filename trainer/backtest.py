@@ -31,7 +31,7 @@ from envs.settings import PortfolioSettings
 from trainer import metrics as M
 from trainer import report as R
 from trainer.baselines import DESCRIPTIONS, LOOKAHEAD, run_baselines
-from trainer.checkpoint import CheckpointError, load_policy, read_usable_state
+from trainer.checkpoint import CheckpointError, load_policy
 from trainer.console import quiet_logging
 from trainer.evaluation import EvalRun, run_policy
 
@@ -136,7 +136,8 @@ def simulate(
         except ValueError as exc:
             raise BacktestError(f"--cost-bps {cost_bps!r}: {exc}") from None
     try:
-        state = read_usable_state(checkpoint)
+        # verified (manifest: sizes and hashes) and restored once for the policy and its state
+        policy, state = load_policy(checkpoint, usable=True)
     except CheckpointError as exc:
         raise BacktestError(str(exc)) from None
     env_cfg = dict(state["env_config"])
@@ -162,7 +163,6 @@ def simulate(
     def make_env() -> PortfolioEnv:
         return PortfolioEnv(data=market, **env_kwargs)
 
-    policy, _ = load_policy(checkpoint)
     runs = {SAC: run_policy(make_env(), policy)}
     not_fitted: dict[str, str] = {}
     if baselines:

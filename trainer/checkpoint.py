@@ -208,7 +208,10 @@ def _no_obs_filter(path: Path) -> CheckpointError:
 
 def read_usable_state(path: Path | str) -> dict[str, Any]:
     """``read_state``, refusing a checkpoint written after training diverged (its policy is not usable)."""
-    state = read_state(path)
+    return _usable(path, read_state(path))
+
+
+def _usable(path: Path | str, state: dict[str, Any]) -> dict[str, Any]:
     if state.get("diverged"):
         raise CheckpointError(
             f"{path}: this checkpoint was written after training diverged ({state['diverged']}); "
@@ -331,11 +334,12 @@ def remove_stale_temp_dirs(checkpoint_dir: Path) -> list[Path]:
 
 
 # --- the policy -----------------------------------------------------------------------------------------------
-def load_policy(checkpoint: Path | str) -> tuple[Policy, dict[str, Any]]:
+def load_policy(checkpoint: Path | str, usable: bool = False) -> tuple[Policy, dict[str, Any]]:
     """Restore the RL module and the frozen filter statistics of a checkpoint, without building an Algorithm.
 
-    The checkpoint is verified first (``read_state``). A checkpoint trained with the observation filter
-    but without its statistics is refused: its policy would act on unnormalised observations.
+    The checkpoint is verified first (``read_state``; with ``usable``, ``read_usable_state``), once. A
+    checkpoint trained with the observation filter but without its statistics is refused: its policy would
+    act on unnormalised observations.
 
     Returns:
         ``(policy, portfolio_state)``: the deterministic policy on raw observations and the checkpoint's
@@ -352,7 +356,7 @@ def load_policy(checkpoint: Path | str) -> tuple[Policy, dict[str, Any]]:
     from trainer.connectors import FrozenObsFilter, find_obs_filter
 
     ck = Path(checkpoint)
-    state = read_state(ck)
+    state = _usable(ck, read_state(ck)) if usable else read_state(ck)
     module = RLModule.from_checkpoint(
         ck / COMPONENT_LEARNER_GROUP / COMPONENT_LEARNER / COMPONENT_RL_MODULE / DEFAULT_MODULE_ID
     )
