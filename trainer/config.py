@@ -161,6 +161,7 @@ SWEEPABLE: dict[str, tuple[str, ...]] = {
     # env settings and the walk-forward fold travel in the env config (each env runner builds its own env)
     **{f"data.{name}": ("env_config", name) for name in ("fold", *SETTING_NAMES)},
 }
+FOLD_KEY = "data.fold"  # the walk-forward fold: swept like a seed, not part of a configuration's name
 DOMAINS = ("grid_search", "choice", "uniform", "loguniform", "randint")
 # Named variants set several env settings at once; as a Tune grid they become one dimension over whole env
 # configs under this key (build_sac_config expands it).

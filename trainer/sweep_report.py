@@ -23,15 +23,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from envs.data import TEST, VALIDATION
 from trainer import metrics as M
 from trainer import stats
 from trainer.baselines import EQUAL_WEIGHT, MAX_SHARPE, MIN_VOLATILITY, BaselineRuns, run_baselines
-from trainer.config import SWEEPABLE, Experiment
+from trainer.config import FOLD_KEY, SWEEPABLE, Experiment
 from trainer.report import nan_to_none
 
-FOLD_KEY = "data.fold"
 SEED_KEY = "seed"
-SPLITS = ("validation", "test")
+SPLITS = (VALIDATION, TEST)  # the windows every trial is evaluated on
 SUMMARY_BASELINES = (EQUAL_WEIGHT, MIN_VOLATILITY, MAX_SHARPE)
 # Per-trial measures on each split, and the ones paired with Equal Weight (difference agent - EW).
 TRIAL_MEASURES = tuple(m for m in M.shown_in(M.SUMMARY) if m.compute is not None)
@@ -126,7 +126,7 @@ def collect_trials(results: Any, exp: Experiment, metric: str, mode: str) -> tup
             values = {"variant": exp.variant_of(config.get("env_config") or {}), **values}
         metrics = result.metrics or {}
         ckpt, best_score = best_checkpoint(result, metric, mode)
-        fold = _get(config, SWEEPABLE[FOLD_KEY]) if FOLD_KEY in SWEEPABLE else None
+        fold = _get(config, SWEEPABLE[FOLD_KEY])
         row: dict[str, Any] = {
             "trial": trial_id,
             "config": label(values),

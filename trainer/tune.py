@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer import metrics as M
-from trainer.config import ENV_CONFIG_GRID, SWEEPABLE, Experiment, SweepConfig
+from trainer.config import ENV_CONFIG_GRID, FOLD_KEY, SWEEPABLE, Experiment, SweepConfig
 from trainer.experiments import ExperimentError, load_experiment, parse_override, resolve_experiment_path
 from trainer.sweep_state import (
     TRIAL_DIR_PREFIX,
@@ -31,7 +31,6 @@ from trainer.sweep_state import (
 )
 
 DRIVER_LOG = "driver.log"
-FOLD_KEY = "data.fold"
 
 
 def tune_domains(sweep: SweepConfig) -> dict[str, Any]:
