@@ -1,13 +1,20 @@
-"""A flat, preallocated ring buffer of raw transitions with uniform sampling.
+"""Flat, preallocated ring buffers of raw transitions with uniform sampling.
 
 Why not RLlib's episode buffers: they sample by slicing episodes per transition, which dominated the
 update step in profiles, they store observations already normalised by a drifting filter, and
-RLlib never checkpoints them (docs/rllib-notes.md). This buffer stores raw float32 arrays, samples with one
-vectorised index, and saves/restores itself atomically next to the RLlib checkpoint.
+RLlib never checkpoints them (docs/rllib-notes.md). These buffers store raw float32 arrays, sample with one
+vectorised index, and save/restore themselves atomically next to the RLlib checkpoint.
+
+``FlatReplayBuffer`` holds one agent's transitions; ``PopulationReplayBuffer`` holds those of ``K``
+independent agents trained side by side, with an agent axis second (``[capacity, K, ...]``). Agent ``i`` of a
+population sees exactly the transitions, samples and reward moments that a ``FlatReplayBuffer`` seeded with
+``seeds[i]`` and fed agent ``i``'s transitions would give it: one sampling RNG per agent, and every update
+elementwise over the agent axis.
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import tempfile
 import zipfile
@@ -19,36 +26,60 @@ from numpy.typing import NDArray
 
 BUFFER_FILE = "replay_buffer.npz"
 _FIELDS = ("obs", "next_obs", "actions", "rewards", "terminateds")
+_ADD_ORDER = ("obs", "actions", "rewards", "next_obs", "terminateds")  # the argument order of ``add``
 
 
-class FlatReplayBuffer:
-    """Uniform replay over the last ``capacity`` transitions.
+class _RingBuffer:
+    """Ring storage, reward moments, sampling and persistence shared by both buffers.
+
+    Every array is time-major, ``[capacity, *agent_shape, ...]``, where ``agent_shape`` is ``()`` for a single
+    agent and ``(K,)`` for a population: the ring arithmetic runs on the time axis only, and every other
+    operation is elementwise over the agent axis, so one agent's numbers never depend on another's.
 
     Args:
-        capacity: number of transitions kept (oldest overwritten first).
-        obs_dim: observation size.
-        act_dim: action size.
-        seed: seed of the sampling RNG (its state is saved with the buffer).
+        capacity: number of time steps kept (oldest overwritten first).
+        obs_dim: observation size of one agent.
+        act_dim: action size of one agent.
+        seeds: one seed per sampling RNG (one per agent; their states are saved with the buffer).
+        agent_shape: ``()`` or ``(K,)`` with ``K == len(seeds)``.
     """
 
-    def __init__(self, capacity: int, obs_dim: int, act_dim: int, seed: int | None = None) -> None:
+    def __init__(
+        self, capacity: int, obs_dim: int, act_dim: int, seeds: list[int | None], agent_shape: tuple[int, ...]
+    ) -> None:
         self.capacity = int(capacity)
-        self.obs = np.zeros((capacity, obs_dim), np.float32)
-        self.next_obs = np.zeros((capacity, obs_dim), np.float32)
-        self.actions = np.zeros((capacity, act_dim), np.float32)
-        self.rewards = np.zeros(capacity, np.float32)
-        self.terminateds = np.zeros(capacity, np.float32)
+        self._agent_shape = agent_shape
+        # Fancy index of the agent axis: row ``idx[b, i]`` of agent ``i`` for every agent in one gather.
+        self._agent_index: tuple[NDArray[np.int64], ...] = tuple(np.arange(k) for k in agent_shape)
+        lead = (self.capacity, *agent_shape)
+        self.obs = np.zeros((*lead, obs_dim), np.float32)
+        self.next_obs = np.zeros((*lead, obs_dim), np.float32)
+        self.actions = np.zeros((*lead, act_dim), np.float32)
+        self.rewards = np.zeros(lead, np.float32)
+        self.terminateds = np.zeros(lead, np.float32)
         self.size = 0
         self.pos = 0
         self.added_lifetime = 0
-        self.rng = np.random.default_rng(seed)
-        # Running moments of the (clipped) rewards added, for optional reward normalisation.
+        self._rngs = [np.random.default_rng(seed) for seed in seeds]
+        # Running moments of the (clipped) rewards added, for optional reward normalisation: a float for one
+        # agent, an array [K] for a population (``[()]`` turns the 0-d array of one agent into a scalar).
         self.reward_count = 0
-        self.reward_mean = 0.0
-        self.reward_m2 = 0.0
+        self.reward_mean: Any = np.zeros(agent_shape)[()]
+        self.reward_m2: Any = np.zeros(agent_shape)[()]
 
     def __len__(self) -> int:
         return self.size
+
+    def _check_batch(self, batch: dict[str, NDArray]) -> str | None:
+        """Why ``batch`` (arrays named as in ``_FIELDS``) cannot be added, or None when it can."""
+        n = len(batch["rewards"])
+        agents = self._agent_shape
+        for field in _ADD_ORDER:
+            expected = (n, *agents, *getattr(self, field).shape[1 + len(agents) :])
+            if batch[field].shape != expected:
+                axes = "n transitions" + (f", then {agents[0]} agents" if agents else "")
+                return f"{field} has shape {batch[field].shape}, expected {expected} ({axes})"
+        return None
 
     def add(
         self,
@@ -58,43 +89,51 @@ class FlatReplayBuffer:
         next_obs: NDArray,
         terminateds: NDArray,
     ) -> None:
-        """Append ``n`` transitions (arrays with a leading dimension ``n``)."""
-        n = len(rewards)
+        """Append ``n`` transitions (arrays with a leading dimension ``n``, then the agent axis if any).
+
+        Raises:
+            ValueError: an array's shape does not match the others' ``n`` or this buffer's sizes.
+        """
+        batch = dict(zip(_ADD_ORDER, map(np.asarray, (obs, actions, rewards, next_obs, terminateds)), strict=True))
+        problem = self._check_batch(batch)
+        if problem is not None:
+            raise ValueError(f"replay buffer add: {problem}")
+        n = len(batch["rewards"])
         if n == 0:
             return
         # Every transition counts as added (and its reward in the moments), even one dropped at once below.
         self.added_lifetime += n
-        for r in np.asarray(rewards, np.float64):  # Welford, per reward (n is small per call)
+        # Welford, one time step at a time (n is small per call) and elementwise over the agent axis, so each
+        # agent's moments are the very floats a buffer of its own would hold.
+        for r in batch["rewards"].astype(np.float64):
             self.reward_count += 1
             delta = r - self.reward_mean
-            self.reward_mean += delta / self.reward_count
-            self.reward_m2 += delta * (r - self.reward_mean)
+            self.reward_mean = self.reward_mean + delta / self.reward_count
+            self.reward_m2 = self.reward_m2 + delta * (r - self.reward_mean)
         if n > self.capacity:  # keep only the newest
-            obs, actions, rewards, next_obs, terminateds = (
-                x[-self.capacity :] for x in (obs, actions, rewards, next_obs, terminateds)
-            )
+            batch = {f: x[-self.capacity :] for f, x in batch.items()}
             n = self.capacity
         idx = (self.pos + np.arange(n)) % self.capacity
-        self.obs[idx] = obs
-        self.next_obs[idx] = next_obs
-        self.actions[idx] = actions
-        self.rewards[idx] = rewards
-        self.terminateds[idx] = terminateds
+        for field, values in batch.items():
+            getattr(self, field)[idx] = values
         self.pos = int((self.pos + n) % self.capacity)
         self.size = min(self.size + n, self.capacity)
 
-    @property
-    def reward_std(self) -> float:
-        return float(np.sqrt(self.reward_m2 / (self.reward_count - 1))) if self.reward_count > 1 else 1.0
+    def _reward_std(self) -> Any:
+        if self.reward_count > 1:
+            return np.sqrt(self.reward_m2 / (self.reward_count - 1))
+        return np.ones(self._agent_shape)[()]  # undefined before two rewards: a neutral scale
 
     def sample_indices(self, batch_size: int) -> NDArray[np.int64]:
+        """Ring rows to sample: ``[batch_size, *agent_shape]``, agent ``i``'s column drawn by its own RNG."""
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
-        return self.rng.integers(0, self.size, batch_size)
+        draws = [rng.integers(0, self.size, batch_size) for rng in self._rngs]
+        return np.stack(draws, axis=-1).reshape(batch_size, *self._agent_shape)
 
     def sample(self, batch_size: int) -> dict[str, NDArray]:
-        """A uniform batch (with replacement) of raw transitions."""
-        idx = self.sample_indices(batch_size)
+        """A uniform batch (with replacement) of raw transitions, ``[batch_size, *agent_shape, ...]``."""
+        idx = (self.sample_indices(batch_size), *self._agent_index)
         return {f: getattr(self, f)[idx] for f in _FIELDS}
 
     @property
@@ -102,23 +141,29 @@ class FlatReplayBuffer:
         return sum(getattr(self, f).nbytes for f in _FIELDS)
 
     # --- persistence ------------------------------------------------------------------------------
+    def _rng_state(self) -> dict[str, Any] | list[dict[str, Any]]:
+        """The sampling RNGs' states: one dict for a single agent, a list of K dicts for a population."""
+        states = [rng.bit_generator.state for rng in self._rngs]
+        return states if self._agent_shape else states[0]
+
     def state(self) -> dict[str, Any]:
         """Arrays of the filled part, in insertion order (oldest first), plus counters.
 
         ``pos`` (the ring slot of the oldest transition once full) lets ``load`` rebuild the same layout, so
-        the restored RNG draws the same transitions as the saved buffer would have.
+        the restored RNGs draw the same transitions as the saved buffer would have.
         """
         if self.size < self.capacity:
             order = np.arange(self.size)
         else:
             order = (self.pos + np.arange(self.capacity)) % self.capacity
         out: dict[str, Any] = {f: getattr(self, f)[order] for f in _FIELDS}
+        count = np.full(self._agent_shape, self.reward_count, np.float64)
         out.update(
             capacity=self.capacity,
             pos=self.pos,
             added_lifetime=self.added_lifetime,
-            reward_moments=np.array([self.reward_count, self.reward_mean, self.reward_m2]),
-            rng_state=np.frombuffer(repr(self.rng.bit_generator.state).encode(), np.uint8),
+            reward_moments=np.stack([count, np.asarray(self.reward_mean), np.asarray(self.reward_m2)]),
+            rng_state=np.frombuffer(repr(self._rng_state()).encode(), np.uint8),
         )
         return out
 
@@ -137,16 +182,48 @@ class FlatReplayBuffer:
                 os.unlink(tmp)
         return path
 
+    def _layout_problem(self, saved: dict[str, NDArray]) -> str | None:
+        """Why a readable file belongs to another kind of run (agents, observation or action sizes)."""
+        theirs, ours = saved["obs"].shape[1:-1], self._agent_shape
+        if theirs != ours:
+            if not ours:
+                return f"replay buffer holds a population of {theirs[0]} agents, this run has a single agent"
+            if not theirs:
+                return f"replay buffer holds a single agent's transitions, this run has a population of {ours[0]}"
+            return f"replay buffer holds {theirs[0]} agents, this run has {ours[0]}"
+        per_agent = 1 + len(ours)  # the sizes of one agent's observation and action
+        saved_obs, saved_act = saved["obs"].shape[per_agent:], saved["actions"].shape[per_agent:]
+        run_obs, run_act = self.obs.shape[per_agent:], self.actions.shape[per_agent:]
+        if (saved_obs, saved_act) != (run_obs, run_act):
+            return f"replay buffer shapes {saved_obs}/{saved_act} do not match this run's {run_obs}/{run_act}"
+        return None
+
+    def _damage(self, saved: dict[str, NDArray], rng_state: Any) -> str | None:
+        """What is inconsistent in a file of the right layout (field shapes, moments, RNG states), or None."""
+        problem = self._check_batch(saved)
+        if problem is not None:
+            return problem
+        if saved["reward_moments"].shape != (3, *self._agent_shape):
+            return f"reward_moments has shape {saved['reward_moments'].shape}"
+        states = rng_state if self._agent_shape else [rng_state]
+        if not isinstance(states, list) or len(states) != len(self._rngs):
+            return "rng_state"
+        try:  # on spare bit generators, so that a bad state leaves the buffer's own RNGs as they were
+            for rng, state in zip(self._rngs, states, strict=True):
+                type(rng.bit_generator)().state = state
+        except (TypeError, ValueError, KeyError):
+            return "rng_state"
+        return None
+
     def load(self, directory: str | Path) -> bool:
         """Restore from ``directory/replay_buffer.npz``; False when there is none.
 
         Raises:
             ValueError: the file is damaged (truncated, not an ``.npz`` written by ``save``, holding pickled
-                objects, or missing a field), or its observation/action sizes differ from this buffer's. The
-                buffer is left unchanged in both cases.
+                objects, missing a field or with fields that disagree), or it was written by a run with
+                another number of agents (or a single agent where this is a population, or the reverse) or
+                other observation/action sizes. The buffer is left unchanged in every case.
         """
-        import ast
-
         path = Path(directory) / BUFFER_FILE
         if not path.exists():
             return False
@@ -162,18 +239,78 @@ class FlatReplayBuffer:
             # loaded with allow_pickle), so name the missing field or just the kind of failure.
             reason = str(exc.args[0]) if isinstance(exc, KeyError) else type(exc).__name__
             raise ValueError(f"{path}: damaged replay buffer file ({reason})") from None
+        problem = self._layout_problem(saved)
+        if problem is not None:
+            raise ValueError(f"{path}: {problem}")
+        damage = self._damage(saved, rng_state)
+        if damage is not None:
+            raise ValueError(f"{path}: damaged replay buffer file ({damage})")
         n = len(saved["rewards"])
-        if saved["obs"].shape[1:] != self.obs.shape[1:] or saved["actions"].shape[1:] != self.actions.shape[1:]:
-            raise ValueError(
-                f"{path}: replay buffer shapes {saved['obs'].shape[1:]}/{saved['actions'].shape[1:]} do not "
-                f"match this run's {self.obs.shape[1:]}/{self.actions.shape[1:]}"
-            )
         keep = min(n, self.capacity)
         # A full buffer of the same capacity goes back into the same slots (oldest at the saved pos).
         self.size, self.pos = 0, saved_pos % self.capacity if n == self.capacity else 0
-        self.add(*(saved[f][n - keep :] for f in ("obs", "actions", "rewards", "next_obs", "terminateds")))
+        self.add(*(saved[f][n - keep :] for f in _ADD_ORDER))
         self.added_lifetime = int(saved["added_lifetime"])
-        self.reward_count, self.reward_mean, self.reward_m2 = (float(x) for x in saved["reward_moments"])
-        self.reward_count = int(self.reward_count)
-        self.rng.bit_generator.state = rng_state
+        count, mean, m2 = saved["reward_moments"]
+        self.reward_count = int(np.ravel(count)[0])
+        self.reward_mean, self.reward_m2 = np.array(mean)[()], np.array(m2)[()]
+        states = rng_state if self._agent_shape else [rng_state]
+        for rng, state in zip(self._rngs, states, strict=True):
+            rng.bit_generator.state = state
         return True
+
+
+class FlatReplayBuffer(_RingBuffer):
+    """Uniform replay over the last ``capacity`` transitions of one agent.
+
+    Arrays are ``[capacity, ...]``; ``sample`` returns ``[batch_size, ...]``.
+
+    Args:
+        capacity: number of transitions kept (oldest overwritten first).
+        obs_dim: observation size.
+        act_dim: action size.
+        seed: seed of the sampling RNG (its state is saved with the buffer).
+    """
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, seed: int | None = None) -> None:
+        super().__init__(capacity, obs_dim, act_dim, seeds=[seed], agent_shape=())
+        self.rng = self._rngs[0]
+
+    @property
+    def reward_std(self) -> float:
+        """Sample standard deviation of every reward ever added (1.0 before two rewards)."""
+        return float(self._reward_std())
+
+
+class PopulationReplayBuffer(_RingBuffer):
+    """Uniform replay over the last ``capacity`` time steps of ``K = len(seeds)`` independent agents.
+
+    Arrays are ``[capacity, K, ...]`` (time-major, agent axis second); ``add`` takes ``[n, K, ...]`` (all agents
+    add the same number of transitions at once) and ``sample`` returns ``[batch_size, K, ...]``. Agent ``i``'s
+    slice of everything equals what ``FlatReplayBuffer(capacity, obs_dim, act_dim, seed=seeds[i])``, fed
+    agent ``i``'s transitions, holds or returns.
+
+    Args:
+        capacity: number of time steps kept per agent (oldest overwritten first).
+        obs_dim: observation size of one agent.
+        act_dim: action size of one agent.
+        seeds: one sampling seed per agent (``rngs[i] = np.random.default_rng(seeds[i])``).
+
+    Raises:
+        ValueError: ``seeds`` is empty.
+    """
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, seeds: list[int]) -> None:
+        if len(seeds) == 0:
+            raise ValueError("PopulationReplayBuffer needs one seed per agent; got no seeds")
+        super().__init__(capacity, obs_dim, act_dim, seeds=list(seeds), agent_shape=(len(seeds),))
+        self.rngs = self._rngs
+
+    @property
+    def n_agents(self) -> int:
+        return self._agent_shape[0]
+
+    @property
+    def reward_std(self) -> NDArray[np.float64]:
+        """Per-agent sample standard deviation of every reward ever added, ``[K]`` (1.0 before two)."""
+        return np.array(self._reward_std(), np.float64)

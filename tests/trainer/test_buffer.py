@@ -1,13 +1,16 @@
-"""trainer.buffer.FlatReplayBuffer: shapes, ring wrap-around, uniform seeded sampling, save/load, reward moments."""
+"""trainer.buffer: shapes, ring wrap-around, uniform seeded sampling, save/load and reward moments of
+FlatReplayBuffer, and PopulationReplayBuffer agent by agent against separate FlatReplayBuffers."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from trainer.buffer import BUFFER_FILE, FlatReplayBuffer
+from trainer.buffer import BUFFER_FILE, FlatReplayBuffer, PopulationReplayBuffer
 
 OBS_DIM, ACT_DIM = 3, 2
+SEEDS = [3, 11, 5]  # a population's sampling seeds, one per agent
+K = len(SEEDS)
 
 
 def _transitions(start: int, n: int) -> tuple[np.ndarray, ...]:
@@ -46,9 +49,14 @@ def test_add_and_sample_shapes_dtypes_and_pairing():
     assert buf.nbytes == 10 * (2 * OBS_DIM + ACT_DIM + 2) * 4
 
 
-def test_empty_add_is_a_no_op_and_empty_sample_is_an_error():
-    buf = FlatReplayBuffer(5, OBS_DIM, ACT_DIM, seed=0)
-    buf.add(*_transitions(0, 0))
+@pytest.mark.parametrize("population", [False, True], ids=["single", "population"])
+def test_empty_add_is_a_no_op_and_empty_sample_is_an_error(population):
+    if population:
+        buf = PopulationReplayBuffer(5, OBS_DIM, ACT_DIM, seeds=SEEDS)
+        buf.add(*_population_transitions(0, 0))
+    else:
+        buf = FlatReplayBuffer(5, OBS_DIM, ACT_DIM, seed=0)
+        buf.add(*_transitions(0, 0))
     assert len(buf) == 0 and buf.added_lifetime == 0
     with pytest.raises(RuntimeError, match=r"^cannot sample from an empty replay buffer$"):
         buf.sample(1)
@@ -209,3 +217,229 @@ def test_load_never_unpickles(tmp_path):
         buf.load(tmp_path)
     assert str(err.value) == f"{tmp_path / BUFFER_FILE}: damaged replay buffer file (ValueError)"
     assert len(buf) == 2
+
+
+def test_add_with_mismatched_shapes_is_a_clear_error_and_adds_nothing():
+    buf = _filled(capacity=5, n=2)
+    obs, actions, rewards, next_obs, terminateds = _transitions(2, 3)
+    with pytest.raises(ValueError) as err:
+        buf.add(obs, actions[:2], rewards, next_obs, terminateds)
+    assert str(err.value) == "replay buffer add: actions has shape (2, 2), expected (3, 2) (n transitions)"
+    assert len(buf) == 2 and buf.added_lifetime == 2 and buf.reward_count == 2
+
+
+# --- PopulationReplayBuffer -------------------------------------------------------------------------------
+def _population_transitions(start: int, n: int, k: int = K) -> tuple[np.ndarray, ...]:
+    """``[n, k, ...]`` transitions: agent ``j``'s value of transition ``i`` is ``v = i + 100 * j``.
+
+    obs = v, next_obs = v + 0.5, actions = -v, reward = v / 10, terminated = 1 when i is a multiple of 3.
+    """
+    i = np.arange(start, start + n, dtype=np.float32)
+    v = i[:, None] + 100 * np.arange(k, dtype=np.float32)  # [n, k]
+    obs = np.repeat(v[..., None], OBS_DIM, axis=2)
+    actions = -np.repeat(v[..., None], ACT_DIM, axis=2)
+    terminateds = np.repeat((i % 3 == 0).astype(np.float32)[:, None], k, axis=1)
+    return obs, actions, v / 10, obs + 0.5, terminateds
+
+
+def _random_population_transitions(rng: np.random.Generator, n: int, k: int = K) -> tuple[np.ndarray, ...]:
+    """``[n, k, ...]`` random transitions, each agent's rewards on its own scale (so the moments differ)."""
+    obs, next_obs = rng.normal(size=(2, n, k, OBS_DIM)).astype(np.float32)
+    actions = rng.uniform(-1, 1, (n, k, ACT_DIM)).astype(np.float32)
+    rewards = (rng.normal(0.1, 1.0, (n, k)) * (1 + np.arange(k))).astype(np.float32)
+    terminateds = (rng.uniform(size=(n, k)) < 0.2).astype(np.float32)
+    return obs, actions, rewards, next_obs, terminateds
+
+
+def _agent(transitions: tuple[np.ndarray, ...], j: int) -> tuple[np.ndarray, ...]:
+    """Agent ``j``'s slice of population transitions, as a single-agent buffer takes them."""
+    return tuple(np.ascontiguousarray(x[:, j]) for x in transitions)
+
+
+def _filled_population(capacity: int, n: int, seeds: list[int] = SEEDS) -> PopulationReplayBuffer:
+    buf = PopulationReplayBuffer(capacity, OBS_DIM, ACT_DIM, seeds=seeds)
+    buf.add(*_population_transitions(0, n, len(seeds)))
+    return buf
+
+
+def test_population_shapes_dtypes_pairing_and_memory():
+    buf = _filled_population(capacity=10, n=4)
+    assert len(buf) == 4 and buf.pos == 4 and buf.added_lifetime == 4 and buf.n_agents == K
+    assert buf.obs.shape == (10, K, OBS_DIM) and buf.actions.shape == (10, K, ACT_DIM)
+    assert buf.rewards.shape == buf.terminateds.shape == (10, K)
+    batch = buf.sample(64)
+    assert set(batch) == {"obs", "next_obs", "actions", "rewards", "terminateds"}
+    assert batch["obs"].shape == batch["next_obs"].shape == (64, K, OBS_DIM)
+    assert batch["actions"].shape == (64, K, ACT_DIM)
+    assert batch["rewards"].shape == batch["terminateds"].shape == (64, K)
+    assert all(v.dtype == np.float32 for v in batch.values())
+    # every field of a sampled row comes from the same transition of the same agent
+    v = batch["obs"][..., 0]
+    i = v - 100 * np.arange(K)  # the transition number, for agent j's column
+    assert set(i.ravel().tolist()) <= {0.0, 1.0, 2.0, 3.0}
+    np.testing.assert_array_equal(batch["next_obs"][..., 1], v + 0.5)
+    np.testing.assert_array_equal(batch["actions"][..., 1], -v)
+    np.testing.assert_array_equal(batch["rewards"], (v / 10).astype(np.float32))
+    np.testing.assert_array_equal(batch["terminateds"], (i % 3 == 0).astype(np.float32))
+    # each agent draws its own rows: the three columns are not the same indices
+    assert len({tuple(col) for col in i.T.tolist()}) == K
+    assert buf.nbytes == 10 * K * (2 * OBS_DIM + ACT_DIM + 2) * 4 == 1200
+
+
+def test_population_agent_j_gets_exactly_what_a_buffer_of_its_own_gives():
+    """Adds that wrap the ring (one larger than the capacity, one empty), then samples and moments."""
+    capacity, rng = 7, np.random.default_rng(0)
+    pop = PopulationReplayBuffer(capacity, OBS_DIM, ACT_DIM, seeds=SEEDS)
+    alone = [FlatReplayBuffer(capacity, OBS_DIM, ACT_DIM, seed=s) for s in SEEDS]
+    assert pop.reward_std.tolist() == [1.0] * K  # before two rewards, as each single buffer's 1.0
+    for step, n in enumerate((2, 4, 0, 9, 3, 1)):
+        transitions = _random_population_transitions(rng, n)
+        pop.add(*transitions)
+        for j, buf in enumerate(alone):
+            buf.add(*_agent(transitions, j))
+        assert (len(pop), pop.pos, pop.added_lifetime) == (len(alone[0]), alone[0].pos, alone[0].added_lifetime)
+        batch_size = 5 + step  # a different batch size each round
+        batch = pop.sample(batch_size)
+        for j, buf in enumerate(alone):
+            expected = buf.sample(batch_size)
+            for key, values in expected.items():
+                np.testing.assert_array_equal(batch[key][:, j], values, err_msg=f"{key}, agent {j}, add {step}")
+            np.testing.assert_array_equal(pop.obs[:, j], buf.obs)
+            # bit-for-bit the same floats: the population's Welford is the same arithmetic, per agent
+            assert pop.reward_count == buf.reward_count
+            assert pop.reward_mean[j] == buf.reward_mean and pop.reward_m2[j] == buf.reward_m2
+            assert pop.reward_std[j] == buf.reward_std
+    # pos: 2, 6, 6, then the newest 7 of 9 from slot 6 (back to 6), then 2 and 3
+    assert pop.added_lifetime == 19 and len(pop) == capacity and pop.pos == 3
+    assert pop.reward_std.shape == (K,) and len(set(pop.reward_std.tolist())) == K
+
+
+def test_population_agents_are_independent_of_each_others_seeds_and_data():
+    a = _filled_population(capacity=6, n=5, seeds=[1, 2])
+    b = PopulationReplayBuffer(6, OBS_DIM, ACT_DIM, seeds=[1, 99])
+    obs, actions, rewards, next_obs, terminateds = _population_transitions(0, 5, 2)
+    rewards[:, 1] *= 50  # agent 1's rewards differ wildly: agent 0's moments must not move
+    b.add(obs, actions, rewards, next_obs, terminateds)
+    sa, sb = a.sample(32), b.sample(32)
+    for key in sa:
+        np.testing.assert_array_equal(sa[key][:, 0], sb[key][:, 0], err_msg=key)
+    assert not np.array_equal(sa["obs"][:, 1], sb["obs"][:, 1])
+    assert a.reward_std[0] == b.reward_std[0] and a.reward_std[1] != b.reward_std[1]
+
+
+def test_population_of_one_matches_a_single_agent_buffer():
+    pop, buf = _filled_population(capacity=4, n=6, seeds=[8]), _filled(capacity=4, n=6, seed=8)
+    batch, expected = pop.sample(20), buf.sample(20)
+    for key, values in expected.items():
+        np.testing.assert_array_equal(batch[key][:, 0], values, err_msg=key)
+    assert pop.reward_std.tolist() == [buf.reward_std]
+
+
+def test_population_needs_a_seed_per_agent():
+    with pytest.raises(ValueError, match=r"^PopulationReplayBuffer needs one seed per agent; got no seeds$"):
+        PopulationReplayBuffer(5, OBS_DIM, ACT_DIM, seeds=[])
+
+
+def test_population_add_without_the_agent_axis_is_a_clear_error():
+    """n == K: numpy would broadcast the [n] rewards over the agent axis without a word; add refuses."""
+    buf = _filled_population(capacity=5, n=1)
+    obs, actions, rewards, next_obs, terminateds = _population_transitions(1, K)
+    with pytest.raises(ValueError) as err:
+        buf.add(obs, actions, rewards[:, 0], next_obs, terminateds)
+    assert str(err.value) == (
+        f"replay buffer add: rewards has shape ({K},), expected ({K}, {K}) (n transitions, then {K} agents)"
+    )
+    with pytest.raises(ValueError) as err:
+        buf.add(obs[:, :2], actions, rewards, next_obs, terminateds)
+    assert str(err.value) == (
+        f"replay buffer add: obs has shape ({K}, 2, {OBS_DIM}), expected ({K}, {K}, {OBS_DIM}) "
+        f"(n transitions, then {K} agents)"
+    )
+    assert len(buf) == 1 and buf.added_lifetime == 1 and buf.reward_count == 1
+
+
+def test_population_save_then_load_restores_contents_counters_and_every_agents_next_samples(tmp_path):
+    buf = _filled_population(capacity=6, n=5)
+    buf.add(*_population_transitions(5, 4))  # wrapped: keeps 3..8
+    buf.sample(5)  # advance the RNGs so that their saved states are not the initial ones
+    path = buf.save(tmp_path)
+    assert path == tmp_path / BUFFER_FILE
+    assert sorted(p.name for p in tmp_path.iterdir()) == [BUFFER_FILE]  # no temporary file left behind
+    restored = PopulationReplayBuffer(6, OBS_DIM, ACT_DIM, seeds=[0, 0, 0])
+    assert restored.load(tmp_path) is True
+    assert len(restored) == 6 and restored.added_lifetime == 9 and restored.pos == buf.pos == 3
+    np.testing.assert_array_equal(restored.obs, buf.obs)
+    np.testing.assert_array_equal(restored.state()["obs"][:, 2, 0], np.arange(3, 9) + 200)
+    before, after = buf.state(), restored.state()
+    for key in ("obs", "next_obs", "actions", "rewards", "terminateds", "reward_moments"):
+        np.testing.assert_array_equal(after[key], before[key], err_msg=key)
+    assert restored.reward_count == 9
+    np.testing.assert_array_equal(restored.reward_std, buf.reward_std)
+    # hand-computed: agent j's rewards are (0..8 + 100 j) / 10, whose sample std does not depend on j
+    np.testing.assert_allclose(restored.reward_std, [np.std(np.arange(9) / 10, ddof=1)] * K, rtol=1e-6)
+    nxt, nxt_restored = buf.sample(16), restored.sample(16)
+    for key in nxt:
+        np.testing.assert_array_equal(nxt_restored[key], nxt[key], err_msg=key)
+
+
+def _refusal(buf: FlatReplayBuffer | PopulationReplayBuffer, directory) -> str:
+    """The message of the ValueError ``buf.load(directory)`` raises; the buffer must be left unchanged."""
+    before = buf.state()
+    with pytest.raises(ValueError) as err:
+        buf.load(directory)
+    after = buf.state()
+    for key in ("obs", "rewards", "reward_moments", "rng_state", "added_lifetime", "pos"):
+        np.testing.assert_array_equal(after[key], before[key], err_msg=key)
+    return str(err.value)
+
+
+def test_population_load_with_another_number_of_agents_is_a_clear_error(tmp_path):
+    _filled_population(capacity=5, n=2, seeds=[1, 2, 3, 4]).save(tmp_path)
+    message = _refusal(_filled_population(capacity=5, n=1), tmp_path)
+    assert message == f"{tmp_path / BUFFER_FILE}: replay buffer holds 4 agents, this run has 3"
+
+
+def test_single_agent_and_population_files_are_not_interchangeable(tmp_path):
+    single, population = tmp_path / "single", tmp_path / "population"
+    single.mkdir(), population.mkdir()
+    _filled(capacity=5, n=2).save(single)
+    _filled_population(capacity=5, n=2, seeds=[1]).save(population)  # even a population of one
+    assert _refusal(_filled_population(capacity=5, n=1, seeds=[1]), single) == (
+        f"{single / BUFFER_FILE}: replay buffer holds a single agent's transitions, this run has a population of 1"
+    )
+    assert _refusal(_filled(capacity=5, n=1), population) == (
+        f"{population / BUFFER_FILE}: replay buffer holds a population of 1 agents, this run has a single agent"
+    )
+
+
+def test_population_load_with_other_sizes_is_a_clear_error(tmp_path):
+    _filled_population(capacity=5, n=2).save(tmp_path)
+    other = PopulationReplayBuffer(5, OBS_DIM, ACT_DIM + 1, seeds=SEEDS)
+    assert _refusal(other, tmp_path) == (
+        f"{tmp_path / BUFFER_FILE}: replay buffer shapes (3,)/(2,) do not match this run's (3,)/(3,)"
+    )
+
+
+def test_population_load_of_a_damaged_file_is_a_clear_error_and_changes_nothing(tmp_path):
+    path = _filled_population(capacity=5, n=3).save(tmp_path)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    assert _refusal(_filled_population(5, 2), tmp_path) == f"{path}: damaged replay buffer file (BadZipFile)"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("rewards", np.zeros((3, K - 1), np.float32), f"rewards has shape (3, {K - 1}), expected (3, {K})"),
+        ("reward_moments", np.zeros(3), "reward_moments has shape (3,)"),
+        ("rng_state", np.frombuffer(repr([{"state": 1}] * K).encode(), np.uint8), "rng_state"),
+        ("rng_state", np.frombuffer(b"{}", np.uint8), "rng_state"),  # one state where K are due
+    ],
+    ids=["rewards-agents", "moments-shape", "rng-state-content", "rng-state-count"],
+)
+def test_population_load_of_a_file_whose_fields_disagree_is_a_clear_error(tmp_path, field, value, reason):
+    state = _filled_population(capacity=5, n=3).state()
+    state[field] = value
+    np.savez(tmp_path / BUFFER_FILE, **state)
+    message = _refusal(_filled_population(5, 2), tmp_path)
+    assert message.startswith(f"{tmp_path / BUFFER_FILE}: damaged replay buffer file ({reason}")
