@@ -15,13 +15,16 @@ from typing import Any
 import gymnasium as gym
 
 ENV_ID = "Portfolio-v0"
+POPULATION_ENV_ID = "PortfolioPopulation-v0"  # K copies side by side, one per agent (envs.population)
 
 __all__ = [
     "ENV_ID",
+    "POPULATION_ENV_ID",
     "DataError",
     "FeatureConfig",
     "FoldSpec",
     "MarketData",
+    "PopulationEnv",
     "PortfolioEnv",
     "PortfolioSettings",
     "PriceData",
@@ -32,6 +35,7 @@ __all__ = [
     "load_market_for",
     "load_prices",
     "make_env",
+    "make_population_env",
     "split_ranges",
 ]
 
@@ -51,6 +55,7 @@ _LAZY = {
     "load_market": "envs.market",
     "load_market_for": "envs.market",
     "PortfolioEnv": "envs.portfolio",
+    "PopulationEnv": "envs.population",
     "PortfolioSettings": "envs.settings",
 }
 
@@ -72,13 +77,23 @@ def make_env(config: dict[str, Any] | None = None) -> Any:
     return PortfolioEnv(**dict(config or {}))
 
 
+def make_population_env(config: dict[str, Any] | None = None) -> Any:
+    """Build a ``PopulationEnv`` from a small config dict: ``make_env``'s plus ``population_seeds``."""
+    from envs.population import make_population_env as make
+
+    return make(config)
+
+
 def _register() -> None:
     if ENV_ID not in gym.registry:
         gym.register(id=ENV_ID, entry_point="envs.portfolio:PortfolioEnv", disable_env_checker=True)
+    if POPULATION_ENV_ID not in gym.registry:
+        gym.register(id=POPULATION_ENV_ID, entry_point="envs.population:PopulationEnv", disable_env_checker=True)
     if importlib.util.find_spec("ray") is not None:
         from ray.tune.registry import register_env
 
         register_env(ENV_ID, make_env)
+        register_env(POPULATION_ENV_ID, make_population_env)
 
 
 _register()

@@ -50,12 +50,14 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 
+from envs.population import REWARDS_INFO
 from trainer import checkpoint
 from trainer import metrics as M
-from trainer.buffer import FlatReplayBuffer
+from trainer.buffer import FlatReplayBuffer, PopulationReplayBuffer
 from trainer.config import AlgorithmSettings
 from trainer.connectors import FrozenObsFilter, RawObsMeanStdFilter, find_obs_filter
-from trainer.learner import ALPHA_VALUE_KEY
+from trainer.learner import AGENTS_KEY, ALPHA_VALUE_KEY
+from trainer.population import SEEDS_KEY, agent_seeds
 
 _SAMPLE_TAG = "portfolio_sample"
 
@@ -63,6 +65,36 @@ _SAMPLE_TAG = "portfolio_sample"
 def _sample_and_metrics(runner: Any) -> tuple[list, dict]:
     """Run on a remote env runner: one sampling round and its metrics (as synchronous_parallel_sample)."""
     return runner.sample(), runner.get_metrics()
+
+
+def _set_noise_stream(runner: Any) -> None:
+    """Run on every env runner of a population: its own exploration-noise stream (its worker index)."""
+    runner.module.set_noise_stream(runner.worker_index)
+
+
+def _with_agent_seeds(config: Any) -> Any:
+    """The config with a population's agent seeds following its seed, in the module's and the env's config.
+
+    ``build_sac_config`` marks a population by ``population_seeds`` in the model config; under Tune the seed
+    is only known here, once the trial's config is resolved.
+    """
+    if isinstance(config, dict):
+        model_config = config.get("_model_config") or {}
+        if SEEDS_KEY not in model_config:
+            return config
+        seeds = agent_seeds(config.get("seed") or 0, len(model_config[SEEDS_KEY]))
+        return {
+            **config,
+            "_model_config": {**model_config, SEEDS_KEY: seeds},
+            "env_config": {**(config.get("env_config") or {}), SEEDS_KEY: seeds},
+        }
+    if config is None or SEEDS_KEY not in (config._model_config or {}):
+        return config
+    config = config.copy(copy_frozen=False)
+    seeds = agent_seeds(config.seed or 0, len(config._model_config[SEEDS_KEY]))
+    config._model_config = {**config._model_config, SEEDS_KEY: seeds}
+    config.env_config = {**config.env_config, SEEDS_KEY: seeds}
+    return config
 
 
 class PortfolioSACConfig(SACConfig):
@@ -86,13 +118,14 @@ class PortfolioSAC(SAC):
         from ray.tune.result import TRIAL_INFO
 
         trial_info = config.get(TRIAL_INFO) if isinstance(config, dict) else None
-        super().__init__(config=config, **kwargs)
+        super().__init__(config=_with_agent_seeds(config), **kwargs)
         if trial_info is not None:
             self._trial_info = trial_info
 
     # --- set-up ---------------------------------------------------------------------------------------
     def setup(self, config: Any) -> None:
         super().setup(config)
+        from envs.population import PopulationEnv
         from envs.portfolio import PortfolioEnv
 
         self.settings = settings = AlgorithmSettings.model_validate(self.config.portfolio)
@@ -100,13 +133,26 @@ class PortfolioSAC(SAC):
             import torch
 
             torch.set_num_threads(settings.resources.torch_threads)
-        self._eval_env = PortfolioEnv(**{**self.config.env_config, "split": settings.evaluation.split})
-        obs_dim = self._eval_env.observation_space.shape[0]
-        act_dim = self._eval_env.action_space.shape[0]
-        self.tickers = list(self._eval_env.market.tickers)
-        self.buffer = FlatReplayBuffer(
-            self.config.replay_buffer_config["capacity"], obs_dim, act_dim, seed=self.config.seed
-        )
+        eval_config = {**self.config.env_config, "split": settings.evaluation.split}
+        capacity = self.config.replay_buffer_config["capacity"]
+        # A population (K agents of this config in batched tensors, trainer.population) or one agent.
+        self.population_seeds: list[int] | None = self.config.env_config.get(SEEDS_KEY)
+        self.diverged_agents: dict[int, str] = {}
+        self.agent_evaluations: list[dict[str, float]] = []
+        if self.population_seeds:
+            self._eval_env = PopulationEnv(**eval_config)
+            self._single_eval_env = self._eval_env.envs[0]
+            self.buffer = PopulationReplayBuffer(
+                capacity, self._eval_env.obs_dim, self._eval_env.act_dim, self.population_seeds
+            )
+            if self.env_runner_group is not None:
+                self.env_runner_group.foreach_env_runner(_set_noise_stream)
+        else:
+            self._eval_env = self._single_eval_env = PortfolioEnv(**eval_config)
+            obs_dim = self._eval_env.observation_space.shape[0]
+            act_dim = self._eval_env.action_space.shape[0]
+            self.buffer = FlatReplayBuffer(capacity, obs_dim, act_dim, seed=self.config.seed)
+        self.tickers = list(self._single_eval_env.market.tickers)
         self._inflight = False
         self._update_credit = 0.0
         self.updates_lifetime = 0  # gradient steps done by this process (benchmarks)
@@ -136,41 +182,57 @@ class PortfolioSAC(SAC):
                 continue
             obs = np.asarray(ep.get_observations(slice(0, n + 1)), np.float32)
             actions = np.asarray(ep.get_actions(slice(0, n)), np.float32)
-            rewards = np.asarray(ep.get_rewards(slice(0, n)), np.float32)
+            if self.population_seeds:
+                # agents side by side -> [steps, K, ...]; each agent's reward from the step's info
+                k = len(self.population_seeds)
+                obs, actions = obs.reshape(n + 1, k, -1), actions.reshape(n, k, -1)
+                rewards = np.stack([info[REWARDS_INFO] for info in ep.get_infos(slice(1, n + 1))]).astype(np.float32)
+            else:
+                rewards = np.asarray(ep.get_rewards(slice(0, n)), np.float32)
             clip = self.settings.reward.clip
             if clip is not None:
                 np.clip(rewards, -clip, clip, out=rewards)
-            terminateds = np.zeros(n, np.float32)
+            terminateds = np.zeros(rewards.shape, np.float32)
             terminateds[-1] = float(ep.is_terminated)  # truncation (end of data/episode) bootstraps
             self.buffer.add(obs[:-1], actions, rewards, obs[1:], terminateds)
             added += n
         return added
 
     def _sample_batch(self, n_steps: int = 1) -> MultiAgentBatch:
-        """``n_steps`` gradient steps' worth of uniformly sampled, normalised transitions."""
-        raw = self.buffer.sample(self.config.total_train_batch_size * n_steps)
+        """``n_steps`` gradient steps' worth of uniformly sampled, normalised transitions.
+
+        A population's columns are agent-major, ``[K, rows, ...]``, as its learner update takes them.
+        """
+        rows = self.config.total_train_batch_size * n_steps
+        raw = self.buffer.sample(rows)
         frozen = FrozenObsFilter.of(self.obs_filter())
+        obs, next_obs = raw["obs"], raw["next_obs"]
         if frozen is not None:
-            obs, next_obs = frozen(raw["obs"]), frozen(raw["next_obs"])
-        else:
-            obs, next_obs = raw["obs"], raw["next_obs"]
+            # the filter's statistics are per component of the agents' side-by-side observation
+            obs = frozen(obs.reshape(rows, -1)).reshape(obs.shape)
+            next_obs = frozen(next_obs.reshape(rows, -1)).reshape(next_obs.shape)
         rewards = raw["rewards"]
         if self.settings.reward.normalize:
-            rewards = rewards / max(self.buffer.reward_std, 1e-8)
-        ones = np.ones(len(rewards), np.float32)  # 1-step returns, uniform importance weights
+            rewards = rewards / np.maximum(self.buffer.reward_std, 1e-8)
+        actions, terminateds = raw["actions"], raw["terminateds"]
+        if self.population_seeds:
+            obs, next_obs, actions, rewards, terminateds = (
+                np.ascontiguousarray(np.swapaxes(x, 0, 1)) for x in (obs, next_obs, actions, rewards, terminateds)
+            )
+        ones = np.ones(rewards.shape, np.float32)  # 1-step returns, uniform importance weights
         # A MultiAgentBatch of numpy arrays: the Learner converts it to tensors on its own device.
         sample = SampleBatch(
             {
                 Columns.OBS: obs,
                 Columns.NEXT_OBS: next_obs,
-                Columns.ACTIONS: raw["actions"],
+                Columns.ACTIONS: actions,
                 Columns.REWARDS: rewards,
-                Columns.TERMINATEDS: raw["terminateds"],
+                Columns.TERMINATEDS: terminateds,
                 "n_step": ones,
                 "weights": ones,
             }
         )
-        return MultiAgentBatch({DEFAULT_MODULE_ID: sample}, env_steps=len(rewards))
+        return MultiAgentBatch({DEFAULT_MODULE_ID: sample}, env_steps=rows)
 
     def _filter_needs_sync(self) -> bool:
         filt = self.obs_filter()
@@ -256,22 +318,34 @@ class PortfolioSAC(SAC):
                     inference_only=True,
                 )
 
-    def _learner_value(self, key: str) -> float | None:
-        value = self.metrics.peek((LEARNER_RESULTS, DEFAULT_MODULE_ID, key), default=None)
+    def _learner_value(self, *key: str) -> float | None:
+        value = self.metrics.peek((LEARNER_RESULTS, DEFAULT_MODULE_ID, *key), default=None)
         return None if value is None else float(value)
 
-    def _check_divergence(self) -> None:
+    def _divergence(self, *agent: str) -> str | None:
+        """Why the agent's (or the single agent's) losses count as diverged, or None."""
         limit = self.settings.divergence.max_critic_loss
         for key in (QF_LOSS_KEY, QF_TWIN_LOSS_KEY, POLICY_LOSS_KEY):
-            value = self._learner_value(key)
+            value = self._learner_value(*agent, key)
             if value is None:
                 continue
             if not math.isfinite(value):
-                self.diverged = f"{key} is {value} (non-finite)"
-            elif key != POLICY_LOSS_KEY and value > limit:
-                self.diverged = f"{key} = {value:.3g} exceeds divergence.max_critic_loss = {limit:.3g}"
-            if self.diverged:
-                return
+                return f"{key} is {value} (non-finite)"
+            if key != POLICY_LOSS_KEY and value > limit:
+                return f"{key} = {value:.3g} exceeds divergence.max_critic_loss = {limit:.3g}"
+        return None
+
+    def _check_divergence(self) -> None:
+        if not self.population_seeds:
+            self.diverged = self._divergence()
+            return
+        # Agents are independent: a diverged agent is marked (its results rank last) and the others go on;
+        # updates stop only when every agent has diverged.
+        for i in range(len(self.population_seeds)):
+            if i not in self.diverged_agents and (reason := self._divergence(AGENTS_KEY, str(i))):
+                self.diverged_agents[i] = reason
+        if len(self.diverged_agents) == len(self.population_seeds):
+            self.diverged = "every agent diverged: " + "; ".join(self.diverged_agents.values())
 
     # --- evaluation -----------------------------------------------------------------------------------
     def evaluate_deterministic(self) -> dict[str, float]:
@@ -281,16 +355,43 @@ class PortfolioSAC(SAC):
         compares like with like across market periods (folds).
         """
         from trainer.baselines import equal_weight_rule
-        from trainer.evaluation import policy_from_algorithm, run_policy, run_weights
+        from trainer.evaluation import policy_from_algorithm, run_policy, run_population, run_weights
 
-        run = run_policy(self._eval_env, policy_from_algorithm(self))
-        evaluation = M.summarize(run)
         if self._equal_weight_evaluation is None:
-            ew_rule = equal_weight_rule(self._eval_env.n_assets)
-            self._equal_weight_evaluation = M.summarize(run_weights(self._eval_env, ew_rule))
-        evaluation[M.SHARPE_MINUS_EW] = evaluation[M.SHARPE] - self._equal_weight_evaluation[M.SHARPE]
-        self.last_evaluation = evaluation
-        return evaluation
+            ew_rule = equal_weight_rule(self._single_eval_env.n_assets)
+            self._equal_weight_evaluation = M.summarize(run_weights(self._single_eval_env, ew_rule))
+        ew_sharpe = self._equal_weight_evaluation[M.SHARPE]
+        policy = policy_from_algorithm(self)
+        if not self.population_seeds:
+            evaluation = M.summarize(run_policy(self._eval_env, policy))
+            evaluation[M.SHARPE_MINUS_EW] = evaluation[M.SHARPE] - ew_sharpe
+            self.last_evaluation = evaluation
+            return evaluation
+        # A population: every agent over the same days in one batched pass; the population's figures are the
+        # agents' medians (what ASHA and Tune's checkpoint ranking compare: a configuration, across its seeds).
+        self.agent_evaluations = []
+        for run in run_population(self._eval_env, policy):
+            evaluation = M.summarize(run)
+            evaluation[M.SHARPE_MINUS_EW] = evaluation[M.SHARPE] - ew_sharpe
+            self.agent_evaluations.append(evaluation)
+        self.last_evaluation = self._agent_median(self._ranked_agent_evaluations())
+        return self.last_evaluation
+
+    def _ranked_agent_evaluations(self) -> list[dict[str, float]]:
+        """Each agent's last evaluation; a diverged agent's Sharpe figures are -inf (it must never rank)."""
+        out = []
+        for i, evaluation in enumerate(self.agent_evaluations):
+            evaluation = dict(evaluation)
+            if i in self.diverged_agents:
+                evaluation[M.SHARPE] = evaluation[M.SHARPE_MINUS_EW] = -math.inf
+            out.append(evaluation)
+        return out
+
+    @staticmethod
+    def _agent_median(evaluations: list[dict[str, float]]) -> dict[str, float]:
+        if not evaluations:
+            return {}
+        return {key: float(np.median([e[key] for e in evaluations])) for key in evaluations[0]}
 
     def step(self) -> dict:
         result = super().step()
@@ -341,10 +442,11 @@ class PortfolioSAC(SAC):
         qf, qf_twin = learner.get(QF_LOSS_KEY), learner.get(QF_TWIN_LOSS_KEY)
         critic = (num(qf) + num(qf_twin)) / 2 if qf is not None and qf_twin is not None else num(qf)
         filt = self.obs_filter()
+        agents = len(self.population_seeds or [None])  # every trained row is one sample for each agent
         section: dict[str, Any] = {
             M.ENV_STEPS: env_steps,
             M.ENV_STEPS_PER_S: (env_steps - prev_steps) / dt,
-            M.TRAINED_SAMPLES_PER_S: (trained - prev_trained) / dt,
+            M.TRAINED_SAMPLES_PER_S: agents * (trained - prev_trained) / dt,
             M.CRITIC_LOSS: critic,
             M.ACTOR_LOSS: num(learner.get(POLICY_LOSS_KEY)),
             M.ALPHA: num(learner.get(ALPHA_VALUE_KEY)),
@@ -359,10 +461,39 @@ class PortfolioSAC(SAC):
             M.DIVERGED_REASON: self.diverged or "",
             M.VALIDATION: dict(self.last_evaluation),
         }
+        if self.population_seeds:
+            section[M.AGENTS] = self._agents_section(learner.get(AGENTS_KEY, {}))
+            section[M.VALIDATION] = self._agent_median(self._ranked_agent_evaluations())
         if self.diverged:
             # A diverged state must never rank as a sweep's best checkpoint or survive ASHA.
             section[M.VALIDATION][M.SHARPE] = section[M.VALIDATION][M.SHARPE_MINUS_EW] = -math.inf
         return section
+
+    def _agents_section(self, learner: dict[str, Any]) -> list[dict[str, Any]]:
+        """Per agent of a population: its seed, learner figures (``learner``: this iteration's per-agent
+        learner results), divergence and last validation pass."""
+        evaluations = self._ranked_agent_evaluations()
+        out = []
+        for i, seed in enumerate(self.population_seeds or []):
+
+            def value(key: str, i: int = i) -> float:
+                v = learner.get(str(i), {}).get(key)
+                return float("nan") if v is None else float(v)
+
+            reason = self.diverged_agents.get(i, "")
+            out.append(
+                {
+                    M.AGENT_SEED: seed,
+                    M.CRITIC_LOSS: (value(QF_LOSS_KEY) + value(QF_TWIN_LOSS_KEY)) / 2,
+                    M.ACTOR_LOSS: value(POLICY_LOSS_KEY),
+                    M.ALPHA: value(ALPHA_VALUE_KEY),
+                    M.ENTROPY: -value(LOGPS_KEY),
+                    M.DIVERGED: bool(reason),
+                    M.DIVERGED_REASON: reason,
+                    M.VALIDATION: evaluations[i] if i < len(evaluations) else {},
+                }
+            )
+        return out
 
     # --- checkpoints ----------------------------------------------------------------------------------
     def save_to_path(
@@ -385,6 +516,12 @@ class PortfolioSAC(SAC):
             "obs_filter_count": filt.stats().count if filt is not None else 0,
             "history": self.history,
         }
+        if self.population_seeds:
+            extra.update(
+                population_seeds=self.population_seeds,
+                diverged_agents={str(i): reason for i, reason in self.diverged_agents.items()},
+                agent_evaluations=self.agent_evaluations,
+            )
         checkpoint.write_state(out, extra)
         checkpoint.write_manifest(out)  # last: it covers every file above
         return out
@@ -420,3 +557,5 @@ class PortfolioSAC(SAC):
         self._update_credit = float(extra.get("update_credit", 0.0))
         self.last_evaluation = dict(extra.get("last_evaluation") or {})
         self.history = list(extra.get("history") or [])
+        self.diverged_agents = {int(i): reason for i, reason in (extra.get("diverged_agents") or {}).items()}
+        self.agent_evaluations = list(extra.get("agent_evaluations") or [])

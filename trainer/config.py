@@ -54,6 +54,9 @@ class SACSettings(Strict):
     target_entropy: Literal["auto"] | float = "auto"
     initial_alpha: float = Field(1.0, gt=0)
     rollout_fragment_length: int = Field(1, ge=1)
+    # K independent agents (seeds seed .. seed + K - 1) trained in one trial with batched tensors
+    # (trainer.population); None trains one agent with RLlib's own module.
+    population: int | None = Field(None, ge=1)
 
     @field_validator("target_entropy", mode="before")
     @classmethod

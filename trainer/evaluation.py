@@ -53,6 +53,23 @@ def make_policy(module: Any, obs_filter: FrozenObsFilter | None) -> Policy:
     return policy
 
 
+def make_agent_policy(module: Any, obs_filter: FrozenObsFilter | None, agent: int) -> Policy:
+    """Agent ``agent`` of a population module as a policy on its own raw observations (one env's).
+
+    The filter holds the population's statistics side by side; the agent's slice normalises its observations.
+    """
+    module.eval()
+    dim = module.obs_dim
+    sl = slice(agent * dim, (agent + 1) * dim)
+    own = None if obs_filter is None else FrozenObsFilter(obs_filter.mean[sl], obs_filter.std[sl], obs_filter.clip)
+
+    def policy(raw_obs: NDArray[np.float32]) -> NDArray[np.float32]:
+        obs = raw_obs if own is None else own(raw_obs)
+        return module.agent_action(agent, obs)[0]
+
+    return policy
+
+
 def policy_from_algorithm(algo: Any) -> Policy:
     """The deterministic policy of a live ``PortfolioSAC`` (module of the local env runner)."""
     return make_policy(algo.get_module(), FrozenObsFilter.of(algo.obs_filter()))
@@ -84,24 +101,37 @@ def run_weights(env: Any, target_weights: Callable[[Any], NDArray[np.float64]]) 
     return _run(env, lambda obs: env.step_weights(target_weights(env)))
 
 
+def run_population(env: Any, policy: Policy) -> list[EvalRun]:
+    """Run a population's policy (all agents' raw observations -> all agents' actions) over one episode of
+    ``env`` (an ``envs.population.PopulationEnv``): one ``EvalRun`` per agent, as ``run_policy`` would give
+    for that agent alone."""
+    from envs.population import AGENTS_INFO
+
+    per_agent = _episode_infos(env, lambda obs: env.step(policy(obs)))
+    return [_eval_run([info[AGENTS_INFO][i] for info in per_agent]) for i in range(env.n_agents)]
+
+
 def _run(env: Any, step: Callable[[NDArray[np.float32]], tuple]) -> EvalRun:
+    return _eval_run(_episode_infos(env, step))
+
+
+def _episode_infos(env: Any, step: Callable[[NDArray[np.float32]], tuple]) -> list[dict[str, Any]]:
     obs, _ = env.reset(seed=0)
-    rets, turns, costs, values, weights, idx = [], [], [], [], [], []
+    infos = []
     done = False
     while not done:
         obs, _, terminated, truncated, info = step(obs)
         done = terminated or truncated
-        rets.append(info["net_return"])
-        turns.append(info["turnover"])
-        costs.append(info["cost"])
-        values.append(info["portfolio_value"])
-        weights.append(info["weights"])
-        idx.append(info["step_index"])
+        infos.append(info)
+    return infos
+
+
+def _eval_run(infos: list[dict[str, Any]]) -> EvalRun:
     return EvalRun(
-        np.array(rets),
-        np.array(turns),
-        np.array(costs),
-        np.array(values),
-        np.array(weights),
-        np.array(idx, dtype=np.int64),
+        np.array([i["net_return"] for i in infos]),
+        np.array([i["turnover"] for i in infos]),
+        np.array([i["cost"] for i in infos]),
+        np.array([i["portfolio_value"] for i in infos]),
+        np.array([i["weights"] for i in infos]),
+        np.array([i["step_index"] for i in infos], dtype=np.int64),
     )

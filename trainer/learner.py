@@ -61,6 +61,9 @@ from ray.rllib.utils.numpy import MAX_LOG_NN_OUTPUT, MIN_LOG_NN_OUTPUT
 
 from trainer.catalog import ConcatObsActionEncoder
 from trainer.optim import MergedAdam, all_reduce_mean
+from trainer.population import PopulationLinear, PopulationSACModule, derived_seed
+
+_LINEAR = (torch.nn.Linear, PopulationLinear)
 
 
 def _ops(*parts: torch.nn.Module) -> list[torch.nn.Module]:
@@ -71,12 +74,17 @@ def _ops(*parts: torch.nn.Module) -> list[torch.nn.Module]:
     return out
 
 
+def _linear(x: torch.Tensor, op: torch.nn.Module, detach: bool = False) -> torch.Tensor:
+    """A ``Linear`` layer, or a population's stacked layers (``[K, B, in] -> [K, B, out]``, one ``baddbmm``)."""
+    w, b = (op.weight.detach(), op.bias.detach()) if detach else (op.weight, op.bias)
+    return torch.baddbmm(b, x, w) if isinstance(op, PopulationLinear) else F.linear(x, w, b)
+
+
 def _forward(x: torch.Tensor, ops: list[torch.nn.Module], detach: bool = False, fresh: bool = False) -> torch.Tensor:
     # fresh: x is a Linear output no one else reads, so a ReLU may overwrite it (addmm's backward never reads it)
     for op in ops:
-        if isinstance(op, torch.nn.Linear):
-            w, b = (op.weight.detach(), op.bias.detach()) if detach else (op.weight, op.bias)
-            x, fresh = F.linear(x, w, b), True
+        if isinstance(op, _LINEAR):
+            x, fresh = _linear(x, op, detach), True
         elif fresh and type(op) is torch.nn.ReLU:
             x, fresh = F.relu(x, inplace=True), False
         else:
@@ -88,6 +96,7 @@ def _forward(x: torch.Tensor, ops: list[torch.nn.Module], detach: bool = False, 
 ALPHA_LOSS_KEY = "alpha_loss"
 ALPHA_VALUE_KEY = "alpha_value"
 LOG_ALPHA_VALUE_KEY = "log_alpha_value"
+AGENTS_KEY = "agents"  # a population's per-agent learner metrics: (module id, AGENTS_KEY, agent index, key)
 _METRIC_KEYS = (
     POLICY_LOSS_KEY,
     QF_LOSS_KEY,
@@ -101,6 +110,7 @@ _METRIC_KEYS = (
     QF_MIN_KEY,
     TD_ERROR_MEAN_KEY,
 )
+AGENT_METRIC_KEYS = (POLICY_LOSS_KEY, QF_LOSS_KEY, QF_TWIN_LOSS_KEY, ALPHA_VALUE_KEY, LOGPS_KEY)
 
 
 def _squashed_gaussian(logits: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,33 +146,41 @@ def _sac_losses(
     asked) the metrics it logs. The Gaussian noise comes in as ``eps``/``eps_next``, drawn by the caller in
     RLlib's order, so the function has no random ops of its own."""
     alpha = torch.exp(log_alpha)
+    # log-alpha is [1] for one agent and [K] for a population, whose tensors are [K, B, ...]: broadcast over B
+    log_alpha_b = log_alpha.unsqueeze(-1) if plan["population"] else log_alpha
+    alpha_b = torch.exp(log_alpha_b)
     actions_pi, logp = _squashed_gaussian(_forward(obs, plan["pi"]), eps)
     with torch.no_grad():
         actions_next, logp_next = _squashed_gaussian(_forward(next_obs, plan["pi"]), eps_next)
         x_next = torch.cat([next_obs, actions_next], dim=-1)
         t1, t2 = plan["target"]
         q_target = torch.min(_forward(x_next, t1), _forward(x_next, t2)).squeeze(-1)
-        target = rewards + discount * ((1.0 - terminated) * (q_target - alpha * logp_next))
+        target = rewards + discount * ((1.0 - terminated) * (q_target - alpha_b * logp_next))
 
     x = torch.cat([obs, actions], dim=-1)
     action_shift = actions_pi - actions
     q_replay, q_policy = [], []
     for ops in plan["q"]:
         first = ops[0]
-        h = F.linear(x, first.weight, first.bias)
+        h = _linear(x, first)
         # The first layer is linear, so W [obs, a_pi] + b = (W [obs, a] + b) + W_act (a_pi - a): the obs part
         # (most of the layer's compute) is shared with the replay pass. Detached weights: RLlib computes the
         # actor loss with the critics frozen. h_pi is a new tensor, so both may then be activated in place.
-        h_pi = torch.addmm(h.detach(), action_shift, first.weight.detach()[:, plan["obs_dim"] :].t())
+        if plan["population"]:
+            h_pi = torch.baddbmm(h.detach(), action_shift, first.weight.detach()[:, plan["obs_dim"] :])
+        else:
+            h_pi = torch.addmm(h.detach(), action_shift, first.weight.detach()[:, plan["obs_dim"] :].t())
         q_replay.append(_forward(h, ops[1:], fresh=True).squeeze(-1))
         q_policy.append(_forward(h_pi, ops[1:], detach=True, fresh=True).squeeze(-1))
 
-    qf_loss = torch.mean(weights * F.huber_loss(q_replay[0], target, reduction="none", delta=1.0))
-    qf_twin_loss = torch.mean(weights * F.huber_loss(q_replay[1], target, reduction="none", delta=1.0))
+    # Means over the batch (the last axis): one loss per agent in a population ([K]), the sum of which is
+    # minimised, so each agent's parameters get the gradient of its own losses only.
+    qf_loss = torch.mean(weights * F.huber_loss(q_replay[0], target, reduction="none", delta=1.0), dim=-1)
+    qf_twin_loss = torch.mean(weights * F.huber_loss(q_replay[1], target, reduction="none", delta=1.0), dim=-1)
     q_curr = torch.min(q_policy[0], q_policy[1])
-    policy_loss = torch.mean(alpha.detach() * logp - q_curr)
-    alpha_loss = -torch.mean(log_alpha * (logp.detach() + target_entropy))
-    total = policy_loss + qf_loss + qf_twin_loss + alpha_loss
+    policy_loss = torch.mean(alpha_b.detach() * logp - q_curr, dim=-1)
+    alpha_loss = -torch.mean(log_alpha_b * (logp.detach() + target_entropy), dim=-1)
+    total = (policy_loss + qf_loss + qf_twin_loss + alpha_loss).sum()
     if not with_metrics:
         return total, None
     with torch.no_grad():
@@ -173,13 +191,13 @@ def _sac_losses(
             qf_loss.detach(),
             qf_twin_loss.detach(),
             alpha_loss.detach(),
-            alpha.detach()[0],
-            log_alpha.detach()[0],
-            torch.mean(logp.detach()),
-            torch.mean(q),
-            torch.max(q),
-            torch.min(q),
-            torch.mean(td_error),
+            alpha.detach() if plan["population"] else alpha.detach()[0],
+            log_alpha.detach() if plan["population"] else log_alpha.detach()[0],
+            torch.mean(logp.detach(), dim=-1),
+            torch.mean(q, dim=-1),
+            torch.amax(q, dim=-1),
+            torch.amin(q, dim=-1),
+            torch.mean(td_error, dim=-1),
         )
     return total, metrics
 
@@ -191,6 +209,18 @@ class FusedSACTorchLearner(SACTorchLearner):
         super().build()
         self._fused_cache: dict[str, dict[str, Any]] = {}
         self._merged_adam: dict[str, MergedAdam] = {}
+        self._agent_generators: dict[str, list[torch.Generator]] = {}
+        for mid, module in self.module.items():
+            module = module.unwrapped()
+            if isinstance(module, PopulationSACModule):
+                # one log-alpha per agent (RLlib makes one per module); the alpha optimizer holds this tensor
+                initial = math.log(self.config.get_config_for_module(mid).initial_alpha)
+                alpha = self.curr_log_alpha[mid]
+                alpha.data = torch.full((module.n_agents,), initial, dtype=alpha.dtype, device=alpha.device)
+                self._agent_generators[mid] = [
+                    torch.Generator(device=self._device).manual_seed(derived_seed(seed, "learner"))
+                    for seed in module.seeds
+                ]
         # Adam's fused kernel (one pass over all tensors of a group) instead of the per-tensor loop: the same
         # update rule; several times fewer ops for the ~20 parameter tensors of each SAC optimizer.
         for opt in self._named_optimizers.values():
@@ -206,30 +236,43 @@ class FusedSACTorchLearner(SACTorchLearner):
         config = self.config.get_config_for_module(module_id)
         plan = None
         encoders = (module.qf_encoder, getattr(module, "qf_twin_encoder", None))
+        population = isinstance(module, PopulationSACModule)
         if (
             config.twin_q
             and isinstance(module.action_space, gym.spaces.Box)
-            and all(isinstance(e, ConcatObsActionEncoder) for e in encoders)
+            and (population or all(isinstance(e, ConcatObsActionEncoder) for e in encoders))
             and config.grad_clip is None
         ):
             q1, q2 = _ops(module.qf_encoder, module.qf), _ops(module.qf_twin_encoder, module.qf_twin)
             t1 = _ops(module.target_qf_encoder, module.target_qf)
             t2 = _ops(module.target_qf_twin_encoder, module.target_qf_twin)
             pi = _ops(module.pi_encoder, module.pi)
-            parameterised = [op for op in pi + q1 + q2 if not isinstance(op, torch.nn.Linear) and list(op.parameters())]
-            if not parameterised and isinstance(q1[0], torch.nn.Linear):
+            parameterised = [op for op in pi + q1 + q2 if not isinstance(op, _LINEAR) and list(op.parameters())]
+            if not parameterised and isinstance(q1[0], _LINEAR):
                 pairs = module.get_target_network_pairs()
                 plan = {
                     "pi": pi,
                     "q": (q1, q2),
                     "target": (t1, t2),
-                    "obs_dim": int(module.observation_space.shape[0]),
-                    "act_dim": int(module.action_space.shape[0]),
+                    "population": population,
+                    "obs_dim": module.obs_dim if population else int(module.observation_space.shape[0]),
+                    "act_dim": module.act_dim if population else int(module.action_space.shape[0]),
                     "main_params": [p for main, _ in pairs for p in main.parameters()],
                     "target_params": [p for _, target in pairs for p in target.parameters()],
                 }
+        if plan is None and population:
+            raise ValueError("a population trains with twin critics and without gradient clipping only")
         self._fused_cache[module_id] = plan
         return plan
+
+    def _get_target_entropy(self, module_id: str) -> float:
+        # RLlib's "auto" is -(action size); a population's action holds K agents' actions, each its own -act_dim
+        target = super()._get_target_entropy(module_id)
+        module = self.module[module_id].unwrapped()
+        config_value = self.config.get_config_for_module(module_id).target_entropy
+        if isinstance(module, PopulationSACModule) and config_value in (None, "auto"):
+            target = target / module.n_agents
+        return target
 
     # --- the update ---------------------------------------------------------------------------------
     def _update(self, batch: dict[str, Any], **kwargs: Any) -> tuple[Any, Any, Any]:
@@ -237,15 +280,18 @@ class FusedSACTorchLearner(SACTorchLearner):
         # no copies): PortfolioSAC sends all the gradient steps of a sampling round in one call without
         # RLlib's minibatch iterator, whose per-minibatch slicing, tensor conversion and metrics bookkeeping
         # cost ~1-2 ms per step on a CPU. Anything else is one step on the whole batch, as in RLlib.
+        # A population's columns are agent-major, [K, rows, ...]: its steps are slices of the second axis.
         size = self.config.train_batch_size_per_learner
-        rows = len(next(iter(next(iter(batch.values())).values())))
+        axis = {m: 1 if self._agent_generators.get(m) else 0 for m in batch}
+        mid, columns = next(iter(batch.items()))
+        rows = next(iter(columns.values())).shape[axis[mid]]
         steps = rows // size if rows > size and rows % size == 0 else 1
         out: tuple[Any, Any, Any] = ({}, {}, {})
         for i in range(steps):
             part = (
                 batch
                 if steps == 1
-                else {m: {k: v[i * size : (i + 1) * size] for k, v in b.items()} for m, b in batch.items()}
+                else {m: {k: v.narrow(axis[m], i * size, size) for k, v in b.items()} for m, b in batch.items()}
             )
             # RLlib keeps these metrics with window=1 (the last step's values): compute them only there.
             out = self._step(part, with_metrics=i == steps - 1, **kwargs)
@@ -267,9 +313,15 @@ class FusedSACTorchLearner(SACTorchLearner):
         log_alpha = self.curr_log_alpha[module_id]
         # The two Gaussian draws of DefaultSACTorchRLModule._forward_train_continuous, in its order (the
         # re-sampled action for obs, then the next action), made here so the loss function has no random ops.
-        shape = (obs.shape[0], plan["act_dim"])
-        eps = torch.randn(shape, dtype=obs.dtype, device=obs.device)
-        eps_next = torch.randn(shape, dtype=obs.dtype, device=obs.device)
+        generators = self._agent_generators.get(module_id)
+        if generators:  # a population: each agent's draws from its own generator, [K, B, act_dim]
+            shape = (obs.shape[1], plan["act_dim"])
+            eps = torch.stack([torch.randn(shape, generator=g, device=obs.device) for g in generators])
+            eps_next = torch.stack([torch.randn(shape, generator=g, device=obs.device) for g in generators])
+        else:
+            shape = (obs.shape[0], plan["act_dim"])
+            eps = torch.randn(shape, dtype=obs.dtype, device=obs.device)
+            eps_next = torch.randn(shape, dtype=obs.dtype, device=obs.device)
         discount = config.gamma ** batch["n_step"]
         total, metrics = _sac_losses(
             plan,
@@ -298,6 +350,13 @@ class FusedSACTorchLearner(SACTorchLearner):
         self._polyak(module_id)
         if metrics is not None:
             logged = dict(zip(_METRIC_KEYS, metrics, strict=True))
+            if generators:
+                # a population: each agent's own values under (module, "agents", index), their means as usual
+                for i in range(len(generators)):
+                    self.metrics.log_dict(
+                        {k: logged[k][i] for k in AGENT_METRIC_KEYS}, key=(module_id, AGENTS_KEY, str(i)), window=1
+                    )
+                logged = {k: v.mean() for k, v in logged.items()}
             logged["target_entropy"] = self.target_entropy[module_id]
             self.metrics.log_dict(logged, key=module_id, window=1)
         return total.detach()
@@ -308,14 +367,19 @@ class FusedSACTorchLearner(SACTorchLearner):
     # add it to the learner state (tests/trainer/test_learner.py checks the round trip).
     def get_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         state = super().get_state(*args, **kwargs)
-        state["curr_log_alpha"] = {mid: float(v.detach().cpu()[0]) for mid, v in self.curr_log_alpha.items()}
+        # one float per module; a list of K for a population of K > 1 agents
+        state["curr_log_alpha"] = {
+            mid: float(v.detach().cpu()[0]) if v.numel() == 1 else v.detach().cpu().tolist()
+            for mid, v in self.curr_log_alpha.items()
+        }
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
         for mid, value in (state.get("curr_log_alpha") or {}).items():
+            param = self.curr_log_alpha[mid]
             with torch.no_grad():
-                self.curr_log_alpha[mid].fill_(value)
+                param.copy_(torch.as_tensor(value, dtype=param.dtype).expand_as(param))
 
     # --- target networks ----------------------------------------------------------------------------
     @torch.no_grad()

@@ -57,6 +57,8 @@ DIVERGED = "diverged"
 DIVERGED_REASON = "diverged_reason"
 BUFFER_SIZE = "buffer_size"
 FILTER_COUNT = "obs_filter_count"
+AGENTS = "agents"  # sub-section of PORTFOLIO in a population: one dict per agent (AGENT_SEED, VALIDATION, ...)
+AGENT_SEED = "seed"
 
 # --- run outcomes (trainer.train's summary.json and the sweep report) ----------------------------------------
 STATUS_COMPLETED = "completed"

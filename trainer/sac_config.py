@@ -46,6 +46,7 @@ def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = N
     from trainer.catalog import ConcatQSACCatalog
     from trainer.connectors import make_env_to_module_connector
     from trainer.learner import FusedSACTorchLearner
+    from trainer.population import SEEDS_KEY, PopulationSACModule, agent_seeds
 
     po = dict(param_overrides or {})
 
@@ -96,12 +97,20 @@ def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = N
             ]
         }
     seed = pick("seed", exp.seed)
+    population = sac.population
+    module_class: type = DefaultSACTorchRLModule
+    if population is not None:
+        # The agents' seeds follow the trial's seed (PortfolioSAC sets them from the resolved seed, which
+        # may be a Tune domain here); the list's length tells the module and the env how many agents.
+        seeds = agent_seeds(seed if isinstance(seed, int) else exp.seed, population)
+        model_config[SEEDS_KEY] = seeds
+        module_class = PopulationSACModule
     if po:
         raise ExperimentError(f"cannot sweep or override {', '.join(sorted(po))} at the RLlib level")
 
     config = (
         PortfolioSAC.get_default_config()
-        .environment(envs.ENV_ID, env_config=env_config)
+        .environment(envs.ENV_ID if population is None else envs.POPULATION_ENV_ID, env_config=env_config)
         .framework("torch")
         .env_runners(
             num_env_runners=res.num_env_runners,
@@ -122,7 +131,9 @@ def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = N
         .training(**training)
         .rl_module(
             model_config=model_config,
-            rl_module_spec=RLModuleSpec(module_class=DefaultSACTorchRLModule, catalog_class=ConcatQSACCatalog),
+            rl_module_spec=RLModuleSpec(
+                module_class=module_class, catalog_class=None if population else ConcatQSACCatalog
+            ),
         )
         .callbacks(PortfolioCallbacks)
         .reporting(
