@@ -57,7 +57,7 @@ def test_a_non_finite_agent_action_is_traded_as_zero_and_flagged_without_touchin
     zeroed = action.copy()
     zeroed[: pop.act_dim] = 0.0
     obs, _, _, _, info = pop.step(bad)
-    ref_obs, _, _, _, ref_info = ref.step(zeroed)
+    ref_obs, *_ = ref.step(zeroed)
     np.testing.assert_array_equal(obs, ref_obs)
     assert info[AGENTS_INFO][0]["invalid_action"] is True
     assert "invalid_action" not in info[AGENTS_INFO][1]
