@@ -102,8 +102,9 @@ def format_plan(plan: dict[str, Any]) -> str:
     for name, overrides in plan["variants"].items():
         lines.append(f"  variant {name}: {overrides or '(the experiment as written)'}")
     for key, spec in plan["search_space"].items():
-        grouped = f" -> {len(plan['trial_seeds'])} population(s) from seeds {plan['trial_seeds']}"
-        lines.append(f"  {key}: {spec}" + (grouped if key == SEED_KEY and plan["trial_seeds"] else ""))
+        firsts = plan["trial_seeds"] if key == SEED_KEY else None
+        grouped = f" -> {len(firsts)} population(s) from seeds {firsts}" if firsts else ""
+        lines.append(f"  {key}: {spec}{grouped}")
     if plan["num_samples"] > 1:
         lines.append(f"  num_samples: {plan['num_samples']}")
     s = plan["scheduler"]

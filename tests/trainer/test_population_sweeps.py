@@ -63,6 +63,9 @@ def test_a_population_without_a_swept_seed_is_one_trial_per_grid_point():
     exp = load_experiment("smoke", {"sac.population": 4})
     plan = build_plan(exp)
     assert plan["trials"] == 2 and plan["agents_per_trial"] == 4 and plan["trial_seeds"] is None
+    text = format_plan(plan)
+    assert text.startswith("experiment smoke: 2 trial(s) x 4 agents (a population of seeds s .. s+3 per trial)")
+    assert "  model.hidden: {'grid_search': [[32, 32], [16]]}\n" in text
 
 
 @pytest.mark.parametrize(
