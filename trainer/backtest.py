@@ -26,12 +26,13 @@ from typing import Any
 import pandas as pd
 
 from envs.market import MarketData, load_market_for
+from envs.population import SEEDS_KEY
 from envs.portfolio import PortfolioEnv
 from envs.settings import PortfolioSettings
 from trainer import metrics as M
 from trainer import report as R
 from trainer.baselines import DESCRIPTIONS, LOOKAHEAD, run_baselines
-from trainer.checkpoint import CheckpointError, load_policy
+from trainer.checkpoint import CheckpointError, load_policy, population_seeds
 from trainer.console import quiet_logging
 from trainer.evaluation import EvalRun, run_policy
 
@@ -58,6 +59,8 @@ class Simulation:
     runs: dict[str, EvalRun]
     not_fitted: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    agent: int | None = None  # which agent of a population checkpoint (None: a single agent)
+    seed: int | None = None  # that agent's seed
 
 
 def _window(market: MarketData, split: str) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -113,6 +116,7 @@ def simulate(
     cost_bps: float | None = None,
     baselines: bool = True,
     fold: int | None = None,
+    agent: int | None = None,
 ) -> Simulation:
     """Run the checkpoint's policy (frozen filter, tanh of the mean) and, with ``baselines``, every baseline.
 
@@ -126,6 +130,8 @@ def simulate(
         baselines: also run the classical baselines.
         fold: evaluate on this walk-forward fold's windows (of the checkpoint's fold layout) instead of the
             checkpoint's own windows.
+        agent: of a population checkpoint (``sac.population``), the agent to run (0 .. K-1); required there,
+            refused for a single agent.
     """
     from envs.data import DataError
 
@@ -137,10 +143,11 @@ def simulate(
             raise BacktestError(f"--cost-bps {cost_bps!r}: {exc}") from None
     try:
         # verified (manifest: sizes and hashes) and restored once for the policy and its state
-        policy, state = load_policy(checkpoint, usable=True)
+        policy, state = load_policy(checkpoint, usable=True, agent=agent)
     except CheckpointError as exc:
         raise BacktestError(str(exc)) from None
     env_cfg = dict(state["env_config"])
+    env_cfg.pop(SEEDS_KEY, None)  # a population's agent runs alone, in one env of its own
     if data is not None:
         env_cfg["data"] = data
     if cost_bps is not None:
@@ -170,7 +177,19 @@ def simulate(
         runs.update(baseline_runs)
         not_fitted = baseline_runs.not_fitted
     overlap = training_overlap(state, env_cfg, market, split)
-    return Simulation(checkpoint, split, state, env_cfg, market, runs, not_fitted, [overlap] if overlap else [])
+    seeds = population_seeds(state)
+    return Simulation(
+        checkpoint,
+        split,
+        state,
+        env_cfg,
+        market,
+        runs,
+        not_fitted,
+        [overlap] if overlap else [],
+        agent,
+        seeds[agent] if seeds and agent is not None else None,
+    )
 
 
 def run_backtest(
@@ -180,15 +199,21 @@ def run_backtest(
     cost_bps: float | None = None,
     out_dir: Path | None = None,
     fold: int | None = None,
+    agent: int | None = None,
 ) -> dict[str, Any]:
-    """Backtest ``checkpoint`` on ``split``, write the report; returns the ``backtest.json`` content."""
-    sim = simulate(checkpoint, split, data, cost_bps, fold=fold)
+    """Backtest ``checkpoint`` on ``split``, write the report; returns the ``backtest.json`` content.
+
+    ``agent`` picks one agent of a population checkpoint (see ``simulate``); its default report directory
+    is ``backtest_<split>_agent<agent>``, so the agents' reports sit side by side.
+    """
+    sim = simulate(checkpoint, split, data, cost_bps, fold=fold, agent=agent)
     checkpoint, state, env_cfg, market, runs = sim.checkpoint, sim.state, sim.env_config, sim.market, sim.runs
     strategies = {name: M.performance(r) for name, r in runs.items()}
     for name in strategies:
         strategies[name]["lookahead"] = name in LOOKAHEAD
 
-    out_dir = Path(out_dir) if out_dir else checkpoint.parent.parent / f"backtest_{split}"
+    suffix = f"_agent{agent}" if agent is not None else ""
+    out_dir = Path(out_dir) if out_dir else checkpoint.parent.parent / f"backtest_{split}{suffix}"
     out_dir.mkdir(parents=True, exist_ok=True)
     sac_run = runs[SAC]
     dates = market.dates[sac_run.step_indices + 1]  # value after holding from day t to t+1
@@ -210,6 +235,7 @@ def run_backtest(
     facts = [
         *(f"WARNING: {w}" for w in sim.warnings),
         f"checkpoint: {checkpoint}",
+        *([_agent_line(sim)] if sim.agent is not None else []),
         f"data: {env_cfg['data']} ({len(market.tickers)} assets); split: {split}, {first.date()} .. {last.date()} "
         f"({rng.n_rows - 1} trading days)",
         f"costs: {env_cfg['cost_bps']:g} bp on turnover, paid from the portfolio value; daily rebalancing for all",
@@ -237,12 +263,19 @@ def run_backtest(
         "cost_bps": env_cfg["cost_bps"],
         "tickers": list(market.tickers),
         "fold": env_cfg.get("fold"),
+        "agent": sim.agent,
+        "seed": sim.seed,
         "not_fitted": sim.not_fitted,
         "warnings": sim.warnings,
         "out_dir": str(out_dir),
     }
     (out_dir / "backtest.json").write_text(json.dumps(R.nan_to_none(result), indent=2))
     return result
+
+
+def _agent_line(sim: Simulation) -> str:
+    n = len(population_seeds(sim.state) or [])
+    return f"agent {sim.agent} (seed {sim.seed}) of a population of {n} trained together (sac.population)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,21 +287,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fold", type=int, help="evaluate on this walk-forward fold's windows (default: the checkpoint's own)"
     )
+    parser.add_argument(
+        "--agent", type=int, help="of a population checkpoint (sac.population): the agent to backtest, 0 .. K-1"
+    )
     parser.add_argument("--out", type=Path, help="output directory")
     parser.add_argument("--verbose", action="store_true", help="show Ray/RLlib log output on the terminal")
     args = parser.parse_args(argv)
     # RLlib's notices while restoring the module (deprecations) are not for the terminal; errors still are.
     quiet_logging(None, args.verbose)
     try:
-        result = run_backtest(args.checkpoint, args.split, args.data, args.cost_bps, args.out, args.fold)
+        result = run_backtest(args.checkpoint, args.split, args.data, args.cost_bps, args.out, args.fold, args.agent)
     except BacktestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for warning in result["warnings"]:
         print(f"WARNING: {warning}", file=sys.stderr)
     d = result["dates"]
+    agent = f" of agent {result['agent']} (seed {result['seed']})" if result["agent"] is not None else ""
     print(
-        f"Backtest on the {result['split']} split {d['start']} .. {d['end']} ({d['n_days']} days), "
+        f"Backtest{agent} on the {result['split']} split {d['start']} .. {d['end']} ({d['n_days']} days), "
         f"{result['cost_bps']:g} bp costs"
     )
     print(R.text_table(result["strategies"]))

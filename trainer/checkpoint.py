@@ -33,8 +33,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from envs.population import SEEDS_KEY
 from trainer.buffer import BUFFER_FILE
-from trainer.evaluation import Policy, make_policy
+from trainer.evaluation import Policy, make_agent_policy, make_policy
 
 STATE_FILE = "portfolio_state.json"
 RLLIB_CHECKPOINT_FILE = "rllib_checkpoint.json"
@@ -334,16 +335,28 @@ def remove_stale_temp_dirs(checkpoint_dir: Path) -> list[Path]:
 
 
 # --- the policy -----------------------------------------------------------------------------------------------
-def load_policy(checkpoint: Path | str, usable: bool = False) -> tuple[Policy, dict[str, Any]]:
+def load_policy(
+    checkpoint: Path | str, usable: bool = False, agent: int | None = None
+) -> tuple[Policy, dict[str, Any]]:
     """Restore the RL module and the frozen filter statistics of a checkpoint, without building an Algorithm.
 
     The checkpoint is verified first (``read_state``; with ``usable``, ``read_usable_state``), once. A
     checkpoint trained with the observation filter but without its statistics is refused: its policy would
     act on unnormalised observations.
 
+    Args:
+        checkpoint: a checkpoint directory.
+        usable: refuse a checkpoint written after training diverged (and, of a population, an agent that
+            had diverged by then).
+        agent: which agent of a population checkpoint (``sac.population``): its index, 0 .. K-1. Required
+            for a population, refused for a single agent.
+
     Returns:
-        ``(policy, portfolio_state)``: the deterministic policy on raw observations and the checkpoint's
-        ``portfolio_state.json``.
+        ``(policy, portfolio_state)``: the deterministic policy on raw observations (of one agent's env) and
+        the checkpoint's ``portfolio_state.json``.
+
+    Raises:
+        CheckpointError: the checkpoint is not usable, or ``agent`` does not fit it.
     """
     from ray.rllib.core import (
         COMPONENT_LEARNER,
@@ -357,6 +370,7 @@ def load_policy(checkpoint: Path | str, usable: bool = False) -> tuple[Policy, d
 
     ck = Path(checkpoint)
     state = _usable(ck, read_state(ck)) if usable else read_state(ck)
+    check_agent(ck, state, agent, usable)
     module = RLModule.from_checkpoint(
         ck / COMPONENT_LEARNER_GROUP / COMPONENT_LEARNER / COMPONENT_RL_MODULE / DEFAULT_MODULE_ID
     )
@@ -368,4 +382,44 @@ def load_policy(checkpoint: Path | str, usable: bool = False) -> tuple[Policy, d
         filt = find_obs_filter(EnvToModulePipeline.from_checkpoint(e2m_dir))
     if filt is None and _needs_obs_filter(state):
         raise _no_obs_filter(ck)
+    if agent is not None:
+        return make_agent_policy(module, FrozenObsFilter.of(filt), agent), state
     return make_policy(module, FrozenObsFilter.of(filt)), state
+
+
+def population_seeds(state: dict[str, Any]) -> list[int] | None:
+    """The agents' seeds of a population checkpoint's ``portfolio_state.json`` (None: a single agent)."""
+    seeds = state.get(SEEDS_KEY)  # the same key in the env config and the state
+    return [int(s) for s in seeds] if seeds else None
+
+
+def check_agent(path: Path | str, state: dict[str, Any], agent: int | None, usable: bool = False) -> None:
+    """Check that ``agent`` picks one agent of checkpoint ``path`` (``state``: its ``portfolio_state.json``).
+
+    Raises:
+        CheckpointError: a population without ``agent`` (listing the agents), ``agent`` of a single-agent
+            checkpoint or out of range, or (with ``usable``) an agent that had diverged.
+    """
+    seeds = population_seeds(state)
+    if seeds is None:
+        if agent is not None:
+            raise CheckpointError(
+                f"{path}: a single-agent checkpoint has no agent {agent} (only a population's checkpoint, "
+                "sac.population, does); drop --agent (agent=) to use its one policy"
+            )
+        return
+    agents = ", ".join(f"{i} (seed {s})" for i, s in enumerate(seeds))
+    if agent is None:
+        raise CheckpointError(
+            f"{path}: a population of {len(seeds)} agents; choose one with --agent I (agent=I): {agents}"
+        )
+    if not 0 <= agent < len(seeds):
+        raise CheckpointError(
+            f"{path}: agent {agent} is out of range: the population has {len(seeds)} agents, {agents}"
+        )
+    reason = (state.get("diverged_agents") or {}).get(str(agent))
+    if usable and reason:
+        raise CheckpointError(
+            f"{path}: agent {agent} (seed {seeds[agent]}) had diverged when this checkpoint was written "
+            f"({reason}); use another agent or an earlier checkpoint of the run"
+        )

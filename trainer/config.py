@@ -165,6 +165,7 @@ SWEEPABLE: dict[str, tuple[str, ...]] = {
     **{f"data.{name}": ("env_config", name) for name in ("fold", *SETTING_NAMES)},
 }
 FOLD_KEY = "data.fold"  # the walk-forward fold: swept like a seed, not part of a configuration's name
+SEED_KEY = "seed"
 DOMAINS = ("grid_search", "choice", "uniform", "loguniform", "randint")
 # Named variants set several env settings at once; as a Tune grid they become one dimension over whole env
 # configs under this key (build_sac_config expands it).
@@ -190,6 +191,27 @@ class SchedulerConfig(Strict):
 
 def _is_number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def population_first_seeds(seeds: list[int], population: int) -> list[int]:
+    """The first seed of each population a swept seed grid makes: ``[0..5]`` with K=3 -> ``[0, 3]``.
+
+    A population trains seeds ``s .. s + K - 1`` (``trainer.population.agent_seeds``), so the grid's seeds,
+    sorted, must split into runs of K consecutive integers.
+
+    Raises:
+        ValueError: naming the key, the grid and the fix, when the seeds do not split that way.
+    """
+    ordered = sorted(seeds)
+    runs = [ordered[i : i + population] for i in range(0, len(ordered), population)]
+    if all(len(r) == population and r == list(range(r[0], r[0] + population)) for r in runs):
+        return [r[0] for r in runs]
+    example = list(range(population * max(1, math.ceil(len(seeds) / population))))
+    raise ValueError(
+        f"sweep.search_space.{SEED_KEY}: grid_search {seeds} does not split into populations of "
+        f"sac.population={population} consecutive seeds (a trial trains seeds s .. s+{population - 1}); "
+        f"list whole runs of {population}, e.g. grid_search: {example}"
+    )
 
 
 class SweepConfig(Strict):
@@ -255,13 +277,22 @@ class SweepConfig(Strict):
                     raise ValueError(f"search_space.{key}: with variants, env settings must be grid_search")
         return self
 
-    def domains(self) -> dict[str, tuple[str, Any]]:
-        """``{key: (domain kind, argument)}`` of the search space."""
-        return {key: next(iter(spec.items())) for key, spec in self.search_space.items()}
+    def domains(self, population: int | None = None) -> dict[str, tuple[str, Any]]:
+        """``{key: (domain kind, argument)}`` of the search space.
 
-    def n_trials(self) -> int:
-        """Trials the sweep runs: the grid's size times ``num_samples``."""
-        grid = [len(arg) for kind, arg in self.domains().values() if kind == "grid_search"]
+        Args:
+            population: ``sac.population``; with K agents per trial the seed grid becomes each population's
+                first seed (the trials Tune runs), e.g. seeds 0..5 with K=3 -> 0 and 3.
+        """
+        out = {key: next(iter(spec.items())) for key, spec in self.search_space.items()}
+        if population is not None and out.get(SEED_KEY, ("",))[0] == "grid_search":
+            out[SEED_KEY] = ("grid_search", population_first_seeds(out[SEED_KEY][1], population))
+        return out
+
+    def n_trials(self, population: int | None = None) -> int:
+        """Trials the sweep runs: the grid's size times ``num_samples`` (one trial per population of
+        ``population`` seeds)."""
+        grid = [len(arg) for kind, arg in self.domains(population).values() if kind == "grid_search"]
         return math.prod(grid) * max(len(self.variants), 1) * self.num_samples
 
     def extremes(self) -> dict[str, list[Any]]:
@@ -328,6 +359,33 @@ class Experiment(Strict):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _population_seeds(self) -> Experiment:
+        k = self.sac.population
+        if k is None:
+            return self
+        metric = self.sweep.metric
+        if not metric.startswith(f"{M.PORTFOLIO}/{M.VALIDATION}/"):
+            raise ValueError(
+                f"sweep.metric {metric!r} is the population's, not each agent's: with sac.population, select "
+                f"on a validation metric ({M.PORTFOLIO}/{M.VALIDATION}/...) so that every agent is ranked by its own"
+            )
+        spec = self.sweep.search_space.get(SEED_KEY)
+        if spec is None or not isinstance(spec, dict) or len(spec) != 1:
+            return self  # not swept (one population per grid point), or a malformed domain _domains reports
+        kind, arg = next(iter(spec.items()))
+        if kind in ("choice", "randint"):
+            raise ValueError(
+                f"sweep.search_space.{SEED_KEY}: {kind} with sac.population={k} is not supported (a trial trains "
+                f"K consecutive seeds, and drawn seeds could overlap); sweep seeds with grid_search of whole runs "
+                f"of {k}, e.g. grid_search: {list(range(2 * k))}"
+            )
+        if kind == "grid_search" and isinstance(arg, list) and all(_is_int(x) for x in arg):
+            if len(set(arg)) != len(arg):
+                raise ValueError(f"sweep.search_space.{SEED_KEY}: grid_search {arg} repeats a seed; list each once")
+            population_first_seeds(arg, k)
+        return self
+
     def asha_max_t(self) -> int:
         """The env steps ASHA runs a trial for at most: ``sweep.scheduler.max_t``, else the budget."""
         return self.sweep.scheduler.max_t or self.stopping.env_steps
@@ -335,6 +393,10 @@ class Experiment(Strict):
     def asha_grace_period(self) -> int:
         """ASHA's grace period in env steps: ``sweep.scheduler.grace_period``, else a tenth of ``max_t``."""
         return self.sweep.scheduler.grace_period or max(1, self.asha_max_t() // 10)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _field_annotation(dotted: str) -> Any:

@@ -8,6 +8,11 @@ and interquartile range, a block-bootstrap 95% interval of the median Sharpe dif
 (``trainer.stats``), and the fraction of runs that beat Equal Weight. The best configuration is chosen by its
 median validation score; its deflated Sharpe ratio corrects for having picked the best of several.
 
+A population trial (``sac.population``: K agents of one configuration) counts as K runs: one row per agent
+(trial ``<trial>/agent<i>``, the agent's seed), scored by the kept checkpoint with the agent's own best
+validation score and evaluated as that agent alone, so every statistic across seeds and folds is the same as
+for K separate trials.
+
 Writes ``trials.parquet``, ``test_returns.parquet`` (daily test returns of every trial and of Equal Weight),
 ``summary.json``, ``summary.md`` and the plots into the experiment directory.
 """
@@ -27,10 +32,9 @@ from envs.data import TEST, VALIDATION
 from trainer import metrics as M
 from trainer import stats
 from trainer.baselines import EQUAL_WEIGHT, MAX_SHARPE, MIN_VOLATILITY, BaselineRuns, run_baselines
-from trainer.config import FOLD_KEY, SWEEPABLE, Experiment
+from trainer.config import FOLD_KEY, SEED_KEY, SWEEPABLE, Experiment
 from trainer.report import nan_to_none
 
-SEED_KEY = "seed"
 SPLITS = (VALIDATION, TEST)  # the windows every trial is evaluated on
 SUMMARY_BASELINES = (EQUAL_WEIGHT, MIN_VOLATILITY, MAX_SHARPE)
 # Per-trial measures on each split, and the ones paired with Equal Weight (difference agent - EW).
@@ -43,6 +47,16 @@ def _get(config: dict, path: tuple[str, ...]) -> Any:
     for part in path:
         node = node.get(part) if isinstance(node, dict) else None
     return node
+
+
+def agent_trial_id(trial_id: str, agent: int) -> str:
+    """The row id of agent ``agent`` of population trial ``trial_id``."""
+    return f"{trial_id}/agent{agent}"
+
+
+def row_agent(value: Any) -> int | None:
+    """A trials-table ``agent`` cell as an agent index (None: a single-agent trial)."""
+    return None if value is None or pd.isna(value) else int(value)
 
 
 def label(values: dict[str, Any]) -> str:
@@ -63,6 +77,46 @@ def best_checkpoint(result: Any, metric: str, mode: str) -> tuple[str | None, fl
         if (mode == "max" and score > best_score) or (mode == "min" and score < best_score):
             best, best_score = ckpt.path, float(score)
     return best, best_score
+
+
+def trial_members(config: dict[str, Any]) -> list[tuple[int | None, Any]]:
+    """``(agent, seed)`` of every run a trial holds: ``(None, seed)`` for one agent, ``(i, seed_i)`` for each
+    agent of a population (seeds following the trial's, as ``PortfolioSAC`` derives them)."""
+    from trainer.population import SEEDS_KEY, agent_seeds
+
+    seed = _get(config, SWEEPABLE[SEED_KEY])
+    placeholder = (config.get("_model_config") or {}).get(SEEDS_KEY)
+    if not placeholder:
+        return [(None, seed)]
+    return list(enumerate(agent_seeds(seed or 0, len(placeholder))))
+
+
+def agent_best_checkpoint(result: Any, agent: int, metric: str, mode: str) -> tuple[str | None, float]:
+    """Agent ``agent``'s best kept checkpoint of a population trial, by its own validation score.
+
+    Reads each checkpoint's per-agent validation (``portfolio_state.json``), never test; checkpoints written
+    after the agent (or the whole population) diverged are skipped.
+    """
+    from trainer.checkpoint import read_state
+
+    key = metric.removeprefix(f"{M.PORTFOLIO}/{M.VALIDATION}/")  # the schema allows only validation metrics
+    best, best_score = None, -math.inf if mode == "max" else math.inf
+    for ckpt, _ in result.best_checkpoints or []:
+        state = read_state(ckpt.path)
+        evaluations = state.get("agent_evaluations") or []
+        if state.get("diverged") or str(agent) in (state.get("diverged_agents") or {}) or agent >= len(evaluations):
+            continue
+        score = evaluations[agent].get(key)
+        if score is None or not np.isfinite(score):
+            continue
+        if (mode == "max" and score > best_score) or (mode == "min" and score < best_score):
+            best, best_score = ckpt.path, float(score)
+    return best, best_score
+
+
+def _agent_diverged(metrics: dict[str, Any], agent: int | None) -> bool:
+    agents = metrics.get(M.PORTFOLIO, {}).get(M.AGENTS) or []
+    return agent is not None and agent < len(agents) and bool(agents[agent].get(M.DIVERGED))
 
 
 def trial_status(result: Any, exp: Experiment) -> str:
@@ -120,46 +174,53 @@ def collect_trials(results: Any, exp: Experiment, metric: str, mode: str) -> tup
     rows, returns, folds, test_envs = [], {}, {}, {}
     for result in results:
         config = result.config or {}
-        trial_id = Path(result.path).name
         values = {k: _get(config, SWEEPABLE[k]) for k in swept}
         if exp.sweep.variants:
             values = {"variant": exp.variant_of(config.get("env_config") or {}), **values}
         metrics = result.metrics or {}
-        ckpt, best_score = best_checkpoint(result, metric, mode)
         fold = _get(config, SWEEPABLE[FOLD_KEY])
-        row: dict[str, Any] = {
-            "trial": trial_id,
-            "config": label(values),
-            **{k: json.dumps(v) if isinstance(v, list) else v for k, v in values.items()},
-            "seed": _get(config, SWEEPABLE[SEED_KEY]),
-            "fold": fold,
-            "status": trial_status(result, exp),
-            "env_steps": int(metrics.get(M.PORTFOLIO, {}).get(M.ENV_STEPS, 0) or 0),
-            "iterations": int(metrics.get(M.TRAINING_ITERATION, 0) or 0),
-            "best_checkpoint": ckpt,
-            "best_checkpoint_score": best_score if ckpt else math.nan,
-            "error": str(result.error).splitlines()[0] if result.error is not None else "",
-        }
-        for split in SPLITS:
-            for m in TRIAL_MEASURES:
-                row[M.split_key(split, m.key)] = math.nan
-            for key in PAIRED:
-                row[M.split_key(split, f"{key}_minus_ew")] = math.nan
-        if ckpt:
+        status = trial_status(result, exp)
+        for agent, seed in trial_members(config):
+            if agent is None:
+                trial_id = Path(result.path).name
+                ckpt, best_score = best_checkpoint(result, metric, mode)
+            else:
+                trial_id = agent_trial_id(Path(result.path).name, agent)
+                ckpt, best_score = agent_best_checkpoint(result, agent, metric, mode)
+            row: dict[str, Any] = {
+                "trial": trial_id,
+                "config": label(values),
+                **{k: json.dumps(v) if isinstance(v, list) else v for k, v in values.items()},
+                "seed": seed,
+                "agent": agent,
+                "fold": fold,
+                "status": M.STATUS_DIVERGED if status != M.STATUS_ERROR and _agent_diverged(metrics, agent) else status,
+                "env_steps": int(metrics.get(M.PORTFOLIO, {}).get(M.ENV_STEPS, 0) or 0),
+                "iterations": int(metrics.get(M.TRAINING_ITERATION, 0) or 0),
+                "best_checkpoint": ckpt,
+                "best_checkpoint_score": best_score if ckpt else math.nan,
+                "error": str(result.error).splitlines()[0] if result.error is not None else "",
+            }
             for split in SPLITS:
-                sim = simulate(ckpt, split, baselines=False)
-                ew = baselines.runs(sim)[EQUAL_WEIGHT]
-                sac = M.performance(sim.runs["sac"])
-                ew_perf = M.performance(ew)
                 for m in TRIAL_MEASURES:
-                    row[M.split_key(split, m.key)] = sac[m.key]
+                    row[M.split_key(split, m.key)] = math.nan
                 for key in PAIRED:
-                    row[M.split_key(split, f"{key}_minus_ew")] = sac[key] - ew_perf[key]
-                folds.setdefault(fold, _windows(sim.market))
-                if split == "test":
-                    returns[trial_id] = (fold, sim.runs["sac"].net_returns, ew.net_returns)
-                    test_envs[trial_id] = (sim.env_config, sim.market)
-        rows.append(row)
+                    row[M.split_key(split, f"{key}_minus_ew")] = math.nan
+            if ckpt:
+                for split in SPLITS:
+                    sim = simulate(ckpt, split, baselines=False, agent=agent)
+                    ew = baselines.runs(sim)[EQUAL_WEIGHT]
+                    sac = M.performance(sim.runs["sac"])
+                    ew_perf = M.performance(ew)
+                    for m in TRIAL_MEASURES:
+                        row[M.split_key(split, m.key)] = sac[m.key]
+                    for key in PAIRED:
+                        row[M.split_key(split, f"{key}_minus_ew")] = sac[key] - ew_perf[key]
+                    folds.setdefault(fold, _windows(sim.market))
+                    if split == "test":
+                        returns[trial_id] = (fold, sim.runs["sac"].net_returns, ew.net_returns)
+                        test_envs[trial_id] = (sim.env_config, sim.market)
+            rows.append(row)
     trials = pd.DataFrame(rows).sort_values(["config", "fold", "seed", "trial"], na_position="first")
     extra = {"baselines": baselines, "windows": folds, "test_envs": test_envs}
     return trials.reset_index(drop=True), returns, extra
@@ -253,7 +314,10 @@ def ensemble_stats(trials: pd.DataFrame, extra: dict[str, Any], n_boot: int) -> 
                 continue
             env_config, market = extra["test_envs"][members["trial"].iloc[0]]
             kwargs = {k: v for k, v in env_config.items() if k != "data"}
-            policies = [load_policy(ckpt)[0] for ckpt in members["best_checkpoint"]]
+            policies = [
+                load_policy(ckpt, agent=row_agent(agent))[0]
+                for ckpt, agent in zip(members["best_checkpoint"], members["agent"], strict=True)
+            ]
             run = run_ensemble(PortfolioEnv(data=market, **kwargs), policies)
             ew = extra["baselines"].runs_for(env_config, market)[EQUAL_WEIGHT]
             perf, ew_perf = M.performance(run), M.performance(ew)
@@ -324,7 +388,12 @@ def summarize_sweep(results: Any, exp: Experiment, exp_dir: Path) -> dict[str, A
     if best_trial is not None and sweep.backtest_best:
         from trainer.backtest import run_backtest
 
-        backtest = run_backtest(Path(best_trial["best_checkpoint"]), "test", out_dir=exp_dir / "best_backtest")
+        backtest = run_backtest(
+            Path(best_trial["best_checkpoint"]),
+            "test",
+            out_dir=exp_dir / "best_backtest",
+            agent=row_agent(best_trial["agent"]),
+        )
     summary = {
         "experiment": exp.name,
         "metric": sweep.metric,
@@ -358,11 +427,37 @@ def _write_returns(returns: dict[str, tuple], path: Path) -> None:
 
 
 def _curves(results: Any, metric: str, trials: pd.DataFrame) -> dict[str, tuple]:
+    """Each run's selection metric over env steps: a population's agents each with their own validation
+    scores (the result's per-agent section), by the trials table's row ids."""
     status = dict(zip(trials["trial"], trials["status"], strict=True))
+    key = metric.removeprefix(f"{M.PORTFOLIO}/{M.VALIDATION}/")
+    agents_column = f"{M.PORTFOLIO}/{M.AGENTS}"
     curves = {}
     for result in results:
         df = result.metrics_dataframe
-        trial_id = Path(result.path).name
-        if df is not None and M.ENV_STEPS_METRIC in df and metric in df:
-            curves[trial_id] = (df[M.ENV_STEPS_METRIC].to_numpy(), df[metric].to_numpy(), status[trial_id])
+        if df is None or M.ENV_STEPS_METRIC not in df:
+            continue
+        steps = df[M.ENV_STEPS_METRIC].to_numpy()
+        for agent, _ in trial_members(result.config or {}):
+            if agent is None:
+                if metric in df:
+                    trial_id = Path(result.path).name
+                    curves[trial_id] = (steps, df[metric].to_numpy(), status[trial_id])
+                continue
+            if agents_column not in df:
+                continue
+            trial_id = agent_trial_id(Path(result.path).name, agent)
+            values = np.array(
+                [_agent_value(cell, agent, key) for cell in df[agents_column]],
+                dtype=float,
+            )
+            curves[trial_id] = (steps, values, status[trial_id])
     return curves
+
+
+def _agent_value(cell: Any, agent: int, key: str) -> float:
+    """Agent ``agent``'s validation ``key`` in one result's per-agent section (NaN where not reported)."""
+    if not isinstance(cell, list | tuple | np.ndarray) or agent >= len(cell):
+        return math.nan
+    value = (cell[agent].get(M.VALIDATION) or {}).get(key)
+    return math.nan if value is None else float(value)

@@ -116,9 +116,11 @@ def summary_markdown(summary: dict[str, Any]) -> str:
                 "(probability that the true excess Sharpe is above zero; >= 0.95 would be significant)"
             )
     if summary["best_trial"]:
-        lines.append(
-            f"- best trial: {summary['best_trial']['trial']}, checkpoint `{summary['best_trial']['best_checkpoint']}`"
-        )
+        best = summary["best_trial"]
+        agent = ""
+        if best.get("agent") is not None:  # one agent of a population checkpoint
+            agent = f" (agent {best['agent']} of its population: backtest with `--agent {best['agent']}`)"
+        lines.append(f"- best trial: {best['trial']}, checkpoint `{best['best_checkpoint']}`{agent}")
     if summary["best_backtest_report"]:
         lines.append(f"- test-window backtest of it: `{summary['best_backtest_report']}`")
     lines += [

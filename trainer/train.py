@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import shlex
 import signal
 import sys
 import threading
@@ -398,6 +399,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     print(f"status: {summary['status']}" + (f" ({summary['reason']})" if summary["reason"] else ""))
     print(f"final checkpoint: {summary['final_checkpoint']}")
+    k = exp.sac.population
+    if k is not None and summary["final_checkpoint"]:
+        from trainer.population import agent_seeds
+
+        seeds = ", ".join(f"{i}: seed {s}" for i, s in enumerate(agent_seeds(exp.seed, k)))
+        print(
+            f"it holds a population of {k} agents ({seeds}); backtest one with: python -m trainer.backtest "
+            f"{shlex.quote(summary['final_checkpoint'])} --agent I"
+        )
     print(f"summary: {out_dir / SUMMARY_FILE}")
     if summary["status"] == M.STATUS_INTERRUPTED:
         if summary.get("resume_command"):

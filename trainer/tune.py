@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer import metrics as M
-from trainer.config import ENV_CONFIG_GRID, FOLD_KEY, SWEEPABLE, Experiment, SweepConfig
+from trainer.config import ENV_CONFIG_GRID, FOLD_KEY, SEED_KEY, SWEEPABLE, Experiment, SweepConfig
 from trainer.experiments import ExperimentError, load_experiment, parse_override, resolve_experiment_path
 from trainer.sweep_state import (
     TRIAL_DIR_PREFIX,
@@ -33,8 +33,14 @@ from trainer.sweep_state import (
 DRIVER_LOG = "driver.log"
 
 
-def tune_domains(sweep: SweepConfig) -> dict[str, Any]:
-    """The search space as Ray Tune domains keyed by experiment field."""
+def tune_domains(sweep: SweepConfig, population: int | None = None) -> dict[str, Any]:
+    """The search space as Ray Tune domains keyed by experiment field.
+
+    Args:
+        sweep: the experiment's sweep.
+        population: ``sac.population``; a swept seed grid then holds each population's first seed (one trial
+            trains seeds ``s .. s + K - 1``).
+    """
     from ray import tune
 
     makers = {
@@ -44,7 +50,7 @@ def tune_domains(sweep: SweepConfig) -> dict[str, Any]:
         "loguniform": lambda a: tune.loguniform(*a),
         "randint": lambda a: tune.randint(*a),
     }
-    domains = {key: makers[kind](arg) for key, (kind, arg) in sweep.domains().items()}
+    domains = {key: makers[kind](arg) for key, (kind, arg) in sweep.domains(population).items()}
     if sweep.variants:
         # One grid dimension over every (variant, env-setting grid point) as a dict of data.* overrides.
         data_keys = [k for k in domains if k.startswith("data.")]
@@ -61,7 +67,8 @@ def build_plan(exp: Experiment) -> dict[str, Any]:
     from trainer.sac_config import build_sac_config
 
     sweep = exp.sweep
-    config = build_sac_config(exp, tune_domains(sweep))
+    population = exp.sac.population
+    config = build_sac_config(exp, tune_domains(sweep, population))
     bundles = PortfolioSAC.default_resource_request(config).bundles
     per_trial: dict[str, float] = {}
     for b in bundles:
@@ -69,7 +76,9 @@ def build_plan(exp: Experiment) -> dict[str, Any]:
             per_trial[k] = per_trial.get(k, 0) + v
     return {
         "experiment": exp.name,
-        "trials": sweep.n_trials(),
+        "trials": sweep.n_trials(population),
+        "agents_per_trial": population or 1,
+        "trial_seeds": sweep.domains(population).get(SEED_KEY, ("", None))[1] if population else None,
         "search_space": sweep.search_space,
         "variants": sweep.variants,
         "num_samples": sweep.num_samples,
@@ -87,11 +96,15 @@ def build_plan(exp: Experiment) -> dict[str, Any]:
 
 
 def format_plan(plan: dict[str, Any]) -> str:
-    lines = [f"experiment {plan['experiment']}: {plan['trials']} trial(s) on {plan['data']}"]
+    k = plan["agents_per_trial"]
+    agents = f" x {k} agents (a population of seeds s .. s+{k - 1} per trial)" if k > 1 else ""
+    lines = [f"experiment {plan['experiment']}: {plan['trials']} trial(s){agents} on {plan['data']}"]
     for name, overrides in plan["variants"].items():
         lines.append(f"  variant {name}: {overrides or '(the experiment as written)'}")
     for key, spec in plan["search_space"].items():
-        lines.append(f"  {key}: {spec}")
+        firsts = plan["trial_seeds"] if key == SEED_KEY else None
+        grouped = f" -> {len(firsts)} population(s) from seeds {firsts}" if firsts else ""
+        lines.append(f"  {key}: {spec}{grouped}")
     if plan["num_samples"] > 1:
         lines.append(f"  num_samples: {plan['num_samples']}")
     s = plan["scheduler"]
@@ -187,7 +200,7 @@ def run_sweep(exp: Experiment, storage: Path | str, resume: bool = False) -> Any
     exp_path = _exp_path(storage, exp.name)
     # Tune saves code objects of the param space (classes, connector factories) as placeholders; trials
     # not yet created when a sweep was interrupted need them again, so the resumed Tuner gets the space.
-    param_space = build_sac_config(exp, tune_domains(sweep))
+    param_space = build_sac_config(exp, tune_domains(sweep, exp.sac.population))
     if resume:
         tuner = tune.Tuner.restore(
             str(exp_path),
@@ -326,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         if new_dir and {p.name for p in exp_dir.iterdir()} <= {DRIVER_LOG}:
             shutil.rmtree(exp_dir)  # nothing started: leave no directory of our own behind
         return 2
-    n_trials = exp.sweep.n_trials()
+    n_trials = exp.sweep.n_trials(exp.sac.population)
     outcome, finished = sweep_outcome(trial_statuses(exp_path, results), n_trials)
     if outcome == "interrupted":
         # quoted, so the line can be pasted into a shell as it is (--set values may hold spaces and braces)
