@@ -175,3 +175,15 @@ def test_vectorised_env_runner_samples_and_trains(ray_session):
     assert steps >= 400 and steps % 4 == 0  # each sampling round steps all four envs
     assert stored == steps  # every sampled transition of the four envs reached the replay buffer
     assert updates > 0
+
+
+def test_gpu_check_says_cuda_is_not_available():
+    """The GPU benchmark's CLI on this CPU-only machine: one clear line, exit status 2, nothing started."""
+    res = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu_check"], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        "CUDA not available: benchmarks.gpu_check measures a GPU learner (torch.cuda.is_available() is False "
+        "here); run it on a machine with an NVIDIA GPU and the CUDA build of torch"
+    ]
