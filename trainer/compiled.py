@@ -34,6 +34,7 @@ not fuse) leaves that shape on the compiled, uncaptured step, with a warning.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -81,9 +82,9 @@ def check_backend(device: torch.device, backend: str | None = None) -> None:
 
 @dataclass
 class _Captured:
-    """One captured step: the graph, its static input buffers and its packed output (loss, metrics)."""
+    """One captured step: its replay, its static input buffers and its packed output (loss, metrics)."""
 
-    graph: Any  # torch.cuda.CUDAGraph
+    replay: Callable[[], None]
     inputs: tuple[torch.Tensor, ...]
     packed: torch.Tensor
 
@@ -106,6 +107,7 @@ class CompiledSACStep:
         self._losses = torch.compile(_sac_losses, backend=backend, dynamic=False)
         self._cuda_graphs = cuda_graphs
         self._merged: dict[str, MergedAdam] = {}
+        self._target_entropies: dict[str, float] = {}
         self._graphs: dict[tuple, _Captured] = {}
         self._uncapturable: set[tuple] = set()
         self._warm: dict[tuple, int] = {}
@@ -127,6 +129,13 @@ class CompiledSACStep:
         if merged is None or merged.optimizers != optimizers:
             merged = self._merged[module_id] = MergedAdam(optimizers)
         return merged
+
+    def _target_entropy(self, module_id: str) -> float:
+        # RLlib keeps it as a tensor on the learner's device: read it once (a read is a host sync, which a
+        # CUDA graph capture forbids), in the first, uncaptured step.
+        if module_id not in self._target_entropies:
+            self._target_entropies[module_id] = float(self.learner.target_entropy[module_id])
+        return self._target_entropies[module_id]
 
     def _inputs(self, module_id: str, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
         gamma = self.learner.config.get_config_for_module(module_id).gamma
@@ -153,7 +162,7 @@ class CompiledSACStep:
             eps,
             eps_next,
             learner.curr_log_alpha[module_id],
-            float(learner.target_entropy[module_id]),
+            self._target_entropy(module_id),
             with_metrics,
         )
         merged = self._merged_adam(module_id)
@@ -167,15 +176,34 @@ class CompiledSACStep:
             torch._foreach_lerp_(plan["target_params"], plan["main_params"], tau)
         return total.detach(), metrics
 
-    def _capture(self, key: tuple, module_id: str, inputs: tuple[torch.Tensor, ...]) -> _Captured | None:
-        """Capture the step on static copies of ``inputs`` (capturing runs no kernel: nothing is updated)."""
-        static = tuple(t.clone() for t in inputs)
+    def _warm_up_step(self, module_id: str, inputs: tuple[torch.Tensor, ...]) -> tuple[Any, Any]:
+        """A real step before capturing, on a side stream as CUDA graph capture requires."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            out = self._body(module_id, inputs, with_metrics=True)
+        torch.cuda.current_stream().wait_stream(side)
+        return out
+
+    def _record(self, step: Callable[[], torch.Tensor]) -> tuple[Callable[[], None], torch.Tensor]:
+        """Capture ``step`` as a CUDA graph: capturing runs no kernel, so nothing is updated until the
+        returned ``replay`` is called. Returns ``replay`` and ``step``'s output (filled by each replay)."""
         graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            packed = step()
+        return graph.replay, packed  # the bound method keeps the graph, and the pool its output lives in, alive
+
+    def _capture(self, key: tuple, module_id: str, inputs: tuple[torch.Tensor, ...]) -> _Captured | None:
+        """Capture the step on static copies of ``inputs``; None (and a warning) where that fails."""
+        static = tuple(t.clone() for t in inputs)
+
+        def step() -> torch.Tensor:
+            total, metrics = self._body(module_id, static, with_metrics=True)
+            return torch.stack([total, *metrics])
+
         try:
             self._merged_adam(module_id).zero_grad()  # gradients are then allocated inside the graph's pool
-            with torch.cuda.graph(graph):
-                total, metrics = self._body(module_id, static, with_metrics=True)
-                packed = torch.stack([total, *metrics])
+            replay, packed = self._record(step)
         except Exception as exc:  # e.g. an optimizer MergedAdam cannot fuse steps through opt.step()
             logger.warning(
                 "resources.compile: the SAC step could not be captured as a CUDA graph (%s); "
@@ -185,7 +213,7 @@ class CompiledSACStep:
             self._uncapturable.add(key)
             return None
         self.captures += 1
-        self._graphs[key] = captured = _Captured(graph, static, packed)
+        self._graphs[key] = captured = _Captured(replay, static, packed)
         return captured
 
     # --- the step ------------------------------------------------------------------------------------
@@ -215,19 +243,13 @@ class CompiledSACStep:
         if captured is None:
             if self._warm.get(key, 0) < WARMUP_STEPS:
                 self._warm[key] = self._warm.get(key, 0) + 1
-                # Warm-up steps are real steps, run on a side stream as CUDA graph capture requires.
-                side = torch.cuda.Stream()
-                side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side):
-                    out = self._body(module_id, inputs, with_metrics=True)
-                torch.cuda.current_stream().wait_stream(side)
-                return out
+                return self._warm_up_step(module_id, inputs)
             captured = self._capture(key, module_id, inputs)
             if captured is None:
                 return self._body(module_id, inputs, with_metrics=True)
         else:
             for static, value in zip(captured.inputs, inputs, strict=True):
                 static.copy_(value, non_blocking=True)
-        captured.graph.replay()
+        captured.replay()
         total, *metrics = captured.packed.clone().unbind()
         return total, tuple(metrics)

@@ -108,6 +108,90 @@ def test_inductor_compiled_step_equals_the_eager_fused_step(algo):
     _compare_compiled_with_eager(algo, "inductor", rtol=1e-4, atol=1e-6)
 
 
+def _live_tensors(learner) -> list[torch.Tensor]:
+    """Every tensor a step writes: parameters (targets included), log-alpha, the optimizers' states."""
+    tensors = [*learner.module[MID].parameters(), learner.curr_log_alpha[MID]]
+    return tensors + [t for opt in learner._named_optimizers.values() for s in opt.state.values() for t in s.values()]
+
+
+class _ReplayingStep(CompiledSACStep):
+    """The CUDA-graph bookkeeping of ``CompiledSACStep`` on a CPU. Warm-up steps run without a side stream;
+    "capturing" runs the step once and undoes it (a real capture runs no kernel and draws no random
+    number), and each "replay" runs it again on the static inputs and writes its output into the captured
+    output tensor, as a graph replay does."""
+
+    def _warm_up_step(self, module_id, inputs):
+        return self._body(module_id, inputs, with_metrics=True)
+
+    def _record(self, step):
+        tensors = _live_tensors(self.learner)
+        saved, rng = [t.detach().clone() for t in tensors], torch.get_rng_state()
+        packed = step()
+        with torch.no_grad():
+            for t, value in zip(tensors, saved, strict=True):
+                t.copy_(value)
+        torch.set_rng_state(rng)
+
+        def replay() -> None:
+            packed.copy_(step())
+
+        return replay, packed
+
+
+def _six_steps(learner, batch, step: CompiledSACStep | None) -> tuple[dict, dict]:
+    learner._compiled_step = step
+    try:
+        torch.manual_seed(5)
+        learner._update(batch)
+    finally:
+        learner._compiled_step = None
+    return _state(learner), _metrics(learner)
+
+
+def test_graph_bookkeeping_warms_up_captures_once_replays_new_inputs_and_recaptures(algo):
+    """Six steps on six different batches: three warm-up steps, a capture, three replays on fresh inputs,
+    equal to six eager steps. Replacing the optimizers' states (a checkpoint restore) makes the next call
+    warm up and capture again instead of replaying a graph that updates the old state tensors."""
+    learner = algo.learner_group._learner
+    raw = algo._sample_batch(6).policy_batches[MID]
+    batch = {MID: {k: torch.as_tensor(np.asarray(v)) for k, v in raw.items()}}
+    snapshot = _snapshot(learner)
+    eager, eager_metrics = _six_steps(learner, batch, None)
+
+    step = _ReplayingStep(learner, backend="aot_eager", cuda_graphs=True)
+    for run in (1, 2):
+        _restore(learner, snapshot)  # new optimizer state tensors: the second run must recapture
+        graphed, graphed_metrics = _six_steps(learner, batch, step)
+        assert step.captures == run and step._warm == {next(iter(step._warm)): compiled_mod.WARMUP_STEPS}
+        assert graphed_metrics == pytest.approx(eager_metrics, rel=1e-5)  # the packed output, last step
+        for name, value in eager.items():
+            torch.testing.assert_close(graphed[name], value, rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_a_step_that_cannot_be_captured_runs_compiled_without_a_graph(algo, caplog):
+    learner = algo.learner_group._learner
+    raw = algo._sample_batch(5).policy_batches[MID]
+    batch = {MID: {k: torch.as_tensor(np.asarray(v)) for k, v in raw.items()}}
+    snapshot = _snapshot(learner)
+    eager, _ = _six_steps(learner, batch, None)
+
+    class Uncapturable(_ReplayingStep):
+        def _record(self, step):
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    _restore(learner, snapshot)
+    step = Uncapturable(learner, backend="aot_eager", cuda_graphs=True)
+    with caplog.at_level("WARNING", logger=compiled_mod.__name__):
+        graphed, _ = _six_steps(learner, batch, step)
+    assert step.captures == 0 and len(step._uncapturable) == 1
+    assert caplog.messages == [
+        "resources.compile: the SAC step could not be captured as a CUDA graph (operation not permitted when "
+        "stream is capturing); running it compiled without a graph"
+    ]
+    for name, value in eager.items():
+        torch.testing.assert_close(graphed[name], value, rtol=1e-6, atol=1e-7, msg=name)
+
+
 def test_cuda_graphs_are_chosen_for_one_cuda_learner(algo):
     learner = algo.learner_group._learner
     step = CompiledSACStep(learner, backend="aot_eager")
