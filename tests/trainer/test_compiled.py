@@ -200,7 +200,7 @@ def test_cuda_graphs_are_chosen_for_one_cuda_learner(algo):
     assert not CompiledSACStep(learner, backend="aot_eager", cuda_graphs=False)._use_graphs(torch.device("cuda", 0))
 
 
-def test_resources_compile_trains_through_the_compiled_step(ray_session, monkeypatch):
+def test_resources_compile_trains_through_the_compiled_step(ray_session, monkeypatch, tmp_path):
     monkeypatch.setattr(compiled_mod, "DEFAULT_BACKEND", "aot_eager")  # Inductor's C++ build takes a minute
     exp = load_experiment(
         "smoke", {"resources.compile": True, "sac.learning_starts": 100, "stopping.steps_per_iteration": 200}
@@ -213,6 +213,7 @@ def test_resources_compile_trains_through_the_compiled_step(ray_session, monkeyp
         real = learner._compiled_step._body
         monkeypatch.setattr(learner._compiled_step, "_body", lambda *a, **k: calls.append(1) or real(*a, **k))
         result = algo.train()
+        algo.save_to_path(str(tmp_path / "ckpt"))  # the compiled step is no part of the learner's state
     finally:
         algo.stop()
     assert len(calls) == algo.updates_lifetime > 10  # every gradient step went through the compiled step
