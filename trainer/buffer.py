@@ -274,7 +274,15 @@ class FlatReplayBuffer(_RingBuffer):
 
     def __init__(self, capacity: int, obs_dim: int, act_dim: int, seed: int | None = None) -> None:
         super().__init__(capacity, obs_dim, act_dim, seeds=[seed], agent_shape=())
-        self.rng = self._rngs[0]
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The sampling RNG (its state is saved with the buffer); assigning one replaces it."""
+        return self._rngs[0]
+
+    @rng.setter
+    def rng(self, generator: np.random.Generator) -> None:
+        self._rngs[0] = generator
 
     @property
     def reward_std(self) -> float:

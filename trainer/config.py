@@ -99,6 +99,10 @@ class ResourcesConfig(Strict):
     # Sample the next round on the remote env runners while the learner trains on the replay buffer.
     # The in-flight round acts with weights one round older (never silently: off by default).
     overlap_sampling: bool = False
+    # Run the learner's gradient step through torch.compile; on a CUDA learner the whole step (losses,
+    # backward, Adam, target update) is then one captured CUDA graph (trainer.compiled). Compiling costs
+    # tens of seconds at start-up per learner process and gains nothing on a CPU (benchmarks/README.md).
+    compile: bool = False
 
     @field_validator("num_cpus_per_learner", mode="before")
     @classmethod
@@ -113,6 +117,12 @@ class ResourcesConfig(Strict):
 
     @model_validator(mode="after")
     def _gpu_sharing(self) -> ResourcesConfig:
+        # A learner trains on one device (RLlib's get_device picks one): a second GPU would sit idle.
+        if self.num_gpus_per_learner > 1:
+            raise ValueError(
+                f"num_gpus_per_learner={self.num_gpus_per_learner:g}: a learner trains on one GPU; use "
+                "num_gpus_per_learner <= 1 (a fraction shares a GPU between trials) and num_learners=N for N GPUs"
+            )
         # Several learners of one trial are DDP shards; sharing a GPU between them fails in NCCL
         # (docs/rllib-notes.md, GPU learners).
         if self.num_learners > 1 and self.num_gpus_per_learner not in (0, int(self.num_gpus_per_learner)):

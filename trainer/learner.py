@@ -29,6 +29,9 @@ Tried and dropped (measured on a 2-core CPU, one thread, ``benchmarks/README.md`
 loss (Inductor's C++ kernels were no faster than eager here), twin critics as one ``baddbmm`` per layer (no
 faster than two matmuls), ``mm`` + in-place bias instead of ``addmm`` (no change).
 
+With ``resources.compile`` the same step runs through ``torch.compile``, on a GPU as one captured CUDA graph
+(``trainer.compiled``).
+
 Anything this fast path does not cover (discrete actions, no twin Q, gradient clipping, critics with
 parameterised normalisation layers) falls back to RLlib's own update, still with per-step target updates.
 ``tests/trainer/test_learner.py`` checks that one fused step and one RLlib step from the same state and
@@ -227,6 +230,14 @@ class FusedSACTorchLearner(SACTorchLearner):
             if isinstance(opt, torch.optim.Adam):
                 for group in opt.param_groups:
                     group["fused"], group["foreach"] = True, False
+        # resources.compile: the same step through torch.compile (a CUDA graph on a GPU), trainer.compiled.
+        # (imported here: trainer.compiled builds on this module)
+        from trainer.compiled import COMPILE_KEY, CompiledSACStep, check_backend
+
+        self._compiled_step = None
+        if self.config.learner_config_dict.get(COMPILE_KEY):
+            check_backend(self._device)
+            self._compiled_step = CompiledSACStep(self)
 
     # --- which modules take the fast path -----------------------------------------------------------
     def _fused_plan(self, module_id: str) -> dict[str, Any] | None:
@@ -303,7 +314,8 @@ class FusedSACTorchLearner(SACTorchLearner):
             for mid in batch:
                 self._polyak(mid)
             return out
-        losses = {mid: self._fused_step(mid, b, with_metrics) for mid, b in batch.items()}
+        step = self._compiled_step or self._fused_step
+        losses = {mid: step(mid, b, with_metrics) for mid, b in batch.items()}
         return {}, losses, {}
 
     def _fused_step(self, module_id: str, batch: dict[str, Any], with_metrics: bool = True) -> torch.Tensor:

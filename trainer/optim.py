@@ -80,6 +80,11 @@ class MergedAdam:
         self._keep = [(opt, opt.state, g, g["params"]) for opt in self.optimizers for g in opt.param_groups]
         return True
 
+    def is_current(self) -> bool:
+        """True while the fused calls are built and still match the optimizers (same state tensors, parameter
+        groups and settings): a CUDA graph that captured ``step`` may then be replayed."""
+        return self._signature is not None and self._signature == self._current_signature()
+
     def step(self) -> None:
         signature = self._current_signature()
         if signature != self._signature and not self._build(signature):

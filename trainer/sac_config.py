@@ -11,7 +11,9 @@ reference configuration (docs/architecture.md) we override them here, explicitly
 - replay: RLlib's prioritized episode buffer -> our uniform flat buffer of raw transitions
   (``trainer.buffer``), sampled at a fixed replay ratio (``sac.training_intensity``);
 - learning starts: RLlib 1500 -> 1000 env steps;
-- learner: ``trainer.learner.FusedSACTorchLearner``, RLlib's SAC losses computed with less work;
+- learner: ``trainer.learner.FusedSACTorchLearner``, RLlib's SAC losses computed with less work, its step
+  compiled with ``resources.compile`` (``trainer.compiled``; RLlib's own ``torch_compile_learner`` would
+  compile the ``_update`` this learner replaces, so it is not used);
 - observation filter: RLlib's MeanStdFilter writes normalised observations into the episodes (so the buffer
   would hold values normalised with stale statistics); ours keeps episodes raw (``trainer.connectors``).
 """
@@ -44,6 +46,7 @@ def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = N
     from trainer.algorithm import PortfolioSAC
     from trainer.callbacks import PortfolioCallbacks
     from trainer.catalog import ConcatQSACCatalog
+    from trainer.compiled import COMPILE_KEY
     from trainer.connectors import make_env_to_module_connector
     from trainer.learner import FusedSACTorchLearner
     from trainer.population import SEEDS_KEY, PopulationSACModule, agent_seeds
@@ -126,6 +129,7 @@ def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = N
             num_cpus_per_learner=res.num_cpus_per_learner,
             custom_resources_per_learner=res.custom_resources_per_learner if res.num_learners else {},
             learner_class=FusedSACTorchLearner,
+            learner_config_dict={COMPILE_KEY: res.compile},
         )
         .resources(custom_resources_for_main_process={} if res.num_learners else res.custom_resources_per_learner)
         .training(**training)
