@@ -112,6 +112,7 @@ class CompiledSACStep:
         self._uncapturable: set[tuple] = set()
         self._warm: dict[tuple, int] = {}
         self.captures = 0  # graphs captured so far (a recapture after a checkpoint restore counts again)
+        self._capturing = False
 
     # --- pieces -------------------------------------------------------------------------------------
     def _distributed(self) -> bool:
@@ -147,9 +148,9 @@ class CompiledSACStep:
         learner = self.learner
         plan = learner._fused_plan(module_id)
         obs, next_obs, actions, rewards, terminated, discount, weights = inputs
-        shape = (obs.shape[0], plan["act_dim"])
-        eps = torch.randn(shape, dtype=obs.dtype, device=obs.device)
-        eps_next = torch.randn(shape, dtype=obs.dtype, device=obs.device)
+        # Inside a CUDA graph every draw comes from the device's default generator (whose offsets a graph
+        # replays); a population's per-agent generators are used everywhere else.
+        eps, eps_next = learner._noise(module_id, obs, plan["act_dim"], agent_generators=not self._capturing)
         total, metrics = self._losses(
             plan,
             obs,
@@ -199,10 +200,12 @@ class CompiledSACStep:
 
         def step() -> torch.Tensor:
             total, metrics = self._body(module_id, static, with_metrics=True)
-            return torch.stack([total, *metrics])
+            # one value per metric, or K for a population: packed flat, unpacked by _graph_step
+            return torch.cat([total.reshape(1), *(m.reshape(-1) for m in metrics)])
 
         try:
             self._merged_adam(module_id).zero_grad()  # gradients are then allocated inside the graph's pool
+            self._capturing = True
             replay, packed = self._record(step)
         except Exception as exc:  # e.g. an optimizer MergedAdam cannot fuse steps through opt.step()
             logger.warning(
@@ -212,6 +215,8 @@ class CompiledSACStep:
             )
             self._uncapturable.add(key)
             return None
+        finally:
+            self._capturing = False
         self.captures += 1
         self._graphs[key] = captured = _Captured(replay, static, packed)
         return captured
@@ -229,9 +234,7 @@ class CompiledSACStep:
         else:
             total, metrics = self._body(module_id, inputs, with_metrics)
         if with_metrics:
-            logged = dict(zip(_METRIC_KEYS, metrics, strict=True))
-            logged["target_entropy"] = learner.target_entropy[module_id]
-            learner.metrics.log_dict(logged, key=module_id, window=1)
+            learner._log_step_metrics(module_id, metrics)
         learner.metrics.log_value((module_id, NUM_TARGET_UPDATES), 1, reduce="lifetime_sum")
         return total
 
@@ -251,5 +254,9 @@ class CompiledSACStep:
             for static, value in zip(captured.inputs, inputs, strict=True):
                 static.copy_(value, non_blocking=True)
         captured.replay()
-        total, *metrics = captured.packed.clone().unbind()
-        return total, tuple(metrics)
+        packed = captured.packed.clone()
+        total, values = packed[0], packed[1:]
+        per_metric = values.numel() // len(_METRIC_KEYS)  # K for a population, else 1 (scalars)
+        metrics = values.reshape(len(_METRIC_KEYS), per_metric).unbind()
+        population = self.learner._fused_plan(module_id)["population"]
+        return total, tuple(m if population else m[0] for m in metrics)

@@ -325,15 +325,7 @@ class FusedSACTorchLearner(SACTorchLearner):
         log_alpha = self.curr_log_alpha[module_id]
         # The two Gaussian draws of DefaultSACTorchRLModule._forward_train_continuous, in its order (the
         # re-sampled action for obs, then the next action), made here so the loss function has no random ops.
-        generators = self._agent_generators.get(module_id)
-        if generators:  # a population: each agent's draws from its own generator, [K, B, act_dim]
-            shape = (obs.shape[1], plan["act_dim"])
-            eps = torch.stack([torch.randn(shape, generator=g, device=obs.device) for g in generators])
-            eps_next = torch.stack([torch.randn(shape, generator=g, device=obs.device) for g in generators])
-        else:
-            shape = (obs.shape[0], plan["act_dim"])
-            eps = torch.randn(shape, dtype=obs.dtype, device=obs.device)
-            eps_next = torch.randn(shape, dtype=obs.dtype, device=obs.device)
+        eps, eps_next = self._noise(module_id, obs, plan["act_dim"])
         discount = config.gamma ** batch["n_step"]
         total, metrics = _sac_losses(
             plan,
@@ -361,17 +353,40 @@ class FusedSACTorchLearner(SACTorchLearner):
         merged.step()
         self._polyak(module_id)
         if metrics is not None:
-            logged = dict(zip(_METRIC_KEYS, metrics, strict=True))
-            if generators:
-                # a population: each agent's own values under (module, "agents", index), their means as usual
-                for i in range(len(generators)):
-                    self.metrics.log_dict(
-                        {k: logged[k][i] for k in AGENT_METRIC_KEYS}, key=(module_id, AGENTS_KEY, str(i)), window=1
-                    )
-                logged = {k: v.mean() for k, v in logged.items()}
-            logged["target_entropy"] = self.target_entropy[module_id]
-            self.metrics.log_dict(logged, key=module_id, window=1)
+            self._log_step_metrics(module_id, metrics)
         return total.detach()
+
+    def _noise(
+        self, module_id: str, obs: torch.Tensor, act_dim: int, agent_generators: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two standard-normal draws of a gradient step (the re-sampled action for obs, then the next
+        action), in DefaultSACTorchRLModule._forward_train_continuous's order: ``[B, act_dim]`` each, or for a
+        population ``[K, B, act_dim]`` with each agent's draws from its own generator (unless
+        ``agent_generators`` is False: then from the device's default generator, as a CUDA graph needs)."""
+        generators = self._agent_generators.get(module_id)
+        if generators and agent_generators:
+            shape = (obs.shape[1], act_dim)
+            eps = torch.stack([torch.randn(shape, generator=g, device=obs.device) for g in generators])
+            eps_next = torch.stack([torch.randn(shape, generator=g, device=obs.device) for g in generators])
+            return eps, eps_next
+        shape = (*obs.shape[:-1], act_dim)
+        return (
+            torch.randn(shape, dtype=obs.dtype, device=obs.device),
+            torch.randn(shape, dtype=obs.dtype, device=obs.device),
+        )
+
+    def _log_step_metrics(self, module_id: str, metrics: tuple[torch.Tensor, ...]) -> None:
+        """Log a step's metrics (``_METRIC_KEYS`` order); a population's per agent too."""
+        logged = dict(zip(_METRIC_KEYS, metrics, strict=True))
+        if self._agent_generators.get(module_id):
+            # a population: each agent's own values under (module, "agents", index), their means as usual
+            for i in range(len(self._agent_generators[module_id])):
+                self.metrics.log_dict(
+                    {k: logged[k][i] for k in AGENT_METRIC_KEYS}, key=(module_id, AGENTS_KEY, str(i)), window=1
+                )
+            logged = {k: v.mean() for k, v in logged.items()}
+        logged["target_entropy"] = self.target_entropy[module_id]
+        self.metrics.log_dict(logged, key=module_id, window=1)
 
     # --- state --------------------------------------------------------------------------------------
     # RLlib 2.60's SACLearner keeps log(alpha) outside the module and outside get_state(): checkpoints hold

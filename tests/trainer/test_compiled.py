@@ -250,3 +250,40 @@ def test_compile_key_validation():
     with pytest.raises(ExperimentError) as err:
         load_experiment("smoke", {"resources.compile": "sometimes"})
     assert "key 'resources.compile': Input should be a valid boolean, unable to interpret input" in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def population_algo(ray_session):
+    exp = load_experiment(
+        "smoke", {"sac.learning_starts": 100, "stopping.steps_per_iteration": 200, "sac.population": 2}
+    )
+    algo = build_sac_config(exp).build_algo()
+    algo.train()
+    yield algo
+    algo.stop()
+
+
+def test_a_population_step_compiles_and_its_packed_metrics_unpack_per_agent(population_algo):
+    """A population (agent-major [K, B, ...] batches, per-agent generators, [K] metrics) through the compiled
+    step and the graph bookkeeping: six steps equal six eager steps, and each agent's logged metrics too."""
+    learner = population_algo.learner_group._learner
+    raw = population_algo._sample_batch(6).policy_batches[MID]
+    batch = {MID: {k: torch.as_tensor(np.asarray(v)) for k, v in raw.items()}}
+    generators = learner._agent_generators[MID]
+    snapshot, noise = _snapshot(learner), [g.get_state() for g in generators]
+
+    def agent_metrics() -> list[float]:
+        return [float(learner.metrics.peek((MID, "agents", str(i), QF_LOSS_KEY))) for i in range(len(generators))]
+
+    eager, eager_metrics = _six_steps(learner, batch, None)
+    eager_agents = agent_metrics()
+    step = _ReplayingStep(learner, backend="aot_eager", cuda_graphs=True)
+    _restore(learner, snapshot)
+    for g, state in zip(generators, noise, strict=True):
+        g.set_state(state)
+    graphed, graphed_metrics = _six_steps(learner, batch, step)
+    assert step.captures == 1
+    assert graphed_metrics == pytest.approx(eager_metrics, rel=1e-5)
+    assert agent_metrics() == pytest.approx(eager_agents, rel=1e-5) and eager_agents[0] != eager_agents[1]
+    for name, value in eager.items():
+        torch.testing.assert_close(graphed[name], value, rtol=1e-6, atol=1e-7, msg=name)
