@@ -146,36 +146,50 @@ class _RingBuffer:
         states = [rng.bit_generator.state for rng in self._rngs]
         return states if self._agent_shape else states[0]
 
+    def _in_order(self, arr: NDArray) -> list[NDArray]:
+        """The filled rows of ``arr`` in insertion order (oldest first), as contiguous views (no copies)."""
+        if self.size < self.capacity:
+            return [arr[: self.size]]
+        return [arr[self.pos :], arr[: self.pos]]
+
+    def _counters(self) -> dict[str, Any]:
+        count = np.full(self._agent_shape, self.reward_count, np.float64)
+        return {
+            "capacity": self.capacity,
+            "pos": self.pos,
+            "added_lifetime": self.added_lifetime,
+            "reward_moments": np.stack([count, np.asarray(self.reward_mean), np.asarray(self.reward_m2)]),
+            "rng_state": np.frombuffer(repr(self._rng_state()).encode(), np.uint8),
+        }
+
     def state(self) -> dict[str, Any]:
-        """Arrays of the filled part, in insertion order (oldest first), plus counters.
+        """Arrays of the filled part, in insertion order (oldest first), plus counters: what ``save`` writes.
 
         ``pos`` (the ring slot of the oldest transition once full) lets ``load`` rebuild the same layout, so
         the restored RNGs draw the same transitions as the saved buffer would have.
         """
-        if self.size < self.capacity:
-            order = np.arange(self.size)
-        else:
-            order = (self.pos + np.arange(self.capacity)) % self.capacity
-        out: dict[str, Any] = {f: getattr(self, f)[order] for f in _FIELDS}
-        count = np.full(self._agent_shape, self.reward_count, np.float64)
-        out.update(
-            capacity=self.capacity,
-            pos=self.pos,
-            added_lifetime=self.added_lifetime,
-            reward_moments=np.stack([count, np.asarray(self.reward_mean), np.asarray(self.reward_m2)]),
-            rng_state=np.frombuffer(repr(self._rng_state()).encode(), np.uint8),
-        )
-        return out
+        out: dict[str, Any] = {f: np.concatenate(self._in_order(getattr(self, f))) for f in _FIELDS}
+        return {**out, **self._counters()}
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``directory/replay_buffer.npz`` atomically (temp file + rename)."""
+        """Write ``directory/replay_buffer.npz`` atomically (temp file + rename).
+
+        The file is an ordinary ``.npz`` (``np.load`` reads it), written field by field straight from the
+        ring (no copy of the arrays: a population's buffer is gigabytes, and ``np.savez(**state())`` would
+        hold a second copy of all of it while writing).
+        """
         directory = Path(directory)
         path = directory / BUFFER_FILE
         fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
         os.close(fd)
         try:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **self.state())
+            with open(tmp, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+                for field in _FIELDS:
+                    arr = getattr(self, field)
+                    _write_npy(zf, field, (self.size, *arr.shape[1:]), arr.dtype, self._in_order(arr))
+                for name, value in self._counters().items():
+                    value = np.asarray(value)
+                    _write_npy(zf, name, value.shape, value.dtype, [value])
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -228,28 +242,45 @@ class _RingBuffer:
         if not path.exists():
             return False
         try:
-            # Read everything before touching the buffer, so a damaged file leaves it as it was.
+            # Check everything but the bulk before touching the buffer, so a damaged or foreign file leaves
+            # it as it was: the small fields are read, the large ones only as headers (shape, dtype) here.
             # No pickles: every field is a plain array (the RNG state is a repr read by ast.literal_eval).
             with np.load(path, allow_pickle=False) as data:
-                saved = {k: data[k] for k in (*_FIELDS, "added_lifetime", "reward_moments", "rng_state")}
+                saved = {k: data[k] for k in ("added_lifetime", "reward_moments", "rng_state")}
                 saved_pos = int(data["pos"]) if "pos" in data.files else 0  # absent in older files
+                saved.update({f: _npy_header(data, f) for f in _FIELDS})
             rng_state = ast.literal_eval(bytes(saved["rng_state"]).decode())
         except (OSError, EOFError, KeyError, ValueError, SyntaxError, zipfile.BadZipFile) as exc:
-            # numpy's own messages can mislead here (a non-zip file is reported as pickled data to be
-            # loaded with allow_pickle), so name the missing field or just the kind of failure.
-            reason = str(exc.args[0]) if isinstance(exc, KeyError) else type(exc).__name__
-            raise ValueError(f"{path}: damaged replay buffer file ({reason})") from None
+            raise ValueError(f"{path}: damaged replay buffer file ({_reason(exc)})") from None
         problem = self._layout_problem(saved)
         if problem is not None:
             raise ValueError(f"{path}: {problem}")
-        damage = self._damage(saved, rng_state)
+        damage = self._damage(saved, rng_state) or next(
+            (f"{f} has dtype {saved[f].dtype}" for f in _FIELDS if saved[f].dtype != getattr(self, f).dtype), None
+        )
         if damage is not None:
             raise ValueError(f"{path}: damaged replay buffer file ({damage})")
         n = len(saved["rewards"])
         keep = min(n, self.capacity)
-        # A full buffer of the same capacity goes back into the same slots (oldest at the saved pos).
-        self.size, self.pos = 0, saved_pos % self.capacity if n == self.capacity else 0
-        self.add(*(saved[f][n - keep :] for f in _ADD_ORDER))
+        # A full buffer of the same capacity goes back into the same slots (oldest at the saved pos);
+        # otherwise the newest ``keep`` rows go to slots 0 .. keep-1.
+        same_ring = n == self.capacity
+        self.size, self.pos = 0, 0
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                for field in _FIELDS:
+                    arr = getattr(self, field)
+                    if same_ring:
+                        start = saved_pos % self.capacity
+                        targets = [arr[start:], arr[:start]]
+                    else:
+                        targets = [arr[:keep]]
+                    _read_npy_into(data, field, skip_rows=n - keep, targets=targets)
+        except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+            # Found only while streaming the bulk (after the checks above): the buffer is left empty.
+            raise ValueError(f"{path}: damaged replay buffer file ({_reason(exc)}); the buffer is left empty") from None
+        self.size = keep
+        self.pos = (saved_pos % self.capacity) if same_ring else keep % self.capacity
         self.added_lifetime = int(saved["added_lifetime"])
         count, mean, m2 = saved["reward_moments"]
         self.reward_count = int(np.ravel(count)[0])
@@ -258,6 +289,68 @@ class _RingBuffer:
         for rng, state in zip(self._rngs, states, strict=True):
             rng.bit_generator.state = state
         return True
+
+
+_CHUNK_BYTES = 64 * 1024 * 1024  # streamed in pieces of this size: bounded temporary memory
+
+
+def _reason(exc: Exception) -> str:
+    # numpy's own messages can mislead here (a non-zip file is reported as pickled data to be loaded with
+    # allow_pickle), so name the missing field or just the kind of failure.
+    return str(exc.args[0]) if isinstance(exc, KeyError) else type(exc).__name__
+
+
+def _write_npy(zf: zipfile.ZipFile, name: str, shape: tuple[int, ...], dtype: np.dtype, chunks: list[NDArray]) -> None:
+    """Write ``chunks`` (C-contiguous, together ``shape``) as member ``name.npy`` of an ``.npz`` archive."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+    with zf.open(f"{name}.npy", "w", force_zip64=True) as out:
+        np.lib.format.write_array_header_2_0(out, header)
+        for chunk in chunks:
+            flat = np.ascontiguousarray(chunk).reshape(-1).view(np.uint8)
+            for start in range(0, flat.size, _CHUNK_BYTES):
+                out.write(flat[start : start + _CHUNK_BYTES].data)
+
+
+def _open_npy(data: Any, name: str) -> tuple[Any, tuple[int, ...], np.dtype]:
+    """Member ``name.npy`` of an open ``NpzFile``: the stream positioned at its data, its shape and dtype."""
+    if name not in data.files:
+        raise KeyError(f"{name} is not a file in the archive")
+    stream = data.zip.open(f"{name}.npy")
+    version = np.lib.format.read_magic(stream)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran_order, dtype = read_header(stream)
+    if fortran_order or dtype.hasobject:
+        stream.close()
+        raise ValueError(f"{name} is not a plain C-ordered array")
+    return stream, shape, dtype
+
+
+def _npy_header(data: Any, name: str) -> NDArray:
+    """A zero-memory stand-in with member ``name``'s shape and dtype (for the layout and shape checks)."""
+    stream, shape, dtype = _open_npy(data, name)
+    stream.close()
+    return np.broadcast_to(np.zeros((), dtype), shape)
+
+
+def _read_npy_into(data: Any, name: str, skip_rows: int, targets: list[NDArray]) -> None:
+    """Stream member ``name``'s rows, after the first ``skip_rows``, into ``targets`` (views, in order)."""
+    stream, shape, dtype = _open_npy(data, name)
+    with stream:
+        row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        to_skip = skip_rows * row_bytes
+        while to_skip:
+            piece = stream.read(min(to_skip, _CHUNK_BYTES))
+            if not piece:
+                raise EOFError(name)
+            to_skip -= len(piece)
+        for target in targets:
+            flat = target.reshape(-1).view(np.uint8)  # a view: targets are contiguous row ranges
+            for start in range(0, flat.size, _CHUNK_BYTES):
+                piece = stream.read(min(_CHUNK_BYTES, flat.size - start))
+                if len(piece) != min(_CHUNK_BYTES, flat.size - start):
+                    raise EOFError(name)
+                flat[start : start + len(piece)] = np.frombuffer(piece, np.uint8)
+        stream.read()  # to the member's end: the zip checks its CRC there
 
 
 class FlatReplayBuffer(_RingBuffer):

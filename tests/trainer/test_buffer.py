@@ -443,3 +443,44 @@ def test_population_load_of_a_file_whose_fields_disagree_is_a_clear_error(tmp_pa
     np.savez(tmp_path / BUFFER_FILE, **state)
     message = _refusal(_filled_population(5, 2), tmp_path)
     assert message.startswith(f"{tmp_path / BUFFER_FILE}: damaged replay buffer file ({reason}")
+
+
+def test_save_and_load_stream_in_pieces_without_copying_the_buffer(tmp_path, monkeypatch):
+    """save/load move the arrays in bounded pieces (a population's buffer is gigabytes): with tiny pieces
+    the round trip is exact, wrapped or not, into the same and a smaller capacity; saving allocates far less
+    than the buffer's size."""
+    import tracemalloc
+
+    import trainer.buffer as buffer_mod
+
+    monkeypatch.setattr(buffer_mod, "_CHUNK_BYTES", 7)
+    wrapped = _filled_population(capacity=5, n=8)
+    wrapped.save(tmp_path)
+    same = PopulationReplayBuffer(5, OBS_DIM, ACT_DIM, SEEDS)
+    same.load(tmp_path)
+    for f in ("obs", "next_obs", "actions", "rewards", "terminateds"):
+        np.testing.assert_array_equal(getattr(same, f), getattr(wrapped, f))
+    assert (same.pos, same.size) == (wrapped.pos, wrapped.size)
+    smaller = PopulationReplayBuffer(3, OBS_DIM, ACT_DIM, SEEDS)
+    smaller.load(tmp_path)
+    np.testing.assert_array_equal(smaller.state()["obs"], wrapped.state()["obs"][-3:])
+
+    monkeypatch.setattr(buffer_mod, "_CHUNK_BYTES", 64 * 1024)
+    big = FlatReplayBuffer(20_000, 50, 4, seed=0)
+    big.add(*(np.ones((20_000, *shape), np.float32) for shape in ((50,), (4,), (), (50,), ())))
+    tracemalloc.start()
+    big.save(tmp_path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < big.nbytes / 10, (peak, big.nbytes)
+
+
+def test_load_of_a_file_of_another_dtype_is_a_clear_error(tmp_path):
+    state = _filled(capacity=5, n=3).state()
+    state["obs"] = state["obs"].astype(np.float64)
+    np.savez(tmp_path / BUFFER_FILE, **state)
+    buf = _filled(capacity=5, n=2)
+    with pytest.raises(ValueError) as err:
+        buf.load(tmp_path)
+    assert str(err.value) == f"{tmp_path / BUFFER_FILE}: damaged replay buffer file (obs has dtype float64)"
+    assert len(buf) == 2
