@@ -7,7 +7,8 @@ samples per env step (one gradient step per env step), measures in one run:
   ``resources.torch_threads: auto`` gives it), after learning starts and excluding start-up: trained
   samples/s and env steps/s, with synchronous local sampling (the reference's schedule) and with one remote
   env runner sampling the next round while the learner trains (``resources.overlap_sampling``; the headline
-  ``trained_samples_per_s``);
+  ``trained_samples_per_s``), and with one remote env runner sampling synchronously (it waits while the
+  learner trains, so ``auto`` gives the learner its CPU: 2 threads on 2 cores) (``SCHEDULES``);
 - the learner update alone (``learner_group.update`` on pre-sampled batches, as the trainer sends them), at
   each thread count of ``--threads``;
 - the matrix-product ceiling of one update (``benchmarks.ceiling``: its FLOPs at the GEMM rate measured at
@@ -57,6 +58,15 @@ REFERENCE_OVERRIDES = {
     "evaluation.interval": 10_000,  # evaluation is not what we time here
 }
 OVERLAP = {"resources.num_env_runners": 1, "resources.overlap_sampling": True}
+# The end-to-end schedules, by the suffix of their keys: what each adds to the reference experiment. One more
+# measurement is one more entry.
+SCHEDULES: dict[str, tuple[str, dict[str, Any]]] = {
+    "sync": ("synchronous local sampling", {}),  # sample, then learn, in one process: the reference's schedule
+    "overlap": ("overlapped sampling", OVERLAP),  # one remote runner samples the next round while the learner trains
+    # one remote runner sampling synchronously: it waits while the learner trains, which gets its CPU (2 threads)
+    "remote": ("synchronous remote sampling", {"resources.num_env_runners": 1}),
+}
+HEADLINE = "overlap"
 DEVICES = ("cpu", "cuda")
 # The learner on one GPU; compiled where the schema has the switch (resources.compile).
 CUDA_OVERRIDES = {"resources.num_gpus_per_learner": 1}
@@ -269,41 +279,44 @@ def our_turn(iterations: int, thread_counts: list[int], device: str, extra: dict
 
     _start_ray(device)
     row: dict[str, float] = {}
-    sync = EndToEnd(extra)  # local sampling, then learning: the reference's schedule
-    overlap = EndToEnd({**OVERLAP, **extra})  # one remote env runner samples the next round while the learner trains
+    runs = {name: EndToEnd({**overrides, **extra}) for name, (_, overrides) in SCHEDULES.items()}
     try:
-        row.update({f"{k}_sync": v for k, v in sync.timed(iterations).items()})
-        row.update({f"{k}_overlap": v for k, v in overlap.timed(iterations).items()})
-        row.update(torch_threads_sync=float(sync.torch_threads), torch_threads_overlap=float(overlap.torch_threads))
+        for name, run in runs.items():
+            row.update({f"{k}_{name}": v for k, v in run.timed(iterations).items()})
+            row[f"torch_threads_{name}"] = float(run.torch_threads)
         gemms = reference_gemms()
+        first = runs[next(iter(runs))]
         for threads in thread_counts:
-            row[f"learner_only_updates_per_s_{threads}_threads"] = sync.learner_alone(threads)
+            row[f"learner_only_updates_per_s_{threads}_threads"] = first.learner_alone(threads)
             for k, v in ceiling(gemms, threads, device).items():
                 row[f"{k}_{threads}_threads"] = v
     finally:
-        overlap.stop()
-        sync.stop()
+        for run in runs.values():
+            run.stop()
         ray.shutdown()
     return row
 
 
 def derive(row: dict[str, Any], batch: int) -> dict[str, float]:
-    """Per-round figures at the thread count end to end ran with (overlapped schedule, the headline):
-    learner alone, ceiling, end to end as a fraction of each, and the ratios to SB3."""
+    """Per-round figures: each schedule end to end as a fraction of the learner alone and of the ceiling at
+    the thread count that schedule's learner ran with, and over SB3 at its best thread count; unsuffixed
+    learner-alone and ceiling figures at the headline schedule's thread count."""
     out: dict[str, float] = {}
-    threads = int(row["torch_threads_overlap"])
+    headline = int(row[f"torch_threads_{HEADLINE}"])
     for key in ("learner_only_updates_per_s", "ceiling_updates_per_s", "gemm_gflops"):
-        if f"{key}_{threads}_threads" in row:
-            out[key] = row[f"{key}_{threads}_threads"]
+        if f"{key}_{headline}_threads" in row:
+            out[key] = row[f"{key}_{headline}_threads"]
     if "learner_only_updates_per_s" in out:
         out["learner_updates_per_s"] = out["learner_only_updates_per_s"]  # the earlier key, kept
         out["learner_trained_samples_per_s"] = out["learner_only_updates_per_s"] * batch
-    for schedule in ("overlap", "sync"):
+    for schedule in SCHEDULES:
+        if f"trained_samples_per_s_{schedule}" not in row:
+            continue
+        threads = int(row[f"torch_threads_{schedule}"])
         updates = row[f"trained_samples_per_s_{schedule}"] / batch
-        if "learner_only_updates_per_s" in out:
-            out[f"fraction_of_learner_only_{schedule}"] = updates / out["learner_only_updates_per_s"]
-        if "ceiling_updates_per_s" in out:
-            out[f"fraction_of_ceiling_{schedule}"] = updates / out["ceiling_updates_per_s"]
+        for name, key in (("learner_only", "learner_only_updates_per_s"), ("ceiling", "ceiling_updates_per_s")):
+            if f"{key}_{threads}_threads" in row:
+                out[f"fraction_of_{name}_{schedule}"] = updates / row[f"{key}_{threads}_threads"]
         if "sb3_trained_samples_per_s" in row:
             ours = row[f"trained_samples_per_s_{schedule}"]
             out[f"ratio_vs_sb3_{schedule}"] = ours / row["sb3_trained_samples_per_s"]
@@ -425,12 +438,12 @@ def main(argv: list[str] | None = None) -> int:
     rounds = result["rounds"]
     result.update(_medians(rounds))
     result.update(
-        trained_samples_per_s=result["trained_samples_per_s_overlap"],
-        env_steps_per_s=result["env_steps_per_s_overlap"],
+        trained_samples_per_s=result[f"trained_samples_per_s_{HEADLINE}"],
+        env_steps_per_s=result[f"env_steps_per_s_{HEADLINE}"],
     )
-    if "ratio_vs_sb3_overlap" in result:
-        result["ratio_vs_sb3"] = result["ratio_vs_sb3_overlap"]
-        for schedule in ("overlap", "sync"):
+    if f"ratio_vs_sb3_{HEADLINE}" in result:
+        result["ratio_vs_sb3"] = result[f"ratio_vs_sb3_{HEADLINE}"]
+        for schedule in SCHEDULES:
             key = f"ratio_vs_sb3_{schedule}"
             result[f"{key}_lowest_round"] = min(row[key] for row in rounds if key in row)
     if not args.skip_study:
@@ -455,23 +468,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(result: dict[str, Any], n_rounds: int, thread_counts: list[int]) -> str:
     """The medians as a table, then per-round notes (SB3 failures, the raw eager loop)."""
-    threads = int(result["torch_threads_overlap"])
 
     def per_thread_count(label: str, key: str) -> list[tuple[str, str]]:
         return [(label.format(t=t), f"{key}_{t}_threads") for t in thread_counts]
 
+    def per_schedule(label: str, key: str) -> list[tuple[str, str]]:
+        return [(label.format(s=what), key.format(name=name)) for name, (what, _) in SCHEDULES.items()]
+
     rows: list[tuple[str, str]] = [
-        ("end to end, overlapped sampling: trained samples/s", "trained_samples_per_s_overlap"),
-        ("end to end, overlapped sampling: env steps/s", "env_steps_per_s_overlap"),
-        ("  learner torch threads (auto)", "torch_threads_overlap"),
-        ("end to end, synchronous local sampling: trained/s", "trained_samples_per_s_sync"),
-        ("end to end, synchronous local sampling: env steps/s", "env_steps_per_s_sync"),
+        *per_schedule("end to end, {s}: trained samples/s", "trained_samples_per_s_{name}"),
+        *per_schedule("end to end, {s}: env steps/s", "env_steps_per_s_{name}"),
+        *per_schedule("  learner torch threads (auto), {s}", "torch_threads_{name}"),
         *per_thread_count("learner alone, {t} thread(s): updates/s", "learner_only_updates_per_s"),
         *per_thread_count("GEMM rate at the update's shapes, {t} thread(s): GFLOP/s", "gemm_gflops"),
         *per_thread_count("ceiling (GEMMs only), {t} thread(s): updates/s", "ceiling_updates_per_s"),
         ("  FLOPs of one update (GFLOP)", "update_gflop"),
-        (f"end to end (overlapped) / learner alone, {threads} thread(s)", "fraction_of_learner_only_overlap"),
-        (f"end to end (overlapped) / ceiling, {threads} thread(s)", "fraction_of_ceiling_overlap"),
+        *per_schedule("end to end / learner alone (same threads), {s}", "fraction_of_learner_only_{name}"),
+        *per_schedule("end to end / ceiling (same threads), {s}", "fraction_of_ceiling_{name}"),
         ("sampling alone, 1 env runner: env steps/s", "sampler_env_steps_per_s_1_runner"),
         ("sampling alone, 2 env runners: env steps/s", "sampler_env_steps_per_s_2_runners"),
         ("replay buffer bytes / transition", "buffer_bytes_per_transition"),
@@ -479,10 +492,8 @@ def report(result: dict[str, Any], n_rounds: int, thread_counts: list[int]) -> s
         ("peak RSS of the driver (MB)", "peak_rss_mb"),
         *per_thread_count("SB3 SAC, {t} thread(s): trained samples/s", "sb3_trained_samples_per_s"),
         ("SB3 SAC at its best thread count: trained samples/s", "sb3_trained_samples_per_s"),
-        ("ratio ours (overlapped) / SB3 best, median of rounds", "ratio_vs_sb3_overlap"),
-        ("ratio ours (synchronous) / SB3 best, median of rounds", "ratio_vs_sb3_sync"),
-        ("ratio ours (overlapped) / SB3 best, lowest round", "ratio_vs_sb3_overlap_lowest_round"),
-        ("ratio ours (synchronous) / SB3 best, lowest round", "ratio_vs_sb3_sync_lowest_round"),
+        *per_schedule("ours / SB3 best, {s}: median of rounds", "ratio_vs_sb3_{name}"),
+        *per_schedule("ours / SB3 best, {s}: lowest round", "ratio_vs_sb3_{name}_lowest_round"),
         ("design's 1M-step run at the overlapped rate (hours)", "reference_run_hours"),
         ("study: one trial, env steps/s", "study_env_steps_per_s"),
         ("study: trials", "study_trials"),

@@ -10,38 +10,43 @@ import torch
 from benchmarks import throughput as T
 
 
-def test_derived_figures_use_the_end_to_end_thread_count():
+def test_each_schedule_is_compared_at_its_own_thread_count():
     row = {
-        "torch_threads_overlap": 2.0,
+        "torch_threads_overlap": 1.0,
+        "torch_threads_sync": 1.0,
+        "torch_threads_remote": 2.0,
         "trained_samples_per_s_overlap": 256 * 60.0,
         "trained_samples_per_s_sync": 256 * 40.0,
-        "learner_only_updates_per_s_1_threads": 50.0,
-        "learner_only_updates_per_s_2_threads": 75.0,
-        "ceiling_updates_per_s_1_threads": 100.0,
-        "ceiling_updates_per_s_2_threads": 150.0,
-        "gemm_gflops_2_threads": 123.0,
+        "trained_samples_per_s_remote": 256 * 90.0,
+        "learner_only_updates_per_s_1_threads": 75.0,
+        "learner_only_updates_per_s_2_threads": 100.0,
+        "ceiling_updates_per_s_1_threads": 150.0,
+        "ceiling_updates_per_s_2_threads": 300.0,
+        "gemm_gflops_1_threads": 123.0,
         "sb3_trained_samples_per_s": 256 * 30.0,
     }
     out = T.derive(row, batch=256)
+    # unsuffixed: at the headline (overlapped) schedule's thread count
     assert out["learner_only_updates_per_s"] == out["learner_updates_per_s"] == 75.0
     assert out["learner_trained_samples_per_s"] == 75.0 * 256
     assert out["ceiling_updates_per_s"] == 150.0 and out["gemm_gflops"] == 123.0
     assert out["fraction_of_learner_only_overlap"] == pytest.approx(60 / 75)
     assert out["fraction_of_ceiling_overlap"] == pytest.approx(60 / 150)
     assert out["fraction_of_learner_only_sync"] == pytest.approx(40 / 75)
-    assert out["ratio_vs_sb3_overlap"] == pytest.approx(2.0) and out["ratio_vs_sb3_sync"] == pytest.approx(40 / 30)
+    assert out["fraction_of_learner_only_remote"] == pytest.approx(90 / 100)  # its learner had 2 threads
+    assert out["fraction_of_ceiling_remote"] == pytest.approx(90 / 300)
+    assert out["ratio_vs_sb3_overlap"] == pytest.approx(2.0) and out["ratio_vs_sb3_remote"] == pytest.approx(3.0)
 
 
 def test_without_sb3_there_is_no_ratio():
     row = {
         "torch_threads_overlap": 1.0,
         "trained_samples_per_s_overlap": 256.0,
-        "trained_samples_per_s_sync": 256.0,
         "learner_only_updates_per_s_1_threads": 2.0,
     }
     out = T.derive(row, batch=256)
     assert out["fraction_of_learner_only_overlap"] == 0.5
-    assert not any(k.startswith(("ratio_vs_sb3", "fraction_of_ceiling")) for k in out)
+    assert not any(k.startswith(("ratio_vs_sb3", "fraction_of_ceiling")) or k.endswith("_sync") for k in out)
 
 
 def test_study_plan_on_two_cores():
