@@ -501,7 +501,7 @@ def report(result: dict[str, Any], n_rounds: int, thread_counts: list[int]) -> s
         ("study: wall time (hours)", "study_hours"),
     ]
     lines = [f"{result['machine']}; learner on {result['device']}", f"medians over {n_rounds} rounds:"]
-    lines += [f"{name:<60} {result[key]:>12,.2f}" for name, key in rows if key in result]
+    lines += [f"{name:<72} {result[key]:>12,.2f}" for name, key in rows if key in result]
     for row in result["rounds"]:
         lines += [f"SB3 reference failed: {v}" for k, v in row.items() if k.startswith("sb3_error")]
         if "raw_eager_output" in row:
