@@ -273,7 +273,7 @@ def _start_ray(device: str) -> None:
 
 
 def our_turn(iterations: int, thread_counts: list[int], device: str, extra: dict[str, Any]) -> dict[str, float]:
-    """Our two schedules end to end, the learner alone and the GEMM ceiling per thread count: one round,
+    """Every schedule of ``SCHEDULES`` end to end, the learner alone and the GEMM ceiling per thread count: one round,
     from a fresh Ray instance to its shutdown."""
     import ray
 
