@@ -1,23 +1,30 @@
-"""Training throughput: ``python -m benchmarks.throughput [--json FILE] [--sb3-path DIR] [--rounds R]``.
+"""Training throughput: ``python -m benchmarks.throughput [--json FILE] [--sb3-path DIR] [--rounds R] [--device D]``.
 
 On the bundled data with the reference network ([256, 256], batch 256) and a replay ratio of 256 trained
 samples per env step (one gradient step per env step), measures in one run:
 
-- end to end through the real trainer (``PortfolioSAC``, learner in the driver), after learning starts and
-  excluding start-up: trained samples/s and env steps/s, with synchronous local sampling (the reference's
-  schedule) and with one remote env runner sampling the next round while the learner trains
-  (``resources.overlap_sampling``; the headline ``trained_samples_per_s``);
-- the learner update alone (``learner_group.update`` on pre-sampled batches, as the trainer sends them);
+- end to end through the real trainer (``PortfolioSAC``, learner in the driver with the torch threads
+  ``resources.torch_threads: auto`` gives it), after learning starts and excluding start-up: trained
+  samples/s and env steps/s, with synchronous local sampling (the reference's schedule) and with one remote
+  env runner sampling the next round while the learner trains (``resources.overlap_sampling``; the headline
+  ``trained_samples_per_s``), and with one remote env runner sampling synchronously (it waits while the
+  learner trains, so ``auto`` gives the learner its CPU: 2 threads on 2 cores) (``SCHEDULES``);
+- the learner update alone (``learner_group.update`` on pre-sampled batches, as the trainer sends them), at
+  each thread count of ``--threads``;
+- the matrix-product ceiling of one update (``benchmarks.ceiling``: its FLOPs at the GEMM rate measured at
+  its own shapes, per thread count), and end to end as a fraction of the learner alone and of the ceiling;
 - sampling alone with 1 and 2 remote env runners (no learning), in env steps/s;
 - replay-buffer bytes per stored transition at 200k capacity, against the raw float32 bytes of
   (obs, next obs, action, reward, flags), and the driver's peak RSS;
 - side by side: Stable-Baselines3 SAC with the same configuration on the same env (from a throwaway install
-  given by ``--sb3-path``, never a dependency) and a bare eager-PyTorch update loop (``RAW_SAC_UPDATE``, when
-  that script is present next to the checkout), both with one thread.
+  given by ``--sb3-path``, never a dependency) at each thread count of ``--threads``, its best counted, and a
+  bare eager-PyTorch update loop (``RAW_SAC_UPDATE``, when that script is present next to the checkout);
+- wall-time estimates at the measured rates: the design's 1M-step reference run, and the ``study``
+  experiment (its trials x env steps, as many trials at a time as this machine's CPUs and the sweep allow).
 
 The machine is shared and noisy (the same code's speed moved by 30% between minutes here), so SB3 and both of
 our schedules take turns for ``--rounds`` rounds and the medians of the per-round figures and ratios are
-reported; every round is in the JSON.
+reported; every round is in the JSON. Ray is shut down while SB3 runs: none of our processes competes with it.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import resource
 import statistics
@@ -35,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import trainer  # noqa: F401  sets OMP_NUM_THREADS before torch is imported
+from benchmarks.ceiling import ceiling, sac_update_gemms, update_flops
 
 # The bare eager-PyTorch SAC update loop kept beside the checkout: the speed reference, run when present.
 RAW_SAC_UPDATE = Path(__file__).resolve().parents[2] / "shared" / "tools" / "raw_sac_update.py"
@@ -48,33 +57,81 @@ REFERENCE_OVERRIDES = {
     "stopping.steps_per_iteration": 200,
     "evaluation.interval": 10_000,  # evaluation is not what we time here
 }
+OVERLAP = {"resources.num_env_runners": 1, "resources.overlap_sampling": True}
+# The end-to-end schedules, by the suffix of their keys: what each adds to the reference experiment. One more
+# measurement is one more entry.
+SCHEDULES: dict[str, tuple[str, dict[str, Any]]] = {
+    "sync": ("synchronous local sampling", {}),  # sample, then learn, in one process: the reference's schedule
+    "overlap": ("overlapped sampling", OVERLAP),  # one remote runner samples the next round while the learner trains
+    # one remote runner sampling synchronously: it waits while the learner trains, which gets its CPU (2 threads)
+    "remote": ("synchronous remote sampling", {"resources.num_env_runners": 1}),
+}
+HEADLINE = "overlap"
+DEVICES = ("cpu", "cuda")
+# The learner on one GPU; compiled where the schema has the switch (resources.compile).
+CUDA_OVERRIDES = {"resources.num_gpus_per_learner": 1}
+COMPILE_KEY = "compile"
+REFERENCE_RUN_ENV_STEPS = 1_000_000  # the design's reference run
+STUDY = "study"
+SECONDS_PER_HOUR = 3600
 
 
-def _experiment(extra: dict[str, Any] | None = None):
+def device_overrides(device: str) -> dict[str, Any]:
+    """The experiment overrides that put the learner on ``device``.
+
+    Raises:
+        SystemExit: ``cuda`` where torch sees no CUDA device (a one-line error, no traceback).
+    """
+    if device == "cpu":
+        return {}
+    import torch
+
+    from trainer.config import ResourcesConfig
+
+    if not torch.cuda.is_available():
+        raise SystemExit(
+            f"--device cuda: torch {torch.__version__} sees no CUDA device on this machine "
+            f"(built with CUDA: {torch.version.cuda or 'no'}); run it on a machine with an NVIDIA GPU, or "
+            "without --device for the CPU figures"
+        )
+    out = dict(CUDA_OVERRIDES)
+    if COMPILE_KEY in ResourcesConfig.model_fields:
+        out[f"resources.{COMPILE_KEY}"] = True
+    return out
+
+
+def _experiment(extra: dict[str, Any] | None = None, name: str = "reference"):
     from trainer.experiments import load_experiment
 
-    return load_experiment("reference", {**REFERENCE_OVERRIDES, **(extra or {})})
-
-
-OVERLAP = {"resources.num_env_runners": 1, "resources.overlap_sampling": True}
+    base = REFERENCE_OVERRIDES if name == "reference" else {"evaluation.interval": 10_000}
+    return load_experiment(name, {**base, **(extra or {})})
 
 
 class EndToEnd:
     """A warmed-up ``PortfolioSAC`` (buffer past learning starts, one iteration of updates done) that can be
-    timed for a few iterations at a time, so several configurations and SB3 can take turns in one run."""
+    timed for a few iterations at a time, so several configurations and SB3 can take turns in one run.
 
-    def __init__(self, extra: dict[str, Any] | None = None) -> None:
+    Several algorithms share this process, so each sets its learner's torch threads (what
+    ``resources.torch_threads`` decided for it at set-up) before it is timed.
+    """
+
+    def __init__(self, extra: dict[str, Any] | None = None, name: str = "reference") -> None:
         from trainer.sac_config import build_sac_config
         from trainer.train import env_steps_of
 
         self._steps = env_steps_of
-        self.exp = _experiment(extra)
+        self.exp = _experiment(extra, name)
         self.algo = build_sac_config(self.exp).build_algo()
-        while env_steps_of(self.algo) < self.exp.sac.learning_starts + 200:  # fill + a warm-up iteration
+        self.torch_threads: int = self.algo.torch_threads
+        warm = self.exp.sac.learning_starts + self.exp.stopping.steps_per_iteration  # fill + a warm-up iteration
+        while env_steps_of(self.algo) < warm:
             self.algo.train()
 
     def timed(self, iterations: int) -> dict[str, float]:
         """Trained samples/s and env steps/s over ``iterations`` iterations."""
+        import torch
+
+        torch.set_num_threads(self.torch_threads)
         algo = self.algo
         steps0, updates0, t0 = self._steps(algo), algo.updates_lifetime, time.perf_counter()
         for _ in range(iterations):
@@ -87,23 +144,22 @@ class EndToEnd:
             "gradient_steps_per_env_step": updates / steps,
         }
 
-    def learner_alone(self, calls: int = 8) -> dict[str, float]:
-        """``learner_group.update`` on pre-sampled batches, sent as the trainer sends them: one call per
-        sampling round (``rollout_fragment_length`` gradient steps of ``batch_size``)."""
+    def learner_alone(self, threads: int, calls: int = 8) -> float:
+        """Updates/s of ``learner_group.update`` on pre-sampled batches at ``threads`` torch threads, sent as
+        the trainer sends them: one call per sampling round (``rollout_fragment_length`` gradient steps)."""
+        import torch
         from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
+        torch.set_num_threads(threads)
         algo = self.algo
         per_call = self.exp.sac.rollout_fragment_length
         sample = algo._sample_batch(per_call)
         timesteps = {NUM_ENV_STEPS_SAMPLED_LIFETIME: self._steps(algo)}
+        algo.learner_group.update(batch=sample, timesteps=timesteps, num_epochs=1)  # warm at this thread count
         t0 = time.perf_counter()
         for _ in range(calls):
             algo.learner_group.update(batch=sample, timesteps=timesteps, num_epochs=1)
-        dt = time.perf_counter() - t0
-        return {
-            "learner_updates_per_s": calls * per_call / dt,
-            "learner_trained_samples_per_s": calls * per_call * algo.config.total_train_batch_size / dt,
-        }
+        return calls * per_call / (time.perf_counter() - t0)
 
     def stop(self) -> None:
         self.algo.stop()
@@ -141,6 +197,14 @@ def _dims() -> tuple[int, int]:
     return int(env.observation_space.shape[0]), int(env.action_space.shape[0])
 
 
+def reference_gemms() -> list:
+    """The matrix products of one update of the reference network on the bundled data."""
+    obs_dim, act_dim = _dims()
+    return sac_update_gemms(
+        obs_dim, act_dim, REFERENCE_OVERRIDES["model.hidden"], REFERENCE_OVERRIDES["sac.batch_size"]
+    )
+
+
 def buffer_memory() -> dict[str, float]:
     from trainer.buffer import FlatReplayBuffer
 
@@ -155,12 +219,13 @@ def buffer_memory() -> dict[str, float]:
     }
 
 
-def _sb3(sb3_path: str, steps: int) -> dict[str, Any]:
+def _sb3(sb3_path: str, steps: int, threads: int) -> dict[str, Any]:
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([sb3_path, str(root), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = str(threads)
     res = subprocess.run(
-        [sys.executable, "-m", "benchmarks.sb3_reference", "--steps", str(steps)],
+        [sys.executable, "-m", "benchmarks.sb3_reference", "--steps", str(steps), "--threads", str(threads)],
         capture_output=True,
         text=True,
         env=env,
@@ -169,6 +234,23 @@ def _sb3(sb3_path: str, steps: int) -> dict[str, Any]:
     if res.returncode == 0:
         return json.loads(res.stdout.strip().splitlines()[-1])
     return {"sb3_error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "failed"}
+
+
+def sb3_turn(sb3_path: str, steps: int, thread_counts: list[int]) -> dict[str, Any]:
+    """SB3 at each thread count (nothing of ours running), and the best of them."""
+    row: dict[str, Any] = {}
+    for threads in thread_counts:
+        out = _sb3(sb3_path, steps, threads)
+        if "sb3_error" in out:
+            row[f"sb3_error_{threads}_threads"] = out["sb3_error"]
+            continue
+        row[f"sb3_trained_samples_per_s_{threads}_threads"] = out["sb3_trained_samples_per_s"]
+    per_count = {t: f"sb3_trained_samples_per_s_{t}_threads" for t in thread_counts}
+    measured = {t: row[key] for t, key in per_count.items() if key in row}
+    if measured:
+        best = max(measured, key=measured.__getitem__)
+        row.update(sb3_trained_samples_per_s=measured[best], sb3_best_threads=float(best))
+    return row
 
 
 def _raw_eager() -> str | None:
@@ -180,38 +262,171 @@ def _raw_eager() -> str | None:
     return res.stdout.strip()
 
 
+def _start_ray(device: str) -> None:
+    from trainer.console import quiet_logging
+    from trainer.ray_init import init_ray
+
+    init_ray(
+        "local", num_cpus=os.cpu_count(), num_gpus=int(device == "cuda"), include_dashboard=False, log_to_driver=False
+    )
+    quiet_logging(None)  # RLlib's notices would bury the figures; errors still show
+
+
+def our_turn(iterations: int, thread_counts: list[int], device: str, extra: dict[str, Any]) -> dict[str, float]:
+    """Every schedule of ``SCHEDULES`` end to end, the learner alone and the GEMM ceiling per thread count: one round,
+    from a fresh Ray instance to its shutdown."""
+    import ray
+
+    _start_ray(device)
+    row: dict[str, float] = {}
+    runs = {name: EndToEnd({**overrides, **extra}) for name, (_, overrides) in SCHEDULES.items()}
+    try:
+        for name, run in runs.items():
+            row.update({f"{k}_{name}": v for k, v in run.timed(iterations).items()})
+            row[f"torch_threads_{name}"] = float(run.torch_threads)
+        gemms = reference_gemms()
+        first = runs[next(iter(runs))]
+        for threads in thread_counts:
+            row[f"learner_only_updates_per_s_{threads}_threads"] = first.learner_alone(threads)
+            for k, v in ceiling(gemms, threads, device).items():
+                row[f"{k}_{threads}_threads"] = v
+    finally:
+        for run in runs.values():
+            run.stop()
+        ray.shutdown()
+    return row
+
+
+def derive(row: dict[str, Any], batch: int) -> dict[str, float]:
+    """Per-round figures: each schedule end to end as a fraction of the learner alone and of the ceiling at
+    the thread count that schedule's learner ran with, and over SB3 at its best thread count; unsuffixed
+    learner-alone and ceiling figures at the headline schedule's thread count."""
+    out: dict[str, float] = {}
+    headline = int(row[f"torch_threads_{HEADLINE}"])
+    for key in ("learner_only_updates_per_s", "ceiling_updates_per_s", "gemm_gflops"):
+        if f"{key}_{headline}_threads" in row:
+            out[key] = row[f"{key}_{headline}_threads"]
+    if "learner_only_updates_per_s" in out:
+        out["learner_updates_per_s"] = out["learner_only_updates_per_s"]  # the earlier key, kept
+        out["learner_trained_samples_per_s"] = out["learner_only_updates_per_s"] * batch
+    for schedule in SCHEDULES:
+        if f"trained_samples_per_s_{schedule}" not in row:
+            continue
+        threads = int(row[f"torch_threads_{schedule}"])
+        updates = row[f"trained_samples_per_s_{schedule}"] / batch
+        for name, key in (("learner_only", "learner_only_updates_per_s"), ("ceiling", "ceiling_updates_per_s")):
+            if f"{key}_{threads}_threads" in row:
+                out[f"fraction_of_{name}_{schedule}"] = updates / row[f"{key}_{threads}_threads"]
+        if "sb3_trained_samples_per_s" in row:
+            ours = row[f"trained_samples_per_s_{schedule}"]
+            out[f"ratio_vs_sb3_{schedule}"] = ours / row["sb3_trained_samples_per_s"]
+    return out
+
+
+def study_plan(cpus: int) -> dict[str, float]:
+    """The ``study`` sweep's size and how many of its trials run at a time on ``cpus`` CPUs: as many as
+    their CPU requests fit, at most the sweep's ``max_concurrent_trials``."""
+    from trainer.tune import build_plan
+
+    exp = _experiment(name=STUDY)
+    plan = build_plan(exp)
+    fit = max(1, math.floor(cpus / plan["resources_per_trial"]["CPU"]))
+    concurrent = min(fit, exp.sweep.max_concurrent_trials or fit)
+    return {
+        "study_trials": float(plan["trials"]),
+        "study_env_steps_per_trial": float(exp.stopping.env_steps),
+        "study_concurrent_trials": float(concurrent),
+    }
+
+
+def wall_time_estimates(result: dict[str, Any]) -> dict[str, float]:
+    """Hours for the design's 1M-step run at the headline env steps/s, and for the study: rounds of
+    ``study_concurrent_trials`` trials, each trial at the study's own measured env steps/s (evaluation and
+    start-up excluded, as in every figure here)."""
+    out = {"reference_run_hours": REFERENCE_RUN_ENV_STEPS / result["env_steps_per_s"] / SECONDS_PER_HOUR}
+    if "study_env_steps_per_s" in result:
+        waves = math.ceil(result["study_trials"] / result["study_concurrent_trials"])
+        trial_s = result["study_env_steps_per_trial"] / result["study_env_steps_per_s"]
+        out["study_hours"] = waves * trial_s / SECONDS_PER_HOUR
+    return out
+
+
+def study_rate(iterations: int, device: str) -> float:
+    """Env steps/s of one ``study`` trial as the sweep runs it (its own network, batch and resources)."""
+    import ray
+
+    _start_ray(device)
+    run = EndToEnd(device_overrides(device), name=STUDY)
+    try:
+        return run.timed(iterations)["env_steps_per_s"]
+    finally:
+        run.stop()
+        ray.shutdown()
+
+
+def machine() -> str:
+    """CPU model, cores and the vector/matrix flags that matter for GEMMs, and the GPU (or none)."""
+    import torch
+
+    model, flags = "unknown CPU", set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+    shown = ", ".join(f for f in wanted if f in flags) or "no AVX2"
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{model}, {os.cpu_count()} cores ({shown}); {gpu}"
+
+
+def _medians(rounds: list[dict[str, Any]]) -> dict[str, float]:
+    keys = dict.fromkeys(k for row in rounds for k, v in row.items() if isinstance(v, float))
+    return {k: float(statistics.median(row[k] for row in rounds if k in row)) for k in keys}  # SB3 may fail a round
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the results as JSON here")
     parser.add_argument("--iterations", type=int, default=4, help="timed iterations of 200 env steps per round")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of SB3 / ours taking turns; medians reported")
     parser.add_argument("--sb3-path", help="directory with a throwaway stable-baselines3 install (pip --target)")
+    parser.add_argument(
+        "--threads", default="1,2", help="torch thread counts for the learner alone, the ceiling and SB3"
+    )
+    parser.add_argument("--device", choices=DEVICES, default="cpu", help="where the learner trains")
     parser.add_argument("--skip-sampling", action="store_true")
+    parser.add_argument("--skip-study", action="store_true", help="no study wall-time estimate")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.iterations < 1:
         parser.error("--rounds and --iterations must be at least 1")
-    import ray
-
-    from trainer.console import quiet_logging
-    from trainer.ray_init import init_ray
-
-    init_ray("local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    quiet_logging(None)  # RLlib's notices would bury the figures; errors still show
-    result: dict[str, Any] = {"config": REFERENCE_OVERRIDES, "rounds": []}
-    sync = EndToEnd()  # local sampling, then learning: the reference's schedule
-    overlap = EndToEnd(OVERLAP)  # one remote env runner samples the next round while the learner trains
+    try:
+        thread_counts = sorted({int(t) for t in args.threads.split(",")})
+    except ValueError:
+        parser.error(f"--threads must be comma-separated whole numbers, got {args.threads!r}")
+    if thread_counts[0] < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads!r}")
+    extra = device_overrides(args.device)
+    batch = REFERENCE_OVERRIDES["sac.batch_size"]
+    gemms = reference_gemms()
+    result: dict[str, Any] = {
+        "config": REFERENCE_OVERRIDES,
+        "device": args.device,
+        "overrides": extra,
+        "machine": machine(),
+        "update_gflop": update_flops(gemms) / 1e9,
+        "rounds": [],
+    }
+    sb3_steps = args.iterations * REFERENCE_OVERRIDES["stopping.steps_per_iteration"]
     for r in range(args.rounds):
-        # SB3 and our two schedules take turns, so a slow minute on this shared machine hits all of them
-        row: dict[str, Any] = {}
-        if args.sb3_path:
-            steps = args.iterations * REFERENCE_OVERRIDES["stopping.steps_per_iteration"]
-            row.update(_sb3(args.sb3_path, steps=steps))
-        row.update({f"{k}_sync": v for k, v in sync.timed(args.iterations).items()})
-        row.update({f"{k}_overlap": v for k, v in overlap.timed(args.iterations).items()})
-        row.update(sync.learner_alone())
-        if "sb3_trained_samples_per_s" in row:
-            row["ratio_vs_sb3_sync"] = row["trained_samples_per_s_sync"] / row["sb3_trained_samples_per_s"]
-            row["ratio_vs_sb3_overlap"] = row["trained_samples_per_s_overlap"] / row["sb3_trained_samples_per_s"]
+        # SB3 and our schedules take turns, so a slow minute on this shared machine hits all of them; Ray is
+        # down while SB3 runs (our_turn starts and stops it), so no process of ours competes with SB3.
+        row: dict[str, Any] = sb3_turn(args.sb3_path, sb3_steps, thread_counts) if args.sb3_path else {}
+        row.update(our_turn(args.iterations, thread_counts, args.device, extra))
+        row.update(derive(row, batch))
         raw = _raw_eager()
         if raw:
             row["raw_eager_output"] = raw
@@ -220,66 +435,78 @@ def main(argv: list[str] | None = None) -> int:
             f"round {r + 1}/{args.rounds}: "
             + ", ".join(f"{k} {v:,.2f}" for k, v in row.items() if isinstance(v, float))
         )
-    overlap.stop()
-    sync.stop()
-
     rounds = result["rounds"]
-    for key in dict.fromkeys(k for row in rounds for k, v in row.items() if isinstance(v, float)):
-        result[key] = float(statistics.median(row[key] for row in rounds if key in row))  # SB3 may fail a round
+    result.update(_medians(rounds))
     result.update(
-        trained_samples_per_s=result["trained_samples_per_s_overlap"],
-        env_steps_per_s=result["env_steps_per_s_overlap"],
+        trained_samples_per_s=result[f"trained_samples_per_s_{HEADLINE}"],
+        env_steps_per_s=result[f"env_steps_per_s_{HEADLINE}"],
     )
-    if "ratio_vs_sb3_overlap" in result:
-        result["ratio_vs_sb3"] = result["ratio_vs_sb3_overlap"]
-        for schedule in ("overlap", "sync"):
+    if f"ratio_vs_sb3_{HEADLINE}" in result:
+        result["ratio_vs_sb3"] = result[f"ratio_vs_sb3_{HEADLINE}"]
+        for schedule in SCHEDULES:
             key = f"ratio_vs_sb3_{schedule}"
             result[f"{key}_lowest_round"] = min(row[key] for row in rounds if key in row)
+    if not args.skip_study:
+        result.update(study_plan(os.cpu_count() or 1))
+        result["study_env_steps_per_s"] = study_rate(2, args.device)
+    result.update(wall_time_estimates(result))
     if not args.skip_sampling:
+        import ray
+
+        _start_ray(args.device)
         result["sampler_env_steps_per_s_1_runner"] = sampling(1)
         result["sampler_env_steps_per_s_2_runners"] = sampling(2)
         result["sampler_env_steps_per_s"] = result["sampler_env_steps_per_s_1_runner"]
+        ray.shutdown()
     result.update(buffer_memory())
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    ray.shutdown()
-
-    print(f"medians over {args.rounds} rounds:")
-    rows = [
-        ("end to end, overlapped sampling: trained samples/s", result["trained_samples_per_s_overlap"]),
-        ("end to end, overlapped sampling: env steps/s", result["env_steps_per_s_overlap"]),
-        ("end to end, synchronous local sampling: trained/s", result["trained_samples_per_s_sync"]),
-        ("end to end, synchronous local sampling: env steps/s", result["env_steps_per_s_sync"]),
-        ("learner update alone: updates/s", result["learner_updates_per_s"]),
-        ("learner update alone: trained samples/s", result["learner_trained_samples_per_s"]),
-    ]
-    if not args.skip_sampling:
-        rows += [
-            ("sampling alone, 1 env runner: env steps/s", result["sampler_env_steps_per_s_1_runner"]),
-            ("sampling alone, 2 env runners: env steps/s", result["sampler_env_steps_per_s_2_runners"]),
-        ]
-    rows += [
-        ("replay buffer bytes / transition", result["buffer_bytes_per_transition"]),
-        ("  raw float32 bytes / transition", result["raw_bytes_per_transition"]),
-        ("peak RSS of the driver (MB)", result["peak_rss_mb"]),
-    ]
-    if "sb3_trained_samples_per_s" in result:
-        rows += [
-            ("SB3 SAC (same rounds): trained samples/s", result["sb3_trained_samples_per_s"]),
-            ("ratio ours (overlapped) / SB3, median of rounds", result["ratio_vs_sb3_overlap"]),
-            ("ratio ours (synchronous) / SB3, median of rounds", result["ratio_vs_sb3_sync"]),
-            ("ratio ours (overlapped) / SB3, lowest round", result["ratio_vs_sb3_overlap_lowest_round"]),
-            ("ratio ours (synchronous) / SB3, lowest round", result["ratio_vs_sb3_sync_lowest_round"]),
-        ]
-    for name, value in rows:
-        print(f"{name:<52} {value:>12,.2f}")
-    for row in rounds:
-        if "sb3_error" in row:
-            print(f"SB3 reference failed: {row['sb3_error']}")
-        if "raw_eager_output" in row:
-            print(f"raw eager loop (same round): {row['raw_eager_output']}")
+    print(report(result, args.rounds, thread_counts))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0
+
+
+def report(result: dict[str, Any], n_rounds: int, thread_counts: list[int]) -> str:
+    """The medians as a table, then per-round notes (SB3 failures, the raw eager loop)."""
+
+    def per_thread_count(label: str, key: str) -> list[tuple[str, str]]:
+        return [(label.format(t=t), f"{key}_{t}_threads") for t in thread_counts]
+
+    def per_schedule(label: str, key: str) -> list[tuple[str, str]]:
+        return [(label.format(s=what), key.format(name=name)) for name, (what, _) in SCHEDULES.items()]
+
+    rows: list[tuple[str, str]] = [
+        *per_schedule("end to end, {s}: trained samples/s", "trained_samples_per_s_{name}"),
+        *per_schedule("end to end, {s}: env steps/s", "env_steps_per_s_{name}"),
+        *per_schedule("  learner torch threads (auto), {s}", "torch_threads_{name}"),
+        *per_thread_count("learner alone, {t} thread(s): updates/s", "learner_only_updates_per_s"),
+        *per_thread_count("GEMM rate at the update's shapes, {t} thread(s): GFLOP/s", "gemm_gflops"),
+        *per_thread_count("ceiling (GEMMs only), {t} thread(s): updates/s", "ceiling_updates_per_s"),
+        ("  FLOPs of one update (GFLOP)", "update_gflop"),
+        *per_schedule("end to end / learner alone (same threads), {s}", "fraction_of_learner_only_{name}"),
+        *per_schedule("end to end / ceiling (same threads), {s}", "fraction_of_ceiling_{name}"),
+        ("sampling alone, 1 env runner: env steps/s", "sampler_env_steps_per_s_1_runner"),
+        ("sampling alone, 2 env runners: env steps/s", "sampler_env_steps_per_s_2_runners"),
+        ("replay buffer bytes / transition", "buffer_bytes_per_transition"),
+        ("  raw float32 bytes / transition", "raw_bytes_per_transition"),
+        ("peak RSS of the driver (MB)", "peak_rss_mb"),
+        *per_thread_count("SB3 SAC, {t} thread(s): trained samples/s", "sb3_trained_samples_per_s"),
+        ("SB3 SAC at its best thread count: trained samples/s", "sb3_trained_samples_per_s"),
+        *per_schedule("ours / SB3 best, {s}: median of rounds", "ratio_vs_sb3_{name}"),
+        *per_schedule("ours / SB3 best, {s}: lowest round", "ratio_vs_sb3_{name}_lowest_round"),
+        ("design's 1M-step run at the overlapped rate (hours)", "reference_run_hours"),
+        ("study: one trial, env steps/s", "study_env_steps_per_s"),
+        ("study: trials", "study_trials"),
+        ("study: trials at a time on this machine", "study_concurrent_trials"),
+        ("study: wall time (hours)", "study_hours"),
+    ]
+    lines = [f"{result['machine']}; learner on {result['device']}", f"medians over {n_rounds} rounds:"]
+    lines += [f"{name:<72} {result[key]:>12,.2f}" for name, key in rows if key in result]
+    for row in result["rounds"]:
+        lines += [f"SB3 reference failed: {v}" for k, v in row.items() if k.startswith("sb3_error")]
+        if "raw_eager_output" in row:
+            lines.append(f"raw eager loop (same round): {row['raw_eager_output']}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import trainer  # noqa: F401  sets OMP_NUM_THREADS (one thread per process) before torch is imported
+import trainer  # sets OMP_NUM_THREADS (one thread per process) before torch is imported
 
 
 def write_wide_csv(path, prices: pd.DataFrame) -> str:
@@ -59,6 +59,17 @@ def signals_restored():
     yield
     for s, handler in saved.items():
         signal.signal(s, handler)
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """Building an algorithm sets this process's torch threads to what ``resources.torch_threads: auto``
+    gives its learner (two with a synchronous remote env runner on a 2-CPU instance): every test starts
+    with the threads the suite runs with (torch is not imported for tests that never needed it)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(int(trainer.OMP_NUM_THREADS))
+    yield
 
 
 @pytest.fixture(scope="session")

@@ -97,6 +97,13 @@ def _with_agent_seeds(config: Any) -> Any:
     return config
 
 
+def _node_id(runner: Any) -> str:
+    """Run on a remote env runner: the Ray node it runs on."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
 class PortfolioSACConfig(SACConfig):
     """``SACConfig`` plus ``portfolio``: the experiment settings PortfolioSAC reads itself."""
 
@@ -129,10 +136,13 @@ class PortfolioSAC(SAC):
         from envs.portfolio import PortfolioEnv
 
         self.settings = settings = AlgorithmSettings.model_validate(self.config.portfolio)
-        if settings.resources.torch_threads:
+        # The learner's torch threads (remote learners set the same number in FusedSACTorchLearner.build).
+        self.torch_threads = settings.resources.learner_torch_threads()
+        if self.config.num_learners == 0:  # the learner trains in this process
             import torch
 
-            torch.set_num_threads(settings.resources.torch_threads)
+            self.torch_threads = settings.resources.learner_torch_threads(self._colocated_env_runners())
+            torch.set_num_threads(self.torch_threads)
         eval_config = {**self.config.env_config, "split": settings.evaluation.split}
         capacity = self.config.replay_buffer_config["capacity"]
         # A population (K agents of this config in batched tensors, trainer.population) or one agent.
@@ -163,6 +173,16 @@ class PortfolioSAC(SAC):
         self._metrics_exporter = None
         self.run_name: str | None = None  # gauge tag outside Tune: trainer.train sets its run directory's name
         self._last_counts = (0, 0, time.perf_counter())
+
+    def _colocated_env_runners(self) -> int:
+        """How many remote env runners run on this process's node (their CPUs may go to the learner)."""
+        group = self.env_runner_group
+        if group is None or group.num_remote_env_runners() == 0:
+            return 0
+        import ray
+
+        nodes = group.foreach_env_runner(_node_id, local_env_runner=False)
+        return sum(node == ray.get_runtime_context().get_node_id() for node in nodes)
 
     # --- observation filter ---------------------------------------------------------------------------
     def obs_filter(self) -> RawObsMeanStdFilter | None:

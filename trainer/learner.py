@@ -63,6 +63,7 @@ from ray.rllib.utils.metrics import NUM_TARGET_UPDATES
 from ray.rllib.utils.numpy import MAX_LOG_NN_OUTPUT, MIN_LOG_NN_OUTPUT
 
 from trainer.catalog import ConcatObsActionEncoder
+from trainer.config import ResourcesConfig
 from trainer.optim import MergedAdam, all_reduce_mean
 from trainer.population import PopulationLinear, PopulationSACModule, derived_seed
 
@@ -210,6 +211,11 @@ class FusedSACTorchLearner(SACTorchLearner):
 
     def build(self) -> None:
         super().build()
+        settings = getattr(self.config, "portfolio", None)
+        if self.config.num_learners > 0 and settings:
+            # A remote learner's process: as many torch threads as its bundle's CPUs (or resources.torch_threads).
+            # A learner in the trial's main process gets its threads from PortfolioSAC.setup.
+            torch.set_num_threads(ResourcesConfig.model_validate(settings["resources"]).learner_torch_threads())
         self._fused_cache: dict[str, dict[str, Any]] = {}
         self._merged_adam: dict[str, MergedAdam] = {}
         self._agent_generators: dict[str, list[torch.Generator]] = {}

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 import trainer
-from trainer.config import ENV_CONFIG_GRID, AlgorithmSettings, Experiment
+from trainer.config import ENV_CONFIG_GRID, NUM_CPUS_FOR_MAIN_PROCESS, AlgorithmSettings, Experiment
 from trainer.experiments import ExperimentError
 
 
@@ -131,7 +131,10 @@ def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = N
             learner_class=FusedSACTorchLearner,
             learner_config_dict={COMPILE_KEY: res.compile},
         )
-        .resources(custom_resources_for_main_process={} if res.num_learners else res.custom_resources_per_learner)
+        .resources(
+            num_cpus_for_main_process=NUM_CPUS_FOR_MAIN_PROCESS,
+            custom_resources_for_main_process={} if res.num_learners else res.custom_resources_per_learner,
+        )
         .training(**training)
         .rl_module(
             model_config=model_config,

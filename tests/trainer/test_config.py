@@ -141,6 +141,88 @@ def test_gpu_learner_resource_requests_on_cpu():
         load_experiment("smoke", {"resources.num_learners": 2, "resources.num_gpus_per_learner": 0.5})
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"resources.num_cpus_per_learner": 2},
+        {"resources.num_cpus_per_learner": 0.5},
+        {"resources.num_gpus_per_learner": 0.5},
+        {"resources.num_gpus_per_learner": 0.5, "resources.num_cpus_per_learner": 3},
+        {"resources.num_learners": 1},
+        {"resources.num_learners": 2, "resources.num_cpus_per_learner": 2},
+        {"resources.num_learners": 1, "resources.num_gpus_per_learner": 1},
+    ],
+)
+def test_learner_cpus_are_what_the_trial_requests_for_the_learner(overrides):
+    """learner_cpus follows RLlib's bundles: the main process's when the learner runs there, else each
+    remote learner's (the last bundles)."""
+    exp = load_experiment("smoke", overrides)
+    bundles = _bundles(overrides)
+    learner_bundle = bundles[-1] if exp.resources.num_learners else bundles[0]
+    assert exp.resources.learner_cpus() == learner_bundle.get("CPU", 0)  # Ray drops zero entries
+
+
+@pytest.mark.parametrize(
+    ("overrides", "colocated", "threads"),
+    [
+        ({}, 0, 1),  # the default: learner and local sampling in the trial's one-CPU process
+        ({"resources.num_cpus_per_learner": 2}, 0, 2),  # a two-CPU trial process
+        ({"resources.num_cpus_per_learner": 2.5}, 0, 2),  # whole threads only
+        ({"resources.num_cpus_per_learner": 0.5}, 0, 1),  # RLlib gives the main process at least one CPU
+        # a remote env runner sampling synchronously waits while the learner trains: its CPU goes to the learner
+        ({"resources.num_env_runners": 1}, 1, 2),
+        ({"resources.num_env_runners": 2}, 2, 3),
+        ({"resources.num_env_runners": 2}, 1, 2),  # one runner on another node lends nothing here
+        ({"resources.num_env_runners": 1, "resources.num_cpus_per_env_runner": 0.5}, 1, 1),
+        # a runner sampling while the learner trains keeps its CPU
+        ({"resources.num_env_runners": 1, "resources.overlap_sampling": True}, 1, 1),
+        # remote learners: their own bundle's CPUs, at least one thread (a GPU learner asks for none)
+        ({"resources.num_learners": 1, "resources.num_env_runners": 1}, 1, 1),
+        ({"resources.num_learners": 1, "resources.num_cpus_per_learner": 4}, 0, 4),
+        ({"resources.num_learners": 1, "resources.num_gpus_per_learner": 1}, 0, 1),
+        # an explicit number always wins
+        ({"resources.torch_threads": 3}, 0, 3),
+        ({"resources.torch_threads": 1, "resources.num_env_runners": 1}, 1, 1),
+    ],
+)
+def test_learner_torch_threads_follow_the_granted_cpus(overrides, colocated, threads):
+    exp = load_experiment("smoke", overrides)
+    assert exp.resources.learner_torch_threads(colocated) == threads
+
+
+def test_two_concurrent_trials_on_two_cores_get_one_thread_each():
+    """The study sweep runs 2 trials at a time on 2 CPUs: each requests one CPU, so each learner one thread;
+    a trial with a remote runner requests two, runs alone on 2 CPUs and its learner gets both."""
+    exp = load_experiment("study")
+    assert exp.sweep.max_concurrent_trials == 2
+    assert sum(b["CPU"] for b in _bundles_of(exp)) == 1 and exp.resources.learner_torch_threads() == 1
+    alone = load_experiment("study", {"resources.num_env_runners": 1})
+    assert sum(b["CPU"] for b in _bundles_of(alone)) == 2 and alone.resources.learner_torch_threads(1) == 2
+
+
+def _bundles_of(exp):
+    from trainer.algorithm import PortfolioSAC
+
+    return PortfolioSAC.default_resource_request(build_sac_config(exp)).bundles
+
+
+def test_null_torch_threads_of_earlier_run_directories_is_auto(tmp_path):
+    assert load_experiment(_write(tmp_path, "resources:\n  torch_threads: null\n")).resources.torch_threads == "auto"
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "many", True])
+def test_torch_threads_must_be_auto_or_a_whole_number(tmp_path, value):
+    path = _write(tmp_path, f"resources:\n  torch_threads: {value}\n")
+    with pytest.raises(ExperimentError) as info:
+        load_experiment(path)
+    shown = {"many": "'many'", True: "True"}.get(value, value)
+    assert str(info.value) == (
+        f"{path}: key 'resources.torch_threads': Value error, torch_threads must be 'auto' or a whole number "
+        f">= 1, got {shown}"
+    )
+
+
 def test_q_networks_are_one_mlp_on_obs_and_action():
     """Each Q net is Linear(obs+act, 256) -> ReLU -> Linear(256, 256) -> ReLU -> Linear(256, 1), as in the
     reference (RLlib's default catalog would build two streams plus a 512 -> 256 projection)."""

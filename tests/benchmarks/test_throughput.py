@@ -1,0 +1,122 @@
+"""benchmarks.throughput: the derived figures, the wall-time estimates, SB3's best thread count, bad input."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from benchmarks import throughput as T
+
+
+def test_each_schedule_is_compared_at_its_own_thread_count():
+    row = {
+        "torch_threads_overlap": 1.0,
+        "torch_threads_sync": 1.0,
+        "torch_threads_remote": 2.0,
+        "trained_samples_per_s_overlap": 256 * 60.0,
+        "trained_samples_per_s_sync": 256 * 40.0,
+        "trained_samples_per_s_remote": 256 * 90.0,
+        "learner_only_updates_per_s_1_threads": 75.0,
+        "learner_only_updates_per_s_2_threads": 100.0,
+        "ceiling_updates_per_s_1_threads": 150.0,
+        "ceiling_updates_per_s_2_threads": 300.0,
+        "gemm_gflops_1_threads": 123.0,
+        "sb3_trained_samples_per_s": 256 * 30.0,
+    }
+    out = T.derive(row, batch=256)
+    # unsuffixed: at the headline (overlapped) schedule's thread count
+    assert out["learner_only_updates_per_s"] == out["learner_updates_per_s"] == 75.0
+    assert out["learner_trained_samples_per_s"] == 75.0 * 256
+    assert out["ceiling_updates_per_s"] == 150.0 and out["gemm_gflops"] == 123.0
+    assert out["fraction_of_learner_only_overlap"] == pytest.approx(60 / 75)
+    assert out["fraction_of_ceiling_overlap"] == pytest.approx(60 / 150)
+    assert out["fraction_of_learner_only_sync"] == pytest.approx(40 / 75)
+    assert out["fraction_of_learner_only_remote"] == pytest.approx(90 / 100)  # its learner had 2 threads
+    assert out["fraction_of_ceiling_remote"] == pytest.approx(90 / 300)
+    assert out["ratio_vs_sb3_overlap"] == pytest.approx(2.0) and out["ratio_vs_sb3_remote"] == pytest.approx(3.0)
+
+
+def test_without_sb3_there_is_no_ratio():
+    row = {
+        "torch_threads_overlap": 1.0,
+        "trained_samples_per_s_overlap": 256.0,
+        "learner_only_updates_per_s_1_threads": 2.0,
+    }
+    out = T.derive(row, batch=256)
+    assert out["fraction_of_learner_only_overlap"] == 0.5
+    assert not any(k.startswith(("ratio_vs_sb3", "fraction_of_ceiling")) or k.endswith("_sync") for k in out)
+
+
+def test_study_plan_on_two_cores():
+    """3 variants x 5 seeds x 3 folds; each trial asks for one CPU; the sweep allows 2 at a time."""
+    assert T.study_plan(2) == {
+        "study_trials": 45.0,
+        "study_env_steps_per_trial": 8000.0,
+        "study_concurrent_trials": 2.0,
+    }
+    assert T.study_plan(1)["study_concurrent_trials"] == 1.0
+    assert T.study_plan(16)["study_concurrent_trials"] == 2.0  # max_concurrent_trials caps it
+
+
+def test_wall_time_estimates():
+    result = {
+        "env_steps_per_s": 50.0,
+        "study_trials": 45.0,
+        "study_concurrent_trials": 2.0,
+        "study_env_steps_per_trial": 8000.0,
+        "study_env_steps_per_s": 100.0,
+    }
+    out = T.wall_time_estimates(result)
+    assert out["reference_run_hours"] == pytest.approx(1_000_000 / 50 / 3600)
+    assert out["study_hours"] == pytest.approx(23 * 80 / 3600)  # 23 waves of 2 trials, 80 s each
+    assert "study_hours" not in T.wall_time_estimates({"env_steps_per_s": 50.0})
+
+
+def test_sb3_is_counted_at_its_best_thread_count(monkeypatch):
+    speeds = {1: {"sb3_trained_samples_per_s": 9000.0}, 2: {"sb3_trained_samples_per_s": 11000.0}}
+    monkeypatch.setattr(T, "_sb3", lambda path, steps, threads: speeds[threads])
+    row = T.sb3_turn("sb3", 100, [1, 2])
+    assert row["sb3_trained_samples_per_s"] == 11000.0 and row["sb3_best_threads"] == 2.0
+    assert row["sb3_trained_samples_per_s_1_threads"] == 9000.0
+    speeds[2] = {"sb3_error": "boom"}
+    row = T.sb3_turn("sb3", 100, [1, 2])
+    assert row["sb3_trained_samples_per_s"] == 9000.0 and row["sb3_error_2_threads"] == "boom"
+
+
+def test_cpu_needs_no_overrides():
+    assert T.device_overrides("cpu") == {}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where CUDA is absent")
+def test_cuda_without_a_gpu_is_a_one_line_error():
+    with pytest.raises(SystemExit) as info:
+        T.device_overrides("cuda")
+    assert str(info.value) == (
+        f"--device cuda: torch {torch.__version__} sees no CUDA device on this machine (built with CUDA: "
+        f"{torch.version.cuda or 'no'}); run it on a machine with an NVIDIA GPU, or without --device for the "
+        "CPU figures"
+    )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cuda_puts_the_learner_on_one_gpu():
+    from trainer.config import ResourcesConfig
+
+    out = T.device_overrides("cuda")
+    assert out["resources.num_gpus_per_learner"] == 1
+    assert out.get("resources.compile") is (True if "compile" in ResourcesConfig.model_fields else None)
+
+
+@pytest.mark.parametrize("threads", ["0", "two", "1,,2"])
+def test_bad_thread_counts_are_refused(threads, capsys):
+    with pytest.raises(SystemExit):
+        T.main(["--threads", threads])
+    assert "--threads must be" in capsys.readouterr().err
+
+
+def test_machine_names_the_cpu_and_the_gpu():
+    text = T.machine()
+    assert f"{os.cpu_count()} cores" in text
+    assert text.endswith(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")
