@@ -19,6 +19,9 @@ samples per env step (one gradient step per env step), measures in one run:
 - side by side: Stable-Baselines3 SAC with the same configuration on the same env (from a throwaway install
   given by ``--sb3-path``, never a dependency) at each thread count of ``--threads``, its best counted, and a
   bare eager-PyTorch update loop (``RAW_SAC_UPDATE``, when that script is present next to the checkout);
+- populations (``sac.population``) of ``--population`` sizes: aggregate trained samples/s of all agents,
+  against one agent of the single-agent path in the same turn (K separate agents sharing these cores train,
+  together, at one agent's rate);
 - wall-time estimates at the measured rates: the design's 1M-step reference run, and the ``study``
   experiment (its trials x env steps, as many trials at a time as this machine's CPUs and the sweep allow).
 
@@ -138,8 +141,9 @@ class EndToEnd:
             algo.train()
         dt = time.perf_counter() - t0
         steps, updates = self._steps(algo) - steps0, algo.updates_lifetime - updates0
+        agents = len(algo.population_seeds or [None])  # a population's update trains each of its K agents
         return {
-            "trained_samples_per_s": updates * algo.config.total_train_batch_size / dt,
+            "trained_samples_per_s": agents * updates * algo.config.total_train_batch_size / dt,
             "env_steps_per_s": steps / dt,
             "gradient_steps_per_env_step": updates / steps,
         }
@@ -323,6 +327,45 @@ def derive(row: dict[str, Any], batch: int) -> dict[str, float]:
     return out
 
 
+def population_rates(sizes: list[int], iterations: int, device: str, extra: dict[str, Any]) -> list[dict[str, float]]:
+    """Aggregate trained samples/s (all agents together) of populations of ``sizes`` agents, each with the
+    reference schedule (synchronous local sampling, one process, the threads ``auto`` gives it), against one
+    agent of the single-agent path in the same turn: K separate agents on the same cores share them, so
+    together they train at one agent's rate. The agents' env steps/s are K x the population's."""
+    import ray
+
+    _start_ray(device)
+    out = []
+    try:
+        single = EndToEnd(extra)
+        try:
+            alone = single.timed(iterations)["trained_samples_per_s"]
+        finally:
+            single.stop()
+        for k in sizes:
+            run = EndToEnd({**extra, "sac.population": k})
+            try:
+                timed = run.timed(iterations)
+            finally:
+                run.stop()
+            out.append(
+                {
+                    "k": k,
+                    "trained_samples_per_s": timed["trained_samples_per_s"],
+                    "agent_env_steps_per_s": k * timed["env_steps_per_s"],
+                    "single_agent_trained_samples_per_s": alone,
+                    "vs_separate_agents": timed["trained_samples_per_s"] / alone,
+                }
+            )
+            print(
+                f"population of {k}: {timed['trained_samples_per_s']:,.0f} trained samples/s in aggregate "
+                f"({timed['trained_samples_per_s'] / alone:.2f}x one agent's {alone:,.0f}, i.e. x K separate agents)"
+            )
+    finally:
+        ray.shutdown()
+    return out
+
+
 def study_plan(cpus: int) -> dict[str, float]:
     """The ``study`` sweep's size and how many of its trials run at a time on ``cpus`` CPUs: as many as
     their CPU requests fit, at most the sweep's ``max_concurrent_trials``."""
@@ -400,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=DEVICES, default="cpu", help="where the learner trains")
     parser.add_argument("--skip-sampling", action="store_true")
     parser.add_argument("--skip-study", action="store_true", help="no study wall-time estimate")
+    parser.add_argument(
+        "--population", default="1,4,8,16", help="population sizes K to measure in aggregate ('' for none)"
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.iterations < 1:
         parser.error("--rounds and --iterations must be at least 1")
@@ -409,6 +455,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--threads must be comma-separated whole numbers, got {args.threads!r}")
     if thread_counts[0] < 1:
         parser.error(f"--threads must be at least 1, got {args.threads!r}")
+    try:
+        sizes = [int(k) for k in args.population.split(",") if k.strip()]
+    except ValueError:
+        parser.error(f"--population must be comma-separated whole numbers, got {args.population!r}")
+    if any(k < 1 for k in sizes):
+        parser.error(f"--population sizes must be at least 1, got {args.population!r}")
     extra = device_overrides(args.device)
     batch = REFERENCE_OVERRIDES["sac.batch_size"]
     gemms = reference_gemms()
@@ -446,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
         for schedule in SCHEDULES:
             key = f"ratio_vs_sb3_{schedule}"
             result[f"{key}_lowest_round"] = min(row[key] for row in rounds if key in row)
+    if sizes:
+        result["population"] = population_rates(sizes, max(1, args.iterations // 2), args.device, extra)
     if not args.skip_study:
         result.update(study_plan(os.cpu_count() or 1))
         result["study_env_steps_per_s"] = study_rate(2, args.device)
@@ -502,6 +556,11 @@ def report(result: dict[str, Any], n_rounds: int, thread_counts: list[int]) -> s
     ]
     lines = [f"{result['machine']}; learner on {result['device']}", f"medians over {n_rounds} rounds:"]
     lines += [f"{name:<72} {result[key]:>12,.2f}" for name, key in rows if key in result]
+    for pop in result.get("population", []):
+        lines.append(
+            f"{'population of ' + str(pop['k']) + ': trained samples/s, all agents (x K separate agents)':<72} "
+            f"{pop['trained_samples_per_s']:>12,.2f} ({pop['vs_separate_agents']:.2f}x)"
+        )
     for row in result["rounds"]:
         lines += [f"SB3 reference failed: {v}" for k, v in row.items() if k.startswith("sb3_error")]
         if "raw_eager_output" in row:

@@ -120,3 +120,29 @@ def test_machine_names_the_cpu_and_the_gpu():
     text = T.machine()
     assert f"{os.cpu_count()} cores" in text
     assert text.endswith(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")
+
+
+def test_population_rates_count_every_agents_samples(ray_session, monkeypatch):
+    """A tiny real run of the population measurement: a population's trained samples are K per row of its
+    batches (each update trains every agent), compared with one agent of the single-agent path."""
+    import ray
+
+    monkeypatch.setattr(T, "_start_ray", lambda device: None)  # the session's Ray instance
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    tiny = {
+        "model.hidden": [16],
+        "sac.batch_size": 32,
+        "sac.training_intensity": 32,
+        "sac.buffer_size": 2000,
+        "sac.learning_starts": 50,
+        "sac.rollout_fragment_length": 4,
+        "stopping.steps_per_iteration": 40,
+    }
+    rates = T.population_rates([2], iterations=1, device="cpu", extra=tiny)
+    (pop,) = rates
+    assert pop["k"] == 2 and pop["trained_samples_per_s"] > 0
+    assert pop["vs_separate_agents"] == pytest.approx(
+        pop["trained_samples_per_s"] / pop["single_agent_trained_samples_per_s"]
+    )
+    # one gradient step per env step of 32 rows for each of the 2 agents: samples/s = 2 x 32 x env steps/s
+    assert pop["trained_samples_per_s"] == pytest.approx(32 * pop["agent_env_steps_per_s"], rel=0.05)
