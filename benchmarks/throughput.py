@@ -20,8 +20,8 @@ samples per env step (one gradient step per env step), measures in one run:
   given by ``--sb3-path``, never a dependency) at each thread count of ``--threads``, its best counted, and a
   bare eager-PyTorch update loop (``RAW_SAC_UPDATE``, when that script is present next to the checkout);
 - populations (``sac.population``) of ``--population`` sizes: aggregate trained samples/s of all agents,
-  against one agent of the single-agent path in the same turn (K separate agents sharing these cores train,
-  together, at one agent's rate);
+  against one agent of the single-agent path taking turns with it three times, medians (K separate agents
+  sharing these cores train, together, at one agent's rate);
 - wall-time estimates at the measured rates: the design's 1M-step reference run, and the ``study``
   experiment (its trials x env steps, as many trials at a time as this machine's CPUs and the sweep allow).
 
@@ -327,41 +327,49 @@ def derive(row: dict[str, Any], batch: int) -> dict[str, float]:
     return out
 
 
-def population_rates(sizes: list[int], iterations: int, device: str, extra: dict[str, Any]) -> list[dict[str, float]]:
+def population_rates(
+    sizes: list[int], iterations: int, device: str, extra: dict[str, Any], repeats: int = 3
+) -> list[dict[str, float]]:
     """Aggregate trained samples/s (all agents together) of populations of ``sizes`` agents, each with the
     reference schedule (synchronous local sampling, one process, the threads ``auto`` gives it), against one
-    agent of the single-agent path in the same turn: K separate agents on the same cores share them, so
-    together they train at one agent's rate. The agents' env steps/s are K x the population's."""
+    agent of the single-agent path: K separate agents on the same cores share them, so together they train at
+    one agent's rate. The single agent and the population take turns ``repeats`` times (this machine's speed
+    drifts from minute to minute) and the medians are reported; the agents' env steps/s are K x the
+    population's."""
     import ray
 
     _start_ray(device)
     out = []
+    single = EndToEnd(extra)
     try:
-        single = EndToEnd(extra)
-        try:
-            alone = single.timed(iterations)["trained_samples_per_s"]
-        finally:
-            single.stop()
         for k in sizes:
             run = EndToEnd({**extra, "sac.population": k})
+            alone, together, steps = [], [], []
             try:
-                timed = run.timed(iterations)
+                for _ in range(repeats):
+                    alone.append(single.timed(iterations)["trained_samples_per_s"])
+                    timed = run.timed(iterations)
+                    together.append(timed["trained_samples_per_s"])
+                    steps.append(k * timed["env_steps_per_s"])
             finally:
                 run.stop()
-            out.append(
-                {
-                    "k": k,
-                    "trained_samples_per_s": timed["trained_samples_per_s"],
-                    "agent_env_steps_per_s": k * timed["env_steps_per_s"],
-                    "single_agent_trained_samples_per_s": alone,
-                    "vs_separate_agents": timed["trained_samples_per_s"] / alone,
-                }
-            )
+            ratios = [t / a for t, a in zip(together, alone, strict=True)]
+            pop = {
+                "k": k,
+                "trained_samples_per_s": statistics.median(together),
+                "agent_env_steps_per_s": statistics.median(steps),
+                "single_agent_trained_samples_per_s": statistics.median(alone),
+                "vs_separate_agents": statistics.median(ratios),
+                "vs_separate_agents_lowest_turn": min(ratios),
+            }
+            out.append(pop)
             print(
-                f"population of {k}: {timed['trained_samples_per_s']:,.0f} trained samples/s in aggregate "
-                f"({timed['trained_samples_per_s'] / alone:.2f}x one agent's {alone:,.0f}, i.e. x K separate agents)"
+                f"population of {k}: {pop['trained_samples_per_s']:,.0f} trained samples/s in aggregate, "
+                f"{pop['vs_separate_agents']:.2f}x one agent's "
+                f"(lowest turn {pop['vs_separate_agents_lowest_turn']:.2f}x)"
             )
     finally:
+        single.stop()
         ray.shutdown()
     return out
 
@@ -499,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
             key = f"ratio_vs_sb3_{schedule}"
             result[f"{key}_lowest_round"] = min(row[key] for row in rounds if key in row)
     if sizes:
-        result["population"] = population_rates(sizes, max(1, args.iterations // 2), args.device, extra)
+        result["population"] = population_rates(sizes, 1, args.device, extra)
     if not args.skip_study:
         result.update(study_plan(os.cpu_count() or 1))
         result["study_env_steps_per_s"] = study_rate(2, args.device)
@@ -559,7 +567,8 @@ def report(result: dict[str, Any], n_rounds: int, thread_counts: list[int]) -> s
     for pop in result.get("population", []):
         lines.append(
             f"{'population of ' + str(pop['k']) + ': trained samples/s, all agents (x K separate agents)':<72} "
-            f"{pop['trained_samples_per_s']:>12,.2f} ({pop['vs_separate_agents']:.2f}x)"
+            f"{pop['trained_samples_per_s']:>12,.2f} ({pop['vs_separate_agents']:.2f}x, "
+            f"lowest turn {pop['vs_separate_agents_lowest_turn']:.2f}x)"
         )
     for row in result["rounds"]:
         lines += [f"SB3 reference failed: {v}" for k, v in row.items() if k.startswith("sb3_error")]

@@ -138,11 +138,9 @@ def test_population_rates_count_every_agents_samples(ray_session, monkeypatch):
         "sac.rollout_fragment_length": 4,
         "stopping.steps_per_iteration": 40,
     }
-    rates = T.population_rates([2], iterations=1, device="cpu", extra=tiny)
+    rates = T.population_rates([2], iterations=1, device="cpu", extra=tiny, repeats=2)
     (pop,) = rates
     assert pop["k"] == 2 and pop["trained_samples_per_s"] > 0
-    assert pop["vs_separate_agents"] == pytest.approx(
-        pop["trained_samples_per_s"] / pop["single_agent_trained_samples_per_s"]
-    )
+    assert pop["vs_separate_agents_lowest_turn"] <= pop["vs_separate_agents"]
     # one gradient step per env step of 32 rows for each of the 2 agents: samples/s = 2 x 32 x env steps/s
     assert pop["trained_samples_per_s"] == pytest.approx(32 * pop["agent_env_steps_per_s"], rel=0.05)

@@ -25,15 +25,6 @@ from trainer.sac_config import build_sac_config
 MID = "default_policy"
 
 
-@pytest.fixture(scope="module")
-def algo(ray_session):
-    exp = load_experiment("smoke", {"sac.learning_starts": 100, "stopping.steps_per_iteration": 200})
-    algo = build_sac_config(exp).build_algo()
-    algo.train()  # fill the buffer and the observation statistics, do some updates
-    yield algo
-    algo.stop()
-
-
 def _state(learner) -> dict[str, torch.Tensor]:
     """Every parameter, log-alpha and every optimizer moment and step count, by name."""
     out = {name: p.detach().clone() for name, p in learner.module[MID].named_parameters()}

@@ -14,15 +14,6 @@ from trainer.optim import MergedAdam
 from trainer.sac_config import build_sac_config
 
 
-@pytest.fixture(scope="module")
-def algo(ray_session):
-    exp = load_experiment("smoke", {"sac.learning_starts": 100, "stopping.steps_per_iteration": 200})
-    algo = build_sac_config(exp).build_algo()
-    algo.train()  # fill the buffer and the observation statistics, do some updates
-    yield algo
-    algo.stop()
-
-
 def _params(learner) -> dict[str, torch.Tensor]:
     module = learner.module["default_policy"]
     out = {name: p.detach().clone() for name, p in module.named_parameters()}

@@ -75,34 +75,6 @@ def test_actions_are_each_agents_own_network_on_its_own_slice():
     assert ((out_crowd >= -1) & (out_crowd <= 1)).all()
 
 
-def _single_plan(module: PopulationSACModule, agent: int) -> dict:
-    """Agent ``agent`` of a population as the single-agent fused plan (plain Linear layers, same weights)."""
-
-    def ops(*parts):
-        out = []
-        for part in parts:
-            for layer in part:
-                if isinstance(layer, PopulationLinear):
-                    lin = torch.nn.Linear(layer.in_features, layer.out_features)
-                    with torch.no_grad():
-                        lin.weight.copy_(layer.weight[agent].t())
-                        lin.bias.copy_(layer.bias[agent, 0])
-                    out.append(lin)
-                else:
-                    out.append(type(layer)())
-        return out
-
-    m = module
-    return {
-        "pi": ops(m.pi_encoder, m.pi),
-        "q": (ops(m.qf_encoder, m.qf), ops(m.qf_twin_encoder, m.qf_twin)),
-        "target": (ops(m.target_qf_encoder, m.target_qf), ops(m.target_qf_twin_encoder, m.target_qf_twin)),
-        "population": False,
-        "obs_dim": OBS,
-        "act_dim": ACT,
-    }
-
-
 def _population_plan(module: PopulationSACModule) -> dict:
     from trainer.learner import _ops
 
@@ -114,6 +86,28 @@ def _population_plan(module: PopulationSACModule) -> dict:
         "population": True,
         "obs_dim": OBS,
         "act_dim": ACT,
+    }
+
+
+def _single_plan(module: PopulationSACModule, agent: int) -> dict:
+    """Agent ``agent`` of a population as the single-agent fused plan (plain Linear layers, same weights)."""
+
+    def own(layer: torch.nn.Module) -> torch.nn.Module:
+        if not isinstance(layer, PopulationLinear):
+            return type(layer)()
+        lin = torch.nn.Linear(layer.in_features, layer.out_features)
+        with torch.no_grad():
+            lin.weight.copy_(layer.weight[agent].t())
+            lin.bias.copy_(layer.bias[agent, 0])
+        return lin
+
+    plan = _population_plan(module)
+    return {
+        **plan,
+        "pi": [own(op) for op in plan["pi"]],
+        "q": tuple([own(op) for op in ops] for ops in plan["q"]),
+        "target": tuple([own(op) for op in ops] for ops in plan["target"]),
+        "population": False,
     }
 
 
