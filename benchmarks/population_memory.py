@@ -29,7 +29,7 @@ def measure(agents: int, capacity: int) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from envs.population import PopulationEnv
+    from envs.population import SEEDS_KEY, PopulationEnv
     from trainer.buffer import PopulationReplayBuffer
     from trainer.population import PopulationSACModule, agent_seeds
 
@@ -56,7 +56,7 @@ def measure(agents: int, capacity: int) -> dict[str, Any]:
             "fcnet_hiddens": [256, 256],
             "fcnet_activation": "relu",
             "twin_q": True,
-            "population_seeds": seeds,
+            SEEDS_KEY: seeds,
         },
     )
     module.make_target_networks()

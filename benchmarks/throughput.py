@@ -340,19 +340,22 @@ def population_rates(
 
     _start_ray(device)
     out = []
-    single = EndToEnd(extra)
+    single = None
     try:
+        single = EndToEnd(extra)
         for k in sizes:
-            run = EndToEnd({**extra, "sac.population": k})
             alone, together, steps = [], [], []
+            run = None
             try:
+                run = EndToEnd({**extra, "sac.population": k})
                 for _ in range(repeats):
                     alone.append(single.timed(iterations)["trained_samples_per_s"])
                     timed = run.timed(iterations)
                     together.append(timed["trained_samples_per_s"])
                     steps.append(k * timed["env_steps_per_s"])
             finally:
-                run.stop()
+                if run is not None:
+                    run.stop()
             ratios = [t / a for t, a in zip(together, alone, strict=True)]
             pop = {
                 "k": k,
@@ -369,7 +372,8 @@ def population_rates(
                 f"(lowest turn {pop['vs_separate_agents_lowest_turn']:.2f}x)"
             )
     finally:
-        single.stop()
+        if single is not None:
+            single.stop()
         ray.shutdown()
     return out
 

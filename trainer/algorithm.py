@@ -221,7 +221,8 @@ class PortfolioSAC(SAC):
     def _sample_batch(self, n_steps: int = 1) -> MultiAgentBatch:
         """``n_steps`` gradient steps' worth of uniformly sampled, normalised transitions.
 
-        A population's columns are agent-major, ``[K, rows, ...]``, as its learner update takes them.
+        A population's columns are ``[rows, K, ...]``: rows first, as one agent's, so RLlib counts and shards
+        (several learners) rows; its learner update makes them agent-major.
         """
         rows = self.config.total_train_batch_size * n_steps
         raw = self.buffer.sample(rows)
@@ -235,10 +236,6 @@ class PortfolioSAC(SAC):
         if self.settings.reward.normalize:
             rewards = rewards / np.maximum(self.buffer.reward_std, 1e-8)
         actions, terminateds = raw["actions"], raw["terminateds"]
-        if self.population_seeds:
-            obs, next_obs, actions, rewards, terminateds = (
-                np.ascontiguousarray(np.swapaxes(x, 0, 1)) for x in (obs, next_obs, actions, rewards, terminateds)
-            )
         ones = np.ones(rewards.shape, np.float32)  # 1-step returns, uniform importance weights
         # A MultiAgentBatch of numpy arrays: the Learner converts it to tensors on its own device.
         sample = SampleBatch(

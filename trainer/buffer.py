@@ -316,12 +316,15 @@ def _open_npy(data: Any, name: str) -> tuple[Any, tuple[int, ...], np.dtype]:
     if name not in data.files:
         raise KeyError(f"{name} is not a file in the archive")
     stream = data.zip.open(f"{name}.npy")
-    version = np.lib.format.read_magic(stream)
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran_order, dtype = read_header(stream)
-    if fortran_order or dtype.hasobject:
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(stream)
+        if fortran_order or dtype.hasobject:
+            raise ValueError(f"{name} is not a plain C-ordered array")
+    except BaseException:
         stream.close()
-        raise ValueError(f"{name} is not a plain C-ordered array")
+        raise
     return stream, shape, dtype
 
 

@@ -297,7 +297,13 @@ class FusedSACTorchLearner(SACTorchLearner):
         # no copies): PortfolioSAC sends all the gradient steps of a sampling round in one call without
         # RLlib's minibatch iterator, whose per-minibatch slicing, tensor conversion and metrics bookkeeping
         # cost ~1-2 ms per step on a CPU. Anything else is one step on the whole batch, as in RLlib.
-        # A population's columns are agent-major, [K, rows, ...]: its steps are slices of the second axis.
+        # A population's columns arrive as [rows, K, ...] (rows first, so that RLlib counts and shards rows);
+        # its update takes them agent-major, [K, rows, ...] (one copy per call), and its steps are slices of
+        # the second axis.
+        batch = {
+            m: {k: v.transpose(0, 1).contiguous() for k, v in b.items()} if self._agent_generators.get(m) else b
+            for m, b in batch.items()
+        }
         size = self.config.train_batch_size_per_learner
         axis = {m: 1 if self._agent_generators.get(m) else 0 for m in batch}
         mid, columns = next(iter(batch.items()))
@@ -390,7 +396,8 @@ class FusedSACTorchLearner(SACTorchLearner):
                 self.metrics.log_dict(
                     {k: logged[k][i] for k in AGENT_METRIC_KEYS}, key=(module_id, AGENTS_KEY, str(i)), window=1
                 )
-            logged = {k: v.mean() for k, v in logged.items()}
+            # over the agents whose values are finite: one diverged agent must not hide the others' figures
+            logged = {k: torch.nanmean(torch.where(torch.isfinite(v), v, torch.nan)) for k, v in logged.items()}
         logged["target_entropy"] = self.target_entropy[module_id]
         self.metrics.log_dict(logged, key=module_id, window=1)
 
@@ -405,6 +412,10 @@ class FusedSACTorchLearner(SACTorchLearner):
             mid: float(v.detach().cpu()[0]) if v.numel() == 1 else v.detach().cpu().tolist()
             for mid, v in self.curr_log_alpha.items()
         }
+        # a population's per-agent noise generators, so that a resumed run draws what it would have drawn
+        state["agent_generators"] = {
+            mid: [g.get_state().numpy() for g in gens] for mid, gens in self._agent_generators.items()
+        }
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -413,6 +424,9 @@ class FusedSACTorchLearner(SACTorchLearner):
             param = self.curr_log_alpha[mid]
             with torch.no_grad():
                 param.copy_(torch.as_tensor(value, dtype=param.dtype).expand_as(param))
+        for mid, saved in (state.get("agent_generators") or {}).items():
+            for generator, value in zip(self._agent_generators.get(mid, []), saved, strict=False):
+                generator.set_state(torch.as_tensor(value, dtype=torch.uint8))
 
     # --- target networks ----------------------------------------------------------------------------
     @torch.no_grad()

@@ -13,13 +13,15 @@ three gives the learning curve it gives in a population of one, to float toleran
   ``Linear`` initialisation, ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for weights and biases);
 - exploration noise from one generator per agent (seeded with its seed and the env runner's noise stream);
 - its own env copy (``PopulationEnv``), replay sampling RNG (``trainer.buffer.PopulationReplayBuffer``) and
-  the learner's Gaussian draws (``FusedSACTorchLearner``), each from a generator of its own;
+  the learner's Gaussian draws (``FusedSACTorchLearner``; saved with checkpoints), each from a generator of
+  its own (except inside a captured CUDA graph, ``resources.compile`` on a GPU, where the learner's draws
+  come from the device's generator);
 - its own log-alpha (a vector of K), target entropy (``-act_dim`` per agent) and Adam moments (Adam is
   elementwise, so one fused Adam over stacked tensors is K Adams), and the loss is the sum of the agents'
   losses, so each agent's gradient is its own loss's.
 
-The agents' seeds travel in the module's model config (``population_seeds``); ``trainer.sac_config`` puts the
-same list into the env config.
+The agents' seeds travel in the module's model config and in the env config (``population_seeds``), both set
+from the trial's resolved seed by ``trainer.algorithm``.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.utils.numpy import MAX_LOG_NN_OUTPUT, MIN_LOG_NN_OUTPUT
 from torch import nn
 
-SEEDS_KEY = "population_seeds"  # model config key (the same name as the env config's)
+from envs.population import SEEDS_KEY  # model config key: the same name as the env config's
+
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "silu": nn.SiLU}  # model.activation's choices
 
 
@@ -224,7 +227,7 @@ def population_size(module: Any) -> int:
 
 
 def derived_seed(seed: int, purpose: str) -> int:
-    """An independent seed for one use (``"init"``, ``"noise"``, ``"learner"``) of an agent's seed.
+    """An independent seed for one use (``"init"``, ``"learner"``, ``"noise<stream>"``) of an agent's seed.
 
     Generators seeded with the same integer would repeat each other's numbers; ``numpy.random.SeedSequence``
     hashes (seed, purpose) into well-separated streams.

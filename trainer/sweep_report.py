@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,14 +96,19 @@ def agent_best_checkpoint(result: Any, agent: int, metric: str, mode: str) -> tu
     """Agent ``agent``'s best kept checkpoint of a population trial, by its own validation score.
 
     Reads each checkpoint's per-agent validation (``portfolio_state.json``), never test; checkpoints written
-    after the agent (or the whole population) diverged are skipped.
+    after the agent (or the whole population) diverged are skipped, and so are damaged ones (named on
+    stderr), so one bad checkpoint never stops the summary of the others.
     """
-    from trainer.checkpoint import read_state
+    from trainer.checkpoint import CheckpointError, read_state
 
     key = metric.removeprefix(f"{M.PORTFOLIO}/{M.VALIDATION}/")  # the schema allows only validation metrics
     best, best_score = None, -math.inf if mode == "max" else math.inf
     for ckpt, _ in result.best_checkpoints or []:
-        state = read_state(ckpt.path)
+        try:
+            state = read_state(ckpt.path)
+        except CheckpointError as exc:
+            print(f"warning: agent {agent}: skipping a damaged checkpoint: {exc}", file=sys.stderr)
+            continue
         evaluations = state.get("agent_evaluations") or []
         if state.get("diverged") or str(agent) in (state.get("diverged_agents") or {}) or agent >= len(evaluations):
             continue

@@ -19,7 +19,7 @@ from ray.rllib.utils.metrics import LEARNER_RESULTS, NUM_TARGET_UPDATES
 import trainer.compiled as compiled_mod
 from trainer.compiled import CompiledSACStep, check_backend
 from trainer.experiments import ExperimentError, load_experiment
-from trainer.learner import ALPHA_LOSS_KEY
+from trainer.learner import AGENTS_KEY, ALPHA_LOSS_KEY
 from trainer.sac_config import build_sac_config
 
 MID = "default_policy"
@@ -264,7 +264,7 @@ def test_a_population_step_compiles_and_its_packed_metrics_unpack_per_agent(popu
     snapshot, noise = _snapshot(learner), [g.get_state() for g in generators]
 
     def agent_metrics() -> list[float]:
-        return [float(learner.metrics.peek((MID, "agents", str(i), QF_LOSS_KEY))) for i in range(len(generators))]
+        return [float(learner.metrics.peek((MID, AGENTS_KEY, str(i), QF_LOSS_KEY))) for i in range(len(generators))]
 
     eager, eager_metrics = _six_steps(learner, batch, None)
     eager_agents = agent_metrics()

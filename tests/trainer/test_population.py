@@ -58,7 +58,7 @@ def test_an_agents_initial_weights_do_not_depend_on_its_population():
 
 def test_actions_are_each_agents_own_network_on_its_own_slice():
     crowd = _module([3, 7])
-    obs = torch.randn(4, 2 * OBS)
+    obs = torch.randn(4, 2 * OBS, generator=torch.Generator().manual_seed(0))
     from ray.rllib.core.columns import Columns
 
     inputs = crowd.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
@@ -200,6 +200,7 @@ def test_a_population_checkpoint_restores_every_agent(ray_session, tmp_path):
     obs = np.stack([algo._eval_env.reset(seed=0)[0]] * 2)
     before = policy_from_algorithm(algo)(obs[0])
     alpha = algo.learner_group._learner.curr_log_alpha["default_policy"].detach().clone()
+    noise = [g.get_state() for g in algo.learner_group._learner._agent_generators["default_policy"]]
     evaluations = algo.agent_evaluations
     sample_before = algo.buffer.sample(8)
     algo.stop()
@@ -209,6 +210,8 @@ def test_a_population_checkpoint_restores_every_agent(ray_session, tmp_path):
         restored.restore_from_path(path)
         np.testing.assert_allclose(policy_from_algorithm(restored)(obs[0]), before, atol=1e-6)
         torch.testing.assert_close(restored.learner_group._learner.curr_log_alpha["default_policy"], alpha)
+        restored_noise = restored.learner_group._learner._agent_generators["default_policy"]
+        assert all(torch.equal(g.get_state(), state) for g, state in zip(restored_noise, noise, strict=True))
         assert restored.agent_evaluations == evaluations
         np.testing.assert_array_equal(restored.buffer.sample(8)["obs"], sample_before["obs"])
     finally:
@@ -232,5 +235,23 @@ def test_a_diverged_agent_is_marked_and_the_others_train_on(ray_session):
         assert not section[M.DIVERGED]  # the population goes on: its median ranks it
         assert math.isfinite(section[M.VALIDATION][M.SHARPE])
         assert section[M.VALIDATION][M.SHARPE] == pytest.approx(np.median([a[M.VALIDATION][M.SHARPE] for a in agents]))
+    finally:
+        algo.stop()
+
+
+def test_a_population_trains_on_a_remote_learner(ray_session):
+    """Batches travel rows first ([rows, K, ...]), so RLlib counts (and, with several learners, shards) rows,
+    not agents; the learner makes them agent-major itself."""
+    from ray.rllib.utils.metrics import ALL_MODULES, LEARNER_RESULTS, NUM_ENV_STEPS_TRAINED_LIFETIME
+
+    exp = load_experiment("smoke", {**TINY, "sac.population": 3, "resources.num_learners": 1}, sweep=False)
+    algo = build_sac_config(exp).build_algo()
+    try:
+        result = algo.train()
+        agents = result[M.PORTFOLIO][M.AGENTS]
+        losses = [a[M.CRITIC_LOSS] for a in agents]
+        assert all(math.isfinite(v) for v in losses) and len(set(losses)) == 3
+        trained = result[LEARNER_RESULTS][ALL_MODULES][NUM_ENV_STEPS_TRAINED_LIFETIME]
+        assert trained == algo.updates_lifetime * exp.sac.batch_size  # rows, not agents
     finally:
         algo.stop()

@@ -271,3 +271,23 @@ def test_tiny_population_sweep_summary_has_one_row_per_agent(ray_session, tmp_pa
     returns = pd.read_parquet(exp_dir / "test_returns.parquet")
     assert set(returns["trial"]) == set(trials["trial"])
     assert f"--agent {summary['best_trial']['agent']}" in (exp_dir / "summary.md").read_text()
+
+
+def test_an_agents_best_checkpoint_skips_a_damaged_one(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from trainer import metrics as M
+    from trainer.checkpoint import write_manifest, write_state
+    from trainer.sweep_report import agent_best_checkpoint
+
+    good, damaged, better = (tmp_path / name for name in ("good", "damaged", "better"))
+    for path, score in ((good, 0.1), (damaged, 9.0), (better, 0.4)):
+        path.mkdir()
+        (path / "rllib_checkpoint.json").write_text("{}")  # what marks an RLlib checkpoint directory
+        write_state(path, {"agent_evaluations": [{M.SHARPE_MINUS_EW: -1.0}, {M.SHARPE_MINUS_EW: score}]})
+        write_manifest(path)
+    (damaged / "portfolio_state.json").write_text("{}")  # no longer what the manifest says
+    result = SimpleNamespace(best_checkpoints=[(SimpleNamespace(path=str(p)), {}) for p in (good, damaged, better)])
+    ckpt, score = agent_best_checkpoint(result, 1, M.VALIDATION_SHARPE_MINUS_EW_METRIC, "max")
+    assert (ckpt, score) == (str(better), 0.4)
+    assert capsys.readouterr().err.startswith(f"warning: agent 1: skipping a damaged checkpoint: {damaged}")
