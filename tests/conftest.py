@@ -145,7 +145,11 @@ def tune_results(exp_dir) -> dict[str, list[dict]]:
 
     out = {}
     for p in sorted(exp_dir.glob("trial_*/result.json")):
-        out[p.parent.name] = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+        text = p.read_text()
+        # Read while a trial runs, the file may end inside a row Tune is still writing: only rows that end
+        # with a newline are complete.
+        complete = text[: text.rfind("\n") + 1]
+        out[p.parent.name] = [json.loads(line) for line in complete.splitlines() if line.strip()]
     return out
 
 
