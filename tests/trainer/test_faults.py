@@ -53,7 +53,9 @@ def test_sigterm_mid_iteration_writes_a_checkpoint_says_how_to_resume_and_exits_
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["reason"] == "SIGTERM"
     ckpt = out / "checkpoints" / f"checkpoint_{summary['iterations']:06d}"
-    assert summary["iterations"] >= 2 and summary["final_checkpoint"] == str(ckpt)
+    # The signal lands while iteration 2 runs or just before it starts (the loop checks the flag between
+    # iterations): either way the run stops at an iteration boundary with a checkpoint of it.
+    assert summary["iterations"] >= 1 and summary["final_checkpoint"] == str(ckpt)
     assert f"status: interrupted (SIGTERM)\nfinal checkpoint: {ckpt}\n" in output
     remaining = 100000 - summary["env_steps"]
     assert output.endswith(f"resume with: python -m trainer.train --resume {ckpt} --additional-steps {remaining}\n"), (
