@@ -29,6 +29,7 @@ def measure(agents: int, capacity: int) -> dict[str, Any]:
     import numpy as np
     import torch
 
+    from benchmarks.throughput import raw_transition_bytes
     from envs.population import SEEDS_KEY, PopulationEnv
     from trainer.buffer import PopulationReplayBuffer
     from trainer.population import PopulationSACModule, agent_seeds
@@ -65,7 +66,7 @@ def measure(agents: int, capacity: int) -> dict[str, Any]:
     sum(p.sum() for p in params).backward()
     optimizer.step()  # Adam's moments exist after the first step
     sample = buf.sample(256)  # one batch as the learner samples it
-    raw_per_transition = (2 * obs_dim + act_dim + 2) * 4
+    raw_per_transition = raw_transition_bytes(obs_dim, act_dim)
     before_save = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     with tempfile.TemporaryDirectory() as tmp:  # a checkpoint writes the buffer: streamed, no second copy
         t0 = time.perf_counter()

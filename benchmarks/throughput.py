@@ -209,13 +209,18 @@ def reference_gemms() -> list:
     )
 
 
+def raw_transition_bytes(obs_dim: int, act_dim: int) -> int:
+    """The float32 bytes of one raw transition: obs, next obs, action, reward, terminated flag."""
+    return (2 * obs_dim + act_dim + 1 + 1) * 4
+
+
 def buffer_memory() -> dict[str, float]:
     from trainer.buffer import FlatReplayBuffer
 
     obs_dim, act_dim = _dims()
     capacity = 200_000
     buf = FlatReplayBuffer(capacity, obs_dim, act_dim)
-    raw = (2 * obs_dim + act_dim + 1 + 1) * 4  # obs, next obs, action, reward, terminated flag in float32
+    raw = raw_transition_bytes(obs_dim, act_dim)
     return {
         "buffer_bytes_per_transition": buf.nbytes / capacity,
         "raw_bytes_per_transition": float(raw),
