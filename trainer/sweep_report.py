@@ -443,6 +443,7 @@ def _curves(results: Any, metric: str, trials: pd.DataFrame) -> dict[str, tuple]
         df = result.metrics_dataframe
         if df is None or M.ENV_STEPS_METRIC not in df:
             continue
+        df = latest_history(df)
         steps = df[M.ENV_STEPS_METRIC].to_numpy()
         for agent, _ in trial_members(result.config or {}):
             if agent is None:
@@ -459,6 +460,20 @@ def _curves(results: Any, metric: str, trials: pd.DataFrame) -> dict[str, tuple]
             )
             curves[trial_id] = (steps, values, status[trial_id])
     return curves
+
+
+def latest_history(df: pd.DataFrame) -> pd.DataFrame:
+    """A trial's result rows as its final run saw them. A trial resumed from a checkpoint repeats the
+    iterations reported after that checkpoint, and Tune appends the repeats to the rows of the interrupted
+    run (env steps 300, 600, 900, 1200, 900, 1200, ...); the rows a later row restarted from are dropped, so the
+    history climbs in env steps."""
+    steps = df[M.ENV_STEPS_METRIC].to_numpy()
+    keep = np.zeros(len(steps), dtype=bool)
+    floor = math.inf
+    for i in range(len(steps) - 1, -1, -1):
+        if steps[i] < floor:
+            keep[i], floor = True, steps[i]
+    return df[keep].reset_index(drop=True)
 
 
 def _agent_value(cell: Any, agent: int, key: str) -> float:

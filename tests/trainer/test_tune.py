@@ -19,6 +19,8 @@ from tests.conftest import cli_env, synthetic_prices, tune_args, write_wide_csv
 from tests.conftest import tune_results as _results
 from trainer.config import SELECTION_METRICS, SweepConfig
 from trainer.experiments import CONFIG_DIR, ExperimentError, available_experiments, load_experiment
+from trainer.metrics import ENV_STEPS_METRIC
+from trainer.sweep_report import latest_history
 from trainer.sweep_state import sweep_outcome
 from trainer.tune import DivergenceOrBudgetStopper, build_plan, check_data, check_resources
 
@@ -333,8 +335,9 @@ def test_sweep_interrupted_before_all_trials_started_resumes_without_redoing_fin
     while time.time() < deadline and proc.poll() is None:
         results = _results(exp_dir) if exp_dir.exists() else {}
         done = [t for t, rows in results.items() if rows and rows[-1]["portfolio"]["env_steps"] >= budget]
-        # half-way: past the checkpoint of iteration 2 (600 env steps), not finished
-        running = [t for t, rows in results.items() if len(rows) >= 2 and rows[-1]["portfolio"]["env_steps"] < budget]
+        # half-way: past the checkpoint of iteration 2 (600 env steps), not finished; iteration 3's row is
+        # written after that checkpoint was saved (iteration 2's row can be seen before)
+        running = [t for t, rows in results.items() if len(rows) >= 3 and rows[-1]["portfolio"]["env_steps"] < budget]
         if done and running:
             first_done = done[0]
             proc.send_signal(signal.SIGINT)
@@ -378,8 +381,17 @@ def test_sweep_interrupted_before_all_trials_started_resumes_without_redoing_fin
     assert after[first_done] == before[first_done]  # the finished trial was not run again
     (second,) = set(before) - {first_done}
     (third,) = set(after) - set(before)
+    # continued from its checkpoint, not from zero: Tune appends the repeated iterations after the checkpoint
+    # (even iterations) to the interrupted run's rows, and the sweep's curves keep the final run's rows
     steps = [r["portfolio"]["env_steps"] for r in after[second]]
-    assert steps[-1] == budget and steps == sorted(steps)  # continued from its checkpoint, not from zero
+    restart = next((i for i in range(1, len(steps)) if steps[i] <= steps[i - 1]), len(steps))
+    assert steps[:restart] == list(range(300, 300 * restart + 1, 300))
+    resumed = steps[restart:] or steps[len(before[second]) :]
+    if resumed:  # empty when the second trial finished while Tune stopped
+        assert resumed[0] > 600 and (resumed[0] - 300) % 600 == 0, steps
+        assert resumed == list(range(resumed[0], budget + 1, 300)), steps
+    history = latest_history(pd.DataFrame({ENV_STEPS_METRIC: steps}))
+    assert history[ENV_STEPS_METRIC].tolist() == list(range(300, budget + 1, 300))
     assert [r["portfolio"]["env_steps"] for r in after[third]] == list(range(300, budget + 1, 300))
     assert sorted(r[0]["config"]["seed"] for r in after.values()) == [0, 1, 2]
     summary = json.loads((exp_dir / "summary.json").read_text())
@@ -459,3 +471,19 @@ def test_gpu_request_on_cpu_only_cluster_is_a_clear_error(ray_session, tmp_path)
         "(set resources.num_gpus_per_learner=0, e.g. --set resources.num_gpus_per_learner=0, or add nodes)"
     )
     assert not (tmp_path / "smoke").exists()  # nothing started, nothing written
+
+
+def test_latest_history_keeps_the_rows_of_the_run_that_resumed_from_a_checkpoint():
+    """Rows Tune appended before a resume from an earlier checkpoint give way to the repeated iterations."""
+    df = pd.DataFrame(
+        {
+            ENV_STEPS_METRIC: [300, 600, 900, 1200, 900, 1200, 1500, 300, 600],
+            "score": [1.0, 2.0, 3.0, 4.0, 30.0, 40.0, 50.0, -1.0, -2.0],
+        }
+    )
+    # the last two rows restarted from zero, so only they describe the run that produced the final state
+    assert latest_history(df)["score"].tolist() == [-1.0, -2.0]
+    kept = latest_history(df.iloc[:7])
+    assert kept[ENV_STEPS_METRIC].tolist() == [300, 600, 900, 1200, 1500]
+    assert kept["score"].tolist() == [1.0, 2.0, 30.0, 40.0, 50.0]
+    assert latest_history(df.iloc[:4]).equals(df.iloc[:4])
