@@ -534,11 +534,9 @@ class PortfolioSAC(SAC):
             "history": self.history,
         }
         if self.population_seeds:
-            extra.update(
-                population_seeds=self.population_seeds,
-                diverged_agents={str(i): reason for i, reason in self.diverged_agents.items()},
-                agent_evaluations=self.agent_evaluations,
-            )
+            extra[SEEDS_KEY] = self.population_seeds
+            extra[checkpoint.DIVERGED_AGENTS_KEY] = {str(i): reason for i, reason in self.diverged_agents.items()}
+            extra[checkpoint.AGENT_EVALUATIONS_KEY] = self.agent_evaluations
         checkpoint.write_state(out, extra)
         checkpoint.write_manifest(out)  # last: it covers every file above
         return out
@@ -574,5 +572,6 @@ class PortfolioSAC(SAC):
         self._update_credit = float(extra.get("update_credit", 0.0))
         self.last_evaluation = dict(extra.get("last_evaluation") or {})
         self.history = list(extra.get("history") or [])
-        self.diverged_agents = {int(i): reason for i, reason in (extra.get("diverged_agents") or {}).items()}
-        self.agent_evaluations = list(extra.get("agent_evaluations") or [])
+        diverged = extra.get(checkpoint.DIVERGED_AGENTS_KEY) or {}
+        self.diverged_agents = {int(i): reason for i, reason in diverged.items()}
+        self.agent_evaluations = list(extra.get(checkpoint.AGENT_EVALUATIONS_KEY) or [])

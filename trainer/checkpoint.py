@@ -40,6 +40,9 @@ from trainer.evaluation import Policy, make_agent_policy, make_policy
 STATE_FILE = "portfolio_state.json"
 RLLIB_CHECKPOINT_FILE = "rllib_checkpoint.json"
 MANIFEST_FILE = "manifest.json"
+# a population's entries in STATE_FILE: the agents' last validation figures, and which diverged (index -> why)
+AGENT_EVALUATIONS_KEY = "agent_evaluations"
+DIVERGED_AGENTS_KEY = "diverged_agents"
 MANIFEST_FORMAT = 1
 CHECKPOINT_PREFIX = "checkpoint_"
 TMP_PREFIX = ".tmp-"
@@ -417,7 +420,7 @@ def check_agent(path: Path | str, state: dict[str, Any], agent: int | None, usab
         raise CheckpointError(
             f"{path}: agent {agent} is out of range: the population has {len(seeds)} agents, {agents}"
         )
-    reason = (state.get("diverged_agents") or {}).get(str(agent))
+    reason = (state.get(DIVERGED_AGENTS_KEY) or {}).get(str(agent))
     if usable and reason:
         raise CheckpointError(
             f"{path}: agent {agent} (seed {seeds[agent]}) had diverged when this checkpoint was written "

@@ -39,12 +39,11 @@ from ray.rllib.core.distribution.torch.torch_distribution import TorchSquashedGa
 from ray.rllib.core.learner.utils import make_target_network
 from ray.rllib.core.rl_module.apis import InferenceOnlyAPI, TargetNetworkAPI
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
+from ray.rllib.models.utils import get_activation_fn
 from ray.rllib.utils.numpy import MAX_LOG_NN_OUTPUT, MIN_LOG_NN_OUTPUT
 from torch import nn
 
 from envs.population import SEEDS_KEY  # model config key: the same name as the env config's
-
-_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "silu": nn.SiLU}  # model.activation's choices
 
 
 class PopulationLinear(nn.Module):
@@ -75,15 +74,13 @@ class PopulationLinear(nn.Module):
 
 def population_mlp(n_agents: int, sizes: list[int], activation: str, last_activation: bool) -> nn.Sequential:
     """``PopulationLinear`` layers of ``sizes`` with ``activation`` between them (and after the last one)."""
-    if activation not in _ACTIVATIONS:
-        raise ValueError(
-            f"activation {activation!r} is not supported in a population: use one of {sorted(_ACTIVATIONS)}"
-        )
+    # the activation class RLlib's MLP encoders build for the same name (model.activation's choices)
+    act = get_activation_fn(activation, framework="torch")
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(PopulationLinear(n_agents, a, b))
         if i < len(sizes) - 2 or last_activation:
-            layers.append(_ACTIVATIONS[activation]())
+            layers.append(act())
     return nn.Sequential(*layers)
 
 

@@ -99,7 +99,7 @@ def agent_best_checkpoint(result: Any, agent: int, metric: str, mode: str) -> tu
     after the agent (or the whole population) diverged are skipped, and so are damaged ones (named on
     stderr), so one bad checkpoint never stops the summary of the others.
     """
-    from trainer.checkpoint import CheckpointError, read_state
+    from trainer.checkpoint import AGENT_EVALUATIONS_KEY, DIVERGED_AGENTS_KEY, CheckpointError, read_state
 
     key = metric.removeprefix(f"{M.PORTFOLIO}/{M.VALIDATION}/")  # the schema allows only validation metrics
     best, best_score = None, -math.inf if mode == "max" else math.inf
@@ -109,8 +109,8 @@ def agent_best_checkpoint(result: Any, agent: int, metric: str, mode: str) -> tu
         except CheckpointError as exc:
             print(f"warning: agent {agent}: skipping a damaged checkpoint: {exc}", file=sys.stderr)
             continue
-        evaluations = state.get("agent_evaluations") or []
-        if state.get("diverged") or str(agent) in (state.get("diverged_agents") or {}) or agent >= len(evaluations):
+        evaluations = state.get(AGENT_EVALUATIONS_KEY) or []
+        if state.get("diverged") or str(agent) in (state.get(DIVERGED_AGENTS_KEY) or {}) or agent >= len(evaluations):
             continue
         score = evaluations[agent].get(key)
         if score is None or not np.isfinite(score):

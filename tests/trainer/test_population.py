@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from ray.rllib.algorithms.sac.torch.default_sac_torch_rl_module import DefaultSACTorchRLModule
+from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
 from trainer import metrics as M
+from trainer.catalog import ConcatQSACCatalog
+from trainer.config import ModelConfig
 from trainer.experiments import load_experiment
 from trainer.learner import _sac_losses
-from trainer.population import PopulationLinear, PopulationSACModule, derived_seed
+from trainer.population import SEEDS_KEY, PopulationLinear, PopulationSACModule, derived_seed
 from trainer.sac_config import build_sac_config
 
 OBS, ACT = 5, 3
@@ -26,13 +32,16 @@ TINY = {
 }
 
 
-def _module(seeds: list[int], inference_only: bool = False) -> PopulationSACModule:
+_ACTIVATION_CLASS = {"relu": "ReLU", "tanh": "Tanh", "silu": "SiLU", "elu": "ELU"}
+
+
+def _module(seeds: list[int], inference_only: bool = False, activation: str = "relu") -> PopulationSACModule:
     k = len(seeds)
     module = PopulationSACModule(
         observation_space=gym.spaces.Box(-np.inf, np.inf, (k * OBS,), np.float32),
         action_space=gym.spaces.Box(-1.0, 1.0, (k * ACT,), np.float32),
         inference_only=inference_only,
-        model_config={"fcnet_hiddens": [8, 8], "fcnet_activation": "relu", "twin_q": True, "population_seeds": seeds},
+        model_config={"fcnet_hiddens": [8, 8], "fcnet_activation": activation, "twin_q": True, SEEDS_KEY: seeds},
     )
     if not inference_only:
         module.make_target_networks()
@@ -255,3 +264,24 @@ def test_a_population_trains_on_a_remote_learner(ray_session):
         assert trained == algo.updates_lifetime * exp.sac.batch_size  # rows, not agents
     finally:
         algo.stop()
+
+
+@pytest.mark.parametrize("activation", typing.get_args(ModelConfig.model_fields["activation"].annotation))
+def test_every_activation_choice_builds_the_single_agents_layer_types(activation):
+    """``model.activation`` means the same layers in a population as in RLlib's single-agent module."""
+    spaces = {
+        "observation_space": gym.spaces.Box(-np.inf, np.inf, (OBS,), np.float32),
+        "action_space": gym.spaces.Box(-1.0, 1.0, (ACT,), np.float32),
+    }
+    mc = {**dataclasses.asdict(DefaultModelConfig()), "fcnet_hiddens": [8, 8], "fcnet_activation": activation}
+    single = DefaultSACTorchRLModule(**spaces, model_config={**mc, "twin_q": True}, catalog_class=ConcatQSACCatalog)
+    crowd = _module([3], activation=activation)
+
+    def layer_types(*nets: torch.nn.Module) -> list[str]:
+        leaves = [m for net in nets for m in net.modules() if not list(m.children())]
+        return ["Linear" if isinstance(m, torch.nn.Linear | PopulationLinear) else type(m).__name__ for m in leaves]
+
+    expected = ["Linear", _ACTIVATION_CLASS[activation], "Linear", _ACTIVATION_CLASS[activation], "Linear"]
+    for name in ("pi", "qf", "qf_twin"):
+        population = layer_types(getattr(crowd, f"{name}_encoder"), getattr(crowd, name))
+        assert population == layer_types(getattr(single, f"{name}_encoder"), getattr(single, name)) == expected
