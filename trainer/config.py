@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 import types
 import typing
 from typing import Any, Literal
@@ -222,6 +223,7 @@ SWEEPABLE: dict[str, tuple[str, ...]] = {
 }
 FOLD_KEY = "data.fold"  # the walk-forward fold: swept like a seed, not part of a configuration's name
 SEED_KEY = "seed"
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeds are unsigned 32-bit numbers
 DOMAINS = ("grid_search", "choice", "uniform", "loguniform", "randint")
 # Named variants set several env settings at once; as a Tune grid they become one dimension over whole env
 # configs under this key (build_sac_config expands it).
@@ -401,6 +403,14 @@ class Experiment(Strict):
                 return name
         return None
 
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed_in_range(cls, value: Any) -> int:
+        # a whole number in numpy's and torch's seed range (not a float or a string that pydantic would coerce)
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 <= value <= SEED_MAX:
+            return int(value)
+        raise ValueError(f"seed must be a whole number from 0 to {SEED_MAX}, got {value!r}")
+
     @model_validator(mode="after")
     def _asha_fits_the_budget(self) -> Experiment:
         s = self.sweep.scheduler
@@ -420,6 +430,11 @@ class Experiment(Strict):
         k = self.sac.population
         if k is None:
             return self
+        if self.seed + k - 1 > SEED_MAX:
+            raise ValueError(
+                f"sac.population={k} trains seeds {self.seed} .. {self.seed + k - 1}, past the largest seed "
+                f"{SEED_MAX}; use a seed of at most {SEED_MAX - k + 1}"
+            )
         metric = self.sweep.metric
         if not metric.startswith(f"{M.PORTFOLIO}/{M.VALIDATION}/"):
             raise ValueError(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import numbers
+import types
+import typing
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 
 class ExperimentError(ValueError):
@@ -16,6 +18,22 @@ class ExperimentError(ValueError):
 class Strict(BaseModel):
     # Infinite or NaN numbers are never meaningful settings (YAML's .inf / .nan, or "inf" via --set).
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads true / false as 1 / 0 for a number field: a boolean there is a mistake
+        if isinstance(value, bool) and info.field_name and _is_number_field(cls.model_fields[info.field_name]):
+            raise ValueError(f"{info.field_name} must be a number, got {str(value).lower()}")
+        return value
+
+
+def _is_number_field(field: Any) -> bool:
+    """True for ``int`` / ``float`` fields, optional ones included."""
+    annotation = field.annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(a in (int, float) for a in typing.get_args(annotation))
+    return annotation in (int, float)
 
 
 def auto_or_number(value: Any, info: ValidationInfo) -> Any:

@@ -86,6 +86,31 @@ def _write(tmp_path, text: str) -> str:
             "data:\n  split_dates: {train: [2010-01-01, 2012-01-01]}\n",
             "key 'data.split_dates': Value error, give all three of train, validation and test as [start, end]",
         ),
+        ("sac:\n  population: true\n", "key 'sac.population': Value error, population must be a number, got true"),
+        ("sac:\n  batch_size: false\n", "key 'sac.batch_size': Value error, batch_size must be a number, got false"),
+        ("sac:\n  actor_lr: true\n", "key 'sac.actor_lr': Value error, actor_lr must be a number, got true"),
+        ("seed: -2\n", f"key 'seed': Value error, seed must be a whole number from 0 to {2**32 - 1}, got -2"),
+        (
+            "seed: 4294967296\n",
+            f"key 'seed': Value error, seed must be a whole number from 0 to {2**32 - 1}, got 4294967296",
+        ),
+        ("seed: 1.0\n", f"key 'seed': Value error, seed must be a whole number from 0 to {2**32 - 1}, got 1.0"),
+        ("seed: '1'\n", f"key 'seed': Value error, seed must be a whole number from 0 to {2**32 - 1}, got '1'"),
+        (
+            "seed: 4294967295\nsac:\n  population: 2\n",
+            "sac.population=2 trains seeds 4294967295 .. 4294967296, past the largest seed "
+            "4294967295; use a seed of at most 4294967294",
+        ),
+        (
+            "sac:\n  population: 2\nsweep:\n  search_space:\n    seed: {grid_search: [0.0, 1.0]}\n",
+            "key 'sweep.search_space.seed': value 0.0 is invalid (key 'seed': Value error, seed must be a whole "
+            f"number from 0 to {2**32 - 1}, got 0.0)",
+        ),
+        (
+            "sac:\n  population: 2\nsweep:\n  search_space:\n    seed: {grid_search: ['0', '1']}\n",
+            "key 'sweep.search_space.seed': value '0' is invalid (key 'seed': Value error, seed must be a whole "
+            f"number from 0 to {2**32 - 1}, got '0')",
+        ),
         ("- a\n- b\n", "the top level must be a mapping of keys, got list"),
         ("sac: [1, 2\n", "not valid YAML at line 2: expected ',' or ']', but got '<stream end>'"),
     ],

@@ -64,7 +64,7 @@ def test_env_config_builds_the_same_env(tmp_path):
             "key 'data.reward': Input should be 'default', 'log_return', 'differential_sharpe' or 'excess_log_return'",
         ),
         ({"data.fold": 3}, "key 'data': Value error, data.fold must be in 0..2 (data.folds.n_folds is 3), got 3"),
-        ({"data.fold": True}, "key 'data.fold': Input should be a valid integer"),
+        ({"data.fold": True}, "key 'data.fold': Value error, fold must be a number, got true"),
         (
             {"data.folds.test_days": 10},
             "key 'data.folds.test_days': Value error, test_days must be an integer >= 30 (trading days), got 10",
