@@ -11,7 +11,7 @@ What differs from ``ray.rllib.algorithms.sac.SAC`` and why:
 - ``step``: adds the ``portfolio`` result section: losses, entropy (RLlib has no entropy key; we report
   ``-mean log pi``), throughput, and every ``evaluation.interval`` iterations a deterministic pass over the
   validation split with ``tanh(mean)`` actions and the frozen filter (RLlib's deterministic SAC action
-  skips the tanh, ray-project/ray#51544).
+  skips the tanh: docs/rllib-notes.md).
 - Divergence guard: a non-finite critic loss, or one above ``divergence.max_critic_loss``, stops updates;
   the result says ``diverged`` with the reason, and no further checkpoint is written by our entry points.
 - ``save_to_path`` / ``restore_from_path`` also write/read the replay buffer and our counters (RLlib does
