@@ -13,8 +13,6 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
-import types
-import typing
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -24,7 +22,7 @@ from envs.rewards import REWARD_CLIP
 from envs.settings import SETTING_NAMES
 from trainer import metrics as M
 from trainer.data_config import DataConfig
-from trainer.schema import Strict, auto_or_number
+from trainer.schema import Strict, auto_or_number, value_types
 
 
 class ModelConfig(Strict):
@@ -481,12 +479,7 @@ def _field_annotation(dotted: str) -> Any:
 
 def _is_integer_key(dotted: str) -> bool:
     """True for integer fields (``int`` or ``int | None``), which a real-valued domain would break."""
-    annotation = _field_annotation(dotted)
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        members = [a for a in typing.get_args(annotation) if a is not type(None)]
-    else:
-        members = [annotation]
-    return all(m is int for m in members)
+    return all(m is int for m in value_types(_field_annotation(dotted)))
 
 
 class AlgorithmSettings(Strict):

@@ -300,12 +300,13 @@ class FusedSACTorchLearner(SACTorchLearner):
         # A population's columns arrive as [rows, K, ...] (rows first, so that RLlib counts and shards rows);
         # its update takes them agent-major, [K, rows, ...] (one copy per call), and its steps are slices of
         # the second axis.
+        populations = {m for m in batch if self._agent_generators.get(m)}
         batch = {
-            m: {k: v.transpose(0, 1).contiguous() for k, v in b.items()} if self._agent_generators.get(m) else b
+            m: {k: v.transpose(0, 1).contiguous() for k, v in b.items()} if m in populations else b
             for m, b in batch.items()
         }
         size = self.config.train_batch_size_per_learner
-        axis = {m: 1 if self._agent_generators.get(m) else 0 for m in batch}
+        axis = {m: 1 if m in populations else 0 for m in batch}
         mid, columns = next(iter(batch.items()))
         rows = next(iter(columns.values())).shape[axis[mid]]
         steps = rows // size if rows > size and rows % size == 0 else 1

@@ -23,17 +23,17 @@ class Strict(BaseModel):
     @classmethod
     def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         # pydantic's lax mode reads true / false as 1 / 0 for a number field: a boolean there is a mistake
-        if isinstance(value, bool) and info.field_name and _is_number_field(cls.model_fields[info.field_name]):
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field and any(t in (int, float) for t in value_types(field.annotation)):
             raise ValueError(f"{info.field_name} must be a number, got {str(value).lower()}")
         return value
 
 
-def _is_number_field(field: Any) -> bool:
-    """True for ``int`` / ``float`` fields, optional ones included."""
-    annotation = field.annotation
+def value_types(annotation: Any) -> list[Any]:
+    """The types a field's annotation admits besides None: ``int | None`` -> ``[int]``, ``float`` -> ``[float]``."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return any(a in (int, float) for a in typing.get_args(annotation))
-    return annotation in (int, float)
+        return [a for a in typing.get_args(annotation) if a is not type(None)]
+    return [annotation]
 
 
 def auto_or_number(value: Any, info: ValidationInfo) -> Any:

@@ -467,13 +467,10 @@ def latest_history(df: pd.DataFrame) -> pd.DataFrame:
     iterations reported after that checkpoint, and Tune appends the repeats to the rows of the interrupted
     run (env steps 300, 600, 900, 1200, 900, 1200, ...); the rows a later row restarted from are dropped, so the
     history climbs in env steps."""
-    steps = df[M.ENV_STEPS_METRIC].to_numpy()
-    keep = np.zeros(len(steps), dtype=bool)
-    floor = math.inf
-    for i in range(len(steps) - 1, -1, -1):
-        if steps[i] < floor:
-            keep[i], floor = True, steps[i]
-    return df[keep].reset_index(drop=True)
+    steps = df[M.ENV_STEPS_METRIC].to_numpy(dtype=float)
+    # the lowest env steps of the rows after each row (a row without env steps is dropped and bounds nothing)
+    later_min = np.append(np.minimum.accumulate(np.nan_to_num(steps, nan=math.inf)[::-1])[::-1][1:], math.inf)
+    return df[steps < later_min].reset_index(drop=True)
 
 
 def _agent_value(cell: Any, agent: int, key: str) -> float:
