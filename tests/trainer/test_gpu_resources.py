@@ -108,8 +108,12 @@ _FAKE_GPU_NODE = textwrap.dedent(
     from trainer.experiments import load_experiment
     from trainer.sac_config import build_sac_config
 
-    # One node declaring one (logical) GPU: Ray schedules by these numbers, no device is touched.
-    ray.init(num_cpus=8, num_gpus=1, include_dashboard=False, log_to_driver=False, object_store_memory=80_000_000)
+    # One node declaring one (logical) GPU: Ray schedules by these numbers, no device is touched. A new local
+    # instance, never a cluster a `ray start` on this machine left (the multi-node tests start some).
+    ray.init(
+        address="local", num_cpus=8, num_gpus=1, include_dashboard=False, log_to_driver=False,
+        object_store_memory=80_000_000,
+    )
     config = build_sac_config(load_experiment("smoke", {"resources.num_gpus_per_learner": 0.25}))
     factory = PortfolioSAC.default_resource_request(config)
     groups = [factory() for _ in range(5)]  # five trials' placement groups, as Tune makes them
