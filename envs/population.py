@@ -26,6 +26,11 @@ REWARDS_INFO = "rewards"  # info key: the per-agent rewards of one step (the ste
 SEEDS_KEY = "population_seeds"  # env config key: the agents' seeds
 
 
+def agents_text(n: int) -> str:
+    """``"1 agent"``, ``"3 agents"``: a population's size in messages."""
+    return f"{n} agent" if n == 1 else f"{n} agents"
+
+
 class PopulationEnv(gym.Env):
     """K ``PortfolioEnv`` copies, one per agent, with their observations and actions side by side.
 

@@ -97,13 +97,13 @@ def cli_env(ray_address: str) -> dict[str, str]:
     return env
 
 
-def train_cli(out, ray_address: str, *args: str, timeout: int = 300):
-    """Run ``python -m trainer.train --out OUT ARGS`` against the session's Ray instance."""
+def train_cli(out, ray_address: str, *args: str, timeout: int = 300, cwd=None):
+    """Run ``python -m trainer.train --out OUT ARGS`` against the session's Ray instance (in ``cwd``)."""
     import subprocess
     import sys
 
     cmd = [sys.executable, "-m", "trainer.train", "--out", str(out), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=cli_env(ray_address), timeout=timeout)
+    return subprocess.run(cmd, capture_output=True, text=True, env=cli_env(ray_address), timeout=timeout, cwd=cwd)
 
 
 def checkpoints(run_dir) -> list:
@@ -113,8 +113,10 @@ def checkpoints(run_dir) -> list:
 @pytest.fixture(scope="session")
 def smoke_run(ray_session, tmp_path_factory):
     """One real smoke training run through the CLI, shared by the trainer and backtest tests."""
-    out = tmp_path_factory.mktemp("smoke") / "run"
-    res = train_cli(out, ray_session, "--exp", "smoke")
+    # a relative --out, as users type it (RLlib's checkpoint writer refuses relative paths; ours resolves them)
+    base = tmp_path_factory.mktemp("smoke")
+    out = base / "run"
+    res = train_cli("run", ray_session, "--exp", "smoke", cwd=base)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return out, res.stdout
 

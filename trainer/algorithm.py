@@ -516,6 +516,8 @@ class PortfolioSAC(SAC):
     def save_to_path(
         self, path: Any = None, *, state: Any = None, filesystem: Any = None, use_msgpack: bool = False
     ) -> str:
+        if filesystem is None:
+            path = checkpoint.absolute(path)
         out = super().save_to_path(path, state=state, filesystem=filesystem, use_msgpack=use_msgpack)
         if self.settings.checkpoint.save_buffer:
             self.buffer.save(out)
@@ -556,6 +558,8 @@ class PortfolioSAC(SAC):
             CheckpointError: the checkpoint is incomplete, damaged or of another Ray minor version (before
                 anything is unpickled), or its replay buffer does not fit this run.
         """
+        if kwargs.get("filesystem") is None:
+            path = checkpoint.absolute(path)
         if component is not None:
             super().restore_from_path(path, *args, component=component, **kwargs)
             return

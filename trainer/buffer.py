@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from envs.population import agents_text
+
 BUFFER_FILE = "replay_buffer.npz"
 _FIELDS = ("obs", "next_obs", "actions", "rewards", "terminateds")
 _ADD_ORDER = ("obs", "actions", "rewards", "next_obs", "terminateds")  # the argument order of ``add``
@@ -201,10 +203,10 @@ class _RingBuffer:
         theirs, ours = saved["obs"].shape[1:-1], self._agent_shape
         if theirs != ours:
             if not ours:
-                return f"replay buffer holds a population of {theirs[0]} agents, this run has a single agent"
+                return f"replay buffer holds a population of {agents_text(theirs[0])}, this run has a single agent"
             if not theirs:
                 return f"replay buffer holds a single agent's transitions, this run has a population of {ours[0]}"
-            return f"replay buffer holds {theirs[0]} agents, this run has {ours[0]}"
+            return f"replay buffer holds {agents_text(theirs[0])}, this run has {ours[0]}"
         per_agent = 1 + len(ours)  # the sizes of one agent's observation and action
         saved_obs, saved_act = saved["obs"].shape[per_agent:], saved["actions"].shape[per_agent:]
         run_obs, run_act = self.obs.shape[per_agent:], self.actions.shape[per_agent:]

@@ -33,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from envs.population import SEEDS_KEY
+from envs.population import SEEDS_KEY, agents_text
 from trainer.buffer import BUFFER_FILE
 from trainer.evaluation import Policy, make_agent_policy, make_policy
 
@@ -90,6 +90,17 @@ def _what(rel: str, detail: str = "") -> str:
 
 def _minor(version: str) -> str:
     return ".".join(version.split(".")[:2])
+
+
+def absolute(path: Any) -> Any:
+    """A local checkpoint path made absolute; a URI (``s3://...``) as it is.
+
+    RLlib's ``save_to_path``/``restore_from_path``/``from_checkpoint`` hand the path to pyarrow's
+    ``FileSystem.from_uri``, which refuses a relative path (``URI has empty scheme``).
+    """
+    if isinstance(path, str | os.PathLike) and "://" not in str(path):
+        return str(Path(path).absolute())
+    return path
 
 
 def write_manifest(path: Path | str) -> Path:
@@ -371,7 +382,7 @@ def load_policy(
 
     from trainer.connectors import FrozenObsFilter, find_obs_filter
 
-    ck = Path(checkpoint)
+    ck = Path(absolute(checkpoint))
     state = _usable(ck, read_state(ck)) if usable else read_state(ck)
     check_agent(ck, state, agent, usable)
     module = RLModule.from_checkpoint(
@@ -414,11 +425,11 @@ def check_agent(path: Path | str, state: dict[str, Any], agent: int | None, usab
     agents = ", ".join(f"{i} (seed {s})" for i, s in enumerate(seeds))
     if agent is None:
         raise CheckpointError(
-            f"{path}: a population of {len(seeds)} agents; choose one with --agent I (agent=I): {agents}"
+            f"{path}: a population of {agents_text(len(seeds))}; choose one with --agent I (agent=I): {agents}"
         )
     if not 0 <= agent < len(seeds):
         raise CheckpointError(
-            f"{path}: agent {agent} is out of range: the population has {len(seeds)} agents, {agents}"
+            f"{path}: agent {agent} is out of range: the population has {agents_text(len(seeds))}, {agents}"
         )
     reason = (state.get(DIVERGED_AGENTS_KEY) or {}).get(str(agent))
     if usable and reason:

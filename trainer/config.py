@@ -331,6 +331,12 @@ class SweepConfig(Strict):
             for key, (kind, _) in self.domains().items():
                 if key.startswith("data.") and kind != "grid_search":
                     raise ValueError(f"search_space.{key}: with variants, env settings must be grid_search")
+        if self.num_samples > 1 and all(kind == "grid_search" for kind, _ in self.domains().values()):
+            raise ValueError(
+                f"num_samples={self.num_samples} repeats every trial of a search space without random domains: "
+                f"the {self.num_samples} copies would have the same settings and seed and train the same agent; "
+                f"to train more seeds sweep them ({SEED_KEY}: {{grid_search: [0, 1, 2]}}) and set num_samples: 1"
+            )
         return self
 
     def domains(self, population: int | None = None) -> dict[str, tuple[str, Any]]:

@@ -142,42 +142,43 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     return out
 
 
-def _validate_sweep(raw: dict[str, Any], exp: Experiment, path: Path) -> None:
+def _validate_sweep(raw: dict[str, Any], exp: Experiment, where: str) -> None:
     """Validate every config the sweep can produce, as the experiment it would be, before any trial starts.
 
     First each swept key alone (the message names the key and its value), then every combination of them
     (``SweepConfig.points``: e.g. a batch size from one key larger than a buffer size from another).
+    Errors name ``where`` (the file, and the command-line overrides applied to it).
     """
     sweep = exp.sweep
     for name, overrides in sweep.variants.items():
         try:
-            experiment_from_dict(apply_overrides(raw, overrides), where=str(path))
+            experiment_from_dict(apply_overrides(raw, overrides), where=where)
         except ExperimentError as exc:
-            detail = str(exc).split(": ", 1)[1]
-            raise ExperimentError(f"{path}: key 'sweep.variants.{name}': {detail}") from None
+            detail = str(exc).removeprefix(f"{where}: ")
+            raise ExperimentError(f"{where}: key 'sweep.variants.{name}': {detail}") from None
     domains = sweep.domains()
     for key, values in sweep.extremes().items():
         kind = domains[key][0]
         what = "value" if kind in GRID_DOMAINS else ("randint value" if kind == "randint" else f"{kind} bound")
         for value in values:
             try:
-                experiment_from_dict(apply_overrides(raw, {key: value}), where=str(path))
+                experiment_from_dict(apply_overrides(raw, {key: value}), where=where)
             except ExperimentError as exc:
-                detail = str(exc).split(": ", 1)[1]
+                detail = str(exc).removeprefix(f"{where}: ")
                 raise ExperimentError(
-                    f"{path}: key 'sweep.search_space.{key}': {what} {value!r} is invalid ({detail})"
+                    f"{where}: key 'sweep.search_space.{key}': {what} {value!r} is invalid ({detail})"
                 ) from None
     variants = list(sweep.variants.values()) or [{}]
     if len(domains) + (len(variants) > 1) < 2:
         return
     for point in (v | p for v in variants for p in sweep.points()):
         try:
-            experiment_from_dict(apply_overrides(raw, point), where=str(path))
+            experiment_from_dict(apply_overrides(raw, point), where=where)
         except ExperimentError as exc:
-            detail = str(exc).split(": ", 1)[1]
+            detail = str(exc).removeprefix(f"{where}: ")
             combo = ", ".join(f"{k}={v!r}" for k, v in point.items())
             raise ExperimentError(
-                f"{path}: key 'sweep.search_space': the combination {combo} is invalid ({detail}); change the "
+                f"{where}: key 'sweep.search_space': the combination {combo} is invalid ({detail}); change the "
                 "search space so that no trial gets it"
             ) from None
 
@@ -190,10 +191,13 @@ def load_experiment(name_or_path: str, overrides: dict[str, Any] | None = None, 
     setting that does not fit the run's own budget (an ASHA grace period above ``--steps``) is no error.
     """
     raw, path = load_raw(name_or_path)
+    where = str(path)
     if overrides:
         raw = apply_overrides(raw, overrides)
+        # values from the command line (--set, --data, --steps, ...) are not the file's: the message says both
+        where += " with " + ", ".join(f"{key}={value}" for key, value in overrides.items()) + " from the command line"
     if not sweep:
         raw = {k: v for k, v in raw.items() if k != "sweep"}
-    exp = experiment_from_dict(raw, where=str(path))
-    _validate_sweep(raw, exp, path)
+    exp = experiment_from_dict(raw, where=where)
+    _validate_sweep(raw, exp, where)
     return exp

@@ -118,7 +118,7 @@ def _fmt_eta(seconds: float) -> str:
 def progress_line(iteration: int, p: dict[str, Any], target: int, eta_s: float) -> str:
     """One line per iteration: progress, ETA, then the registry's progress metrics."""
     steps = p[M.ENV_STEPS]
-    cells = [f"[iter {iteration:4d}] env steps {steps:,}/{target:,} ({100 * steps / max(target, 1):3.0f}%)"]
+    cells = [f"[iter {iteration:4d}] env steps {steps:,}/{target:,} ({min(100.0, 100 * steps / max(target, 1)):3.0f}%)"]
     cells.append(f"ETA {_fmt_eta(eta_s)}")
     for m in M.shown_in(M.PROGRESS):
         if m.key != M.ENV_STEPS:
@@ -276,7 +276,7 @@ def _prepare_new_run(args: argparse.Namespace, overrides: dict[str, Any]) -> tup
         raise RunError(f"{flag} continues a run: use it with --resume CHECKPOINT")
     exp = load_experiment(args.exp or DEFAULT_EXPERIMENT, overrides, sweep=False)  # one run: no sweep
     _check_data(exp)
-    out_dir = args.out or default_out_dir(exp)
+    out_dir = (args.out or default_out_dir(exp)).absolute()  # the summary's paths hold wherever it is read from
     return exp, out_dir, claim_run_dir(out_dir, args.overwrite)
 
 
@@ -304,7 +304,7 @@ def _prepare_resume(args: argparse.Namespace, overrides: dict[str, Any]) -> tupl
     exp, changed = experiment_for_resume(ckpt, overrides)
     _check_data(exp)
     run_dir, iteration = ckpt.parent.parent, int(state.get("training_iteration") or 0)
-    out_dir = args.out or run_dir
+    out_dir = (args.out or run_dir).absolute()
     notes = [f"on resume: {k} {old!r} -> {new!r}" for k, (old, new) in changed.items()]
     if buffer_note:
         notes.append(f"warning: {buffer_note}")
@@ -401,11 +401,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"final checkpoint: {summary['final_checkpoint']}")
     k = exp.sac.population
     if k is not None and summary["final_checkpoint"]:
+        from envs.population import agents_text
         from trainer.population import agent_seeds
 
         seeds = ", ".join(f"{i}: seed {s}" for i, s in enumerate(agent_seeds(exp.seed, k)))
         print(
-            f"it holds a population of {k} agents ({seeds}); backtest one with: python -m trainer.backtest "
+            f"it holds a population of {agents_text(k)} ({seeds}); backtest one with: python -m trainer.backtest "
             f"{shlex.quote(summary['final_checkpoint'])} --agent I"
         )
     print(f"summary: {out_dir / SUMMARY_FILE}")

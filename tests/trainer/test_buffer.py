@@ -408,7 +408,7 @@ def test_single_agent_and_population_files_are_not_interchangeable(tmp_path):
         f"{single / BUFFER_FILE}: replay buffer holds a single agent's transitions, this run has a population of 1"
     )
     assert _refusal(_filled(capacity=5, n=1), population) == (
-        f"{population / BUFFER_FILE}: replay buffer holds a population of 1 agents, this run has a single agent"
+        f"{population / BUFFER_FILE}: replay buffer holds a population of 1 agent, this run has a single agent"
     )
 
 

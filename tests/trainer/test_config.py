@@ -316,7 +316,8 @@ def test_infinite_override_is_refused():
     with pytest.raises(ExperimentError) as info:
         load_experiment("smoke", dict([parse_override("sac.training_intensity=inf")]))
     assert (
-        str(info.value) == f"{CONFIG_DIR / 'smoke.yaml'}: key 'sac.training_intensity': Input should be a finite number"
+        str(info.value) == f"{CONFIG_DIR / 'smoke.yaml'} with sac.training_intensity=inf from the command line: "
+        "key 'sac.training_intensity': Input should be a finite number"
     )
 
 

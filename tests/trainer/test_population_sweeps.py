@@ -100,9 +100,12 @@ def test_a_population_without_a_swept_seed_is_one_trial_per_grid_point():
     ],
 )
 def test_population_sweeps_that_cannot_work_are_refused_at_load_time(overrides, message):
+    overrides = {"sac.population": 2, **overrides}
     with pytest.raises(ExperimentError) as info:
-        load_experiment("quick", {"sac.population": 2, **overrides})
-    assert str(info.value).endswith(f"{QUICK}: {message}")
+        load_experiment("quick", overrides)
+    # the message names the file and the values that came from the command line
+    settings = ", ".join(f"{key}={value}" for key, value in overrides.items())
+    assert str(info.value).endswith(f"{QUICK} with {settings} from the command line: {message}")
 
 
 def test_the_tune_cli_refuses_a_bad_population_seed_grid_in_one_line(tmp_path):

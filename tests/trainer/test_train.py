@@ -59,6 +59,19 @@ def test_smoke_run_writes_progress_checkpoints_and_summary(smoke_run):
     assert not list((out / "checkpoints").glob(".tmp-*"))  # temp dirs renamed, none left behind
 
 
+def test_progress_line_shows_steps_budget_and_a_percentage_capped_at_100():
+    from trainer.metrics import ENV_STEPS
+    from trainer.train import progress_line
+
+    assert progress_line(2, {ENV_STEPS: 600}, 1500, 12.0).startswith(
+        "[iter    2] env steps 600/1,500 ( 40%) | ETA 0:00:12 |"
+    )
+    # a budget below one iteration's steps: the whole iteration runs, the line says 100%, not 6000%
+    assert progress_line(1, {ENV_STEPS: 300}, 5, float("nan")).startswith(
+        "[iter    1] env steps 300/5 (100%) | ETA ? |"
+    )
+
+
 def test_restore_gives_identical_deterministic_actions(smoke_run, ray_session):
     from envs.portfolio import PortfolioEnv
     from trainer.algorithm import PortfolioSAC

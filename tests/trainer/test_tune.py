@@ -74,6 +74,18 @@ def test_dry_run_shows_grid_size_and_resources():
             "hidden layer size must be >= 1)",
         ),
         ("  num_samples: 0\n", "key 'sweep.num_samples': Input should be greater than or equal to 1"),
+        (
+            "  num_samples: 3\n  search_space:\n    seed: {grid_search: [0, 1]}\n",
+            "key 'sweep': Value error, num_samples=3 repeats every trial of a search space without random "
+            "domains: the 3 copies would have the same settings and seed and train the same agent; to train more "
+            "seeds sweep them (seed: {grid_search: [0, 1, 2]}) and set num_samples: 1",
+        ),
+        (
+            "  num_samples: 2\n",
+            "key 'sweep': Value error, num_samples=2 repeats every trial of a search space without random "
+            "domains: the 2 copies would have the same settings and seed and train the same agent; to train more "
+            "seeds sweep them (seed: {grid_search: [0, 1, 2]}) and set num_samples: 1",
+        ),
     ],
 )
 def test_bad_sweep_files_give_exact_errors(tmp_path, sweep_yaml, message):
@@ -227,7 +239,8 @@ def test_asha_grace_period_above_the_budget_is_refused_by_the_dry_run():
     res = _tune(["--exp", "smoke", "--dry-run", "--set", "stopping.env_steps=200"])
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines()[-1] == (
-        f"error: {CONFIG_DIR / 'smoke.yaml'}: sweep.scheduler.grace_period (300) is above stopping.env_steps (200): "
+        f"error: {CONFIG_DIR / 'smoke.yaml'} with stopping.env_steps=200 from the command line: "
+        "sweep.scheduler.grace_period (300) is above stopping.env_steps (200): "
         "ASHA may stop a trial only after the grace period and runs it for at most stopping.env_steps env steps; "
         "lower sweep.scheduler.grace_period or raise stopping.env_steps"
     )
