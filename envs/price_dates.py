@@ -24,8 +24,14 @@ MISSING_TOKENS = frozenset({"", "na", "n/a", "#n/a", "#na", "nan", "-nan", "null
 
 # How the fix for dates is spelled in messages: the load_prices keyword (also the experiment key) and the
 # CLI flag.
-_DATE_FORMAT_FIX = "give the format with date_format (--date-format), e.g. '%d/%m/%Y'"
-_SORT_FIX = "sort the file by date, or pass sort_dates=True (--sort-dates) to sort it on loading"
+_DATE_FORMAT_FIX = (
+    "give the format, e.g. '%d/%m/%Y': data.date_format in an experiment (--set data.date_format=%d/%m/%Y), "
+    "--date-format with python -m envs.data"
+)
+_SORT_FIX = (
+    "sort the file by date, or have it sorted on loading: data.sort_dates in an experiment "
+    "(--set data.sort_dates=true), --sort-dates with python -m envs.data"
+)
 # A time of day (and an optional zone after it) at the end of a date value: dropped, the date is kept as
 # written. The zone is only recognised after a time so that the "-02" of "2020-01-02" is never taken for one.
 _TIME_SUFFIX = re.compile(
@@ -92,7 +98,7 @@ def _infer_dates(text: pd.Series, where: str, column: str, first_row: int, notes
         fmt, parsed = fits[0]
         notes.append(
             f"column '{column}' read with date format '{fmt}', the only one that fits every value; pass "
-            "date_format (--date-format) to read it otherwise"
+            "data.date_format (--date-format with python -m envs.data) to read it otherwise"
         )
         return parsed
     if len(fits) > 1:

@@ -7,6 +7,7 @@ declare their defaults and rules once; ``DataConfig.env_config`` is what each en
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -59,6 +60,16 @@ class DataConfig(Strict):
     tilt_scale: float = PortfolioSettings.tilt_scale
     no_trade_band: float = PortfolioSettings.no_trade_band
     rebalance_fraction: float = PortfolioSettings.rebalance_fraction
+
+    @field_validator("source")
+    @classmethod
+    def _absolute_path(cls, v: str) -> str:
+        # A relative file path is the user's current directory's file. Made absolute here, so that Ray's trial
+        # and env-runner processes (which run in other directories) and a later resume or backtest from
+        # elsewhere read the same file, and the run's saved experiment.yaml names it unambiguously.
+        if v == SP500 or "://" in v:
+            return v
+        return str(Path(v).expanduser().absolute())
 
     @field_validator("split_dates")
     @classmethod

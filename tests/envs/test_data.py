@@ -14,8 +14,14 @@ from envs import data as data_module
 from envs.data import DataError, load_prices, split_ranges
 from tests.conftest import synthetic_prices, write_wide_csv
 
-DATE_FORMAT_FIX = "give the format with date_format (--date-format), e.g. '%d/%m/%Y'"
-SORT_FIX = "sort the file by date, or pass sort_dates=True (--sort-dates) to sort it on loading"
+DATE_FORMAT_FIX = (
+    "give the format, e.g. '%d/%m/%Y': data.date_format in an experiment (--set data.date_format=%d/%m/%Y), "
+    "--date-format with python -m envs.data"
+)
+SORT_FIX = (
+    "sort the file by date, or have it sorted on loading: data.sort_dates in an experiment "
+    "(--set data.sort_dates=true), --sort-dates with python -m envs.data"
+)
 
 
 def _err(source) -> str:
@@ -242,7 +248,7 @@ def test_the_one_fitting_date_format_is_used_with_warning(tmp_path, written, fmt
         data = load_prices(path)
     assert [str(w.message) for w in caught] == [
         f"{path}: column 'date' read with date format '{fmt}', the only one that fits every value; pass "
-        "date_format (--date-format) to read it otherwise"
+        "data.date_format (--date-format with python -m envs.data) to read it otherwise"
     ]
     assert data.prices.index[0] == pd.Timestamp(expected)
     assert data.prices.index.is_monotonic_increasing

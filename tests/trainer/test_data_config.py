@@ -12,7 +12,7 @@ from envs.market import load_market
 from envs.portfolio import PortfolioEnv
 from envs.settings import SETTING_NAMES, PortfolioSettings
 from trainer.data_config import DataConfig, FoldsConfig
-from trainer.experiments import ExperimentError, load_experiment
+from trainer.experiments import CONFIG_DIR, ExperimentError, load_experiment
 
 
 def test_defaults_come_from_the_env_dataclasses():
@@ -21,6 +21,16 @@ def test_defaults_come_from_the_env_dataclasses():
     assert set(SETTING_NAMES) <= set(DataConfig.model_fields)
     assert [f.name for f in fields(FoldSpec)] == list(FoldsConfig.model_fields)
     assert cfg.folds.spec() == FoldSpec() and cfg.fold is None
+
+
+def test_a_relative_source_is_the_current_directorys_file_named_absolutely(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert DataConfig(source="prices.csv").source == str(tmp_path / "prices.csv")
+    assert DataConfig(source="data/p.parquet").source == str(tmp_path / "data" / "p.parquet")
+    assert DataConfig(source=str(tmp_path / "p.csv")).source == str(tmp_path / "p.csv")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert DataConfig(source="~/p.csv").source == str(tmp_path / "home" / "p.csv")
+    assert DataConfig().source == "sp500" and DataConfig(source="sp500").source == "sp500"
 
 
 def test_env_config_builds_the_same_env(tmp_path):
@@ -83,4 +93,5 @@ def test_env_config_builds_the_same_env(tmp_path):
 def test_bad_data_values_are_exact_errors(override, message):
     with pytest.raises(ExperimentError) as info:
         load_experiment("smoke", override)
-    assert str(info.value).split(": ", 1)[1] == message
+    settings = ", ".join(f"{key}={value}" for key, value in override.items())
+    assert str(info.value) == f"{CONFIG_DIR / 'smoke.yaml'} with {settings} from the command line: {message}"

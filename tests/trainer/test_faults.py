@@ -159,7 +159,8 @@ def test_resume_refuses_overrides_that_change_the_problem(smoke_copy, capsys, si
         "description, stopping.*, checkpoint.*, evaluation.interval, divergence.*, resources.*, sac.training_intensity"
     )
     for args, refused in (
-        (("--data", "prices.csv"), "data.source ('sp500' -> 'prices.csv')"),
+        # a relative path is the current directory's file, named absolutely
+        (("--data", "prices.csv"), f"data.source ('sp500' -> {str(Path('prices.csv').absolute())!r})"),
         (("--set", "sac.batch_size=32", "--seed", "1"), "sac.batch_size (64 -> 32), seed (0 -> 1)"),
         (
             ("--set", "model.hidden=[8]", "--set", "reward.clip=5"),
