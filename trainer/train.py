@@ -27,6 +27,7 @@ resumes and exits with 128 + the signal number (130, 143). Exit codes: 0 complet
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import shlex
@@ -177,9 +178,11 @@ def run_training(
     """
     import ray
 
+    from trainer.algorithm import PortfolioSAC
     from trainer.checkpoint import save_atomic
     from trainer.ray_init import init_ray
     from trainer.sac_config import build_sac_config
+    from trainer.tune import check_request
 
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / CHECKPOINTS_DIR
@@ -191,7 +194,14 @@ def run_training(
         quiet_logging(out_dir / LOG_FILE, verbose)  # ray.init configures its loggers again
     stop_flag.install()  # ray.init replaced the SIGTERM handler
     # The same config a checkpoint was written with (overrides a resume may change included), then its state.
-    algo = build_sac_config(exp).build_algo()
+    config = build_sac_config(exp)
+    check_request(
+        run_request(PortfolioSAC.default_resource_request(config).bundles),
+        ray.cluster_resources(),
+        "this run",
+        "its env runners and learners could never start",
+    )
+    algo = config.build_algo()
     algo.run_name = out_dir.name  # tags this run's gauges (Prometheus/Grafana)
     status, last_ckpt, reason = M.STATUS_COMPLETED, resume, ""
     try:
@@ -238,8 +248,12 @@ def run_training(
         if status != M.STATUS_DIVERGED and iterations_done and saved_iteration != algo.iteration:
             algo.evaluate_deterministic()
             last_ckpt = save_atomic(algo, ckpt_dir, algo.iteration, keep)
+        budget_done = env_steps_of(algo) >= target or (max_iterations is not None and iterations_done >= max_iterations)
         if stop_flag.signal and status != M.STATUS_DIVERGED:
-            status, reason = M.STATUS_INTERRUPTED, stop_flag.signal
+            if budget_done:  # the signal came during the last iteration: the run has all it was asked for
+                print(f"{stop_flag.signal} came during the last iteration: the run is complete", flush=True)
+            else:
+                status, reason = M.STATUS_INTERRUPTED, stop_flag.signal
         summary = {
             "status": status,
             "reason": reason,
@@ -256,6 +270,31 @@ def run_training(
         return summary
     finally:
         algo.stop()
+
+
+def _remove_unstarted_run(out_dir: Path) -> None:
+    """Remove what a new run wrote before it could start (its experiment file and log), and the directory it
+    created, so that the same command can be run again once the cause is fixed."""
+    quiet_logging(None)  # Ray's loggers stop writing to the run's log file (errors still reach the terminal)
+    for name in (EXPERIMENT_FILE, LOG_FILE):
+        (out_dir / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty: something else was written there, keep it
+        out_dir.rmdir()
+
+
+def run_request(bundles: list[dict[str, float]]) -> dict[str, float]:
+    """What a ``trainer.train`` run asks of the Ray cluster, from its algorithm's resource bundles.
+
+    The first bundle is the trial's main process (``default_resource_request``): here it is this driver, which
+    Ray does not schedule, so only its GPU counts (a learner in this process trains on this machine's GPU); the
+    other bundles are the env runner and remote learner actors Ray must place.
+    """
+    need: dict[str, float] = {}
+    main, *actors = bundles
+    for bundle in [{k: v for k, v in main.items() if k == "GPU"}, *actors]:
+        for key, amount in bundle.items():
+            need[key] = need.get(key, 0.0) + amount
+    return {k: v for k, v in need.items() if v > 0}
 
 
 def _check_data(exp: Experiment) -> None:
@@ -366,7 +405,9 @@ def main(argv: list[str] | None = None) -> int:
             overrides["seed"] = args.seed
         if args.resume is None:
             (exp, out_dir, notes), replay_buffer = _prepare_new_run(args, overrides), True
+            fresh = not out_dir.exists()  # a new run directory: removed again if the run cannot start at all
         else:
+            fresh = False
             exp, out_dir, replay_buffer, notes = _prepare_resume(args, overrides)
         # Written before Ray starts: a run stopped at any point can be resumed with what it was given.
         write_atomic(out_dir / EXPERIMENT_FILE, yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False))
@@ -395,6 +436,11 @@ def main(argv: list[str] | None = None) -> int:
             verbose=args.verbose,
         )
     except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ExperimentError as exc:  # refused before anything trained (resources the cluster does not have)
+        if fresh:
+            _remove_unstarted_run(out_dir)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"status: {summary['status']}" + (f" ({summary['reason']})" if summary["reason"] else ""))

@@ -150,13 +150,39 @@ def check_data(exp: Experiment, where: str) -> None:
 
 def check_resources(plan: dict[str, Any], cluster: dict[str, float]) -> None:
     """Fail before Tune waits forever on a request the cluster can never satisfy."""
-    for key, need in plan["resources_per_trial"].items():
+    check_request(plan["resources_per_trial"], cluster, "each trial", "no trial could ever start")
+
+
+def check_request(need: dict[str, float], cluster: dict[str, float], who: str, never: str) -> None:
+    """Refuse a resource request (``need``) larger than the Ray cluster's totals, naming the setting to change.
+
+    Args:
+        need: resource -> amount (``CPU``, ``GPU``, custom resources).
+        cluster: ``ray.cluster_resources()``.
+        who: what asks, for the message (``"each trial"``, ``"this run"``).
+        never: what would happen instead, for the message.
+
+    Raises:
+        ExperimentError: the first resource the cluster does not have enough of.
+    """
+    for key, amount in need.items():
         have = cluster.get(key, 0.0)
-        if need > have:
-            hint = "set resources.num_gpus_per_learner=0" if key == "GPU" else "lower resources.* in the experiment"
+        if amount > have:
+            if key == "GPU":
+                hint = "train on CPUs with --set resources.num_gpus_per_learner=0"
+            elif key == "CPU":
+                hint = (
+                    "it takes one CPU per env runner and per remote learner: use fewer, e.g. --set "
+                    "resources.num_env_runners=1"
+                )
+            else:
+                hint = (
+                    f"'{key}' is a custom resource the experiment asks for (resources.custom_resources_per_learner, "
+                    f"resources.custom_resources_per_env_runner): on nodes without it, --set them to {{}}"
+                )
             raise ExperimentError(
-                f"each trial needs {key}={need:g} but the Ray cluster has {key}={have:g} in total; "
-                f"no trial could ever start ({hint}, e.g. --set resources.num_gpus_per_learner=0, or add nodes)"
+                f"{who} needs {key}={amount:g} but the Ray cluster has {key}={have:g} in total; {never} ({hint}; "
+                "or add nodes that have it)"
             )
 
 
@@ -319,8 +345,20 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.ray_init import cluster_address, init_ray
 
     address = cluster_address(args.address)
-    # No address: an embedded local instance on 127.0.0.1 (dashboard included), never a stale `ray start`.
-    ctx = init_ray(address, ignore_reinit_error=True, log_to_driver=args.verbose)
+    # A Ctrl-C while Ray starts is remembered and acted on once it is up (in the middle of Ray's start-up it
+    # would be lost, and the sweep would run to its end).
+    startup_signals: list[int] = []
+    previous_handler = signal.signal(signal.SIGINT, lambda signum, _: startup_signals.append(signum))
+    try:
+        # No address: an embedded local instance on 127.0.0.1 (dashboard included), never a stale `ray start`.
+        ctx = init_ray(address, ignore_reinit_error=True, log_to_driver=args.verbose)
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+    if startup_signals:
+        print("\nSIGINT received while Ray started: no trial ran; run the command again", file=sys.stderr)
+        if new_dir and exp_dir.is_dir() and {p.name for p in exp_dir.iterdir()} <= {DRIVER_LOG}:
+            shutil.rmtree(exp_dir)
+        return 130
     quiet_logging(exp_dir / DRIVER_LOG, args.verbose)  # ray.init configures its loggers again
     print(f"Ray: {'joined ' + address if address else 'local instance'}", flush=True)
     dashboard = dashboard_access_message(
@@ -339,16 +377,18 @@ def main(argv: list[str] | None = None) -> int:
         if new_dir and {p.name for p in exp_dir.iterdir()} <= {DRIVER_LOG}:
             shutil.rmtree(exp_dir)  # nothing started: leave no directory of our own behind
         return 2
+    # Tune leaves its SIGINT handler installed after the sweep (it would swallow a Ctrl-C from here on)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     n_trials = exp.sweep.n_trials(exp.sac.population)
     outcome, finished = sweep_outcome(trial_statuses(exp_path, results), n_trials)
+    # quoted, so the line can be pasted into a shell as it is (--set values may hold spaces and braces)
+    sets = (f" --data {shlex.quote(args.data)}" if args.data else "") + "".join(
+        f" --set {shlex.quote(s)}" for s in args.set
+    )
+    resume = (
+        f"python -m trainer.tune --exp {shlex.quote(args.exp)} --storage {shlex.quote(args.storage)}{sets} --resume"
+    )
     if outcome == "interrupted":
-        # quoted, so the line can be pasted into a shell as it is (--set values may hold spaces and braces)
-        sets = (f" --data {shlex.quote(args.data)}" if args.data else "") + "".join(
-            f" --set {shlex.quote(s)}" for s in args.set
-        )
-        resume = (
-            f"python -m trainer.tune --exp {shlex.quote(args.exp)} --storage {shlex.quote(args.storage)}{sets} --resume"
-        )
         print(
             f"\nsweep interrupted: {finished} of {n_trials} trials finished; the state is saved in {exp_path}. "
             f"Continue with:\n  {resume}",
@@ -356,8 +396,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 130
     exp_dir.mkdir(parents=True, exist_ok=True)
-    summary = summarize_sweep(results, exp, exp_dir)
-    print_summary(summary, exp_dir)
+    try:
+        summary = summarize_sweep(results, exp, exp_dir)
+        print_summary(summary, exp_dir)
+    except KeyboardInterrupt:
+        print(
+            f"\nSIGINT received while the summary was written: the trials are saved in {exp_path}; write the "
+            f"summary again with:\n  {resume}",
+            file=sys.stderr,
+        )
+        return 130
     if outcome == "failed":
         first = next((str(r.error).splitlines()[0] for r in results if r.error is not None), "")
         print(

@@ -54,7 +54,7 @@ def test_the_sweep_plan_shares_one_gpu_between_four_trials():
         check_resources(plan, {"CPU": 64, "learner": 4, "rollout": 16})  # a CPU-only cluster
     assert str(err.value).startswith(
         "each trial needs GPU=0.25 but the Ray cluster has GPU=0 in total; no trial could ever start "
-        "(set resources.num_gpus_per_learner=0"
+        "(train on CPUs with --set resources.num_gpus_per_learner=0"
     )
 
 

@@ -207,6 +207,65 @@ def test_divergence_guard_stops_with_status_and_keeps_last_good_checkpoint(ray_s
     assert _checkpoints(out) == []  # no checkpoint of a diverged state
 
 
+def test_run_request_counts_the_actors_and_a_local_learners_gpu():
+    from trainer.train import run_request
+
+    assert run_request([{"CPU": 1.0}]) == {}  # everything in this process
+    assert run_request([{"CPU": 1.0}] * 4) == {"CPU": 3.0}  # three env runners
+    assert run_request([{"CPU": 1.0, "GPU": 1.0, "learner": 1.0}, {"CPU": 1.0, "rollout": 1.0}]) == {
+        "GPU": 1.0,
+        "CPU": 1.0,
+        "rollout": 1.0,
+    }
+    assert run_request([{"CPU": 1.0}, {"GPU": 0.5}, {"GPU": 0.5}]) == {"GPU": 1.0}  # two remote learners
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (
+            "resources.num_env_runners=3",
+            "this run needs CPU=3 but the Ray cluster has CPU=2 in total; its env runners and learners could never "
+            "start (it takes one CPU per env runner and per remote learner: use fewer, e.g. --set "
+            "resources.num_env_runners=1; or add nodes that have it)",
+        ),
+        (
+            "resources.num_gpus_per_learner=1",
+            "this run needs GPU=1 but the Ray cluster has GPU=0 in total; its env runners and learners could never "
+            "start (train on CPUs with --set resources.num_gpus_per_learner=0; or add nodes that have it)",
+        ),
+    ],
+)
+def test_a_run_the_cluster_cannot_place_is_refused_in_one_line_and_leaves_nothing(
+    ray_session, tmp_path, setting, message
+):
+    out = tmp_path / "run"
+    res = _train_cli(out, ray_session, "--exp", "smoke", "--set", setting, timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == f"error: {message}"
+    assert not out.exists()  # the same command runs again once the setting is fixed
+
+
+def test_a_signal_during_the_last_iteration_still_completes_the_run(
+    ray_session, tmp_path, monkeypatch, signals_restored
+):
+    from trainer.algorithm import PortfolioSAC
+    from trainer.train import _StopFlag, run_training
+
+    flag, original = _StopFlag(), PortfolioSAC.train
+
+    def train_then_signal(self):
+        result = original(self)
+        flag.signum = signal.SIGINT  # as if Ctrl-C came while the (only) iteration ran
+        return result
+
+    monkeypatch.setattr(PortfolioSAC, "train", train_then_signal)
+    exp = load_experiment("smoke", {"stopping.env_steps": 300}, sweep=False)
+    summary = run_training(exp, tmp_path / "run", stop_flag=flag, verbose=False)
+    assert summary["status"] == "completed" and summary["reason"] == "" and summary["env_steps"] == 300
+    assert "resume_command" not in summary and summary["final_checkpoint"].endswith("checkpoint_000001")
+
+
 def test_sigint_writes_final_checkpoint_and_says_how_to_resume(ray_session, tmp_path):
     out = tmp_path / "int"
     cmd = [sys.executable, "-m", "trainer.train", "--exp", "smoke", "--steps", "100000", "--out", str(out)]

@@ -25,10 +25,12 @@ from trainer.sweep_state import sweep_outcome
 from trainer.tune import DivergenceOrBudgetStopper, build_plan, check_data, check_resources
 
 
-def _tune(args: list[str], ray_address: str | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def _tune(
+    args: list[str], ray_address: str | None = None, timeout: int = 600, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     env = cli_env(ray_address) if ray_address else None
     return subprocess.run(
-        [sys.executable, "-m", "trainer.tune", *args], capture_output=True, text=True, env=env, timeout=timeout
+        [sys.executable, "-m", "trainer.tune", *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd
     )
 
 
@@ -250,8 +252,17 @@ def test_impossible_resource_request_is_reported_before_tune_waits():
     with pytest.raises(ExperimentError) as info:
         check_resources(build_plan(load_experiment("arch_sweep")), {"CPU": 2.0})
     assert str(info.value) == (
-        "each trial needs CPU=3 but the Ray cluster has CPU=2 in total; no trial could ever start (lower "
-        "resources.* in the experiment, e.g. --set resources.num_gpus_per_learner=0, or add nodes)"
+        "each trial needs CPU=3 but the Ray cluster has CPU=2 in total; no trial could ever start (it takes one "
+        "CPU per env runner and per remote learner: use fewer, e.g. --set resources.num_env_runners=1; or add nodes "
+        "that have it)"
+    )
+    cpu_only = {"resources.num_gpus_per_learner": 0}
+    with pytest.raises(ExperimentError) as info:
+        check_resources(build_plan(load_experiment("arch_sweep", cpu_only)), {"CPU": 8.0})
+    assert str(info.value) == (
+        "each trial needs learner=1 but the Ray cluster has learner=0 in total; no trial could ever start ('learner' "
+        "is a custom resource the experiment asks for (resources.custom_resources_per_learner, "
+        "resources.custom_resources_per_env_runner): on nodes without it, --set them to {}; or add nodes that have it)"
     )
     exp2 = load_experiment("arch_sweep", {"resources.num_env_runners": 0})
     with pytest.raises(ExperimentError, match=r"each trial needs GPU=0\.5 but the Ray cluster has GPU=0"):
@@ -439,12 +450,14 @@ def test_sweep_whose_trials_all_failed_exits_non_zero(ray_session, tmp_path):
 
 def test_batch_size_sweep_labels_and_unfittable_baseline(ray_session, tmp_path):
     """Summary labels and the progress table name the swept key (sac.batch_size); on data where every asset
-    lost money in the training window, Maximum Sharpe is reported as not fitted and the rest is written."""
+    lost money in the training window, Maximum Sharpe is reported as not fitted and the rest is written.
+    The data file and the storage are given relative to the current directory, as users type them (the
+    trials run in other directories)."""
     from envs.market import load_market
 
     data = write_wide_csv(tmp_path / "losing.csv", synthetic_prices(n_days=600, seed=3, drifts=[-0.003] * 3))
     exp_dir = tmp_path / "runs" / "smoke"
-    args = ["--exp", "smoke", "--storage", str(tmp_path / "runs"), "--set", f"data.source={data}"]
+    args = ["--exp", "smoke", "--storage", "runs", "--set", "data.source=losing.csv"]
     args += [
         "--set",
         "sweep.search_space={sac.batch_size: {grid_search: [16, 32]}}",
@@ -452,7 +465,7 @@ def test_batch_size_sweep_labels_and_unfittable_baseline(ray_session, tmp_path):
         "sweep.scheduler.type=fifo",
     ]
     args += ["--set", "stopping.env_steps=600", "--set", "sac.learning_starts=100"]
-    res = _tune(args, ray_session)
+    res = _tune(args, ray_session, cwd=tmp_path)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     header = next(line for line in res.stdout.splitlines() if line.startswith("| Trial name"))
     assert [c.strip() for c in header.strip("|").split("|")][:4] == ["Trial name", "status", "loc", "sac.batch_size"]
@@ -481,7 +494,7 @@ def test_gpu_request_on_cpu_only_cluster_is_a_clear_error(ray_session, tmp_path)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().endswith(
         "error: each trial needs GPU=1 but the Ray cluster has GPU=0 in total; no trial could ever start "
-        "(set resources.num_gpus_per_learner=0, e.g. --set resources.num_gpus_per_learner=0, or add nodes)"
+        "(train on CPUs with --set resources.num_gpus_per_learner=0; or add nodes that have it)"
     )
     assert not (tmp_path / "smoke").exists()  # nothing started, nothing written
 
@@ -500,3 +513,68 @@ def test_latest_history_keeps_the_rows_of_the_run_that_resumed_from_a_checkpoint
     assert kept[ENV_STEPS_METRIC].tolist() == [300, 600, 900, 1200, 1500]
     assert kept["score"].tolist() == [1.0, 2.0, 30.0, 40.0, 50.0]
     assert latest_history(df.iloc[:4]).equals(df.iloc[:4])
+
+
+_PATCHED_TUNE = """
+import os, signal, sys
+import trainer.ray_init, trainer.sweep_report, trainer.tune
+
+def interrupt(function):
+    def wrapper(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C as this step begins
+        return function(*args, **kwargs)
+    return wrapper
+
+target = sys.argv[1]
+module = trainer.ray_init if target == "init_ray" else trainer.sweep_report
+setattr(module, target, interrupt(getattr(module, target)))
+sys.exit(trainer.tune.main(sys.argv[2:]))
+"""
+
+
+def test_ctrl_c_while_ray_starts_stops_before_any_trial(ray_session, tmp_path):
+    script = tmp_path / "patched_tune.py"
+    script.write_text(_PATCHED_TUNE)
+    args = tune_args(tmp_path / "runs", "stopping.env_steps=600")
+    res = subprocess.run(
+        [sys.executable, str(script), "init_ray", *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(ray_session),
+        timeout=300,
+    )
+    assert res.returncode == 130, res.stdout[-3000:] + res.stderr[-3000:]
+    assert (
+        res.stderr.strip().splitlines()[-1] == "SIGINT received while Ray started: no trial ran; run the command again"
+    )
+    assert not (tmp_path / "runs" / "smoke").exists()
+
+
+def test_ctrl_c_while_the_summary_is_written_exits_130_and_resume_writes_it(ray_session, tmp_path):
+    script = tmp_path / "patched_tune.py"
+    script.write_text(_PATCHED_TUNE)
+    args = tune_args(tmp_path / "runs", "stopping.env_steps=600", "sweep.scheduler.type=fifo")
+    res = subprocess.run(
+        [sys.executable, str(script), "summarize_sweep", *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(ray_session),
+        timeout=600,
+    )
+    assert res.returncode == 130, res.stdout[-3000:] + res.stderr[-3000:]
+    lines = res.stderr.strip().splitlines()
+    exp_dir = tmp_path / "runs" / "smoke"
+    assert lines[-2] == (
+        f"SIGINT received while the summary was written: the trials are saved in {exp_dir}; write the summary "
+        "again with:"
+    )
+    resume = (
+        f"python -m trainer.tune --exp smoke --storage {tmp_path / 'runs'} --set stopping.env_steps=600 "
+        "--set sweep.scheduler.type=fifo --resume"
+    )
+    assert lines[-1].strip() == resume
+    assert not (exp_dir / "summary.json").exists()
+    res = _tune([*args, "--resume"], ray_session)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    summary = json.loads((exp_dir / "summary.json").read_text())
+    assert [t["status"] for t in summary["trials"]] == ["completed", "completed"]
