@@ -1,1 +1,27 @@
 """Speed and memory benchmarks (``python -m benchmarks.<name>``); not timed tests."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (a bad value is argparse's one-line usage error, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def json_path(text: str) -> Path:
+    """An argparse type for ``--json FILE``: its folder must exist, checked before minutes of measuring."""
+    path = Path(text)
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: folder {path.parent} does not exist; create it or choose another")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name for the JSON results")
+    return path

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from benchmarks import json_path, positive_int
 from envs.market import load_market
 from envs.portfolio import PortfolioEnv
 
@@ -38,9 +39,9 @@ def measure(steps: int, seed: int = 0, data: str = "sp500") -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.env_speed", description=__doc__)
-    parser.add_argument("--steps", type=int, default=200_000)
-    parser.add_argument("--repeats", type=int, default=3, help="best of N runs (the machine is shared)")
-    parser.add_argument("--json", help="also write the result as JSON here")
+    parser.add_argument("--steps", type=positive_int, default=200_000)
+    parser.add_argument("--repeats", type=positive_int, default=3, help="best of N runs (the machine is shared)")
+    parser.add_argument("--json", type=json_path, help="also write the result as JSON here")
     args = parser.parse_args(argv)
     runs = [measure(args.steps, seed=i) for i in range(args.repeats)]
     best = max(runs, key=lambda r: r["env_steps_per_s"])

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import trainer  # noqa: F401  sets OMP_NUM_THREADS before torch is imported
+from benchmarks import json_path, positive_int
 
 REFERENCE_ENV_STEPS = 1_000_000
 GRAPH_TOLERANCE = 1e-4  # max abs difference of graphed and eager steps accepted as the same update
@@ -97,9 +98,11 @@ def _fmt_wall(seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.splitlines()[0])
-    parser.add_argument("--json", help="write the results as JSON here")
-    parser.add_argument("--calls", type=int, default=150, help="timed learner calls (8 gradient steps each)")
-    parser.add_argument("--iterations", type=int, default=10, help="timed end-to-end iterations of 200 env steps")
+    parser.add_argument("--json", type=json_path, help="write the results as JSON here")
+    parser.add_argument("--calls", type=positive_int, default=150, help="timed learner calls (8 gradient steps each)")
+    parser.add_argument(
+        "--iterations", type=positive_int, default=10, help="timed end-to-end iterations of 200 env steps"
+    )
     args = parser.parse_args(argv)
     import torch
 

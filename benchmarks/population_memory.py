@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import trainer  # noqa: F401  sets OMP_NUM_THREADS before torch is imported
+from benchmarks import json_path, positive_int
 
 GIB = 1024**3
 
@@ -92,9 +93,9 @@ def measure(agents: int, capacity: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.population_memory", description=__doc__.splitlines()[0])
-    parser.add_argument("--agents", type=int, default=16, help="population size K (default 16)")
-    parser.add_argument("--capacity", type=int, default=200_000, help="transitions per agent (default 200k)")
-    parser.add_argument("--json", help="write the figures as JSON here")
+    parser.add_argument("--agents", type=positive_int, default=16, help="population size K (default 16)")
+    parser.add_argument("--capacity", type=positive_int, default=200_000, help="transitions per agent (default 200k)")
+    parser.add_argument("--json", type=json_path, help="write the figures as JSON here")
     args = parser.parse_args(argv)
     if args.agents < 1 or args.capacity < 1:
         parser.error("--agents and --capacity must be at least 1")

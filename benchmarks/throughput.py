@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import trainer  # noqa: F401  sets OMP_NUM_THREADS before torch is imported
+from benchmarks import json_path, positive_int
 from benchmarks.ceiling import ceiling, sac_update_gemms, update_flops
 
 # The bare eager-PyTorch SAC update loop kept beside the checkout: the speed reference, run when present.
@@ -450,9 +451,13 @@ def _medians(rounds: list[dict[str, Any]]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.splitlines()[0])
-    parser.add_argument("--json", help="write the results as JSON here")
-    parser.add_argument("--iterations", type=int, default=4, help="timed iterations of 200 env steps per round")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of SB3 / ours taking turns; medians reported")
+    parser.add_argument("--json", type=json_path, help="write the results as JSON here")
+    parser.add_argument(
+        "--iterations", type=positive_int, default=4, help="timed iterations of 200 env steps per round"
+    )
+    parser.add_argument(
+        "--rounds", type=positive_int, default=5, help="rounds of SB3 / ours taking turns; medians reported"
+    )
     parser.add_argument("--sb3-path", help="directory with a throwaway stable-baselines3 install (pip --target)")
     parser.add_argument(
         "--threads", default="1,2", help="torch thread counts for the learner alone, the ceiling and SB3"

@@ -192,6 +192,24 @@ def simulate(
     )
 
 
+def default_report_name(
+    checkpoint: Path, split: str, data: str | None, cost_bps: float | None, fold: int | None, agent: int | None
+) -> str:
+    """The report folder's name in the run directory: what was backtested, so that backtests of other
+    checkpoints, agents, folds, costs or data sit side by side instead of replacing one another
+    (``backtest_test_checkpoint_000010``, ``..._agent1``, ``..._cost5bps``, ``..._fold2``, ``..._data-<file>``)."""
+    name = f"backtest_{split}_{checkpoint.name}"
+    if agent is not None:
+        name += f"_agent{agent}"
+    if fold is not None:
+        name += f"_fold{fold}"
+    if cost_bps is not None:
+        name += f"_cost{cost_bps:g}bps"
+    if data is not None:
+        name += f"_data-{Path(data).stem}"
+    return name
+
+
 def run_backtest(
     checkpoint: Path,
     split: str = "test",
@@ -203,8 +221,8 @@ def run_backtest(
 ) -> dict[str, Any]:
     """Backtest ``checkpoint`` on ``split``, write the report; returns the ``backtest.json`` content.
 
-    ``agent`` picks one agent of a population checkpoint (see ``simulate``); its default report directory
-    is ``backtest_<split>_agent<agent>``, so the agents' reports sit side by side.
+    ``agent`` picks one agent of a population checkpoint (see ``simulate``). Without ``out_dir`` the report goes
+    to ``<run dir>/<default_report_name(...)>``.
     """
     sim = simulate(checkpoint, split, data, cost_bps, fold=fold, agent=agent)
     checkpoint, state, env_cfg, market, runs = sim.checkpoint, sim.state, sim.env_config, sim.market, sim.runs
@@ -212,8 +230,11 @@ def run_backtest(
     for name in strategies:
         strategies[name]["lookahead"] = name in LOOKAHEAD
 
-    suffix = f"_agent{agent}" if agent is not None else ""
-    out_dir = Path(out_dir) if out_dir else checkpoint.parent.parent / f"backtest_{split}{suffix}"
+    out_dir = (
+        Path(out_dir)
+        if out_dir
+        else checkpoint.parent.parent / default_report_name(checkpoint, split, data, cost_bps, fold, agent)
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     sac_run = runs[SAC]
     dates = market.dates[sac_run.step_indices + 1]  # value after holding from day t to t+1

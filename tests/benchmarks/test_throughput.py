@@ -140,3 +140,42 @@ def test_population_rates_count_every_agents_samples(ray_session, monkeypatch):
     assert pop["vs_separate_agents_lowest_turn"] <= pop["vs_separate_agents"]
     # one gradient step per env step of 32 rows for each of the 2 agents: samples/s = 2 x 32 x env steps/s
     assert pop["trained_samples_per_s"] == pytest.approx(32 * pop["agent_env_steps_per_s"], rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "message"),
+    [
+        ("env_speed", ["--steps", "-5"], "argument --steps: expected a whole number >= 1, got -5"),
+        ("env_speed", ["--repeats", "0"], "argument --repeats: expected a whole number >= 1, got 0"),
+        ("throughput", ["--rounds", "two"], "argument --rounds: expected a whole number >= 1, got 'two'"),
+        ("population_memory", ["--agents", "0"], "argument --agents: expected a whole number >= 1, got 0"),
+        ("gpu_check", ["--calls", "0"], "argument --calls: expected a whole number >= 1, got 0"),
+    ],
+)
+def test_bad_benchmark_arguments_are_one_line_usage_errors_before_any_measuring(module, args, message, capsys):
+    import importlib
+
+    main = importlib.import_module(f"benchmarks.{module}").main
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().endswith(f"python -m benchmarks.{module}: error: {message}")
+
+
+def test_a_json_file_in_a_missing_folder_is_refused_before_measuring(tmp_path, capsys):
+    from benchmarks import env_speed
+
+    target = tmp_path / "missing" / "speed.json"
+    with pytest.raises(SystemExit) as info:
+        env_speed.main(["--json", str(target)])
+    assert info.value.code == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            f"error: argument --json: {target}: folder {target.parent} does not exist; create it or choose another"
+        )
+    )
+    with pytest.raises(SystemExit):
+        env_speed.main(["--json", str(tmp_path)])
+    assert f"{tmp_path} is a folder; give a file name for the JSON results" in capsys.readouterr().err

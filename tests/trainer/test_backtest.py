@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -310,3 +312,26 @@ def test_backtest_reports_an_unfittable_baseline_and_writes_everything_else(smok
     assert set(pd.read_parquet(out / "values.parquet").columns) == set(result["strategies"])
     for png in ("equity.png", "drawdowns.png", "weights.png", "training.png"):
         assert (out / png).stat().st_size > 10_000
+
+
+def test_default_report_folder_names_what_was_backtested():
+    from trainer.backtest import default_report_name
+
+    ckpt = Path("runs/x/checkpoints/checkpoint_000010")
+    assert default_report_name(ckpt, "test", None, None, None, None) == "backtest_test_checkpoint_000010"
+    assert default_report_name(ckpt, "validation", "/d/other.csv", 5.0, 2, 1) == (
+        "backtest_validation_checkpoint_000010_agent1_fold2_cost5bps_data-other"
+    )
+    assert default_report_name(ckpt, "test", None, 2.5, None, None) == "backtest_test_checkpoint_000010_cost2.5bps"
+
+
+def test_backtests_of_two_checkpoints_keep_both_reports(smoke_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run[0], run)
+    first, last = checkpoints(run)[0], checkpoints(run)[-1]
+    for ckpt in (first, last):
+        res = _backtest([str(ckpt), "--split", "validation"])
+        assert res.returncode == 0, res.stderr[-3000:]
+    for ckpt in (first, last):
+        report = run / f"backtest_validation_{ckpt.name}"
+        assert json.loads((report / "backtest.json").read_text())["checkpoint"] == str(ckpt)
