@@ -415,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if flag.signal:
+        if fresh:
+            _remove_unstarted_run(out_dir)
         print(
             f"{flag.signal} received before training started: nothing was trained; run the command again",
             file=sys.stderr,
@@ -460,7 +462,11 @@ def main(argv: list[str] | None = None) -> int:
         if summary.get("resume_command"):
             print(f"resume with: {summary['resume_command']}", flush=True)
         else:
-            print("no iteration finished, so there is nothing to resume: start the run again", flush=True)
+            print(
+                "no iteration finished, so there is nothing to resume: start the run again (into the same "
+                "directory with --overwrite)",
+                flush=True,
+            )
         return flag.exit_code
     return EXIT_DIVERGED if summary["status"] == M.STATUS_DIVERGED else 0
 

@@ -4,6 +4,7 @@ deterministic evaluation, normalisation consistency, divergence guard, interrupt
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -244,6 +245,25 @@ def test_a_run_the_cluster_cannot_place_is_refused_in_one_line_and_leaves_nothin
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines()[-1] == f"error: {message}"
     assert not out.exists()  # the same command runs again once the setting is fixed
+
+
+def test_a_signal_while_the_inputs_are_checked_leaves_no_run_directory(tmp_path, monkeypatch, signals_restored, capsys):
+    import trainer.train as T
+
+    check = T._check_data
+
+    def check_then_signal(exp):
+        check(exp)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C before training started
+
+    monkeypatch.setattr(T, "_check_data", check_then_signal)
+    out = tmp_path / "run"
+    assert T.main(["--exp", "smoke", "--out", str(out)]) == 130
+    assert (
+        capsys.readouterr().err
+        == "SIGINT received before training started: nothing was trained; run the command again\n"
+    )
+    assert not out.exists()  # so the same command runs again
 
 
 def test_a_signal_during_the_last_iteration_still_completes_the_run(
