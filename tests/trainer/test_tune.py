@@ -532,16 +532,22 @@ sys.exit(trainer.tune.main(sys.argv[2:]))
 """
 
 
-def test_ctrl_c_while_ray_starts_stops_before_any_trial(ray_session, tmp_path):
+def _tune_interrupted_at(target: str, args: list[str], ray_address: str, tmp_path: Path):
+    """``trainer.tune ARGS`` with a SIGINT sent to itself as ``target`` (``init_ray``/``summarize_sweep``) starts."""
     script = tmp_path / "patched_tune.py"
     script.write_text(_PATCHED_TUNE)
-    args = tune_args(tmp_path / "runs", "stopping.env_steps=600")
-    res = subprocess.run(
-        [sys.executable, str(script), "init_ray", *args],
+    return subprocess.run(
+        [sys.executable, str(script), target, *args],
         capture_output=True,
         text=True,
-        env=cli_env(ray_session),
-        timeout=300,
+        env=cli_env(ray_address),
+        timeout=600,
+    )
+
+
+def test_ctrl_c_while_ray_starts_stops_before_any_trial(ray_session, tmp_path):
+    res = _tune_interrupted_at(
+        "init_ray", tune_args(tmp_path / "runs", "stopping.env_steps=600"), ray_session, tmp_path
     )
     assert res.returncode == 130, res.stdout[-3000:] + res.stderr[-3000:]
     assert (
@@ -551,16 +557,8 @@ def test_ctrl_c_while_ray_starts_stops_before_any_trial(ray_session, tmp_path):
 
 
 def test_ctrl_c_while_the_summary_is_written_exits_130_and_resume_writes_it(ray_session, tmp_path):
-    script = tmp_path / "patched_tune.py"
-    script.write_text(_PATCHED_TUNE)
     args = tune_args(tmp_path / "runs", "stopping.env_steps=600", "sweep.scheduler.type=fifo")
-    res = subprocess.run(
-        [sys.executable, str(script), "summarize_sweep", *args],
-        capture_output=True,
-        text=True,
-        env=cli_env(ray_session),
-        timeout=600,
-    )
+    res = _tune_interrupted_at("summarize_sweep", args, ray_session, tmp_path)
     assert res.returncode == 130, res.stdout[-3000:] + res.stderr[-3000:]
     lines = res.stderr.strip().splitlines()
     exp_dir = tmp_path / "runs" / "smoke"
