@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if not torch.cuda.is_available():
         print(
-            "CUDA not available: benchmarks.gpu_check measures a GPU learner (torch.cuda.is_available() is False "
-            "here); run it on a machine with an NVIDIA GPU and the CUDA build of torch",
+            "error: CUDA not available: benchmarks.gpu_check measures a GPU learner (torch.cuda.is_available() is "
+            "False here); run it on a machine with an NVIDIA GPU and the CUDA build of torch",
             file=sys.stderr,
         )
         return 2

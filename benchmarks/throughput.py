@@ -84,7 +84,7 @@ def device_overrides(device: str) -> dict[str, Any]:
     """The experiment overrides that put the learner on ``device``.
 
     Raises:
-        SystemExit: ``cuda`` where torch sees no CUDA device (a one-line error, no traceback).
+        SystemExit: exit code 2 for ``cuda`` where torch sees no CUDA device (a one-line error on stderr).
     """
     if device == "cpu":
         return {}
@@ -93,11 +93,13 @@ def device_overrides(device: str) -> dict[str, Any]:
     from trainer.config import ResourcesConfig
 
     if not torch.cuda.is_available():
-        raise SystemExit(
-            f"--device cuda: torch {torch.__version__} sees no CUDA device on this machine "
+        print(
+            f"error: --device cuda: torch {torch.__version__} sees no CUDA device on this machine "
             f"(built with CUDA: {torch.version.cuda or 'no'}); run it on a machine with an NVIDIA GPU, or "
-            "without --device for the CPU figures"
+            "without --device for the CPU figures",
+            file=sys.stderr,
         )
+        raise SystemExit(2)  # bad input, as benchmarks.gpu_check and argparse exit
     out = dict(CUDA_OVERRIDES)
     if COMPILE_KEY in ResourcesConfig.model_fields:
         out[f"resources.{COMPILE_KEY}"] = True

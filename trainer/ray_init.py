@@ -16,8 +16,11 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import socket
 from collections.abc import Iterator
 from typing import Any
+
+from trainer.schema import ExperimentError
 
 LOCALHOST = "127.0.0.1"
 LOCAL = "local"
@@ -30,6 +33,37 @@ def cluster_address(address: str | None = None) -> str | None:
     """The cluster to join: ``address``, else ``$RAY_ADDRESS``; None (or ``"local"``) means a local instance."""
     address = address or os.environ.get(ADDRESS_ENV) or None
     return None if address == LOCAL else address
+
+
+class RayAddressError(ExperimentError):
+    """The cluster address given to join accepts no connection."""
+
+
+# How long a cluster's address may take to accept a connection before it is reported unreachable.
+CONNECT_TIMEOUT_S = 10.0
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuse a ``host:port`` (or ``ray://host:port``) cluster address that accepts no TCP connection.
+
+    ``ray.init`` retries such an address for minutes with repeated warnings; this fails at once instead.
+    Addresses without a port (``auto``) are left to Ray.
+
+    Raises:
+        RayAddressError: nothing accepts a connection there within ``timeout`` seconds.
+    """
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+    raise RayAddressError(
+        f"cannot reach the Ray cluster at {address} ({reason}); check the address (--address or {ADDRESS_ENV}), "
+        f"start the cluster (ray start --head, or ray up cluster.yaml), or give neither for a local instance"
+    )
 
 
 def is_loopback(address: str) -> bool:
@@ -76,10 +110,15 @@ def init_ray(address: str | None = None, **kwargs: Any) -> Any:
 
     Returns:
         The ``RayContext`` of ``ray.init``.
+
+    Raises:
+        RayAddressError: the cluster address accepts no connection (``check_reachable``).
     """
     import ray
 
     joined = cluster_address(address)
+    if joined is not None:
+        check_reachable(joined)
     if joined is not None and not is_loopback(joined):
         return ray.init(address=joined, **kwargs)
     with _single_node():

@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import datetime as dt
 import json
+import math
 import shlex
 import signal
 import sys
@@ -447,6 +448,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     print(f"status: {summary['status']}" + (f" ({summary['reason']})" if summary["reason"] else ""))
     print(f"final checkpoint: {summary['final_checkpoint']}")
+    final = summary.get("validation") or {}
+    if isinstance(final.get(M.SHARPE), int | float) and summary["final_checkpoint"]:
+        # the final checkpoint's own deterministic validation pass (the progress lines show earlier ones)
+        print(
+            f"its validation: Sharpe {final[M.SHARPE]:+.2f} | Sharpe - EW {final.get(M.SHARPE_MINUS_EW, math.nan):+.2f}"
+        )
     k = exp.sac.population
     if k is not None and summary["final_checkpoint"]:
         from envs.population import agents_text

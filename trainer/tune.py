@@ -87,6 +87,7 @@ def build_plan(exp: Experiment) -> dict[str, Any]:
         "metric": sweep.metric,
         "mode": sweep.mode,
         "env_steps_per_trial": exp.stopping.env_steps,
+        "env_steps_per_iteration": exp.stopping.steps_per_iteration,
         "resources_per_trial": per_trial,
         "placement_bundles": bundles,
         "max_concurrent_trials": sweep.max_concurrent_trials,
@@ -116,7 +117,10 @@ def format_plan(plan: dict[str, Any]) -> str:
     else:
         detail = "(no early stopping)"
     lines.append(f"scheduler: {s['type']} {detail}; metric {plan['metric']} ({plan['mode']})")
-    lines.append(f"budget: {plan['env_steps_per_trial']:,} env steps per trial")
+    budget, per_iteration = plan["env_steps_per_trial"], plan["env_steps_per_iteration"]
+    whole = -(-budget // per_iteration) * per_iteration  # a trial stops after the iteration that reaches it
+    rounded = f" (whole iterations of {per_iteration:,}: {whole:,})" if whole != budget else ""
+    lines.append(f"budget: {budget:,} env steps per trial{rounded}")
     res = ", ".join(f"{k}: {v:g}" for k, v in plan["resources_per_trial"].items())
     lines.append(f"resources per trial: {res} (bundles {plan['placement_bundles']})")
     lines.append(
@@ -184,6 +188,12 @@ def check_request(need: dict[str, float], cluster: dict[str, float], who: str, n
                 f"{who} needs {key}={amount:g} but the Ray cluster has {key}={have:g} in total; {never} ({hint}; "
                 "or add nodes that have it)"
             )
+
+
+def _remove_unstarted(exp_dir: Path, new_dir: bool) -> None:
+    """Remove a sweep directory this command created when nothing but its driver log was written there."""
+    if new_dir and exp_dir.is_dir() and {p.name for p in exp_dir.iterdir()} <= {DRIVER_LOG}:
+        shutil.rmtree(exp_dir)
 
 
 def _stopper_base() -> type:
@@ -352,12 +362,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # No address: an embedded local instance on 127.0.0.1 (dashboard included), never a stale `ray start`.
         ctx = init_ray(address, ignore_reinit_error=True, log_to_driver=args.verbose)
+    except ExperimentError as exc:  # an address nothing answers on
+        print(f"error: {exc}", file=sys.stderr)
+        _remove_unstarted(exp_dir, new_dir)
+        return 2
     finally:
         signal.signal(signal.SIGINT, previous_handler)
     if startup_signals:
         print("\nSIGINT received while Ray started: no trial ran; run the command again", file=sys.stderr)
-        if new_dir and exp_dir.is_dir() and {p.name for p in exp_dir.iterdir()} <= {DRIVER_LOG}:
-            shutil.rmtree(exp_dir)
+        _remove_unstarted(exp_dir, new_dir)
         return 130
     quiet_logging(exp_dir / DRIVER_LOG, args.verbose)  # ray.init configures its loggers again
     print(f"Ray: {'joined ' + address if address else 'local instance'}", flush=True)
@@ -374,8 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         results = run_sweep(exp, storage, resume=args.resume)
     except ExperimentError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        if new_dir and {p.name for p in exp_dir.iterdir()} <= {DRIVER_LOG}:
-            shutil.rmtree(exp_dir)  # nothing started: leave no directory of our own behind
+        _remove_unstarted(exp_dir, new_dir)  # nothing started: leave no directory of our own behind
         return 2
     # Tune leaves its SIGINT handler installed after the sweep (it would swallow a Ctrl-C from here on)
     signal.signal(signal.SIGINT, signal.default_int_handler)

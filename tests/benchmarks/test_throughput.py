@@ -89,14 +89,15 @@ def test_cpu_needs_no_overrides():
     assert T.device_overrides("cpu") == {}
 
 
-def test_cuda_without_a_gpu_is_a_one_line_error(monkeypatch):
+def test_cuda_without_a_gpu_is_a_one_line_error(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit) as info:
         T.device_overrides("cuda")
-    assert str(info.value) == (
-        f"--device cuda: torch {torch.__version__} sees no CUDA device on this machine (built with CUDA: "
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: --device cuda: torch {torch.__version__} sees no CUDA device on this machine (built with CUDA: "
         f"{torch.version.cuda or 'no'}); run it on a machine with an NVIDIA GPU, or without --device for the "
-        "CPU figures"
+        "CPU figures\n"
     )
 
 

@@ -188,6 +188,6 @@ def test_gpu_check_says_cuda_is_not_available():
     )
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
-        "CUDA not available: benchmarks.gpu_check measures a GPU learner (torch.cuda.is_available() is False "
-        "here); run it on a machine with an NVIDIA GPU and the CUDA build of torch"
+        "error: CUDA not available: benchmarks.gpu_check measures a GPU learner (torch.cuda.is_available() is "
+        "False here); run it on a machine with an NVIDIA GPU and the CUDA build of torch"
     ]

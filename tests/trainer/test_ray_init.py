@@ -41,3 +41,36 @@ def test_loopback_addresses_are_recognised():
         assert is_loopback(address), address
     for address in ("10.0.0.5:6379", "ray://head-node:10001", "192.0.2.2:6379"):
         assert not is_loopback(address), address
+
+
+def test_an_address_nothing_answers_on_is_refused_at_once(ray_session, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+
+    from tests.conftest import free_port
+    from trainer.ray_init import RayAddressError, check_reachable
+
+    check_reachable(ray_session)  # the session's GCS answers
+    check_reachable("auto")  # no port: left to Ray
+    dead = f"127.0.0.1:{free_port()}"
+    message = (
+        f"cannot reach the Ray cluster at {dead} (Connection refused); check the address (--address or "
+        "RAY_ADDRESS), start the cluster (ray start --head, or ray up cluster.yaml), or give neither for a local "
+        "instance"
+    )
+    with pytest.raises(RayAddressError) as info:
+        check_reachable(f"ray://{dead}")
+    assert str(info.value) == message.replace(dead, f"ray://{dead}", 1)
+    started = time.monotonic()
+    res = subprocess.run(
+        [sys.executable, "-m", "trainer.tune", "--exp", "smoke", "--storage", str(tmp_path), "--address", dead],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == f"error: {message}"
+    assert not (tmp_path / "smoke").exists() and time.monotonic() - started < 60  # Ray would retry for minutes

@@ -28,6 +28,8 @@ def test_smoke_run_writes_progress_checkpoints_and_summary(smoke_run):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["env_steps"] == 1500
     assert summary["final_checkpoint"] == str(out / "checkpoints" / "checkpoint_000005")
+    final = summary["validation"]  # the final checkpoint's own validation pass, shown after the progress lines
+    assert f"its validation: Sharpe {final['sharpe']:+.2f} | Sharpe - EW {final['sharpe_minus_ew']:+.2f}" in stdout
     assert [p.name for p in _checkpoints(out)] == [
         "checkpoint_000002",
         "checkpoint_000004",

@@ -106,7 +106,10 @@ def test_set_overrides_are_validated():
     assert res.returncode == 2
     assert "key 'sac.gamma': Input should be less than or equal to 1" in res.stderr
     ok = _tune(["--exp", "quick", "--dry-run", "--set", "stopping.env_steps=2000"])
-    assert ok.returncode == 0 and "budget: 2,000 env steps per trial" in ok.stdout
+    assert ok.returncode == 0 and "budget: 2,000 env steps per trial\n" in ok.stdout
+    # quick's iterations are 500 env steps: a trial runs whole iterations, up to the one that reaches its budget
+    odd = _tune(["--exp", "quick", "--dry-run", "--set", "stopping.env_steps=2100"])
+    assert "budget: 2,100 env steps per trial (whole iterations of 500: 2,500)\n" in odd.stdout
 
 
 @pytest.mark.parametrize(
