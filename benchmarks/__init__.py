@@ -25,3 +25,10 @@ def json_path(text: str) -> Path:
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name for the JSON results")
     return path
+
+
+def existing_file(text: str) -> Path:
+    """An argparse type: a file that exists (checked before minutes of measuring)."""
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    return Path(text)

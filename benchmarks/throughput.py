@@ -18,7 +18,7 @@ samples per env step (one gradient step per env step), measures in one run:
   (obs, next obs, action, reward, flags), and the driver's peak RSS;
 - side by side: Stable-Baselines3 SAC with the same configuration on the same env (from a throwaway install
   given by ``--sb3-path``, never a dependency) at each thread count of ``--threads``, its best counted, and a
-  bare eager-PyTorch update loop (``RAW_SAC_UPDATE``, when that script is present next to the checkout);
+  bare eager-PyTorch update loop (the script given by ``--raw-eager``, run with one thread, when given);
 - populations (``sac.population``) of ``--population`` sizes: aggregate trained samples/s of all agents,
   against one agent of the single-agent path taking turns with it three times, medians (K separate agents
   sharing these cores train, together, at one agent's rate);
@@ -46,11 +46,9 @@ from pathlib import Path
 from typing import Any
 
 import trainer  # noqa: F401  sets OMP_NUM_THREADS before torch is imported
-from benchmarks import json_path, positive_int
+from benchmarks import existing_file, json_path, positive_int
 from benchmarks.ceiling import ceiling, sac_update_gemms, update_flops
 
-# The bare eager-PyTorch SAC update loop kept beside the checkout: the speed reference, run when present.
-RAW_SAC_UPDATE = Path(__file__).resolve().parents[2] / "shared" / "tools" / "raw_sac_update.py"
 REFERENCE_OVERRIDES = {
     "model.hidden": [256, 256],
     "sac.batch_size": 256,
@@ -265,12 +263,10 @@ def sb3_turn(sb3_path: str, steps: int, thread_counts: list[int]) -> dict[str, A
     return row
 
 
-def _raw_eager() -> str | None:
-    raw_tool = RAW_SAC_UPDATE
-    if not raw_tool.exists():
-        return None
+def _raw_eager(script: Path) -> str:
+    """The output of a bare eager-PyTorch SAC update script (arguments: threads, batch, obs and action sizes)."""
     args = ["1", "256", *(str(n) for n in _dims())]
-    res = subprocess.run([sys.executable, str(raw_tool), *args], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
     return res.stdout.strip()
 
 
@@ -462,6 +458,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sb3-path", help="directory with a throwaway stable-baselines3 install (pip --target)")
     parser.add_argument(
+        "--raw-eager", type=existing_file, help="a bare eager-PyTorch SAC update script to run in each round"
+    )
+    parser.add_argument(
         "--threads", default="1,2", help="torch thread counts for the learner alone, the ceiling and SB3"
     )
     parser.add_argument("--device", choices=DEVICES, default="cpu", help="where the learner trains")
@@ -503,9 +502,8 @@ def main(argv: list[str] | None = None) -> int:
         row: dict[str, Any] = sb3_turn(args.sb3_path, sb3_steps, thread_counts) if args.sb3_path else {}
         row.update(our_turn(args.iterations, thread_counts, args.device, extra))
         row.update(derive(row, batch))
-        raw = _raw_eager()
-        if raw:
-            row["raw_eager_output"] = raw
+        if args.raw_eager:
+            row["raw_eager_output"] = _raw_eager(args.raw_eager)
         result["rounds"].append(row)
         print(
             f"round {r + 1}/{args.rounds}: "

@@ -149,6 +149,7 @@ def test_population_rates_count_every_agents_samples(ray_session, monkeypatch):
         ("env_speed", ["--steps", "-5"], "argument --steps: expected a whole number >= 1, got -5"),
         ("env_speed", ["--repeats", "0"], "argument --repeats: expected a whole number >= 1, got 0"),
         ("throughput", ["--rounds", "two"], "argument --rounds: expected a whole number >= 1, got 'two'"),
+        ("throughput", ["--raw-eager", "/no/such.py"], "argument --raw-eager: /no/such.py: no such file"),
         ("population_memory", ["--agents", "0"], "argument --agents: expected a whole number >= 1, got 0"),
         ("gpu_check", ["--calls", "0"], "argument --calls: expected a whole number >= 1, got 0"),
     ],
