@@ -35,6 +35,13 @@ def cluster_address(address: str | None = None) -> str | None:
     return None if address == LOCAL else address
 
 
+def _host_port(address: str) -> tuple[str, str]:
+    """``host:port`` or ``ray://host:port`` (an IPv6 host in brackets) -> (host, port); port "" when absent."""
+    rest = address.split("://", 1)[-1]
+    host, sep, port = rest.rpartition(":")
+    return (host.strip("[]"), port) if sep else (rest.strip("[]"), "")
+
+
 class RayAddressError(ExperimentError):
     """The cluster address given to join accepts no connection."""
 
@@ -52,11 +59,11 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     Raises:
         RayAddressError: nothing accepts a connection there within ``timeout`` seconds.
     """
-    host, sep, port = address.split("://", 1)[-1].rpartition(":")
-    if not sep or not port.isdigit():
+    host, port = _host_port(address)
+    if not port.isdigit():
         return
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+        with socket.create_connection((host, int(port)), timeout=timeout):
             return
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
@@ -68,7 +75,7 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
 
 def is_loopback(address: str) -> bool:
     """Whether a cluster address (``host:port`` or ``ray://host:port``) is on this machine's loopback."""
-    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    host, _ = _host_port(address)
     if host == "localhost":
         return True
     try:

@@ -216,12 +216,11 @@ def run_training(
         freq, keep, max_iterations = exp.checkpoint.frequency, exp.checkpoint.num_to_keep, exp.stopping.iterations
         iterations_done = 0
 
+        def budget_done() -> bool:
+            return env_steps_of(algo) >= target or (max_iterations is not None and iterations_done >= max_iterations)
+
         def finished() -> bool:
-            return bool(
-                stop_flag.signal
-                or env_steps_of(algo) >= target
-                or (max_iterations is not None and iterations_done >= max_iterations)
-            )
+            return bool(stop_flag.signal) or budget_done()
 
         saved_iteration = None
         with open(out_dir / PROGRESS_FILE, "a") as log:
@@ -249,9 +248,8 @@ def run_training(
         if status != M.STATUS_DIVERGED and iterations_done and saved_iteration != algo.iteration:
             algo.evaluate_deterministic()
             last_ckpt = save_atomic(algo, ckpt_dir, algo.iteration, keep)
-        budget_done = env_steps_of(algo) >= target or (max_iterations is not None and iterations_done >= max_iterations)
         if stop_flag.signal and status != M.STATUS_DIVERGED:
-            if budget_done:  # the signal came during the last iteration: the run has all it was asked for
+            if budget_done():  # the signal came during the last iteration: the run has all it was asked for
                 print(f"{stop_flag.signal} came during the last iteration: the run is complete", flush=True)
             else:
                 status, reason = M.STATUS_INTERRUPTED, stop_flag.signal
