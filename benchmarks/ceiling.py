@@ -1,6 +1,6 @@
 """The matrix-product ceiling of one SAC update: its GEMMs, their FLOPs, and how fast this machine runs them.
 
-``sac_update_gemms`` lists every matrix product of one fused update of ``trainer.learner`` (forward and
+``sac_update_gemms`` lists every matrix product of one fused update of ``trainer.rl.learner`` (forward and
 backward) for an MLP actor and twin MLP critics on [obs, action]; ``time_gemms`` runs exactly those products,
 in the layouts the update uses, and ``ceiling`` turns the time into updates/s: the speed of an update that did
 nothing but its matrix products. Everything else an update does (activations, Adam, target updates, the
@@ -51,7 +51,7 @@ def _mlp(kind: str, rows: int, widths: list[int], count: int, skip_first: bool =
 
 
 def sac_update_gemms(obs_dim: int, act_dim: int, hidden: list[int], batch: int) -> list[Gemm]:
-    """Every matrix product of one fused SAC gradient step (``trainer.learner._sac_losses`` and its backward).
+    """Every matrix product of one fused SAC gradient step (``trainer.rl.losses.sac_losses`` and its backward).
 
     Forward: the actor on obs (with gradients) and on next obs (without), both target critics on
     [next obs, next action], each critic's first layer once on [obs, action] and its action columns on the

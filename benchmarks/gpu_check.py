@@ -1,12 +1,12 @@
 """The GPU learner, measured: ``python -m benchmarks.gpu_check [--json FILE] [--calls N] [--iterations N]``.
 
 One short run (a few minutes on an H100-class GPU, most of it compiling) at the reference shapes
-([256, 256] networks, batch 256, one gradient step per env step, ``benchmarks.throughput``'s overrides) with
+([256, 256] networks, batch 256, one gradient step per env step, ``benchmarks.trainer_runs``' overrides) with
 the learner on ``cuda:0`` in the driver and one remote env runner sampling while it trains:
 
 - the learner alone (``learner_group.update`` on pre-sampled batches, 8 gradient steps per call, the device
   synchronised before the clock stops), updates/s with the eager fused step and with ``resources.compile``
-  (``trainer.compiled``: compiled losses, the whole step one CUDA graph);
+  (``trainer.rl.compiled``: compiled losses, the whole step one CUDA graph);
 - a correctness check of the captured graph: from the same state and CUDA seed, three graphed steps against
   three eager steps (the graph draws its Gaussian noise from the same generator offsets as the eager
   ``torch.randn`` calls, so the two should agree to float tolerance);
@@ -116,10 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import ray
 
-    from benchmarks.throughput import OVERLAP, EndToEnd
-    from trainer.compiled import CompiledSACStep
-    from trainer.console import quiet_logging
-    from trainer.ray_init import init_ray
+    from benchmarks.trainer_runs import OVERLAP, EndToEnd
+    from trainer.rl.compiled import CompiledSACStep
+    from trainer.runtime.console import quiet_logging
+    from trainer.runtime.ray_init import init_ray
 
     init_ray("local", include_dashboard=False, log_to_driver=False)
     quiet_logging(None)
@@ -179,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         wall = result[f"reference_run_wall_s_{kind}"]
         print(f"1M-step reference run, {kind}: {_fmt_wall(wall)}")
     if not result["graph_matches_eager"]:
-        print(f"the graphed step differs from the eager step by more than {GRAPH_TOLERANCE:g}: check trainer.compiled")
+        print(
+            f"the graphed step differs from the eager step by more than {GRAPH_TOLERANCE:g}: check trainer.rl.compiled"
+        )
     verdict = "met" if result["target_met"] else "NOT met"
     print(f"target (1M steps in <= 15 min, >= {REFERENCE_ENV_STEPS / TARGET_WALL_S:,.0f} env steps/s): {verdict}")
     if args.json:

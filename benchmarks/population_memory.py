@@ -30,10 +30,10 @@ def measure(agents: int, capacity: int) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from benchmarks.throughput import raw_transition_bytes
-    from envs.population import SEEDS_KEY, PopulationEnv
-    from trainer.buffer import PopulationReplayBuffer
-    from trainer.population import PopulationSACModule, agent_seeds
+    from benchmarks.trainer_runs import raw_transition_bytes
+    from envs.population import SEEDS_KEY, PopulationEnv, agent_seeds
+    from trainer.rl.buffer import PopulationReplayBuffer
+    from trainer.rl.population import PopulationSACModule
 
     seeds = agent_seeds(0, agents)
     env = PopulationEnv(seeds)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,7 +72,6 @@ __all__ = [
     "load_prices",
     "main",
     "split_ranges",
-    "summary",
 ]
 
 SP500 = "sp500"
@@ -141,6 +141,12 @@ def _first_true(mask: np.ndarray) -> tuple[int, int]:
     return i, j
 
 
+def _refuse_first(where: str, mask: np.ndarray, message: Callable[[int, int], str]) -> None:
+    """Refuse the data at the first (row, column) where ``mask`` is true, with ``message(row, column)``."""
+    if mask.any():
+        raise fail(where, message(*_first_true(mask)))
+
+
 def _check_values(prices: pd.DataFrame, where: str, notes: list[str]) -> pd.DataFrame:
     """Check finiteness, range and one-day moves; trim leading NaNs of late starters (module docstring)."""
     values = prices.to_numpy()
@@ -184,27 +190,28 @@ def _check_values(prices: pd.DataFrame, where: str, notes: list[str]) -> pd.Data
         (values > MAX_PRICE, MAX_PRICE, "above the maximum"),
     )
     for mask, bound, side in bounds:
-        if mask.any():
-            i, j = _first_true(mask)
-            raise fail(
-                where,
+        _refuse_first(
+            where,
+            mask,
+            lambda i, j, bound=bound, side=side: (
                 f"ticker '{prices.columns[j]}' has a price of {values[i, j]:g} on {fmt_dates([prices.index[i]])}, "
                 f"{side} {bound:g}; check the units: quote the asset in a unit (e.g. per 1000 shares or tokens) "
-                f"that keeps prices between {MIN_PRICE:g} and {MAX_PRICE:g}",
-            )
+                f"that keeps prices between {MIN_PRICE:g} and {MAX_PRICE:g}"
+            ),
+        )
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         ratios = values[1:] / values[:-1]
         log_returns = np.diff(np.log(values), axis=0)
-    jumps = (ratios > MAX_DAILY_RATIO) | (ratios < MIN_DAILY_RATIO)
-    if jumps.any():
-        i, j = _first_true(jumps)
-        raise fail(
-            where,
+    _refuse_first(
+        where,
+        (ratios > MAX_DAILY_RATIO) | (ratios < MIN_DAILY_RATIO),
+        lambda i, j: (
             f"ticker '{prices.columns[j]}' moves from {values[i, j]:g} on {fmt_dates([prices.index[i]])} to "
             f"{values[i + 1, j]:g} on {fmt_dates([prices.index[i + 1]])} (x{ratios[i, j]:.3g}), outside the "
             f"plausible one-day range x{MIN_DAILY_RATIO:g}..x{MAX_DAILY_RATIO:g}; check for a change of units or "
-            "a missing split adjustment (use adjusted close prices)",
-        )
+            "a missing split adjustment (use adjusted close prices)"
+        ),
+    )
     # The returns the environment and the features are built from; finite by the bounds above, checked
     # anyway so that loosening a bound can never let a non-finite reward or observation through.
     derived = np.isfinite(ratios) & np.isfinite(log_returns)
@@ -334,66 +341,7 @@ def split_ranges(
     return out
 
 
-def summary(data: PriceData, splits: dict[str, SplitRange], lookback: int) -> str:
-    """Human-readable summary, as printed by ``python -m envs.data``."""
-    p = data.prices
-    lines = [
-        f"source:   {data.source}",
-        f"form:     {data.form}",
-        f"tickers:  {len(data.tickers)}: {', '.join(data.tickers)}",
-        f"dates:    {len(p)} rows, {fmt_dates([p.index[0]])} .. {fmt_dates([p.index[-1]])}",
-        f"splits:   (purge gap / feature window = {lookback} rows)",
-    ]
-    for s in splits.values():
-        lines.append(
-            f"  {s.name:<10} {s.start_date.date()} .. {s.end_date.date()}  {s.n_rows} rows ({s.n_rows - 1} steps)"
-        )
-    lines.append("warnings: " + ("none" if not data.warnings else ""))
-    lines += [f"  - {w}" for w in data.warnings]
-    return "\n".join(lines)
+if __name__ == "__main__":  # ``python -m envs.data``: the command lives in envs.summary
+    from envs.summary import main
 
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI: ``python -m envs.data [SOURCE] [--date-format FORMAT] [--sort-dates] [--exp NAME]``."""
-    import argparse
-
-    from envs.features import FeatureConfig
-    from envs.folds import experiment_data_section, experiment_folds, fold_summary
-
-    parser = argparse.ArgumentParser(prog="python -m envs.data", description="Validate and summarise prices.")
-    parser.add_argument(
-        "source", nargs="?", default=None, help="'sp500' (default) or a CSV/Parquet path; with --exp, its data.source"
-    )
-    parser.add_argument(
-        "--date-format",
-        metavar="FORMAT",
-        help="strptime format of the date column, e.g. '%%d/%%m/%%Y' (default: ISO, or the one format that fits)",
-    )
-    parser.add_argument(
-        "--sort-dates", action="store_true", help="sort rows by date instead of refusing dates out of order"
-    )
-    parser.add_argument("--exp", help="an experiment (tune_configs/NAME.yaml or a .yaml path): print its fold windows")
-    args = parser.parse_args(argv)
-    lookback = FeatureConfig().lookback
-    try:
-        folds, split_dates, source = None, None, args.source
-        if args.exp is not None:
-            folds, exp_source, _ = experiment_folds(args.exp)
-            split_dates = experiment_data_section(args.exp)[0].get("split_dates")
-            source = source or exp_source
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            data = load_prices(source or SP500, date_format=args.date_format, sort_dates=args.sort_dates)
-        splits = split_ranges(data, lookback, split_dates)
-        text = summary(data, splits, lookback)
-        if folds is not None:
-            text += "\n" + fold_summary(data, folds, lookback)
-    except ValueError as exc:  # DataError, or a bad experiment file (the message names it)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(text)
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -31,6 +31,11 @@ def agents_text(n: int) -> str:
     return f"{n} agent" if n == 1 else f"{n} agents"
 
 
+def agent_seeds(first_seed: int, size: int) -> list[int]:
+    """The seeds of a population of ``size`` agents started from ``first_seed``: consecutive integers."""
+    return [int(first_seed) + j for j in range(size)]
+
+
 class PopulationEnv(gym.Env):
     """K ``PortfolioEnv`` copies, one per agent, with their observations and actions side by side.
 

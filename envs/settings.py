@@ -1,6 +1,6 @@
 """The portfolio env's settings as one typed, validated value: every default is declared here, once.
 
-``PortfolioSettings`` travels from the experiment schema (``trainer.config.DataConfig`` takes its defaults
+``PortfolioSettings`` travels from the experiment schema (``trainer.experiment.config.DataConfig`` takes its defaults
 from this class) to :class:`envs.portfolio.PortfolioEnv`; Ray passes it as the flat, small ``env_config``
 dict, which :meth:`PortfolioSettings.from_mapping` turns back into this class. Every setting is validated
 on construction; a bad value raises a one-line ``ValueError`` that names the setting.

@@ -77,7 +77,7 @@ def ray_session():
     """One local Ray instance for the whole session (2 CPUs, no dashboard, on 127.0.0.1); yields its address."""
     import ray
 
-    from trainer.ray_init import init_ray
+    from trainer.runtime.ray_init import init_ray
 
     init_ray("local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     yield ray.get_runtime_context().gcs_address

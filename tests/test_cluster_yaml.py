@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from trainer.experiments import available_experiments, load_experiment
+from trainer.experiment.loading import available_experiments, load_experiment
 from trainer.tune import build_plan
 
 CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"

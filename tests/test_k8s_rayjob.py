@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
-from trainer.experiments import available_experiments, load_experiment
+from trainer.experiment.loading import available_experiments, load_experiment
 from trainer.tune import build_plan
 from trainer.tune import main as tune_main
 

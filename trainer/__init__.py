@@ -1,9 +1,10 @@
-"""Everything Ray: experiment schema and SACConfig builder, training, sweeps, backtests."""
+"""Everything Ray: the commands (``python -m trainer.train``, ``trainer.tune``, ``trainer.backtest``) at the top,
+their parts in subpackages: ``experiment`` (the schema), ``rl`` (what plugs into RLlib), ``evaluation``
+(policies, baselines, statistics, reports), ``metrics`` (the metric registry), ``runtime`` (checkpoints, run
+directories, Ray start-up, threads, monitoring). docs/architecture.md gives the allowed import directions.
+"""
 
-import os
+# The process's thread settings, before anything of ours imports torch.
+from trainer.runtime.threads import OMP_NUM_THREADS
 
-# torch threads per process, unless the user set OMP_NUM_THREADS: on a 2-core machine torch's default thread
-# pool in the learner process makes small SAC updates ~9x slower (docs/rllib-notes.md, threads). Set here,
-# once, before torch is imported by anything of ours; build_sac_config passes the same to Ray's workers.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-OMP_NUM_THREADS = os.environ["OMP_NUM_THREADS"]
+__all__ = ["OMP_NUM_THREADS"]

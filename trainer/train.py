@@ -6,7 +6,7 @@ Writes into the run directory (``--out``, default ``runs/<exp>/<time>-seed<S>``)
 - ``progress.jsonl``: one line of metrics per iteration;
 - ``checkpoints/checkpoint_<iteration>``: every ``checkpoint.frequency`` iterations and at the end, each
   written to a temporary directory and renamed, with the replay buffer, the filter statistics and a
-  manifest (``trainer.checkpoint``); only the newest ``checkpoint.num_to_keep`` are kept;
+  manifest (``trainer.runtime.checkpoint``); only the newest ``checkpoint.num_to_keep`` are kept;
 - ``summary.json``: status (``completed``, ``diverged``, ``interrupted``), env steps, last validation
   metrics, the final checkpoint.
 
@@ -28,29 +28,27 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import json
 import math
 import shlex
-import signal
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from trainer import metrics as M
-from trainer.checkpoint import CheckpointError
-from trainer.config import Experiment
-from trainer.console import quiet_logging
-from trainer.experiments import (
+from trainer.experiment.config import Experiment
+from trainer.experiment.loading import (
     ExperimentError,
     load_experiment,
     parse_override,
 )
-from trainer.run_dir import (
+from trainer.experiment.stored import default_out_dir, experiment_for_resume
+from trainer.metrics import registry as M
+from trainer.runtime.checkpoint import CheckpointError
+from trainer.runtime.console import quiet_logging
+from trainer.runtime.progress import Eta, StopFlag, progress_line
+from trainer.runtime.run_dir import (
     CHECKPOINTS_DIR,
     EXPERIMENT_FILE,
     LOG_FILE,
@@ -60,8 +58,6 @@ from trainer.run_dir import (
     SUPERSEDED_FILE,
     RunError,
     claim_run_dir,
-    default_out_dir,
-    experiment_for_resume,
     stale_note,
     supersede_progress,
     write_atomic,
@@ -72,75 +68,10 @@ EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 
 
-class _StopFlag:
-    """Set by SIGINT/SIGTERM; the loop checks it between iterations."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    @property
-    def signal(self) -> str | None:
-        return signal.Signals(self.signum).name if self.signum is not None else None
-
-    def __call__(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:
-            print(f"\n{signal.Signals(signum).name} received again: still finishing the checkpoint...", flush=True)
-            return
-        self.signum = signum
-        print(
-            f"\n{self.signal} received: finishing this iteration, then writing a final checkpoint...",
-            flush=True,
-        )
-
-    def install(self) -> None:
-        """Handle SIGINT and SIGTERM. Call again after ``ray.init``, which installs its own SIGTERM
-        handler (it exits at once, losing the iteration and the final checkpoint)."""
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self)
-            signal.signal(signal.SIGTERM, self)
-
-    @property
-    def exit_code(self) -> int:
-        """The shell's convention for a process stopped by a signal: 128 + its number."""
-        return 128 + (self.signum or 0)
-
-
 def env_steps_of(algo: Any) -> int:
     from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
 
     return int(algo.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0) or 0)
-
-
-def _fmt_eta(seconds: float) -> str:
-    if seconds != seconds or seconds == float("inf"):
-        return "?"
-    return str(dt.timedelta(seconds=int(seconds)))
-
-
-def progress_line(iteration: int, p: dict[str, Any], target: int, eta_s: float) -> str:
-    """One line per iteration: progress, ETA, then the registry's progress metrics."""
-    steps = p[M.ENV_STEPS]
-    cells = [f"[iter {iteration:4d}] env steps {steps:,}/{target:,} ({min(100.0, 100 * steps / max(target, 1)):3.0f}%)"]
-    cells.append(f"ETA {_fmt_eta(eta_s)}")
-    for m in M.shown_in(M.PROGRESS):
-        if m.key != M.ENV_STEPS:
-            cells.append(f"{m.progress_label} {m.format(m.read(p))}")
-    return " | ".join(cells)
-
-
-class _Eta:
-    """Remaining time from the env-step rate since the end of the first iteration (start-up excluded)."""
-
-    def __init__(self) -> None:
-        self._start: tuple[float, int] | None = None
-
-    def __call__(self, steps: int, target: int) -> float:
-        now = time.perf_counter()
-        if self._start is None:
-            self._start = (now, steps)
-            return float("inf")
-        elapsed, done = now - self._start[0], steps - self._start[1]
-        return (target - steps) * elapsed / done if done > 0 and elapsed > 0 else float("inf")
 
 
 def _json_default(x: Any) -> Any:
@@ -163,7 +94,7 @@ def run_training(
     resume: Path | None = None,
     additional_steps: int | None = None,
     replay_buffer: bool = True,
-    stop_flag: _StopFlag | None = None,
+    stop_flag: StopFlag | None = None,
     verbose: bool = True,
 ) -> dict[str, Any]:
     """Train (or resume) and return the summary written to ``summary.json``.
@@ -179,15 +110,15 @@ def run_training(
     """
     import ray
 
-    from trainer.algorithm import PortfolioSAC
-    from trainer.checkpoint import save_atomic
-    from trainer.ray_init import init_ray
-    from trainer.sac_config import build_sac_config
-    from trainer.tune import check_request
+    from trainer.rl.algorithm import PortfolioSAC
+    from trainer.rl.sac_config import build_sac_config
+    from trainer.runtime.checkpoint import save_atomic
+    from trainer.runtime.ray_init import init_ray
+    from trainer.runtime.resources import check_request, run_request
 
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / CHECKPOINTS_DIR
-    stop_flag = stop_flag or _StopFlag()
+    stop_flag = stop_flag or StopFlag()
     stop_flag.install()
     if not ray.is_initialized():
         # RAY_ADDRESS joins a cluster; otherwise an embedded local instance on 127.0.0.1.
@@ -212,7 +143,7 @@ def run_training(
             target = env_steps_of(algo) + int(additional_steps or exp.stopping.env_steps)
         else:
             target = exp.stopping.env_steps
-        eta = _Eta()
+        eta = Eta()
         freq, keep, max_iterations = exp.checkpoint.frequency, exp.checkpoint.num_to_keep, exp.stopping.iterations
         iterations_done = 0
 
@@ -281,21 +212,6 @@ def _remove_unstarted_run(out_dir: Path) -> None:
         out_dir.rmdir()
 
 
-def run_request(bundles: list[dict[str, float]]) -> dict[str, float]:
-    """What a ``trainer.train`` run asks of the Ray cluster, from its algorithm's resource bundles.
-
-    The first bundle is the trial's main process (``default_resource_request``): here it is this driver, which
-    Ray does not schedule, so only its GPU counts (a learner in this process trains on this machine's GPU); the
-    other bundles are the env runner and remote learner actors Ray must place.
-    """
-    need: dict[str, float] = {}
-    main, *actors = bundles
-    for bundle in [{k: v for k, v in main.items() if k == "GPU"}, *actors]:
-        for key, amount in bundle.items():
-            need[key] = need.get(key, 0.0) + amount
-    return {k: v for k, v in need.items() if v > 0}
-
-
 def _check_data(exp: Experiment) -> None:
     """Fail fast, with the data layer's message, before Ray starts."""
     from envs.data import DataError
@@ -328,7 +244,7 @@ def _prepare_resume(args: argparse.Namespace, overrides: dict[str, Any]) -> tupl
     Returns:
         ``(experiment, run directory, restore the replay buffer, notes to print)``.
     """
-    from trainer.checkpoint import checkpoint_iteration, list_checkpoints, remove_stale_temp_dirs, resume_state
+    from trainer.runtime.checkpoint import checkpoint_iteration, list_checkpoints, remove_stale_temp_dirs, resume_state
 
     if args.exp is not None:
         raise RunError(
@@ -392,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--verbose", action="store_true", help="show Ray/RLlib log output on the terminal")
     args = parser.parse_args(argv)
-    flag = _StopFlag()
+    flag = StopFlag()
     flag.install()  # a signal while inputs are checked or Ray starts stops the run before its first iteration
     try:
         overrides = dict(parse_override(s) for s in args.set)
@@ -454,8 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     k = exp.sac.population
     if k is not None and summary["final_checkpoint"]:
-        from envs.population import agents_text
-        from trainer.population import agent_seeds
+        from envs.population import agent_seeds, agents_text
 
         seeds = ", ".join(f"{i}: seed {s}" for i, s in enumerate(agent_seeds(exp.seed, k)))
         print(

@@ -18,10 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from trainer import metrics as M
-from trainer.config import ENV_CONFIG_GRID, FOLD_KEY, SEED_KEY, SWEEPABLE, Experiment, SweepConfig
-from trainer.experiments import ExperimentError, load_experiment, parse_override, resolve_experiment_path
-from trainer.sweep_state import (
+from trainer.experiment.config import ENV_CONFIG_GRID, FOLD_KEY, SEED_KEY, SWEEPABLE, Experiment, SweepConfig
+from trainer.experiment.loading import ExperimentError, load_experiment, parse_override, resolve_experiment_path
+from trainer.experiment.sweep_state import (
     TRIAL_DIR_PREFIX,
     check_same_experiment,
     check_storage,
@@ -29,6 +28,8 @@ from trainer.sweep_state import (
     sweep_outcome,
     trial_statuses,
 )
+from trainer.metrics import registry as M
+from trainer.runtime.resources import check_request
 
 DRIVER_LOG = "driver.log"
 
@@ -63,8 +64,8 @@ def tune_domains(sweep: SweepConfig, population: int | None = None) -> dict[str,
 
 def build_plan(exp: Experiment) -> dict[str, Any]:
     """Everything the sweep will do, for ``--dry-run`` and the log."""
-    from trainer.algorithm import PortfolioSAC
-    from trainer.sac_config import build_sac_config
+    from trainer.rl.algorithm import PortfolioSAC
+    from trainer.rl.sac_config import build_sac_config
 
     sweep = exp.sweep
     population = exp.sac.population
@@ -157,39 +158,6 @@ def check_resources(plan: dict[str, Any], cluster: dict[str, float]) -> None:
     check_request(plan["resources_per_trial"], cluster, "each trial", "no trial could ever start")
 
 
-def check_request(need: dict[str, float], cluster: dict[str, float], who: str, never: str) -> None:
-    """Refuse a resource request (``need``) larger than the Ray cluster's totals, naming the setting to change.
-
-    Args:
-        need: resource -> amount (``CPU``, ``GPU``, custom resources).
-        cluster: ``ray.cluster_resources()``.
-        who: what asks, for the message (``"each trial"``, ``"this run"``).
-        never: what would happen instead, for the message.
-
-    Raises:
-        ExperimentError: the first resource the cluster does not have enough of.
-    """
-    for key, amount in need.items():
-        have = cluster.get(key, 0.0)
-        if amount > have:
-            if key == "GPU":
-                hint = "train on CPUs with --set resources.num_gpus_per_learner=0"
-            elif key == "CPU":
-                hint = (
-                    "it takes one CPU per env runner and per remote learner: use fewer, e.g. --set "
-                    "resources.num_env_runners=1"
-                )
-            else:
-                hint = (
-                    f"'{key}' is a custom resource the experiment asks for (resources.custom_resources_per_learner, "
-                    f"resources.custom_resources_per_env_runner): on nodes without it, --set them to {{}}"
-                )
-            raise ExperimentError(
-                f"{who} needs {key}={amount:g} but the Ray cluster has {key}={have:g} in total; {never} ({hint}; "
-                "or add nodes that have it)"
-            )
-
-
 def _remove_unstarted(exp_dir: Path, new_dir: bool) -> None:
     """Remove a sweep directory this command created when nothing but its driver log was written there."""
     if new_dir and exp_dir.is_dir() and {p.name for p in exp_dir.iterdir()} <= {DRIVER_LOG}:
@@ -229,8 +197,8 @@ def run_sweep(exp: Experiment, storage: Path | str, resume: bool = False) -> Any
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from trainer.algorithm import PortfolioSAC
-    from trainer.sac_config import build_sac_config
+    from trainer.rl.algorithm import PortfolioSAC
+    from trainer.rl.sac_config import build_sac_config
 
     sweep = exp.sweep
     exp_path = _exp_path(storage, exp.name)
@@ -303,9 +271,9 @@ SWEEPABLE_PATHS = {key: "/".join(path) for key, path in SWEEPABLE.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trainer.console import quiet_logging
-    from trainer.sweep_report import summarize_sweep
-    from trainer.sweep_tables import print_summary
+    from trainer.evaluation.sweep_report import summarize_sweep
+    from trainer.evaluation.sweep_tables import print_summary
+    from trainer.runtime.console import quiet_logging
 
     parser = argparse.ArgumentParser(
         prog="python -m trainer.tune", description="Ray Tune sweep of SAC portfolio agents."
@@ -351,8 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     import ray
 
-    from trainer.monitoring import dashboard_access_message, install_grafana_dashboard
-    from trainer.ray_init import cluster_address, init_ray
+    from trainer.runtime.monitoring import dashboard_access_message, install_grafana_dashboard
+    from trainer.runtime.ray_init import cluster_address, init_ray
 
     address = cluster_address(args.address)
     # A Ctrl-C while Ray starts is remembered and acted on once it is up (in the middle of Ray's start-up it

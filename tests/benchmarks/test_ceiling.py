@@ -9,8 +9,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.ceiling import FORWARD, INPUT_GRAD, WEIGHT_GRAD, Gemm, ceiling, sac_update_gemms, update_flops
 from envs.portfolio import PortfolioEnv
-from trainer.experiments import load_experiment
-from trainer.sac_config import build_sac_config
+from trainer.experiment.loading import load_experiment
+from trainer.rl.sac_config import build_sac_config
 
 
 def test_reference_update_flops_by_hand():

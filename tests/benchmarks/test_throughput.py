@@ -1,4 +1,5 @@
-"""benchmarks.throughput: the derived figures, the wall-time estimates, SB3's best thread count, bad input."""
+"""benchmarks.throughput and its parts (trainer_runs, comparison_runs, throughput_report): the derived figures,
+the wall-time estimates, SB3's best thread count, bad input."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import os
 import pytest
 import torch
 
+from benchmarks import comparison_runs as C
 from benchmarks import throughput as T
+from benchmarks import throughput_report as R
+from benchmarks import trainer_runs as M
 
 
 def test_each_schedule_is_compared_at_its_own_thread_count():
@@ -25,7 +29,7 @@ def test_each_schedule_is_compared_at_its_own_thread_count():
         "gemm_gflops_1_threads": 123.0,
         "sb3_trained_samples_per_s": 256 * 30.0,
     }
-    out = T.derive(row, batch=256)
+    out = R.derive(row, batch=256)
     # unsuffixed: at the headline (overlapped) schedule's thread count
     assert out["learner_only_updates_per_s"] == out["learner_updates_per_s"] == 75.0
     assert out["learner_trained_samples_per_s"] == 75.0 * 256
@@ -44,20 +48,20 @@ def test_without_sb3_there_is_no_ratio():
         "trained_samples_per_s_overlap": 256.0,
         "learner_only_updates_per_s_1_threads": 2.0,
     }
-    out = T.derive(row, batch=256)
+    out = R.derive(row, batch=256)
     assert out["fraction_of_learner_only_overlap"] == 0.5
     assert not any(k.startswith(("ratio_vs_sb3", "fraction_of_ceiling")) or k.endswith("_sync") for k in out)
 
 
 def test_study_plan_on_two_cores():
     """3 variants x 5 seeds x 3 folds; each trial asks for one CPU; the sweep allows 2 at a time."""
-    assert T.study_plan(2) == {
+    assert M.study_plan(2) == {
         "study_trials": 45.0,
         "study_env_steps_per_trial": 8000.0,
         "study_concurrent_trials": 2.0,
     }
-    assert T.study_plan(1)["study_concurrent_trials"] == 1.0
-    assert T.study_plan(16)["study_concurrent_trials"] == 2.0  # max_concurrent_trials caps it
+    assert M.study_plan(1)["study_concurrent_trials"] == 1.0
+    assert M.study_plan(16)["study_concurrent_trials"] == 2.0  # max_concurrent_trials caps it
 
 
 def test_wall_time_estimates():
@@ -68,31 +72,48 @@ def test_wall_time_estimates():
         "study_env_steps_per_trial": 8000.0,
         "study_env_steps_per_s": 100.0,
     }
-    out = T.wall_time_estimates(result)
+    out = R.wall_time_estimates(result)
     assert out["reference_run_hours"] == pytest.approx(1_000_000 / 50 / 3600)
     assert out["study_hours"] == pytest.approx(23 * 80 / 3600)  # 23 waves of 2 trials, 80 s each
-    assert "study_hours" not in T.wall_time_estimates({"env_steps_per_s": 50.0})
+    assert "study_hours" not in R.wall_time_estimates({"env_steps_per_s": 50.0})
+
+
+def test_summary_takes_medians_the_headline_and_the_lowest_round_against_sb3():
+    rounds = [
+        {"trained_samples_per_s_overlap": 10.0, "env_steps_per_s_overlap": 1.0, "ratio_vs_sb3_overlap": 2.0},
+        {"trained_samples_per_s_overlap": 30.0, "env_steps_per_s_overlap": 3.0, "ratio_vs_sb3_overlap": 1.5},
+        {"trained_samples_per_s_overlap": 20.0, "env_steps_per_s_overlap": 2.0, "sb3_error_1_threads": "boom"},
+    ]
+    rounds[0].update(ratio_vs_sb3_sync=1.0, ratio_vs_sb3_remote=3.0)
+    rounds[1].update(ratio_vs_sb3_sync=0.5, ratio_vs_sb3_remote=2.5)
+    out = R.summary(rounds)
+    assert out["trained_samples_per_s"] == out["trained_samples_per_s_overlap"] == 20.0
+    assert out["env_steps_per_s"] == 2.0
+    assert out["ratio_vs_sb3"] == out["ratio_vs_sb3_overlap"] == 1.75  # the rounds SB3 ran in
+    assert out["ratio_vs_sb3_overlap_lowest_round"] == 1.5 and out["ratio_vs_sb3_sync_lowest_round"] == 0.5
+    assert "sb3_error_1_threads" not in out
+    assert "ratio_vs_sb3" not in R.summary([{"trained_samples_per_s_overlap": 1.0, "env_steps_per_s_overlap": 1.0}])
 
 
 def test_sb3_is_counted_at_its_best_thread_count(monkeypatch):
     speeds = {1: {"sb3_trained_samples_per_s": 9000.0}, 2: {"sb3_trained_samples_per_s": 11000.0}}
-    monkeypatch.setattr(T, "_sb3", lambda path, steps, threads: speeds[threads])
-    row = T.sb3_turn("sb3", 100, [1, 2])
+    monkeypatch.setattr(C, "_sb3", lambda path, steps, threads: speeds[threads])
+    row = C.sb3_turn("sb3", 100, [1, 2])
     assert row["sb3_trained_samples_per_s"] == 11000.0 and row["sb3_best_threads"] == 2.0
     assert row["sb3_trained_samples_per_s_1_threads"] == 9000.0
     speeds[2] = {"sb3_error": "boom"}
-    row = T.sb3_turn("sb3", 100, [1, 2])
+    row = C.sb3_turn("sb3", 100, [1, 2])
     assert row["sb3_trained_samples_per_s"] == 9000.0 and row["sb3_error_2_threads"] == "boom"
 
 
 def test_cpu_needs_no_overrides():
-    assert T.device_overrides("cpu") == {}
+    assert M.device_overrides("cpu") == {}
 
 
 def test_cuda_without_a_gpu_is_a_one_line_error(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit) as info:
-        T.device_overrides("cuda")
+        M.device_overrides("cuda")
     assert info.value.code == 2
     assert capsys.readouterr().err == (
         f"error: --device cuda: torch {torch.__version__} sees no CUDA device on this machine (built with CUDA: "
@@ -103,7 +124,7 @@ def test_cuda_without_a_gpu_is_a_one_line_error(monkeypatch, capsys):
 
 def test_cuda_puts_the_learner_on_one_gpu_compiled(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert T.device_overrides("cuda") == {"resources.num_gpus_per_learner": 1, "resources.compile": True}
+    assert M.device_overrides("cuda") == {"resources.num_gpus_per_learner": 1, "resources.compile": True}
 
 
 @pytest.mark.parametrize("threads", ["0", "two", "1,,2"])
@@ -114,7 +135,7 @@ def test_bad_thread_counts_are_refused(threads, capsys):
 
 
 def test_machine_names_the_cpu_and_the_gpu():
-    text = T.machine()
+    text = R.machine()
     assert f"{os.cpu_count()} cores" in text
     assert text.endswith(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")
 
@@ -124,7 +145,7 @@ def test_population_rates_count_every_agents_samples(ray_session, monkeypatch):
     batches (each update trains every agent), compared with one agent of the single-agent path."""
     import ray
 
-    monkeypatch.setattr(T, "_start_ray", lambda device: None)  # the session's Ray instance
+    monkeypatch.setattr(M, "start_ray", lambda device: None)  # the session's Ray instance
     monkeypatch.setattr(ray, "shutdown", lambda: None)
     tiny = {
         "model.hidden": [16],
@@ -135,7 +156,7 @@ def test_population_rates_count_every_agents_samples(ray_session, monkeypatch):
         "sac.rollout_fragment_length": 4,
         "stopping.steps_per_iteration": 40,
     }
-    rates = T.population_rates([2], iterations=1, device="cpu", extra=tiny, repeats=2)
+    rates = M.population_rates([2], iterations=1, device="cpu", extra=tiny, repeats=2)
     (pop,) = rates
     assert pop["k"] == 2 and pop["trained_samples_per_s"] > 0
     assert pop["vs_separate_agents_lowest_turn"] <= pop["vs_separate_agents"]

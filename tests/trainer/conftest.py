@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.experiments import load_experiment
-from trainer.sac_config import build_sac_config
+from trainer.experiment.loading import load_experiment
+from trainer.rl.sac_config import build_sac_config
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,7 @@ import pytest
 from envs.market import load_market
 from envs.portfolio import PortfolioEnv
 from tests.conftest import checkpoints, synthetic_prices, toy_market, write_wide_csv
-from trainer import metrics as M
-from trainer.backtest import BacktestError, simulate, training_overlap
-from trainer.baselines import (
+from trainer.evaluation.baselines import (
     BUY_AND_HOLD,
     EQUAL_WEIGHT,
     LOOKAHEAD,
@@ -29,7 +27,9 @@ from trainer.baselines import (
     run_baselines,
     split_returns,
 )
-from trainer.config import Experiment
+from trainer.evaluation.simulation import BacktestError, simulate, training_overlap
+from trainer.experiment.config import Experiment
+from trainer.metrics import registry as M
 
 STRATEGIES = {
     "sac",
@@ -177,8 +177,8 @@ def test_backtest_errors_are_clear(smoke_run, tmp_path):
 
 
 def test_text_table_shows_each_strategys_values():
-    from trainer.evaluation import EvalRun
-    from trainer.report import text_table
+    from trainer.evaluation.report import text_table
+    from trainer.evaluation.runs import EvalRun
 
     run = EvalRun(
         net_returns=np.array([0.01, -0.02, 0.005]),
@@ -315,7 +315,7 @@ def test_backtest_reports_an_unfittable_baseline_and_writes_everything_else(smok
 
 
 def test_default_report_folder_names_what_was_backtested():
-    from trainer.backtest import default_report_name
+    from trainer.evaluation.backtest_report import default_report_name
 
     ckpt = Path("runs/x/checkpoints/checkpoint_000010")
     assert default_report_name(ckpt, "test", None, None, None, None) == "backtest_test_checkpoint_000010"

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import LOOPBACK, checkpoints, cli_env, listening_addresses, train_cli
-from trainer.buffer import BUFFER_FILE
-from trainer.checkpoint import MANIFEST_FILE, STATE_FILE, load_policy, read_usable_state, resume_state
+from trainer.evaluation.policy import load_policy
+from trainer.runtime.checkpoint import BUFFER_FILE, MANIFEST_FILE, STATE_FILE, read_usable_state, resume_state
 
 TINY = ("--set", "stopping.steps_per_iteration=100", "--set", "checkpoint.frequency=1")
 
@@ -68,7 +68,7 @@ def test_sigterm_mid_iteration_writes_a_checkpoint_says_how_to_resume_and_exits_
 
 KILL_IN_SECOND_SAVE = """
 import os, signal, sys
-from trainer import checkpoint
+from trainer.runtime import checkpoint
 real = checkpoint.write_manifest
 calls = []
 def write_manifest(path):

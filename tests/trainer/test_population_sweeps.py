@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from tests.conftest import cli_env, tune_args
-from trainer.config import population_first_seeds
-from trainer.experiments import ExperimentError, load_experiment
+from trainer.experiment.config import population_first_seeds
+from trainer.experiment.loading import ExperimentError, load_experiment
 from trainer.tune import build_plan, format_plan, tune_domains
 
 QUICK = "tune_configs/quick.yaml"
@@ -135,8 +135,8 @@ TINY_TRAIN = {
 def population_run(ray_session, tmp_path_factory):
     """A population of 2 (seeds 4, 5) trained one iteration in process, saved, and its live deterministic
     actions along a validation episode (side-by-side raw observations and the population policy's actions)."""
-    from trainer.evaluation import policy_from_algorithm
-    from trainer.sac_config import build_sac_config
+    from trainer.evaluation.policy import policy_from_algorithm
+    from trainer.rl.sac_config import build_sac_config
 
     exp = load_experiment("smoke", TINY_TRAIN, sweep=False)
     algo = build_sac_config(exp).build_algo()
@@ -159,7 +159,7 @@ def population_run(ray_session, tmp_path_factory):
 
 
 def test_an_agent_of_a_population_checkpoint_acts_as_the_live_population_did(population_run):
-    from trainer.checkpoint import load_policy
+    from trainer.evaluation.policy import load_policy
 
     ckpt, observations, actions, (obs_dim, act_dim) = population_run
     assert observations.shape[1] == 2 * obs_dim and actions.shape[1] == 2 * act_dim
@@ -173,12 +173,13 @@ def test_an_agent_of_a_population_checkpoint_acts_as_the_live_population_did(pop
 
 
 def test_choosing_an_agent_is_required_checked_and_refused_where_it_makes_no_sense(population_run, tmp_path):
-    from trainer import checkpoint as C
-    from trainer.backtest import BacktestError, simulate
+    from trainer.evaluation.policy import load_policy
+    from trainer.evaluation.simulation import BacktestError, simulate
+    from trainer.runtime import checkpoint as C
 
     ckpt = population_run[0]
     with pytest.raises(C.CheckpointError) as info:
-        C.load_policy(ckpt)
+        load_policy(ckpt)
     assert str(info.value) == (
         f"{ckpt}: a population of 2 agents; choose one with --agent I (agent=I): 0 (seed 4), 1 (seed 5)"
     )
@@ -186,7 +187,7 @@ def test_choosing_an_agent_is_required_checked_and_refused_where_it_makes_no_sen
         simulate(ckpt, "validation", agent=2)
     assert str(info.value) == (f"{ckpt}: agent 2 is out of range: the population has 2 agents, 0 (seed 4), 1 (seed 5)")
     with pytest.raises(C.CheckpointError, match="agent -1 is out of range"):
-        C.load_policy(ckpt, agent=-1)
+        load_policy(ckpt, agent=-1)
     # the same checkpoint as a single agent's (no population in its state), re-sealed by a new manifest
     single = tmp_path / "checkpoint_000001"
     shutil.copytree(ckpt, single)
@@ -195,7 +196,7 @@ def test_choosing_an_agent_is_required_checked_and_refused_where_it_makes_no_sen
     C.write_state(single, state)
     C.write_manifest(single)
     with pytest.raises(C.CheckpointError) as info:
-        C.load_policy(single, agent=0)
+        load_policy(single, agent=0)
     assert str(info.value) == (
         f"{single}: a single-agent checkpoint has no agent 0 (only a population's checkpoint, sac.population, "
         "does); drop --agent (agent=) to use its one policy"
@@ -228,7 +229,7 @@ def test_backtest_cli_backtests_one_agent_and_says_which(population_run, tmp_pat
 
 # --- a real tiny population sweep -----------------------------------------------------------------------------
 def test_tiny_population_sweep_summary_has_one_row_per_agent(ray_session, tmp_path):
-    from trainer import checkpoint as C
+    from trainer.runtime import checkpoint as C
 
     args = tune_args(
         tmp_path,
@@ -279,9 +280,9 @@ def test_tiny_population_sweep_summary_has_one_row_per_agent(ray_session, tmp_pa
 def test_an_agents_best_checkpoint_skips_a_damaged_one(tmp_path, capsys):
     from types import SimpleNamespace
 
-    from trainer import metrics as M
-    from trainer.checkpoint import write_manifest, write_state
-    from trainer.sweep_report import agent_best_checkpoint
+    from trainer.evaluation.sweep_trials import agent_best_checkpoint
+    from trainer.metrics import registry as M
+    from trainer.runtime.checkpoint import write_manifest, write_state
 
     good, damaged, better = (tmp_path / name for name in ("good", "damaged", "better"))
     for path, score in ((good, 0.1), (damaged, 9.0), (better, 0.4)):

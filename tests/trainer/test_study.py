@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from tests.conftest import cli_env
-from trainer.config import ENV_CONFIG_GRID
-from trainer.experiments import ExperimentError, load_experiment
-from trainer.sac_config import build_sac_config
+from trainer.experiment.config import ENV_CONFIG_GRID
+from trainer.experiment.loading import ExperimentError, load_experiment
+from trainer.rl.sac_config import build_sac_config
 from trainer.tune import build_plan, tune_domains
 
 

@@ -18,8 +18,8 @@ import torch
 from tests.conftest import checkpoints as _checkpoints
 from tests.conftest import cli_env, synthetic_prices, write_wide_csv
 from tests.conftest import train_cli as _train_cli
-from trainer.experiments import load_experiment
-from trainer.sac_config import build_sac_config
+from trainer.experiment.loading import load_experiment
+from trainer.rl.sac_config import build_sac_config
 
 
 def test_smoke_run_writes_progress_checkpoints_and_summary(smoke_run):
@@ -63,8 +63,8 @@ def test_smoke_run_writes_progress_checkpoints_and_summary(smoke_run):
 
 
 def test_progress_line_shows_steps_budget_and_a_percentage_capped_at_100():
-    from trainer.metrics import ENV_STEPS
-    from trainer.train import progress_line
+    from trainer.metrics.registry import ENV_STEPS
+    from trainer.runtime.progress import progress_line
 
     assert progress_line(2, {ENV_STEPS: 600}, 1500, 12.0).startswith(
         "[iter    2] env steps 600/1,500 ( 40%) | ETA 0:00:12 |"
@@ -77,9 +77,9 @@ def test_progress_line_shows_steps_budget_and_a_percentage_capped_at_100():
 
 def test_restore_gives_identical_deterministic_actions(smoke_run, ray_session):
     from envs.portfolio import PortfolioEnv
-    from trainer.algorithm import PortfolioSAC
-    from trainer.checkpoint import load_policy
-    from trainer.evaluation import policy_from_algorithm, run_policy
+    from trainer.evaluation.policy import load_policy, policy_from_algorithm
+    from trainer.evaluation.runs import run_policy
+    from trainer.rl.algorithm import PortfolioSAC
 
     out, _ = smoke_run
     ckpt = _checkpoints(out)[-1]
@@ -95,7 +95,7 @@ def test_restore_gives_identical_deterministic_actions(smoke_run, ray_session):
             obs, *_ = env.step(a1)
         # the checkpoint's validation pass is reproduced exactly by the restored policy
         again = run_policy(PortfolioEnv(split="validation"), restored)
-        from trainer.metrics import SHARPE_MINUS_EW, summarize
+        from trainer.metrics.registry import SHARPE_MINUS_EW, summarize
 
         saved = {k: v for k, v in state["last_evaluation"].items() if k != SHARPE_MINUS_EW}
         assert summarize(again) == pytest.approx(saved, rel=1e-12)
@@ -107,7 +107,7 @@ def test_deterministic_action_is_tanh_of_mean_by_hand(smoke_run):
     """Forward the restored policy net by hand in numpy and compare with the evaluation policy."""
     from ray.rllib.core.rl_module.rl_module import RLModule
 
-    from trainer.checkpoint import load_policy
+    from trainer.evaluation.policy import load_policy
 
     out, _ = smoke_run
     ckpt = _checkpoints(out)[-1]
@@ -119,7 +119,7 @@ def test_deterministic_action_is_tanh_of_mean_by_hand(smoke_run):
     assert len(layers) == 3  # [32, 32] hidden + the head
     from ray.rllib.connectors.env_to_module import EnvToModulePipeline
 
-    from trainer.connectors import find_obs_filter
+    from trainer.rl.connectors import find_obs_filter
 
     filt = find_obs_filter(EnvToModulePipeline.from_checkpoint(ckpt / "env_runner" / "env_to_module_connector"))
     from envs.portfolio import PortfolioEnv
@@ -211,7 +211,7 @@ def test_divergence_guard_stops_with_status_and_keeps_last_good_checkpoint(ray_s
 
 
 def test_run_request_counts_the_actors_and_a_local_learners_gpu():
-    from trainer.train import run_request
+    from trainer.runtime.resources import run_request
 
     assert run_request([{"CPU": 1.0}]) == {}  # everything in this process
     assert run_request([{"CPU": 1.0}] * 4) == {"CPU": 3.0}  # three env runners
@@ -271,10 +271,11 @@ def test_a_signal_while_the_inputs_are_checked_leaves_no_run_directory(tmp_path,
 def test_a_signal_during_the_last_iteration_still_completes_the_run(
     ray_session, tmp_path, monkeypatch, signals_restored
 ):
-    from trainer.algorithm import PortfolioSAC
-    from trainer.train import _StopFlag, run_training
+    from trainer.rl.algorithm import PortfolioSAC
+    from trainer.runtime.progress import StopFlag
+    from trainer.train import run_training
 
-    flag, original = _StopFlag(), PortfolioSAC.train
+    flag, original = StopFlag(), PortfolioSAC.train
 
     def train_then_signal(self):
         result = original(self)
@@ -315,9 +316,9 @@ def test_sigint_writes_final_checkpoint_and_says_how_to_resume(ray_session, tmp_
 def test_learns_dominant_asset_and_beats_equal_weight(ray_session, tmp_path):
     """Synthetic market: asset A0 drifts up (+0.3%/day), the others down; the agent must find A0."""
     from envs.portfolio import PortfolioEnv
-    from trainer.checkpoint import load_policy
-    from trainer.evaluation import run_policy
-    from trainer.metrics import sharpe_annualized
+    from trainer.evaluation.policy import load_policy
+    from trainer.evaluation.runs import run_policy
+    from trainer.metrics.registry import sharpe_annualized
 
     prices = synthetic_prices(n_days=1000, n_assets=4, seed=0, drifts=[0.003, -0.002, -0.002, -0.002])
     data = write_wide_csv(tmp_path / "synthetic.csv", prices)

@@ -17,11 +17,11 @@ import pytest
 
 from tests.conftest import cli_env, synthetic_prices, tune_args, write_wide_csv
 from tests.conftest import tune_results as _results
-from trainer.config import SELECTION_METRICS, SweepConfig
-from trainer.experiments import CONFIG_DIR, ExperimentError, available_experiments, load_experiment
-from trainer.metrics import ENV_STEPS_METRIC
-from trainer.sweep_report import latest_history
-from trainer.sweep_state import sweep_outcome
+from trainer.evaluation.sweep_report import latest_history
+from trainer.experiment.config import SELECTION_METRICS, SweepConfig
+from trainer.experiment.loading import CONFIG_DIR, ExperimentError, available_experiments, load_experiment
+from trainer.experiment.sweep_state import sweep_outcome
+from trainer.metrics.registry import ENV_STEPS_METRIC
 from trainer.tune import DivergenceOrBudgetStopper, build_plan, check_data, check_resources
 
 
@@ -520,7 +520,7 @@ def test_latest_history_keeps_the_rows_of_the_run_that_resumed_from_a_checkpoint
 
 _PATCHED_TUNE = """
 import os, signal, sys
-import trainer.ray_init, trainer.sweep_report, trainer.tune
+import trainer.runtime.ray_init, trainer.evaluation.sweep_report, trainer.tune
 
 def interrupt(function):
     def wrapper(*args, **kwargs):
@@ -529,7 +529,7 @@ def interrupt(function):
     return wrapper
 
 target = sys.argv[1]
-module = trainer.ray_init if target == "init_ray" else trainer.sweep_report
+module = trainer.runtime.ray_init if target == "init_ray" else trainer.evaluation.sweep_report
 setattr(module, target, interrupt(getattr(module, target)))
 sys.exit(trainer.tune.main(sys.argv[2:]))
 """

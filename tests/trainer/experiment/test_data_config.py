@@ -1,0 +1,97 @@
+"""trainer.experiment.config.DataConfig: the env settings and fold layout mirror envs (same defaults, same rules, same
+messages); env_config carries the fold as small values that build the same env. No Ray needed."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pytest
+
+from envs.folds import FoldSpec
+from envs.market import load_market
+from envs.portfolio import PortfolioEnv
+from envs.settings import SETTING_NAMES, PortfolioSettings
+from trainer.experiment.data_config import DataConfig, FoldsConfig
+from trainer.experiment.loading import CONFIG_DIR, ExperimentError, load_experiment
+
+
+def test_defaults_come_from_the_env_dataclasses():
+    cfg = DataConfig()
+    assert cfg.settings() == PortfolioSettings()
+    assert set(SETTING_NAMES) <= set(DataConfig.model_fields)
+    assert [f.name for f in fields(FoldSpec)] == list(FoldsConfig.model_fields)
+    assert cfg.folds.spec() == FoldSpec() and cfg.fold is None
+
+
+def test_a_relative_source_is_the_current_directorys_file_named_absolutely(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert DataConfig(source="prices.csv").source == str(tmp_path / "prices.csv")
+    assert DataConfig(source="data/p.parquet").source == str(tmp_path / "data" / "p.parquet")
+    assert DataConfig(source=str(tmp_path / "p.csv")).source == str(tmp_path / "p.csv")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert DataConfig(source="~/p.csv").source == str(tmp_path / "home" / "p.csv")
+    assert DataConfig().source == "sp500" and DataConfig(source="sp500").source == "sp500"
+
+
+def test_env_config_builds_the_same_env(tmp_path):
+    from tests.conftest import synthetic_prices, write_wide_csv
+
+    path = write_wide_csv(tmp_path / "p.csv", synthetic_prices(n_days=1000))
+    exp = load_experiment(
+        "smoke",
+        {
+            "data.source": path,
+            "data.folds": {"n_folds": 2, "test_days": 60, "validation_days": 60, "train_days": 200},
+            "data.fold": 1,
+            "data.action": "tilt",
+            "data.no_trade_band": 0.02,
+        },
+    )
+    cfg = exp.data.env_config("validation")
+    assert cfg["fold"] == 1 and cfg["folds"]["n_folds"] == 2 and cfg["action"] == "tilt"
+    assert all(not hasattr(v, "shape") for v in cfg.values())  # small values only, no arrays
+    env = PortfolioEnv(**cfg)
+    assert env.settings == exp.data.settings()
+    market = load_market(path, folds=FoldSpec(n_folds=2, test_days=60, validation_days=60, train_days=200), fold=1)
+    assert env.market is market and env.market.splits["test"].end == 999
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            {"data.cost_bps": 5000},
+            "key 'data.cost_bps': Value error, cost_bps must be a finite number in [0, 1000] basis points, got 5000.0",
+        ),
+        (
+            {"data.no_trade_band": -0.5},
+            "key 'data.no_trade_band': Value error, no_trade_band must be a finite number in [0, 2) (a turnover), "
+            "got -0.5",
+        ),
+        ({"data.action": "argmax"}, "key 'data.action': Input should be 'softmax' or 'tilt'"),
+        (
+            {"data.reward": "sortino"},
+            "key 'data.reward': Input should be 'default', 'log_return', 'differential_sharpe' or 'excess_log_return'",
+        ),
+        ({"data.fold": 3}, "key 'data': Value error, data.fold must be in 0..2 (data.folds.n_folds is 3), got 3"),
+        ({"data.fold": True}, "key 'data.fold': Value error, fold must be a number, got true"),
+        (
+            {"data.folds.test_days": 10},
+            "key 'data.folds.test_days': Value error, test_days must be an integer >= 30 (trading days), got 10",
+        ),
+        ({"data.folds.scheme": "anchored"}, "key 'data.folds.scheme': Input should be 'expanding' or 'rolling'"),
+        (
+            {
+                "data.fold": 0,
+                "data.split_dates": {s: ["2010-01-01", "2010-12-31"] for s in ("train", "validation", "test")},
+            },
+            "key 'data': Value error, give data.split_dates or data.fold, not both: a fold's windows replace the "
+            "split dates",
+        ),
+    ],
+)
+def test_bad_data_values_are_exact_errors(override, message):
+    with pytest.raises(ExperimentError) as info:
+        load_experiment("smoke", override)
+    settings = ", ".join(f"{key}={value}" for key, value in override.items())
+    assert str(info.value) == f"{CONFIG_DIR / 'smoke.yaml'} with {settings} from the command line: {message}"

@@ -1,0 +1,180 @@
+"""Tables, PNG plots and the Markdown/HTML report of a backtest."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: files only
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from trainer.metrics import registry as M
+
+
+def _columns() -> tuple[M.Metric, ...]:
+    return M.shown_in(M.REPORT)
+
+
+def metrics_frame(strategies: dict[str, dict[str, float]]) -> pd.DataFrame:
+    rows = {name: {m.label: s[m.key] for m in _columns()} for name, s in strategies.items()}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _rows(strategies: dict[str, dict[str, float]]) -> tuple[list[str], list[list[str]]]:
+    header = ["strategy"] + [m.label for m in _columns()]
+    return header, [[name] + [m.format(s[m.key]) for m in _columns()] for name, s in strategies.items()]
+
+
+def text_table(strategies: dict[str, dict[str, float]]) -> str:
+    """Fixed-width table for the terminal."""
+    header, rows = _rows(strategies)
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    head = line(header)
+    return "\n".join([head, "-" * len(head), *(line(r) for r in rows)])
+
+
+def markdown_table(strategies: dict[str, dict[str, float]]) -> str:
+    header, rows = _rows(strategies)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def save_figure(
+    fig: Any, ax: Any, path: Path, *, title: str, ylabel: str, xlabel: str = "", legend_size: int = 8
+) -> Path:
+    """Title, labels, legend and grid, then write the PNG and free the figure."""
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if legend_size:  # 0: too many lines for a readable legend
+        ax.legend(fontsize=legend_size)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_equity(values: pd.DataFrame, path: Path, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(10, 5))
+    for col in values.columns:
+        style = "--" if col.endswith("_lookahead") else "-"
+        ax.plot(values.index, values[col], style, label=col, linewidth=2.2 if col == "sac" else 1.2)
+    return save_figure(fig, ax, path, title=title, ylabel="portfolio value (start = 1)")
+
+
+def plot_drawdowns(values: pd.DataFrame, path: Path) -> Path:
+    dd = values / values.cummax() - 1.0
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for col in dd.columns:
+        ax.plot(dd.index, dd[col], label=col, linewidth=2.0 if col == "sac" else 1.0)
+    return save_figure(fig, ax, path, title="Drawdowns", ylabel="drawdown")
+
+
+def plot_weights(weights: pd.DataFrame, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(10, 5))
+    ax.stackplot(weights.index, weights.to_numpy().T, labels=list(weights.columns))
+    ax.set_ylim(0, 1)
+    ax.set_title("SAC agent weights over time")
+    ax.legend(fontsize=6, ncol=4, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_training(history: list[dict[str, Any]], path: Path) -> Path:
+    frame = pd.DataFrame(history)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    validation_sharpe = M.split_key(M.VALIDATION, M.SHARPE)
+    for ax, (key, label) in zip(
+        axes,
+        [
+            (M.CRITIC_LOSS, "critic loss"),
+            (M.ENTROPY, "policy entropy (-mean log pi)"),
+            (validation_sharpe, "validation Sharpe"),
+        ],
+        strict=True,
+    ):
+        if not frame.empty and key in frame:
+            ax.plot(frame[M.ENV_STEPS], frame[key], marker=".")
+        else:
+            ax.text(0.5, 0.5, "no training history", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel("env steps")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    if not frame.empty and M.CRITIC_LOSS in frame and (frame[M.CRITIC_LOSS] > 0).all():
+        axes[0].set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(
+    out_dir: Path,
+    *,
+    title: str,
+    facts: list[str],
+    strategies: dict[str, dict[str, float]],
+    descriptions: dict[str, str],
+    plots: dict[str, str],
+) -> tuple[Path, Path]:
+    """``report.md`` and ``report.html``: facts, the table, what each strategy is, the plots."""
+    md = [f"# {title}", ""]
+    md += [f"- {f}" for f in facts]
+    md += ["", "## Results", "", markdown_table(strategies), "", "## Strategies", ""]
+    md += [f"- **{name}**: {descriptions.get(name, '')}" for name in strategies]
+    md += ["", "## Plots", ""]
+    md += [f"### {caption}\n\n![{caption}]({file})\n" for caption, file in plots.items()]
+    md_path = out_dir / "report.md"
+    md_path.write_text("\n".join(md) + "\n")
+
+    frame = metrics_frame(strategies)
+    fmt = {m.label: m.format for m in _columns()}
+    table_html = frame.to_html(formatters=fmt, escape=True, border=0, classes="metrics")
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+        "table.metrics{border-collapse:collapse}table.metrics td,table.metrics th{padding:4px 8px;"
+        "border-bottom:1px solid #ddd;text-align:right}img{max-width:100%}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1><ul>",
+        *[f"<li>{html.escape(f)}</li>" for f in facts],
+        "</ul><h2>Results</h2>",
+        table_html,
+        "<h2>Strategies</h2><ul>",
+        *[f"<li><b>{html.escape(n)}</b>: {html.escape(descriptions.get(n, ''))}</li>" for n in strategies],
+        "</ul><h2>Plots</h2>",
+        *[f"<h3>{html.escape(c)}</h3><img src='{html.escape(f)}' alt='{html.escape(c)}'>" for c, f in plots.items()],
+        "</body></html>",
+    ]
+    html_path = out_dir / "report.html"
+    html_path.write_text("\n".join(parts))
+    return md_path, html_path
+
+
+def nan_to_none(x: Any) -> Any:
+    """JSON-safe floats (NaN/inf -> None), recursively."""
+    if isinstance(x, dict):
+        return {k: nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [nan_to_none(v) for v in x]
+    if isinstance(x, float | np.floating) and not np.isfinite(x):
+        return None
+    if isinstance(x, np.floating | np.integer):
+        return x.item()
+    return x

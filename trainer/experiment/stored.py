@@ -1,0 +1,75 @@
+"""The experiment stored in a run directory: where a new run goes by default, and what a resume may change."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from trainer.experiment.config import Experiment
+from trainer.experiment.loading import ExperimentError, apply_overrides, experiment_from_dict, load_raw
+from trainer.runtime.run_dir import CHECKPOINTS_DIR, EXPERIMENT_FILE
+
+# Settings a resume may change: budget, checkpointing, evaluation interval, divergence guard, resources
+# and the replay ratio. Everything else (data, model, SAC, reward, filter, seed) defines the problem.
+SAFE_ON_RESUME = (
+    "description",
+    "stopping.*",
+    "checkpoint.*",
+    "evaluation.interval",
+    "divergence.*",
+    "resources.*",
+    "sac.training_intensity",
+)
+
+
+def default_out_dir(exp: Experiment) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / exp.name / f"{stamp}-seed{exp.seed}"
+
+
+def _get(tree: dict[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _safe_on_resume(key: str) -> bool:
+    """``key`` (dotted, as given to --set) is one of ``SAFE_ON_RESUME``; ``section.*`` covers the section."""
+    for safe in SAFE_ON_RESUME:
+        section = safe.removesuffix(".*")
+        if key == section or (safe.endswith(".*") and key.startswith(f"{section}.")):
+            return True
+    return False
+
+
+def experiment_for_resume(checkpoint: Path, overrides: dict[str, Any]) -> tuple[Experiment, dict[str, tuple]]:
+    """The experiment a checkpoint was trained with (its run directory's ``experiment.yaml``) and the overrides.
+
+    Returns:
+        ``(experiment, changed)``: ``changed`` maps each override that changes a value to ``(old, new)``.
+
+    Raises:
+        ExperimentError: no readable ``experiment.yaml``, or an override that a resume may not change
+            (``SAFE_ON_RESUME`` lists what may), named with its old and new values.
+    """
+    exp_file = checkpoint.parent.parent / EXPERIMENT_FILE
+    if not exp_file.is_file():
+        raise ExperimentError(
+            f"{exp_file}: not found; --resume continues a trainer.train run from one of its checkpoints "
+            f"(<run dir>/{CHECKPOINTS_DIR}/checkpoint_<iteration>, next to <run dir>/{EXPERIMENT_FILE})"
+        )
+    raw, _ = load_raw(str(exp_file))
+    before = experiment_from_dict(raw, where=str(exp_file)).model_dump(mode="json")
+    exp = experiment_from_dict(apply_overrides(raw, overrides), where=str(exp_file))
+    after = exp.model_dump(mode="json")
+    changed = {k: (_get(before, k), _get(after, k)) for k in overrides if _get(before, k) != _get(after, k)}
+    refused = [k for k in changed if not _safe_on_resume(k)]
+    if refused:
+        shown = ", ".join(f"{k} ({changed[k][0]!r} -> {changed[k][1]!r})" for k in refused)
+        raise ExperimentError(
+            f"--resume: cannot change {shown}: it changes the problem the checkpoint was trained on; start a new "
+            f"run instead (a resume may change {', '.join(SAFE_ON_RESUME)})"
+        )
+    return exp, changed

@@ -1,0 +1,53 @@
+"""What a run or a sweep asks of the Ray cluster, checked against what the cluster has before anything starts."""
+
+from __future__ import annotations
+
+from trainer.runtime.errors import ExperimentError
+
+
+def run_request(bundles: list[dict[str, float]]) -> dict[str, float]:
+    """What a ``trainer.train`` run asks of the Ray cluster, from its algorithm's resource bundles.
+
+    The first bundle is the trial's main process (``default_resource_request``): here it is this driver, which
+    Ray does not schedule, so only its GPU counts (a learner in this process trains on this machine's GPU); the
+    other bundles are the env runner and remote learner actors Ray must place.
+    """
+    need: dict[str, float] = {}
+    main, *actors = bundles
+    for bundle in [{k: v for k, v in main.items() if k == "GPU"}, *actors]:
+        for key, amount in bundle.items():
+            need[key] = need.get(key, 0.0) + amount
+    return {k: v for k, v in need.items() if v > 0}
+
+
+def check_request(need: dict[str, float], cluster: dict[str, float], who: str, never: str) -> None:
+    """Refuse a resource request (``need``) larger than the Ray cluster's totals, naming the setting to change.
+
+    Args:
+        need: resource -> amount (``CPU``, ``GPU``, custom resources).
+        cluster: ``ray.cluster_resources()``.
+        who: what asks, for the message (``"each trial"``, ``"this run"``).
+        never: what would happen instead, for the message.
+
+    Raises:
+        ExperimentError: the first resource the cluster does not have enough of.
+    """
+    for key, amount in need.items():
+        have = cluster.get(key, 0.0)
+        if amount > have:
+            if key == "GPU":
+                hint = "train on CPUs with --set resources.num_gpus_per_learner=0"
+            elif key == "CPU":
+                hint = (
+                    "it takes one CPU per env runner and per remote learner: use fewer, e.g. --set "
+                    "resources.num_env_runners=1"
+                )
+            else:
+                hint = (
+                    f"'{key}' is a custom resource the experiment asks for (resources.custom_resources_per_learner, "
+                    f"resources.custom_resources_per_env_runner): on nodes without it, --set them to {{}}"
+                )
+            raise ExperimentError(
+                f"{who} needs {key}={amount:g} but the Ray cluster has {key}={have:g} in total; {never} ({hint}; "
+                "or add nodes that have it)"
+            )
