@@ -88,7 +88,9 @@ def compute_features(prices: pd.DataFrame, config: FeatureConfig | None = None) 
     out[: cfg.lookback] = 0.0
     if not np.isfinite(out).all():  # validated prices cannot produce this; guard the invariant anyway
         raise ValueError("non-finite feature values; the price data was not validated")
-    return out.astype(np.float32)
+    # C order: ``np.stack`` over pandas' column-major blocks leaves an array with no usable layout, which
+    # would make every reshape of it (cache writer, env rows) a full copy.
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def cache_key(prices: pd.DataFrame, config: FeatureConfig) -> str:
@@ -107,7 +109,12 @@ def cache_dir() -> Path:
 
 def _write_cache(path: Path, array: NDArray[np.float32], key: str, columns: list[str]) -> None:
     t, a, f = array.shape
-    table = pa.table({name: array.reshape(t, a * f)[:, i] for i, name in enumerate(columns)})
+    # One Parquet column per (asset, feature). The array is copied once, in (asset, feature, row) order, so
+    # each column is a contiguous row that Arrow takes without a copy: memory linear in the array. (Slicing a
+    # reshaped array per column copies the whole array for every column when it is not C-contiguous, which
+    # grows with the square of assets x features.)
+    by_column = np.ascontiguousarray(array.transpose(1, 2, 0), dtype=np.float32).reshape(a * f, t)
+    table = pa.table([pa.array(values) for values in by_column], names=columns)
     table = table.replace_schema_metadata({_META_KEY: key.encode(), _META_SHAPE: json.dumps([t, a, f]).encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write to a temp file and rename: a reader in another process never sees half a file.
@@ -131,8 +138,14 @@ def _read_cache(path: Path, key: str, shape: tuple[int, int, int]) -> NDArray[np
         if meta.get(_META_KEY) != key.encode() or json.loads(meta.get(_META_SHAPE, b"null")) != list(shape):
             warnings.warn(f"feature cache {path} is stale: rebuilding it", stacklevel=3)
             return None
-        flat = np.column_stack([table.column(i).to_numpy() for i in range(table.num_columns)])
-        array = flat.astype(np.float32, copy=False).reshape(shape)
+        t, a, f = shape
+        if table.num_columns != a * f or table.num_rows != t:
+            raise ValueError(f"{table.num_columns} columns x {table.num_rows} rows")
+        # Filled column by column into one array: the table plus one array at any time, linear in its size.
+        flat = np.empty((t, a * f), dtype=np.float32)
+        for i, column in enumerate(table.columns):
+            flat[:, i] = column.to_numpy()
+        array = flat.reshape(shape)
     except Exception as exc:  # any corruption: rebuild rather than trust it
         warnings.warn(f"feature cache {path} is unreadable ({type(exc).__name__}): rebuilding it", stacklevel=3)
         return None

@@ -104,3 +104,39 @@ def test_stale_cache_is_rebuilt(tmp_path, monkeypatch):
         b, status = load_features(prices)
     assert status == "rebuilt"
     np.testing.assert_array_equal(b, compute_features(prices))
+
+
+def test_features_are_c_contiguous():
+    assert compute_features(synthetic_prices(n_days=100, n_assets=4)).flags["C_CONTIGUOUS"]
+
+
+@pytest.mark.parametrize("layout", ["c", "assets_outer"])
+def test_cache_round_trip_with_memory_linear_in_the_array(tmp_path, layout):
+    """Writing and reading the cache holds a few copies of the array at most, whatever its memory layout.
+
+    A writer that copied the whole array once per column (assets x features copies: about 90 MB here for a
+    0.3 MB array) fails the bound.
+    """
+    import tracemalloc
+
+    from envs.features import _read_cache, _write_cache
+
+    t, a, f = 300, 30, 9
+    values = np.random.default_rng(0).random((t, a, f), dtype=np.float32)
+    # "assets_outer": the layout np.stack gives over pandas' column-major blocks (neither C nor F order).
+    array = values if layout == "c" else np.ascontiguousarray(values.transpose(1, 0, 2)).transpose(1, 0, 2)
+    assert array.flags["C_CONTIGUOUS"] == (layout == "c")
+    path = tmp_path / "f.parquet"
+    columns = [f"T{i}|{n}" for i in range(a) for n in range(f)]
+    tracemalloc.start()
+    try:
+        _write_cache(path, array, "key", columns)
+        written = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        back = _read_cache(path, "key", (t, a, f))
+        read = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert back is not None and back.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(back, values)
+    assert written < 3 * array.nbytes and read < 3 * array.nbytes, (written, read, array.nbytes)
