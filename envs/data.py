@@ -19,6 +19,10 @@ row or date(s) and saying how to fix it. Nothing is guessed silently:
   are refused too. A time of day and a time-zone offset are ignored: the date is the one written.
 - **Order**: dates must be increasing as written (in long form, within each ticker), so that a date read
   the wrong way cannot reorder the series unnoticed; ``sort_dates=True`` sorts instead, with a warning.
+- **Frequency** (:mod:`envs.frequency`): daily trading data only, weekends with their own prices included
+  (crypto); weekly, monthly or every-other-day dates, as a whole or over a stretch, are refused (everything
+  downstream counts rows as trading days). Rows that repeat the previous row's price for every ticker
+  (forward-filled weekends or holidays) are reported with a warning.
 - **Prices** must be numbers between :data:`MIN_PRICE` and :data:`MAX_PRICE`, and no one-day move may
   exceed :data:`MAX_DAILY_RATIO` or fall below :data:`MIN_DAILY_RATIO` (a unit change or a missing split
   adjustment, never a real move); every daily log return must be finite.
@@ -46,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from envs.errors import DataError, fail, fmt_dates
+from envs.frequency import check_daily, flat_rows_note
 from envs.price_dates import check_order
 from envs.price_files import FORM_BUNDLED, FORM_LONG, FORM_WIDE, load_bundled, read_table, to_numeric, to_wide
 
@@ -258,7 +263,11 @@ def load_prices(source: str | Path = SP500, *, date_format: str | None = None, s
     if prices.index.duplicated().any():
         dups = prices.index[prices.index.duplicated()].unique()
         raise fail(where, f"duplicate dates: {fmt_dates(dups)}; keep one row per date")
+    check_daily(prices.index, where, date_format)
     prices = _check_values(prices, where, notes)
+    flat = flat_rows_note(prices)
+    if flat is not None:
+        notes.append(flat)
     if prices.shape[1] < 2:
         names = ", ".join(repr(c) for c in prices.columns) or "none"
         raise fail(where, f"found {prices.shape[1]} asset(s) ({names}); at least 2 are needed")

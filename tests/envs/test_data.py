@@ -18,6 +18,10 @@ DATE_FORMAT_FIX = (
     "give the format, e.g. '%d/%m/%Y': data.date_format in an experiment (--set data.date_format=%d/%m/%Y), "
     "--date-format with python -m envs.data"
 )
+DAILY_FIX = (
+    "the feature windows, the purge gap and annualised figures count rows as trading days, so give daily prices "
+    "(one row per trading day)"
+)
 SORT_FIX = (
     "sort the file by date, or have it sorted on loading: data.sort_dates in an experiment "
     "(--set data.sort_dates=true), --sort-dates with python -m envs.data"
@@ -265,21 +269,27 @@ def test_ambiguous_day_month_refused_until_format_given(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an explicit format is not a guess: no warning
         day_first = load_prices(path, date_format="%d/%m/%Y")
-        month_first = load_prices(path, date_format="%m/%d/%Y")
     assert list(day_first.prices.index) == list(pd.to_datetime(["2020-02-03", "2020-02-04", "2020-02-05"]))
-    assert list(month_first.prices.index) == list(pd.to_datetime(["2020-03-02", "2020-04-02", "2020-05-02"]))
+    # Read month-first the rows are a month apart: not daily data, and the message points at the format.
+    with pytest.raises(DataError) as info:
+        load_prices(path, date_format="%m/%d/%Y")
+    assert str(info.value) == (
+        f"{path}: dates are monthly, not daily: consecutive dates are a median 30.5 days apart (2020-03-02, "
+        f"2020-04-02, 2020-05-02: 3 dates); {DAILY_FIX}; or check date_format '%m/%d/%Y'"
+    )
 
 
 def test_dates_increasing_only_one_way_are_ambiguous_and_a_wrong_format_is_caught(tmp_path):
-    path = _wide_csv(tmp_path / "p.csv", ["11/01/2020", "12/01/2020", "01/02/2020"])
+    days = ["08/01/2020", "09/01/2020", "10/01/2020", "11/01/2020", "12/01/2020", "01/02/2020"]
+    path = _wide_csv(tmp_path / "p.csv", days)
     assert _err(path) == (
-        f"{path}: column 'date' has ambiguous dates: row 2 '11/01/2020' reads as 2020-01-11 ('%d/%m/%Y') or "
-        f"2020-11-01 ('%m/%d/%Y'); {DATE_FORMAT_FIX}"
+        f"{path}: column 'date' has ambiguous dates: row 2 '08/01/2020' reads as 2020-01-08 ('%d/%m/%Y') or "
+        f"2020-08-01 ('%m/%d/%Y'); {DATE_FORMAT_FIX}"
     )
     with pytest.raises(DataError) as info:
-        load_prices(path, date_format="%m/%d/%Y")  # 1 Nov, 1 Dec, 2 Jan: goes backwards as written
+        load_prices(path, date_format="%m/%d/%Y")  # 1 Aug .. 1 Dec, then 2 Jan: goes backwards as written
     assert str(info.value) == (
-        f"{path}: dates are not in increasing order: row 4 (2020-01-02) comes after row 3 (2020-12-01); "
+        f"{path}: dates are not in increasing order: row 7 (2020-01-02) comes after row 6 (2020-12-01); "
         f"{SORT_FIX}; or check date_format '%m/%d/%Y'"
     )
     assert load_prices(path, date_format="%d/%m/%Y").prices.index[-1] == pd.Timestamp("2020-02-01")
