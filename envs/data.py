@@ -5,9 +5,12 @@ Sources:
 - ``"sp500"`` (default): skfolio's bundled daily prices of 20 US large caps, 1990-2022, read from the
   installed skfolio package (no network).
 - A CSV or Parquet file in *wide* form (a date column plus one price column per ticker) or *long* form
-  (``date``, ``ticker`` and ``close`` or ``price`` columns). The form is detected and reported. A CSV may be
-  separated by commas, semicolons, tabs or pipes (detected from the header line) and may start with a
-  UTF-8 byte-order mark; a Parquet file may keep its dates in the index instead of a column.
+  (``date``, ``ticker`` and ``adj_close``, ``close`` or ``price`` columns; with several, the adjusted close,
+  with a warning). The form is detected and reported. A CSV may be separated by commas, semicolons, tabs or
+  pipes (detected from the header line) and may start with a UTF-8 byte-order mark; a Parquet file may keep
+  its dates in the index instead of a column. A two-level ``(field, ticker)`` header (``yfinance``'s layout)
+  is read from its adjusted close, else its close, with a warning (:mod:`envs.price_headers`). Two columns
+  or tickers whose names differ only in case or surrounding spaces are refused.
 
 Every validation failure raises :class:`DataError` with one line naming the file, the column or ticker, the
 row or date(s) and saying how to fix it. Nothing is guessed silently:
@@ -258,7 +261,7 @@ def load_prices(source: str | Path = SP500, *, date_format: str | None = None, s
     else:
         path = Path(source).expanduser()
         where = str(source)
-        wide, form = to_wide(read_table(path), where, date_format, sort_dates, notes)
+        wide, form = to_wide(read_table(path, notes), where, date_format, sort_dates, notes)
         prices = to_numeric(wide, where)
     if prices.index.duplicated().any():
         dups = prices.index[prices.index.duplicated()].unique()

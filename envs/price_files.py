@@ -3,7 +3,8 @@
 The lower layer of :mod:`envs.data` (which validates the prices and splits them): every problem found while
 reading raises :class:`DataError` with one line naming the file, the column, the row or date and the fix.
 Date columns are read as ISO when every value is ISO, otherwise with the one layout that fits every value;
-two layouts that fit and disagree, or values in two layouts, are refused (see :mod:`envs.data`).
+two layouts that fit and disagree, or values in two layouts, are refused (see :mod:`envs.data`). Headers
+(names, spellings, two-level headers) are checked and read by :mod:`envs.price_headers`.
 """
 
 from __future__ import annotations
@@ -19,14 +20,20 @@ from pandas.api.types import is_bool_dtype, is_datetime64_any_dtype, is_numeric_
 
 from envs.errors import DataError, fail, fmt_dates
 from envs.price_dates import check_order, is_missing, parse_dates
+from envs.price_headers import (
+    DATE_NAMES,
+    check_header,
+    check_ticker_spellings,
+    csv_two_level,
+    price_column,
+    read_two_level,
+)
 
 FORM_BUNDLED = "bundled"
 FORM_WIDE = "wide"
 FORM_LONG = "long"
 
-_DATE_NAMES = ("date", "datetime", "timestamp", "time", "day")
 _TICKER_NAMES = ("ticker", "symbol", "asset")
-_PRICE_NAMES = ("close", "price", "adj_close", "adjclose", "adj close")
 
 
 _CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".gz")
@@ -38,10 +45,10 @@ _FIELD_COUNT_ERROR = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)
 
 
 class _Table(NamedTuple):
-    """A file's table with its column names as written (stripped) and how its rows are numbered."""
+    """A file's table, one header line (names stripped), and how its rows are numbered."""
 
     frame: pd.DataFrame
-    first_row: int  # the row number messages give the first data row: 2 in a CSV (line 1 is the header)
+    first_row: int  # the row number messages give the first data row: 2 in a CSV with one header line
 
 
 def load_bundled() -> pd.DataFrame:
@@ -62,55 +69,43 @@ def _csv_separator(path: Path, where: str) -> str:
     return _CSV_SEPARATORS[int(np.argmax(counts))] if max(counts) > 0 else ","
 
 
-def _read_csv(path: Path, where: str) -> pd.DataFrame:
+def _read_csv(path: Path, where: str, notes: list[str]) -> tuple[pd.DataFrame, int]:
     sep = _csv_separator(path, where)
     # Read every cell as text, header included: pandas would otherwise rename duplicate columns (A, A.1),
     # turn a ticker called "NA" into a missing value and dates like 20200131 into integers.
     grid = pd.read_csv(path, sep=sep, header=None, dtype=str, na_filter=False, encoding="utf-8-sig", index_col=False)
+    two_level = csv_two_level(grid)
+    if two_level is not None:
+        frame, first_row = two_level
+        return read_two_level(frame, where, notes), first_row
     frame = grid.iloc[1:].reset_index(drop=True)
-    frame.columns = [str(c).strip() for c in grid.iloc[0]]
-    return frame
+    frame.columns = [str(c) for c in grid.iloc[0]]
+    return frame, 2
 
 
-def _read_parquet(path: Path, where: str) -> pd.DataFrame:
+def _read_parquet(path: Path, where: str, notes: list[str]) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     # Checked on the schema first: reading a file with a duplicated column fails with an obscure message.
-    _check_header([str(name).strip() for name in pq.read_schema(path).names], where)
+    check_header([str(name) for name in pq.read_schema(path).names], where, spellings=False)
     frame = pd.read_parquet(path)
+    if isinstance(frame.columns, pd.MultiIndex):
+        frame = read_two_level(frame, where, notes)
     index = frame.index
-    if isinstance(index, pd.DatetimeIndex) and str(index.name).lower() not in _DATE_NAMES:
+    if isinstance(index, pd.DatetimeIndex) and str(index.name).lower() not in DATE_NAMES:
         index = index.rename("date")  # a timestamp index holds the dates whatever it is called
     named = [str(n) for n in index.names if n is not None]
     if named:
-        clash = [n for n in named if n in {str(c) for c in frame.columns}]
+        clash = [n for n in named if n in {str(c).strip() for c in frame.columns}]
         if clash:
             raise fail(where, f"'{clash[0]}' is both the index and a column; keep one of them")
         frame = frame.set_axis(index, axis=0).reset_index()
-    frame.columns = [str(c).strip() for c in frame.columns]
+    frame.columns = [str(c) for c in frame.columns]
     return frame
 
 
-def _check_header(columns: list[str], where: str) -> None:
-    for k, name in enumerate(columns):
-        if not name:
-            raise fail(
-                where,
-                f"column {k + 1} has no name in the header; name the date column 'date' and each price column "
-                "after its ticker",
-            )
-    seen: dict[str, int] = {}
-    for k, name in enumerate(columns):
-        if name in seen:
-            raise fail(
-                where,
-                f"column '{name}' appears twice in the header (columns {seen[name] + 1} and {k + 1}); keep one "
-                "column per ticker",
-            )
-        seen[name] = k
-
-
-def read_table(path: Path) -> _Table:
+def read_table(path: Path, notes: list[str]) -> _Table:
+    """The table of a CSV or Parquet file, its header checked (``notes`` receives what was inferred)."""
     where = str(path)
     if not path.exists():
         raise fail(where, "file not found; pass 'sp500' for the bundled data or the path of a CSV/Parquet file")
@@ -123,7 +118,7 @@ def read_table(path: Path) -> _Table:
         raise fail(where, f"unsupported file type '{suffix}'; use .csv or .parquet")
     is_csv = suffix in _CSV_SUFFIXES
     try:
-        frame = _read_csv(path, where) if is_csv else _read_parquet(path, where)
+        frame, first_row = _read_csv(path, where, notes) if is_csv else (_read_parquet(path, where, notes), 1)
     except DataError:
         raise
     except Exception as exc:  # pandas/pyarrow raise many types; the user needs one line
@@ -139,8 +134,9 @@ def read_table(path: Path) -> _Table:
         raise fail(where, f"not a readable {suffix.lstrip('.').upper()} table ({reason})") from None
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise fail(where, "table has no rows or no columns; expected a date column and price columns")
-    _check_header(list(frame.columns), where)
-    return _Table(frame, first_row=2 if is_csv else 1)
+    check_header(list(frame.columns), where)
+    frame.columns = [c.strip() for c in frame.columns]
+    return _Table(frame, first_row)
 
 
 def _find_column(frame: pd.DataFrame, names: tuple[str, ...]) -> str | None:
@@ -157,16 +153,21 @@ def to_wide(
 ) -> tuple[pd.DataFrame, str]:
     """Detect wide or long form and return a wide table indexed by sorted dates (values not yet numeric)."""
     frame, first_row = table
-    date_col = _find_column(frame, _DATE_NAMES)
+    date_col = _find_column(frame, DATE_NAMES)
     if date_col is None:
         cols = ", ".join(repr(str(c)) for c in list(frame.columns)[:8])
         raise fail(
             where,
-            f"no date column (looked for {', '.join(_DATE_NAMES)}); columns are {cols}; name the date column 'date'",
+            f"no date column (looked for {', '.join(DATE_NAMES)}); columns are {cols}; name the date column 'date'",
         )
     ticker_col = _find_column(frame, _TICKER_NAMES)
-    price_col = _find_column(frame, _PRICE_NAMES)
+    price_col, other_prices = price_column([str(c) for c in frame.columns])
     if ticker_col is not None and price_col is not None:
+        if other_prices:
+            notes.append(
+                f"prices read from column '{price_col}', not {', '.join(repr(c) for c in other_prices)} (an adjusted "
+                "close before a close)"
+            )
         dates = parse_dates(frame[date_col], where, date_col, first_row, date_format, notes)
         empty = is_missing(frame[ticker_col], frozenset({""}))  # "NA" is a ticker (and "None" could be one)
         if empty.any():
@@ -176,7 +177,9 @@ def to_wide(
                 f"column '{ticker_col}' has no ticker in row {first_row + i} ({fmt_dates([dates[i]])}); give "
                 "every row a ticker",
             )
-        tickers = frame[ticker_col].astype(object).map(lambda v: str(v).strip())
+        written = frame[ticker_col].astype(object).map(str)
+        check_ticker_spellings(written, where, ticker_col, first_row)
+        tickers = written.str.strip()
         long = pd.DataFrame({"date": dates, "ticker": tickers.to_numpy(), "price": frame[price_col].to_numpy()})
         dup = long.duplicated(["date", "ticker"], keep=False)
         if dup.any():

@@ -366,7 +366,7 @@ def test_numbers_as_dates(tmp_path):
 
 def test_duplicate_column_names_refused(tmp_path):
     path = tmp_path / "p.csv"
-    path.write_text("date,A,B, A\n2020-01-02,1,2,3\n2020-01-03,1,2,3\n")
+    path.write_text("date,A,B,A\n2020-01-02,1,2,3\n2020-01-03,1,2,3\n")
     assert _err(str(path)) == (
         f"{path}: column 'A' appears twice in the header (columns 2 and 4); keep one column per ticker"
     )
