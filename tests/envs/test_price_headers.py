@@ -61,39 +61,33 @@ def test_wide_csv_names_differing_only_in_case_or_spaces_refused(tmp_path, heade
     assert _err(path) == f"{path}: {shown}: the same name twice; keep one column per ticker"
 
 
-def test_wide_parquet_names_differing_only_in_case_or_spaces_refused(tmp_path):
-    prices = synthetic_prices(n_days=50, n_assets=2).rename_axis("date")
-    path = tmp_path / "case.parquet"
-    prices.set_axis(["AAPL", "aapl"], axis=1).to_parquet(path)
-    assert _err(path) == (
-        f"{path}: columns 2 ('AAPL') and 3 ('aapl') differ only in case: the same name twice; keep one column per "
-        "ticker"
-    )
-    path = tmp_path / "spaces.parquet"
-    prices.set_axis(["AAPL", "AAPL "], axis=1).to_parquet(path)
-    assert _err(path) == (
-        f"{path}: columns 2 ('AAPL') and 3 ('AAPL ') differ only in spaces: the same name twice; keep one column per "
-        "ticker"
-    )
+@pytest.mark.parametrize(
+    ("names", "shown"),
+    [
+        (["AAPL", "aapl"], "columns 2 ('AAPL') and 3 ('aapl') differ only in case"),
+        (["AAPL", "AAPL "], "columns 2 ('AAPL') and 3 ('AAPL ') differ only in spaces"),
+    ],
+)
+def test_wide_parquet_names_differing_only_in_case_or_spaces_refused(tmp_path, names, shown):
+    path = tmp_path / "p.parquet"
+    synthetic_prices(n_days=50, n_assets=2).rename_axis("date").set_axis(names, axis=1).to_parquet(path)
+    assert _err(path) == f"{path}: {shown}: the same name twice; keep one column per ticker"
 
 
-def test_long_form_ticker_written_two_ways_refused(tmp_path):
+@pytest.mark.parametrize(
+    ("last_rows", "shown"),
+    [
+        ("2020-01-03,AAPL,1.1\n2020-01-03,aapl,2.1\n", "'AAPL' (row 2) and 'aapl' (row 5), that differ only in case"),
+        ("2020-01-03,AAPL ,1.1\n", "'AAPL' (row 2) and 'AAPL ' (row 4), that differ only in spaces"),
+    ],
+)
+def test_long_form_ticker_written_two_ways_refused(tmp_path, last_rows, shown):
     path = tmp_path / "l.csv"
-    path.write_text(
-        "date,ticker,close\n2020-01-02,AAPL,1\n2020-01-02,MSFT,2\n2020-01-03,AAPL,1.1\n2020-01-03,aapl,2.1\n"
-    )
-    expected = (
-        f"{path}: column 'ticker' writes one ticker two ways, 'AAPL' (row 2) and 'aapl' (row 5), that differ only "
-        "in case; write each ticker one way"
-    )
+    path.write_text(f"date,ticker,close\n2020-01-02,AAPL,1\n2020-01-02,MSFT,2\n{last_rows}")
+    expected = f"{path}: column 'ticker' writes one ticker two ways, {shown}; write each ticker one way"
     assert _err(path) == expected
     res = subprocess.run([sys.executable, "-m", "envs.data", str(path)], capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.strip() == f"error: {expected}"
-    path.write_text("date,ticker,close\n2020-01-02,AAPL,1\n2020-01-02,MSFT,2\n2020-01-03,AAPL ,1.1\n")
-    assert _err(path) == (
-        f"{path}: column 'ticker' writes one ticker two ways, 'AAPL' (row 2) and 'AAPL ' (row 4), that differ only "
-        "in spaces; write each ticker one way"
-    )
 
 
 def test_long_form_tickers_padded_the_same_way_every_time_pass(tmp_path):
