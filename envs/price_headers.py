@@ -158,7 +158,8 @@ def csv_two_level(grid: pd.DataFrame) -> tuple[pd.DataFrame, int] | None:
 
     Two header lines are recognised when the third line holds only an index name that is a date name (pandas
     writes that line under a ``MultiIndex`` header), or when the first line repeats names that are unique
-    paired with the second line and one of the two lines names price fields. The first column is the dates.
+    paired with the second line, one of the two lines names price fields and the second line does not start
+    with a date. The first column is the dates.
 
     Returns:
         ``(frame, first_row)``: the data rows under the header, and the line number of the first of them.
@@ -173,7 +174,9 @@ def csv_two_level(grid: pd.DataFrame) -> tuple[pd.DataFrame, int] | None:
         pairs = [(a.strip(), b.strip()) for a, b in zip(top[1:], second[1:], strict=True)]
         repeats = len({a for a, _ in pairs}) < len(pairs) and len(set(pairs)) == len(pairs)
         fields = any(price_column([pair[k] for pair in pairs])[0] is not None for k in (0, 1))
-        if not (repeats and fields):
+        # A data row starts with a date, which has digits; a second header line with a label or nothing.
+        labelled = not any(ch.isdigit() for ch in second[0])
+        if not (repeats and fields and labelled):
             return None
         start = 2
     columns = [("date", ""), *zip(top[1:], second[1:], strict=True)]
