@@ -196,18 +196,22 @@ def test_two_level_headers_that_cannot_be_read(tmp_path):
     )
 
 
-def test_two_level_csv_tickers_written_two_ways_refused(tmp_path):
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a ticker written two ways in the second header line
+        (
+            "Price,Close,Close\nTicker,AAPL,AAPL \nDate,,\n2020-01-02,1,2\n2020-01-03,1.1,2.1\n",
+            "columns 2 ('AAPL') and 3 ('AAPL ') differ only in spaces: the same name twice; keep one column per ticker",
+        ),
+        # a repeated field name over a data row: one header line, not a second one of tickers
+        (
+            "date,Close,Close\n2020-01-02,1,2\n2020-01-03,1,2\n",
+            "column 'Close' appears twice in the header (columns 2 and 3); keep one column per ticker",
+        ),
+    ],
+)
+def test_two_level_csv_headers_refused(tmp_path, text, expected):
     path = tmp_path / "p.csv"
-    path.write_text("Price,Close,Close\nTicker,AAPL,AAPL \nDate,,\n2020-01-02,1,2\n2020-01-03,1.1,2.1\n")
-    assert _err(path) == (
-        f"{path}: columns 2 ('AAPL') and 3 ('AAPL ') differ only in spaces: the same name twice; keep one column per "
-        "ticker"
-    )
-
-
-def test_a_repeated_field_name_over_a_data_row_is_not_a_second_header_line(tmp_path):
-    path = tmp_path / "p.csv"
-    path.write_text("date,Close,Close\n2020-01-02,1,2\n2020-01-03,1,2\n")
-    assert _err(path) == (
-        f"{path}: column 'Close' appears twice in the header (columns 2 and 3); keep one column per ticker"
-    )
+    path.write_text(text)
+    assert _err(path) == f"{path}: {expected}"
