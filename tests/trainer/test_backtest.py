@@ -338,3 +338,42 @@ def test_backtests_of_two_checkpoints_keep_both_reports(smoke_run, tmp_path):
     for ckpt in (first, last):
         report = run / f"backtest_validation_{ckpt.name}"
         assert json.loads((report / "backtest.json").read_text())["checkpoint"] == str(ckpt)
+
+
+def test_a_checkpoint_knows_its_data_and_warns_when_a_backtest_reads_other_prices(ray_session, tmp_path):
+    """Trained on a file that is then edited: prices changed inside the training window, or the file cut
+    short so its test window falls inside the recorded training window. Each backtest says so (terminal and
+    backtest.json) although the splits are recomputed from the edited file."""
+    from envs.fingerprint import prices_fingerprint
+    from tests.conftest import train_cli
+    from trainer.runtime.checkpoint import read_state
+
+    prices = synthetic_prices(n_days=900, n_assets=3, seed=4)
+    data = write_wide_csv(tmp_path / "prices.csv", prices)
+    res = train_cli(tmp_path / "run", ray_session, "--exp", "smoke", "--data", data, "--steps", "300")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    ckpt = checkpoints(tmp_path / "run")[-1]
+    record = read_state(ckpt)["data"]
+    train = record["windows"]["train"]
+    assert record["tickers"] == ["A0", "A1", "A2"] and record["source"] == data
+    first = prices.index.searchsorted(pd.Timestamp(train["start"])) - record["lookback"]
+    window = prices.loc[: train["end"]].iloc[first:]  # the window's rows and the feature lookback before them
+    assert train["sha256"] == prices_fingerprint(window)
+
+    edited = prices.copy()
+    edited.iloc[150, 1] *= 1.01  # one price inside the training window
+    write_wide_csv(tmp_path / "prices.csv", edited)
+    res = _backtest([str(ckpt), "--out", str(tmp_path / "bt1")])
+    assert res.returncode == 0, res.stderr[-3000:]
+    changed = (
+        f"the prices of the train window {train['start']} .. {train['end']} differ from those the checkpoint "
+        f"was trained with ({data}): rows changed, added or removed"
+    )
+    assert f"WARNING: {changed}" in res.stderr.splitlines()
+    assert json.loads((tmp_path / "bt1" / "backtest.json").read_text())["warnings"] == [changed]
+
+    write_wide_csv(tmp_path / "prices.csv", prices.iloc[:640])  # the new test window lies in the old training one
+    res = _backtest([str(ckpt), "--out", str(tmp_path / "bt2")])
+    assert res.returncode == 0, res.stderr[-3000:]
+    (warning,) = json.loads((tmp_path / "bt2" / "backtest.json").read_text())["warnings"]
+    assert f"overlaps the checkpoint's training window {train['start']} .. {train['end']} ({data})" in warning
