@@ -123,25 +123,28 @@ def test_round_trip_train_smoke_then_backtest(smoke_run, tmp_path):
     assert result["split"] == "test" and result["checkpoint"] == str(ckpt)
     assert result["warnings"] == [] and result["not_fitted"] == {}
     assert not [line for line in res.stderr.splitlines() if line.startswith("WARNING: ")]
+    values = pd.read_parquet(out1 / "values.parquet")
     for name, m in result["strategies"].items():
         assert m["lookahead"] == (name in LOOKAHEAD)
-        for key in (
-            "total_return",
-            "annualized_return",
-            "annualized_volatility",
-            "sharpe",
-            "sortino",
-            "max_drawdown",
-            "calmar",
-            "turnover_per_day",
-            "total_costs",
-            "effective_number_assets",
-        ):
-            assert isinstance(m[key], float), (name, key)
+        # every figure recomputed from the daily values file (value 1 before the first day)
+        v = values[name].to_numpy()
+        r = v / np.concatenate([[1.0], v[:-1]]) - 1.0
+        assert m["total_return"] == pytest.approx(v[-1] - 1.0, rel=1e-9)
+        assert m["annualized_return"] == pytest.approx(r.mean() * 252, rel=1e-9)
+        assert m["annualized_volatility"] == pytest.approx(r.std(ddof=1) * np.sqrt(252), rel=1e-9)
+        assert m["sharpe"] == pytest.approx(r.mean() / r.std(ddof=1) * np.sqrt(252), rel=1e-9)
+        drawdown = 1.0 - v / np.maximum.accumulate(v)
+        assert m["max_drawdown"] == pytest.approx(drawdown.max(), rel=1e-9)
+        assert m["calmar"] == pytest.approx(r.mean() * 252 / drawdown.max(), rel=1e-9)
+        downside = np.sqrt(np.mean(np.minimum(r, 0.0) ** 2) * r.size / (r.size - 1))
+        assert m["sortino"] == pytest.approx(r.mean() / downside * np.sqrt(252), rel=1e-6)
+    sac_weights = pd.read_parquet(out1 / "weights.parquet").to_numpy()[:, :-1]
+    risky = sac_weights / sac_weights.sum(axis=1, keepdims=True)
+    n_eff = result["strategies"]["sac"]["effective_number_assets"]
+    assert n_eff == pytest.approx(np.mean(1.0 / (risky**2).sum(axis=1)), rel=1e-9)
     for png in ("equity.png", "drawdowns.png", "weights.png", "training.png"):
         assert (out1 / png).stat().st_size > 10_000, png
         assert (out1 / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    values = pd.read_parquet(out1 / "values.parquet")
     assert set(values.columns) == STRATEGIES and len(values) == 945
     weights = pd.read_parquet(out1 / "weights.parquet")
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-9)
@@ -335,3 +338,42 @@ def test_backtests_of_two_checkpoints_keep_both_reports(smoke_run, tmp_path):
     for ckpt in (first, last):
         report = run / f"backtest_validation_{ckpt.name}"
         assert json.loads((report / "backtest.json").read_text())["checkpoint"] == str(ckpt)
+
+
+def test_a_checkpoint_knows_its_data_and_warns_when_a_backtest_reads_other_prices(ray_session, tmp_path):
+    """Trained on a file that is then edited: prices changed inside the training window, or the file cut
+    short so its test window falls inside the recorded training window. Each backtest says so (terminal and
+    backtest.json) although the splits are recomputed from the edited file."""
+    from envs.fingerprint import prices_fingerprint
+    from tests.conftest import train_cli
+    from trainer.runtime.checkpoint import read_state
+
+    prices = synthetic_prices(n_days=900, n_assets=3, seed=4)
+    data = write_wide_csv(tmp_path / "prices.csv", prices)
+    res = train_cli(tmp_path / "run", ray_session, "--exp", "smoke", "--data", data, "--steps", "300")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    ckpt = checkpoints(tmp_path / "run")[-1]
+    record = read_state(ckpt)["data"]
+    train = record["windows"]["train"]
+    assert record["tickers"] == ["A0", "A1", "A2"] and record["source"] == data
+    first = prices.index.searchsorted(pd.Timestamp(train["start"])) - record["lookback"]
+    window = prices.loc[: train["end"]].iloc[first:]  # the window's rows and the feature lookback before them
+    assert train["sha256"] == prices_fingerprint(window)
+
+    edited = prices.copy()
+    edited.iloc[150, 1] *= 1.01  # one price inside the training window
+    write_wide_csv(tmp_path / "prices.csv", edited)
+    res = _backtest([str(ckpt), "--out", str(tmp_path / "bt1")])
+    assert res.returncode == 0, res.stderr[-3000:]
+    changed = (
+        f"the prices of the train window {train['start']} .. {train['end']} differ from those the checkpoint "
+        f"was trained with ({data}): rows changed, added or removed"
+    )
+    assert f"WARNING: {changed}" in res.stderr.splitlines()
+    assert json.loads((tmp_path / "bt1" / "backtest.json").read_text())["warnings"] == [changed]
+
+    write_wide_csv(tmp_path / "prices.csv", prices.iloc[:640])  # the new test window lies in the old training one
+    res = _backtest([str(ckpt), "--out", str(tmp_path / "bt2")])
+    assert res.returncode == 0, res.stderr[-3000:]
+    (warning,) = json.loads((tmp_path / "bt2" / "backtest.json").read_text())["warnings"]
+    assert f"overlaps the checkpoint's training window {train['start']} .. {train['end']} ({data})" in warning

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -116,7 +117,42 @@ def test_tiny_real_study_writes_every_field_of_the_summary_contract(ray_session,
     assert (
         set(returns["trial"]) == set(trials["trial"]) and (returns.groupby("trial").size() == 251).all()
     )  # 252 days, 251 steps
+    _check_figures_against_the_returns_file(config, trials, returns, n_boot=200)
     for png in ("validation_curves.png", "test_sharpe_by_fold.png"):
         assert (exp_dir / png).stat().st_size > 10_000
     md = (exp_dir / "summary.md").read_text()
     assert "| variant=tilt_band [seed ensemble] |" in md and "| fold | validation | test |" in md
+
+
+def _check_figures_against_the_returns_file(config: dict, trials: pd.DataFrame, returns: pd.DataFrame, n_boot: int):
+    """The summary's figures recomputed from its own daily returns file, without the code that made them:
+    each trial's test Sharpe and Sharpe minus EW, the block-bootstrap interval of the median difference (each
+    fold's days resampled for all its seeds and EW together, folds pooled) and the deflated Sharpe ratio (one
+    configuration: Bailey & Lopez de Prado's probabilistic Sharpe ratio of the pooled daily excess against 0)."""
+    from scipy import stats as st
+    from skfolio.utils.bootstrap import stationary_bootstrap
+
+    def sharpe(x):
+        return x.mean() / x.std(ddof=1) * np.sqrt(252)
+
+    by_trial = {k: g.sort_values("day") for k, g in returns.groupby("trial")}
+    for _, t in trials.iterrows():
+        r = by_trial[t["trial"]]
+        assert t["test_sharpe"] == pytest.approx(sharpe(r["sac"].to_numpy()), rel=1e-9)
+        diff = sharpe(r["sac"].to_numpy()) - sharpe(r["equal_weight"].to_numpy())
+        assert t["test_sharpe_minus_ew"] == pytest.approx(diff, rel=1e-9, abs=1e-12)
+    ordered = trials.sort_values(["fold", "seed", "trial"])
+    medians = []
+    per_fold = []
+    for i, (_, fold) in enumerate(ordered.groupby("fold", sort=True)):
+        cols = [by_trial[fold["trial"].iloc[0]]["equal_weight"].to_numpy()]
+        cols += [by_trial[trial]["sac"].to_numpy() for trial in fold["trial"]]
+        boot = stationary_bootstrap(np.column_stack(cols), n_boot, block_size=20.0, seed=i)
+        per_fold.append([[sharpe(b[:, j]) - sharpe(b[:, 0]) for j in range(1, b.shape[1])] for b in boot])
+    medians = np.median(np.concatenate([np.asarray(f) for f in per_fold], axis=1), axis=1)
+    assert config["test_sharpe_minus_ew"]["ci95"] == pytest.approx(list(np.percentile(medians, [2.5, 97.5])), rel=1e-9)
+    excess = np.concatenate([(by_trial[k]["sac"] - by_trial[k]["equal_weight"]).to_numpy() for k in ordered["trial"]])
+    sr = excess.mean() / excess.std(ddof=1)
+    g3, g4 = st.skew(excess), st.kurtosis(excess, fisher=False)
+    psr = st.norm.cdf(sr * np.sqrt(excess.size - 1) / np.sqrt(1 - g3 * sr + (g4 - 1) / 4 * sr**2))
+    assert config["deflated_sharpe_vs_ew"] == pytest.approx(psr, rel=1e-9)

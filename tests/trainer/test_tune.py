@@ -579,3 +579,35 @@ def test_ctrl_c_while_the_summary_is_written_exits_130_and_resume_writes_it(ray_
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     summary = json.loads((exp_dir / "summary.json").read_text())
     assert [t["status"] for t in summary["trials"]] == ["completed", "completed"]
+
+
+def test_configurations_whose_trials_failed_before_reporting_keep_their_labels(ray_session, tmp_path, price_csv):
+    """Two configurations whose trials fail before their first result (their price file disappears after the
+    command checked it): Tune's results carry no config for them, yet the summary names each configuration,
+    its seed and a plain one-line error (no terminal colour codes)."""
+    exp_dir = tmp_path / "smoke"
+    args = tune_args(
+        tmp_path,
+        "sweep.search_space={model.hidden: {grid_search: [[8], [16]]}}",
+        "sweep.max_failures=0",
+        "seed=4",
+    )
+    proc = _popen_tune([*args, "--data", price_csv], ray_session)
+    first = proc.stdout.readline()
+    assert first.startswith("experiment smoke:"), first
+    Path(price_csv).unlink()  # checked by the command; each trial loads it itself, and now cannot
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, out[-3000:]
+    summary = json.loads((exp_dir / "summary.json").read_text())
+    trials = sorted(summary["trials"], key=lambda t: t["config"])
+    assert [(t["config"], t["seed"], t["status"]) for t in trials] == [
+        ("model.hidden=[16]", 4, "error"),
+        ("model.hidden=[8]", 4, "error"),
+    ]
+    for t in trials:  # the underlying cause, not Ray's actor-death wrapper
+        assert t["error"].startswith("envs.errors.DataError: ") and t["error"].endswith(
+            "file not found; pass 'sp500' for the bundled data or the path of a CSV/Parquet file"
+        ), t["error"]
+    text = (exp_dir / "summary.md").read_text()
+    assert "\x1b[" not in text and "None" not in text
+    assert "**One seed per configuration**" in text and "**One test window**" in text

@@ -54,13 +54,13 @@ def markdown_table(strategies: dict[str, dict[str, float]]) -> str:
 def save_figure(
     fig: Any, ax: Any, path: Path, *, title: str, ylabel: str, xlabel: str = "", legend_size: int = 8
 ) -> Path:
-    """Title, labels, legend and grid, then write the PNG and free the figure."""
+    """Title, labels, a legend outside the plotted data (right of the axes), grid; write the PNG, free the figure."""
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     if xlabel:
         ax.set_xlabel(xlabel)
     if legend_size:  # 0: too many lines for a readable legend
-        ax.legend(fontsize=legend_size)
+        ax.legend(fontsize=legend_size, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -68,53 +68,95 @@ def save_figure(
     return path
 
 
+# Strategies by name: the agent bold and first in the palette, each look-ahead variant dashed in its model's colour.
+_PALETTE = plt.get_cmap("tab10").colors
+
+
+def _strategy_styles(columns: list[str]) -> dict[str, dict[str, Any]]:
+    base = [c for c in columns if not c.endswith("_lookahead")]
+    colour = {c: _PALETTE[i % len(_PALETTE)] for i, c in enumerate(base)}
+    styles = {}
+    for c in columns:
+        own = c.removesuffix("_lookahead")
+        styles[c] = {
+            "color": colour.get(own, _PALETTE[len(colour) % len(_PALETTE)]),
+            "linestyle": "--" if c.endswith("_lookahead") else "-",
+            "linewidth": 2.2 if c == "sac" else 1.2,
+        }
+    return styles
+
+
 def plot_equity(values: pd.DataFrame, path: Path, title: str) -> Path:
-    fig, ax = plt.subplots(figsize=(10, 5))
+    fig, ax = plt.subplots(figsize=(11, 5))
+    styles = _strategy_styles(list(values.columns))
     for col in values.columns:
-        style = "--" if col.endswith("_lookahead") else "-"
-        ax.plot(values.index, values[col], style, label=col, linewidth=2.2 if col == "sac" else 1.2)
-    return save_figure(fig, ax, path, title=title, ylabel="portfolio value (start = 1)")
+        ax.plot(values.index, values[col], label=col, **styles[col])
+    ax.set_xlabel("date")
+    return save_figure(fig, ax, path, title=title, ylabel="portfolio value (start = 1, after costs)")
 
 
 def plot_drawdowns(values: pd.DataFrame, path: Path) -> Path:
-    dd = values / values.cummax() - 1.0
-    fig, ax = plt.subplots(figsize=(10, 4))
+    dd = 100.0 * (values / values.cummax() - 1.0)
+    fig, ax = plt.subplots(figsize=(11, 4))
+    styles = _strategy_styles(list(dd.columns))
     for col in dd.columns:
-        ax.plot(dd.index, dd[col], label=col, linewidth=2.0 if col == "sac" else 1.0)
-    return save_figure(fig, ax, path, title="Drawdowns", ylabel="drawdown")
+        ax.plot(dd.index, dd[col], label=col, **styles[col])
+    ax.set_xlabel("date")
+    return save_figure(fig, ax, path, title="Drawdowns", ylabel="drawdown from the running peak (%)")
+
+
+TOP_HOLDINGS = 8  # weights.png: the largest holdings by mean weight, the rest summed as "other", and cash
+
+
+def weights_for_plot(weights: pd.DataFrame, top: int = TOP_HOLDINGS) -> pd.DataFrame:
+    """The ``top`` assets by mean weight (largest first), ``other`` (the rest, summed) and ``cash``: at most
+    ``top + 2`` series, so each gets its own colour of a 10-colour palette."""
+    assets = [c for c in weights.columns if c != "cash"]
+    ranked = weights[assets].mean().sort_values(ascending=False).index.tolist()
+    out = weights[ranked[:top]].copy()
+    if len(ranked) > top:
+        out[f"other ({len(ranked) - top} assets)"] = weights[ranked[top:]].sum(axis=1)
+    if "cash" in weights:
+        out["cash"] = weights["cash"]
+    return out
 
 
 def plot_weights(weights: pd.DataFrame, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(10, 5))
-    ax.stackplot(weights.index, weights.to_numpy().T, labels=list(weights.columns))
+    shown = weights_for_plot(weights)
+    fig, ax = plt.subplots(figsize=(11, 5))
+    colours = [_PALETTE[i % len(_PALETTE)] for i in range(len(shown.columns))]
+    if "cash" in shown:
+        colours[-1] = "lightgrey"
+    ax.stackplot(shown.index, shown.to_numpy().T, labels=list(shown.columns), colors=colours)
     ax.set_ylim(0, 1)
-    ax.set_title("SAC agent weights over time")
-    ax.legend(fontsize=6, ncol=4, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    ax.set_xlabel("date")
+    shown_assets = min(TOP_HOLDINGS, len(weights.columns) - 1)
+    title = f"SAC agent weights over time (top {shown_assets} holdings by mean weight)"
+    return save_figure(fig, ax, path, title=title, ylabel="weight (fraction of portfolio value)")
 
 
 def plot_training(history: list[dict[str, Any]], path: Path) -> Path:
+    """Critic loss, entropy (every iteration) and the validation Sharpe, drawn only at the iterations that ran
+    a validation pass (in between, the training result repeats the last pass)."""
     frame = pd.DataFrame(history)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     validation_sharpe = M.split_key(M.VALIDATION, M.SHARPE)
-    for ax, (key, label) in zip(
-        axes,
-        [
-            (M.CRITIC_LOSS, "critic loss"),
-            (M.ENTROPY, "policy entropy (-mean log pi)"),
-            (validation_sharpe, "validation Sharpe"),
-        ],
-        strict=True,
-    ):
-        if not frame.empty and key in frame:
-            ax.plot(frame[M.ENV_STEPS], frame[key], marker=".")
+    panels = [
+        (M.CRITIC_LOSS, "critic loss", "loss (Huber, per batch)"),
+        (M.ENTROPY, "policy entropy (-mean log pi)", "nats"),
+        (validation_sharpe, "validation Sharpe (at each validation pass)", "Sharpe (annualised)"),
+    ]
+    for ax, (key, title, ylabel) in zip(axes, panels, strict=True):
+        rows = frame
+        if key == validation_sharpe and M.VALIDATED in frame:
+            rows = frame[frame[M.VALIDATED].fillna(False).astype(bool)]
+        if not rows.empty and key in rows:
+            ax.plot(rows[M.ENV_STEPS], rows[key], marker="o" if key == validation_sharpe else ".", markersize=4)
         else:
             ax.text(0.5, 0.5, "no training history", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel("env steps")
-        ax.set_title(label)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
     if not frame.empty and M.CRITIC_LOSS in frame and (frame[M.CRITIC_LOSS] > 0).all():
         axes[0].set_yscale("log")

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from envs.fingerprint import WINDOWS_KEY, changed_windows
 from envs.market import MarketData, load_market_for
 from envs.population import SEEDS_KEY
 from envs.portfolio import PortfolioEnv
@@ -20,7 +21,7 @@ from envs.settings import PortfolioSettings
 from trainer.evaluation.baselines import run_baselines
 from trainer.evaluation.policy import load_policy, population_seeds
 from trainer.evaluation.runs import EvalRun, run_policy
-from trainer.runtime.checkpoint import CheckpointError
+from trainer.runtime.checkpoint import DATA_KEY, CheckpointError
 
 SAC = "sac"
 
@@ -66,20 +67,25 @@ def _describe(env_cfg: dict[str, Any]) -> str:
 def training_overlap(state: dict[str, Any], env_cfg: dict[str, Any], market: MarketData, split: str) -> str | None:
     """A warning when the evaluated window overlaps the checkpoint's training window, else None.
 
-    The training window is that of the checkpoint's own env config (its data, split dates or fold); the
-    evaluated one is ``split`` of ``market`` (maybe other data or another fold). Days in both were seen in
-    training, so the result is not out-of-sample.
+    The training window is the one the checkpoint recorded when it was trained (its dates), or for a
+    checkpoint without that record the one its env config gives on its data today; the evaluated one is
+    ``split`` of ``market`` (maybe other data or another fold). Days in both were seen in training, so the
+    result is not out-of-sample.
     """
     from envs.data import DataError
 
     train_cfg = dict(state["env_config"])
-    try:
-        trained = _window(market if _same_windows(train_cfg, env_cfg) else load_market_for(train_cfg), "train")
-    except (DataError, ValueError) as exc:
-        return (
-            f"cannot check that the {split} window is outside the checkpoint's training window: its training "
-            f"data cannot be loaded ({exc})"
-        )
+    recorded = ((state.get(DATA_KEY) or {}).get(WINDOWS_KEY) or {}).get("train")
+    if recorded:
+        trained = (pd.Timestamp(recorded["start"]), pd.Timestamp(recorded["end"]))
+    else:
+        try:
+            trained = _window(market if _same_windows(train_cfg, env_cfg) else load_market_for(train_cfg), "train")
+        except (DataError, ValueError) as exc:
+            return (
+                f"cannot check that the {split} window is outside the checkpoint's training window: its training "
+                f"data cannot be loaded ({exc})"
+            )
     evaluated = _window(market, split)
     if evaluated[0] > trained[1] or evaluated[1] < trained[0]:
         return None
@@ -163,6 +169,7 @@ def simulate(
         runs.update(baseline_runs)
         not_fitted = baseline_runs.not_fitted
     overlap = training_overlap(state, env_cfg, market, split)
+    changed = changed_windows(state[DATA_KEY], market) if state.get(DATA_KEY) else []
     seeds = population_seeds(state)
     return Simulation(
         checkpoint,
@@ -172,7 +179,7 @@ def simulate(
         market,
         runs,
         not_fitted,
-        [overlap] if overlap else [],
+        [*([overlap] if overlap else []), *changed],
         agent,
         seeds[agent] if seeds and agent is not None else None,
     )

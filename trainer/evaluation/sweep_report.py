@@ -38,8 +38,11 @@ from trainer.evaluation.sweep_trials import (
     agent_trial_id,
     best_checkpoint,
     config_value,
+    error_line,
     label,
     row_agent,
+    stored_configs,
+    trial_config,
     trial_members,
     trial_status,
 )
@@ -86,15 +89,20 @@ def _windows(market: Any) -> dict[str, list[str]]:
     }
 
 
-def collect_trials(results: Any, exp: Experiment, metric: str, mode: str) -> tuple[pd.DataFrame, dict, dict]:
-    """One row per trial (its best checkpoint evaluated on every split), daily test returns, fold windows."""
+def collect_trials(
+    results: Any, exp: Experiment, metric: str, mode: str, stored: dict[str, dict[str, Any]]
+) -> tuple[pd.DataFrame, dict, dict]:
+    """One row per trial (its best checkpoint evaluated on every split), daily test returns, fold windows.
+
+    ``stored``: the trials' configurations as Tune stored them (``stored_configs``), for trials without results.
+    """
     from trainer.evaluation.simulation import simulate
 
     swept = [k for k in exp.sweep.search_space if k not in (SEED_KEY, FOLD_KEY)]
     baselines = _Baselines()
     rows, returns, folds, test_envs = [], {}, {}, {}
     for result in results:
-        config = result.config or {}
+        config = trial_config(result, stored)
         values = {k: config_value(config, SWEEPABLE[k]) for k in swept}
         if exp.sweep.variants:
             values = {"variant": exp.variant_of(config.get("env_config") or {}), **values}
@@ -120,7 +128,7 @@ def collect_trials(results: Any, exp: Experiment, metric: str, mode: str) -> tup
                 "iterations": int(metrics.get(M.TRAINING_ITERATION, 0) or 0),
                 "best_checkpoint": ckpt,
                 "best_checkpoint_score": best_score if ckpt else math.nan,
-                "error": str(result.error).splitlines()[0] if result.error is not None else "",
+                "error": error_line(result.error),
             }
             for split in SPLITS:
                 for m in TRIAL_MEASURES:
@@ -281,7 +289,8 @@ def summarize_sweep(results: Any, exp: Experiment, exp_dir: Path) -> dict[str, A
     from trainer.evaluation.sweep_tables import summary_markdown, sweep_plots
 
     sweep = exp.sweep
-    trials, returns, extra = collect_trials(results, exp, sweep.metric, sweep.mode)
+    stored = stored_configs(exp_dir)
+    trials, returns, extra = collect_trials(results, exp, sweep.metric, sweep.mode, stored)
     trials.to_parquet(exp_dir / "trials.parquet")
     _write_returns(returns, exp_dir / "test_returns.parquet")
     groups = configuration_stats(trials, returns, sweep.bootstrap_samples, sweep.metric, sweep.mode)
@@ -303,7 +312,7 @@ def summarize_sweep(results: Any, exp: Experiment, exp_dir: Path) -> dict[str, A
         g["ensemble"] = ensembles.get(g["config"])
     baselines = _baseline_table(extra["baselines"])
     by_fold = _baselines_by_fold(extra["baselines"])
-    curves = _curves(results, sweep.metric, trials)
+    curves = _curves(results, sweep.metric, trials, stored)
     plots = sweep_plots(curves, trials, groups, by_fold, exp_dir, exp.stopping.env_steps)
     backtest = None
     if best_trial is not None and sweep.backtest_best:
@@ -347,7 +356,7 @@ def _write_returns(returns: dict[str, tuple], path: Path) -> None:
     (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()).to_parquet(path)
 
 
-def _curves(results: Any, metric: str, trials: pd.DataFrame) -> dict[str, tuple]:
+def _curves(results: Any, metric: str, trials: pd.DataFrame, stored: dict[str, dict[str, Any]]) -> dict[str, tuple]:
     """Each run's selection metric over env steps: a population's agents each with their own validation
     scores (the result's per-agent section), by the trials table's row ids."""
     status = dict(zip(trials["trial"], trials["status"], strict=True))
@@ -360,11 +369,19 @@ def _curves(results: Any, metric: str, trials: pd.DataFrame) -> dict[str, tuple]
             continue
         df = latest_history(df)
         steps = df[M.ENV_STEPS_METRIC].to_numpy()
-        for agent, _ in trial_members(result.config or {}):
+        # A validation metric is measured only at validation passes; in between the result repeats the last.
+        measured = np.ones(len(df), dtype=bool)
+        if metric.startswith(f"{M.PORTFOLIO}/{M.VALIDATION}/") and M.VALIDATED_METRIC in df:
+            measured = df[M.VALIDATED_METRIC].fillna(False).to_numpy(dtype=bool)
+        for agent, _ in trial_members(trial_config(result, stored)):
             if agent is None:
                 if metric in df:
                     trial_id = Path(result.path).name
-                    curves[trial_id] = (steps, df[metric].to_numpy(), status[trial_id])
+                    curves[trial_id] = (
+                        steps,
+                        np.where(measured, df[metric].to_numpy(dtype=float), np.nan),
+                        status[trial_id],
+                    )
                 continue
             if agents_column not in df:
                 continue
@@ -373,7 +390,7 @@ def _curves(results: Any, metric: str, trials: pd.DataFrame) -> dict[str, tuple]
                 [_agent_value(cell, agent, key) for cell in df[agents_column]],
                 dtype=float,
             )
-            curves[trial_id] = (steps, values, status[trial_id])
+            curves[trial_id] = (steps, np.where(measured, values, np.nan), status[trial_id])
     return curves
 
 

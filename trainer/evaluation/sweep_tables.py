@@ -69,9 +69,40 @@ HEADLINE = [
     "test Sharpe",
     "test Sharpe - EW",
     "beat EW",
-    "turnover/day",
-    "costs paid",
+    f"turnover/day ({M.BY_KEY[M.TURNOVER].unit})",
+    f"costs paid ({M.BY_KEY[M.TOTAL_COSTS].unit})",
 ]
+
+
+def interval_note(summary: dict[str, Any]) -> list[str]:
+    """What the 95% interval resamples, and what it cannot show for the seeds and folds at hand."""
+    n_seeds = max((g["n_seeds"] for g in summary["configurations"]), default=0)
+    n_folds = max((g["n_folds"] for g in summary["configurations"]), default=0)
+    lines = [
+        "The 95% interval resamples the test days in blocks (a stationary bootstrap, the same days for every "
+        "seed of a fold and for Equal Weight) and takes the median over the runs in each resample: it measures "
+        "how much the median could move with other market days, not with other seeds or other market periods."
+    ]
+    if n_seeds <= 1:
+        lines.append(
+            "**One seed per configuration**: the interval cannot show how much the result depends on the seed "
+            "(training randomness); run more seeds (`sweep.search_space.seed`) before trusting a difference."
+        )
+    if n_folds <= 1:
+        lines.append(
+            "**One test window**: the figures describe one market period; walk-forward folds (`data.folds`) show "
+            "whether they hold in others."
+        )
+    return lines
+
+
+def best_text(summary: dict[str, Any]) -> str:
+    best = summary["best_configuration"]
+    return best if best is not None else "none (no configuration has a scored checkpoint)"
+
+
+def _fold(value: Any) -> str:
+    return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else str(value)
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
@@ -83,6 +114,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "Statistics are across seeds and folds: median [interquartile range]; the Sharpe difference to Equal "
         "Weight is paired (same days, same costs) with a 95% block-bootstrap interval of the median.",
         "",
+        *interval_note(summary),
+        "",
         "| " + " | ".join(HEADLINE) + " |",
         "|" + "---|" * len(HEADLINE),
         *("| " + " | ".join(r) + " |" for r in headline_rows(summary)),
@@ -92,9 +125,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         lines += ["Windows:", "", "| fold | validation | test |", "|---|---|---|"]
         for f in summary["folds"]:
             val, test = f.get("validation", ["?", "?"]), f.get("test", ["?", "?"])
-            lines.append(f"| {f['fold']} | {val[0]} .. {val[1]} | {test[0]} .. {test[1]} |")
+            lines.append(f"| {_fold(f['fold'])} | {val[0]} .. {val[1]} | {test[0]} .. {test[1]} |")
         lines.append("")
-    lines += ["Baselines on the same windows and costs (median over folds; fitted on each training window):", ""]
+    over = "median over folds" if len(summary["folds"]) > 1 else "on the one test window"
+    lines += [f"Baselines on the same windows and costs ({over}; fitted on each training window):", ""]
     lines += ["| baseline | validation Sharpe | test Sharpe | test total return |", "|---|---|---|---|"]
     for name, b in summary["baselines"].items():
         lines.append(
@@ -107,7 +141,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     if failed:
         lines += ["", f"**{len(failed)} of {len(summary['trials'])} trial(s) failed** (their errors are below)."]
     best = summary["best_configuration"]
-    lines += ["", f"Best configuration (by median validation score): **{best}**"]
+    lines += ["", f"Best configuration (by median validation score): **{best_text(summary)}**"]
     for g in summary["configurations"]:
         if g["config"] == best and g.get("deflated_sharpe_vs_ew") is not None:
             lines.append(
@@ -133,7 +167,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     ]
     for t in summary["trials"]:
         lines.append(
-            f"| {t['trial']} | {t['config']} | {t['fold']} | {t['seed']} | {t['status']} | {t['env_steps']:,} | "
+            f"| {t['trial']} | {t['config']} | {_fold(t['fold'])} | {t['seed']} | {t['status']} | {t['env_steps']:,} | "
             f"{_num(t.get('best_checkpoint_score'), '+.2f')} | {_num(t.get('test_sharpe'), '+.2f')} | "
             f"{_num(t.get('test_sharpe_minus_ew'), '+.2f')} | {_num(t.get('test_turnover_per_day'), '.3f')} |"
         )
@@ -163,7 +197,7 @@ def print_summary(summary: dict[str, Any], exp_dir: Path) -> None:
             f"{len(failed)} of {len(summary['trials'])} trial(s) failed: "
             + "; ".join(f"{t['trial']}: {t['error']}" for t in failed)
         )
-    print(f"\nbest configuration (by median validation score): {summary['best_configuration']}")
+    print(f"\nbest configuration (by median validation score): {best_text(summary)}")
     if summary["best_backtest_report"]:
         print(f"backtest report of its best checkpoint (test window): {summary['best_backtest_report']}")
     print(f"summary: {exp_dir / 'summary.md'} | {exp_dir / 'summary.json'} | trials: {exp_dir / 'trials.parquet'}")
@@ -193,9 +227,10 @@ def sweep_plots(
         legend_size=6 if len(curves) <= 12 else 0,
     )
 
-    # Per fold (x): each seed's test Sharpe (dots, one colour per configuration), the seed ensemble (diamond)
-    # and the classical baselines fitted on that fold's training window (dashes).
-    fig, ax = plt.subplots(figsize=(11, 5.5))
+    # Per fold (x): each seed's test Sharpe (dots, one colour per configuration, spread left of its slot), the
+    # seed ensemble (a diamond to the right of the dots, so no dot hides under it) and the classical baselines
+    # fitted on that fold's training window (dashes).
+    fig, ax = plt.subplots(figsize=(12, 5.5))
     folds = sorted(trials["fold"].dropna().unique().tolist()) or [None]
     pos = {f: i for i, f in enumerate(folds)}
     labels = sorted(trials["config"].unique())
@@ -205,13 +240,14 @@ def sweep_plots(
         for fold in folds:
             sel = (trials["config"] == name) & (trials["fold"].isna() if fold is None else trials["fold"] == fold)
             v = trials.loc[sel, "test_sharpe"].to_numpy(dtype=float)
-            x = pos[fold] - 0.35 + width * (j + 0.5)
-            ax.scatter(np.full(v.size, x), v, color=f"C{j}", s=18, label=name if fold == folds[0] else None, zorder=3)
+            left = pos[fold] - 0.35 + width * j
+            xs = left + width * (0.1 + 0.5 * np.arange(v.size) / max(v.size - 1, 1))
+            ax.scatter(xs, v, color=f"C{j}", s=18, label=name if fold == folds[0] else None, zorder=3)
             for e in ens["folds"]:
                 if e["fold"] == fold:
                     label = "seed ensemble" if (j, fold) == (0, folds[0]) else None
                     ax.scatter(
-                        [x],
+                        [left + width * 0.8],
                         [e["test_sharpe"]],
                         marker="D",
                         s=50,

@@ -4,7 +4,9 @@ its status and its label, read from Tune's results (validation windows only)."""
 from __future__ import annotations
 
 import math
+import re
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,51 @@ def agent_trial_id(trial_id: str, agent: int) -> str:
 def row_agent(value: Any) -> int | None:
     """A trials-table ``agent`` cell as an agent index (None: a single-agent trial)."""
     return None if value is None or pd.isna(value) else int(value)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # terminal colour and cursor codes in Ray's error text
+
+
+_CAUSE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*:")  # "pkg.DataError: message"
+
+
+def error_line(error: Any) -> str:
+    """A trial's error as one plain line, without terminal colour codes: the underlying exception's line when
+    the text carries one (Ray wraps a trial's error in an actor-death message with the traceback), else the
+    first line."""
+    if error is None:
+        return ""
+    lines = [line.strip() for line in _ANSI.sub("", str(error)).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    causes = [line for line in lines if _CAUSE.match(line)]
+    return causes[-1] if causes else lines[0]
+
+
+def stored_configs(exp_dir: Path | str) -> dict[str, dict[str, Any]]:
+    """Every trial's configuration by trial directory name, from Tune's stored experiment state.
+
+    Tune's ``Result.config`` comes from the trial's last reported metrics, so a trial that failed before its
+    first report has none; the experiment state (read with Tune's public ``ExperimentAnalysis``) has it.
+    """
+    import logging
+
+    from ray.tune import ExperimentAnalysis
+
+    logger = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # it warns about each trial without results: the summary says so already
+    try:
+        return {Path(t.path).name: dict(t.config) for t in ExperimentAnalysis(str(exp_dir)).trials}
+    except (OSError, ValueError, RuntimeError):
+        return {}
+    finally:
+        logger.setLevel(level)
+
+
+def trial_config(result: Any, stored: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A trial's configuration: its result's, else the stored one (``stored_configs``) for its directory."""
+    return result.config or stored.get(Path(result.path).name, {})
 
 
 def label(values: dict[str, Any]) -> str:

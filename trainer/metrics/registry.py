@@ -33,6 +33,8 @@ from trainer.metrics.measures import (
 # --- where values live in a training result (RLlib's nested result dict; Tune flattens with "/") ----------
 PORTFOLIO = "portfolio"  # our top-level result section
 VALIDATION = "validation"  # sub-section of PORTFOLIO holding the deterministic evaluation pass
+# In PORTFOLIO and the training history: this iteration ran a validation pass (else VALIDATION repeats the last).
+VALIDATED = "validated"
 TRAINING_ITERATION = "training_iteration"  # Tune's iteration counter (ray.tune.result.TRAINING_ITERATION)
 
 # --- keys (the registry below says what each one is) ---------------------------------------------------------
@@ -385,4 +387,5 @@ def performance(run: Run) -> dict[str, float]:
 VALIDATION_SHARPE_METRIC = BY_KEY[SHARPE].tune_key
 VALIDATION_SHARPE_MINUS_EW_METRIC = BY_KEY[SHARPE_MINUS_EW].tune_key
 ENV_STEPS_METRIC = BY_KEY[ENV_STEPS].tune_key
+VALIDATED_METRIC = f"{PORTFOLIO}/{VALIDATED}"
 DIVERGED_METRIC = f"{PORTFOLIO}/{DIVERGED}"

@@ -39,6 +39,7 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 
+from envs.fingerprint import data_record
 from envs.population import REWARDS_INFO, SEEDS_KEY, agent_seeds
 from trainer.evaluation.obs_filter import FrozenObsFilter, find_obs_filter
 from trainer.experiment.config import AlgorithmSettings
@@ -46,6 +47,7 @@ from trainer.rl.buffer import FlatReplayBuffer, PopulationReplayBuffer
 from trainer.rl.connectors import RawObsMeanStdFilter
 from trainer.rl.validation import ValidationReporting
 from trainer.runtime import checkpoint
+from trainer.runtime.checkpoint import DATA_KEY
 from trainer.runtime.threads import set_torch_threads
 
 _SAMPLE_TAG = "portfolio_sample"
@@ -150,6 +152,8 @@ class PortfolioSAC(ValidationReporting, SAC):
             act_dim = self._eval_env.action_space.shape[0]
             self.buffer = FlatReplayBuffer(capacity, obs_dim, act_dim, seed=self.config.seed)
         self.tickers = list(self._single_eval_env.market.tickers)
+        # the windows' dates and price fingerprints: a backtest, decision or resume on other prices is told
+        self.data_record = data_record(self._single_eval_env.market)
         self._inflight = False
         self._update_credit = 0.0
         self.updates_lifetime = 0  # gradient steps done by this process (benchmarks)
@@ -338,6 +342,7 @@ class PortfolioSAC(ValidationReporting, SAC):
             "diverged": self.diverged,
             "last_evaluation": self.last_evaluation,
             "tickers": self.tickers,
+            DATA_KEY: self.data_record,
             "env_config": dict(self.config.env_config),
             "experiment": self.config.portfolio,
             # a policy trained on normalised observations must never be loaded without the statistics

@@ -115,9 +115,12 @@ class ValidationReporting:
     def step(self) -> dict:
         result = super().step()
         iteration = self.iteration + 1  # Trainable increments after step()
-        if iteration == 1 or iteration % self.settings.evaluation.interval == 0 or not self.last_evaluation:
+        validated = iteration == 1 or iteration % self.settings.evaluation.interval == 0 or not self.last_evaluation
+        if validated:
             self.evaluate_deterministic()
         section = self._portfolio_section(result)
+        # Between passes the validation figures repeat the last pass: plots mark only the iterations that ran one.
+        section[M.VALIDATED] = bool(validated)
         result[M.PORTFOLIO] = section
         if self._metrics_exporter is None:
             from trainer.runtime.monitoring import MetricsExporter, run_tags
@@ -136,6 +139,7 @@ class ValidationReporting:
             {
                 M.TRAINING_ITERATION: iteration,
                 M.ENV_STEPS: section[M.ENV_STEPS],
+                M.VALIDATED: bool(validated),
                 M.CRITIC_LOSS: section[M.CRITIC_LOSS],
                 M.ENTROPY: section[M.ENTROPY],
                 M.ALPHA: section[M.ALPHA],

@@ -38,6 +38,7 @@ RLLIB_CHECKPOINT_FILE = "rllib_checkpoint.json"
 MANIFEST_FILE = "manifest.json"
 # a population's entries in STATE_FILE: the agents' last validation figures, and which diverged (index -> why)
 AGENT_EVALUATIONS_KEY = "agent_evaluations"
+DATA_KEY = "data"  # the training data's windows and price fingerprints (envs.fingerprint.data_record)
 DIVERGED_AGENTS_KEY = "diverged_agents"
 MANIFEST_FORMAT = 1
 CHECKPOINT_PREFIX = "checkpoint_"

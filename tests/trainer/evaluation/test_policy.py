@@ -67,7 +67,8 @@ def test_deterministic_action_is_tanh_of_the_policy_mean(module):
     assert np.abs(mean).max() > 1.5  # so RLlib's explore=False (clip of the mean) would differ:
     assert not np.allclose(action, np.clip(mean, -1.0, 1.0), atol=1e-3)
     single = deterministic_action(module, obs[2])  # one observation -> a batch of one
-    np.testing.assert_allclose(single, action[2:3], rtol=1e-6, atol=1e-7)
+    # a batch of one and a batch of six run through different float32 GEMM kernels: equal to a few ulps
+    np.testing.assert_allclose(single, action[2:3], rtol=1e-5, atol=1e-6)
 
 
 class _RecordingModule:

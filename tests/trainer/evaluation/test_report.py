@@ -8,8 +8,10 @@ import math
 import matplotlib.image
 import numpy as np
 import pandas as pd
+import pytest
 
 from trainer.evaluation.report import (
+    TOP_HOLDINGS,
     markdown_table,
     metrics_frame,
     nan_to_none,
@@ -18,6 +20,7 @@ from trainer.evaluation.report import (
     plot_training,
     plot_weights,
     text_table,
+    weights_for_plot,
     write_report,
 )
 from trainer.metrics import registry as M
@@ -148,9 +151,9 @@ def test_plots_are_png_files_of_the_figure_size(tmp_path):
     ]
     # figure size (inches) x 110 dpi -> pixels (height, width)
     cases = [
-        (plot_equity(values, tmp_path / "equity.png", "Equity"), (550, 1100)),
-        (plot_drawdowns(values, tmp_path / "drawdowns.png"), (440, 1100)),
-        (plot_weights(weights, tmp_path / "weights.png"), (550, 1100)),
+        (plot_equity(values, tmp_path / "equity.png", "Equity"), (550, 1210)),
+        (plot_drawdowns(values, tmp_path / "drawdowns.png"), (440, 1210)),
+        (plot_weights(weights, tmp_path / "weights.png"), (550, 1210)),
         (plot_training(history, tmp_path / "training.png"), (418, 1430)),
         (plot_training([], tmp_path / "training_empty.png"), (418, 1430)),
     ]
@@ -158,3 +161,74 @@ def test_plots_are_png_files_of_the_figure_size(tmp_path):
         image = _png(path)
         assert image.shape[:2] == (height, width), path.name
         assert image[..., :3].std() > 0.05, path.name  # something was drawn, not a blank canvas
+
+
+@pytest.fixture
+def kept_figures(monkeypatch):
+    """The figures the plot functions draw, kept open so a test can read what they show."""
+    import trainer.evaluation.report as report
+
+    figures = []
+    monkeypatch.setattr(report.plt, "close", figures.append)
+    yield figures
+    monkeypatch.undo()
+    report.plt.close("all")
+
+
+def _legend_outside(fig) -> bool:
+    fig.canvas.draw()
+    ax, legend = fig.axes[0], fig.axes[0].get_legend()
+    return legend is not None and legend.get_window_extent().x0 >= ax.get_window_extent().x1
+
+
+def test_weights_plot_shows_top_holdings_other_and_cash_in_distinct_colours(tmp_path, kept_figures):
+    dates = pd.bdate_range("2021-01-04", periods=40)
+    rng = np.random.default_rng(5)
+    tickers = [f"T{i:02d}" for i in range(20)]
+    raw = rng.dirichlet(np.linspace(3.0, 0.2, 21), 40)  # larger weights for the first tickers
+    weights = pd.DataFrame(raw, index=dates, columns=[*tickers, "cash"])
+    shown = weights_for_plot(weights)
+    ranked = weights[tickers].mean().sort_values(ascending=False).index[:TOP_HOLDINGS].tolist()
+    assert list(shown.columns) == [*ranked, "other (12 assets)", "cash"]
+    rest = [t for t in tickers if t not in ranked]
+    np.testing.assert_allclose(shown["other (12 assets)"], weights[rest].sum(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(shown.sum(axis=1), 1.0, rtol=1e-12)
+
+    plot_weights(weights, tmp_path / "weights.png")
+    (fig,) = kept_figures
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "weight (fraction of portfolio value)" and ax.get_xlabel() == "date"
+    colours = [tuple(np.round(c.get_facecolor()[0], 3)) for c in ax.collections]
+    assert len(colours) == 10 and len(set(colours)) == 10  # 21 series before: three shared one blue
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(shown.columns)
+    assert _legend_outside(fig)
+
+
+def test_training_plot_marks_validation_only_where_a_pass_ran(tmp_path, kept_figures):
+    sharpe = M.split_key(M.VALIDATION, M.SHARPE)
+    history = [
+        {M.ENV_STEPS: 100 * i, M.CRITIC_LOSS: 1.0 / i, M.ENTROPY: 1.0, sharpe: 0.1 * (i // 2), M.VALIDATED: i % 2 == 1}
+        for i in range(1, 7)
+    ]
+    plot_training(history, tmp_path / "training.png")
+    (fig,) = kept_figures
+    critic, _, validation = fig.axes
+    assert list(critic.lines[0].get_xdata()) == [100, 200, 300, 400, 500, 600]  # measured every iteration
+    assert list(validation.lines[0].get_xdata()) == [100, 300, 500]  # passes at iterations 1, 3, 5 only
+    assert all(ax.get_ylabel() and ax.get_xlabel() == "env steps" for ax in fig.axes)
+
+
+def test_equity_and_drawdown_legends_sit_outside_the_data(tmp_path, kept_figures):
+    dates = pd.bdate_range("2021-01-04", periods=30)
+    cols = ["sac", "equal_weight", "min_volatility", "min_volatility_lookahead"]
+    values = pd.DataFrame(np.cumprod(1 + np.random.default_rng(1).normal(0, 0.01, (30, 4)), axis=0), dates, cols)
+    plot_equity(values, tmp_path / "equity.png", "test split")
+    plot_drawdowns(values, tmp_path / "drawdowns.png")
+    for fig in kept_figures:
+        assert _legend_outside(fig)
+        lines = {line.get_label(): line for line in fig.axes[0].lines}
+        # a look-ahead variant: its model's colour, dashed; every other strategy its own colour
+        assert lines["min_volatility_lookahead"].get_color() == lines["min_volatility"].get_color()
+        assert lines["min_volatility_lookahead"].get_linestyle() == "--"
+        assert len({lines[c].get_color() for c in cols[:3]}) == 3
+    assert kept_figures[1].axes[0].get_ylabel() == "drawdown from the running peak (%)"

@@ -66,3 +66,59 @@ def test_deflated_sharpe_deflates_for_the_number_of_configurations():
     deflated = stats.deflated_sharpe(selected, [selected, *others])
     assert 0.0 <= deflated < single <= 1.0
     assert math.isnan(stats.deflated_sharpe(np.array([0.01, 0.02]), [np.array([0.01, 0.02])]))
+
+
+def _psr_by_hand(x: np.ndarray, benchmark: float) -> float:
+    """Bailey & Lopez de Prado's probabilistic Sharpe ratio, per-period terms: Z[(SR - SR*) sqrt(T - 1) /
+    sqrt(1 - g3 SR + (g4 - 1) / 4 SR^2)] with the sample std, and the (population) skew and kurtosis."""
+    from scipy import stats as st
+
+    sr = x.mean() / x.std(ddof=1)
+    g3, g4 = st.skew(x), st.kurtosis(x, fisher=False)
+    return float(st.norm.cdf((sr - benchmark) * math.sqrt(x.size - 1) / math.sqrt(1 - g3 * sr + (g4 - 1) / 4 * sr**2)))
+
+
+def test_deflated_sharpe_is_the_closed_form_of_bailey_and_lopez_de_prado():
+    """DSR = PSR(SR0) with SR0 = std(trial SRs) [(1 - g) Z^-1(1 - 1/N) + g Z^-1(1 - 1/(N e))], g Euler's
+    constant, every Sharpe ratio per day (not annualised), computed here without the module under test."""
+    from scipy import stats as st
+
+    rng = np.random.default_rng(7)
+    selected = rng.normal(0.0012, 0.01, 750) + 0.003 * rng.standard_t(5, 750)
+    others = [rng.normal(m, 0.01, 750) for m in (0.0, 0.0004, -0.0003, 0.0006)]
+    trials = [selected, *others]
+    daily_sr = np.array([t.mean() / t.std(ddof=1) for t in trials])
+    n, g = len(trials), np.euler_gamma
+    sr0 = daily_sr.std(ddof=1) * ((1 - g) * st.norm.ppf(1 - 1 / n) + g * st.norm.ppf(1 - 1 / (n * math.e)))
+    expected = _psr_by_hand(selected, sr0)
+    assert 0.05 < expected < 0.999  # a case where a wrong benchmark or scale shows
+    assert stats.deflated_sharpe(selected, trials) == pytest.approx(expected, rel=1e-9)
+    # one configuration: the probabilistic Sharpe ratio against zero
+    assert stats.deflated_sharpe(selected, [selected]) == pytest.approx(_psr_by_hand(selected, 0.0), rel=1e-9)
+
+
+def test_interval_over_several_folds_and_seeds_rebuilt_by_hand():
+    """Three folds of different lengths, two or three seeds each: every replicate resamples each fold's days
+    (its own seed of the resampling), takes each seed's Sharpe minus EW's, pools all runs, and the interval is
+    the 2.5 / 97.5 percentiles of the replicates' medians."""
+    rng = np.random.default_rng(11)
+    runs = {}
+    for fold, (days, n_seeds) in enumerate([(90, 2), (120, 3), (150, 3)]):
+        ew = rng.normal(0.0003, 0.01, days)
+        runs[fold] = (ew, [ew + rng.normal(0.0001 * (s - 1), 0.004, days) for s in range(n_seeds)])
+    lo, hi = stats.median_sharpe_difference_ci(runs, n_samples=250, block_days=15.0, seed=3)
+    per_fold = []
+    for i, (ew, agents) in enumerate(runs.values()):
+        boot = stationary_bootstrap(np.column_stack([ew, *agents]), 250, block_size=15.0, seed=3 + i)
+        per_fold.append(
+            np.array(
+                [[sharpe_annualized(b[:, j]) - sharpe_annualized(b[:, 0]) for j in range(1, b.shape[1])] for b in boot]
+            )
+        )
+    pooled = np.concatenate(per_fold, axis=1)  # [replicates, 8 runs]
+    assert pooled.shape == (250, 8)
+    medians = np.median(pooled, axis=1)
+    assert (lo, hi) == pytest.approx(tuple(np.percentile(medians, [2.5, 97.5])), rel=1e-9)
+    # the mean or the max over runs, or one seed per fold, would give another interval
+    for other in (pooled.mean(axis=1), pooled.max(axis=1), np.median(pooled[:, [0, 2, 5]], axis=1)):
+        assert tuple(np.percentile(other, [2.5, 97.5])) != pytest.approx((lo, hi), rel=1e-3)
