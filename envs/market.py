@@ -103,9 +103,7 @@ def _load_arrays(
     cfg = FeatureConfig()
     data = load_prices(source, date_format=date_format, sort_dates=sort_dates)
     features, _ = load_features(data.prices, cfg)
-    prices = data.prices.to_numpy()
-    rets = np.zeros_like(prices)
-    rets[1:] = prices[1:] / prices[:-1] - 1.0
+    rets = _returns(data.prices.to_numpy())
     for arr in (features, rets):
         arr.setflags(write=False)
     return data, features, rets, cfg
@@ -166,3 +164,51 @@ def load_market_for(env_config: Mapping[str, Any]) -> MarketData:
         date_format=env_config.get("date_format"),
         sort_dates=bool(env_config.get("sort_dates", False)),
     )
+
+
+def _returns(prices: NDArray[np.float64]) -> NDArray[np.float64]:
+    rets = np.zeros_like(prices)
+    rets[1:] = prices[1:] / prices[:-1] - 1.0
+    return rets
+
+
+def reorder(market: MarketData, tickers: list[str]) -> MarketData:
+    """``market`` with its assets in the order of ``tickers`` (the same set): prices, features and returns
+    permuted together, the windows unchanged. A policy's inputs and outputs follow its own column order."""
+    if list(market.tickers) == list(tickers):
+        return market
+    order = [market.tickers.index(t) for t in tickers]
+    data = PriceData(market.data.source, market.data.form, market.data.prices[list(tickers)], market.data.warnings)
+    features = np.ascontiguousarray(market.features[:, order])
+    rets = np.ascontiguousarray(market.simple_returns[:, order])
+    for arr in (features, rets):
+        arr.setflags(write=False)
+    return MarketData(data, features, rets, market.splits, market.feature_config, market.selection)
+
+
+def market_for_decision(data: PriceData) -> MarketData:
+    """A market over every row of ``data`` for a decision on its last day: the same features and returns an
+    env computes, and every window is that last day (no split is needed to decide, only the feature lookback).
+
+    Raises:
+        DataError: fewer rows than the feature lookback needs (the message gives both numbers).
+    """
+    from envs.data import SPLITS
+    from envs.errors import fail
+
+    cfg = FeatureConfig()
+    prices = data.prices
+    if len(prices) < cfg.lookback + 1:
+        raise fail(
+            data.source,
+            f"{len(prices)} rows of prices, but the features need {cfg.lookback + 1} (the {cfg.lookback}-day window "
+            f"before the decision date and the day itself); give a longer price history",
+        )
+    features, _ = load_features(prices, cfg)
+    rets = _returns(prices.to_numpy())
+    for arr in (features, rets):
+        arr.setflags(write=False)
+    last = len(prices) - 1
+    day = prices.index[last]
+    splits = {name: SplitRange(name, last, last, day, day) for name in SPLITS}
+    return MarketData(data, features, rets, splits, cfg, None)

@@ -173,10 +173,32 @@ def test_backtest_errors_are_clear(smoke_run, tmp_path):
     res = _backtest([str(ckpt), "--data", other, "--out", str(tmp_path / "bt")])
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip() == (
-        f"error: {ckpt}: trained on 20 assets (AAPL, AMD, BAC, BBY, CVX...) but {other} has 3 (A0, A1, A2...); "
-        "backtest on data with the same tickers in the same order"
+        f"error: {other}: missing AAPL, AMD, BAC, BBY, CVX, GE, HD, JNJ, ... (20 in all); not in the checkpoint's "
+        "universe: A0, A1, A2; the checkpoint was trained on 20 assets (AAPL, AMD, BAC, BBY, CVX, GE, HD, JNJ, ... "
+        "(20 in all)): give prices for exactly those tickers (any column order)"
     )
     assert not (tmp_path / "bt").exists()  # nothing written on bad input
+
+
+def test_backtest_aligns_columns_by_name(smoke_run, tmp_path):
+    """The training data with its columns in another order: the same backtest, column for column."""
+    from envs.data import load_prices
+
+    ckpt = checkpoints(smoke_run[0])[-1]
+    prices = load_prices("sp500").prices
+    same = write_wide_csv(tmp_path / "same.csv", prices)
+    shuffled = write_wide_csv(tmp_path / "shuffled.csv", prices[prices.columns[::-1]])
+    results = []
+    for data, out in ((same, tmp_path / "a"), (shuffled, tmp_path / "b")):
+        res = _backtest([str(ckpt), "--data", data, "--out", str(out)])
+        assert res.returncode == 0, res.stderr[-3000:]
+        results.append(json.loads((out / "backtest.json").read_text())["strategies"])
+    assert results[0]["sac"] == results[1]["sac"] and results[0]["equal_weight"] == results[1]["equal_weight"]
+    for name, figures in results[0].items():  # fitted baselines: the solver's sums in another memory layout
+        assert results[1][name] == pytest.approx(figures, rel=1e-9), name
+    weights = [pd.read_parquet(tmp_path / d / "weights.parquet") for d in ("a", "b")]
+    assert list(weights[1].columns) == [*prices.columns, "cash"]  # the checkpoint's order
+    pd.testing.assert_frame_equal(weights[0], weights[1])
 
 
 def test_text_table_shows_each_strategys_values():

@@ -21,6 +21,7 @@ from envs.settings import PortfolioSettings
 from trainer.evaluation.baselines import run_baselines
 from trainer.evaluation.policy import load_policy, population_seeds
 from trainer.evaluation.runs import EvalRun, run_policy
+from trainer.evaluation.universe import align
 from trainer.runtime.checkpoint import DATA_KEY, CheckpointError
 
 SAC = "sac"
@@ -151,12 +152,10 @@ def simulate(
         market = load_market_for(env_cfg)
     except (DataError, ValueError) as exc:
         raise BacktestError(f"{checkpoint}: {exc}" if fold is not None else str(exc)) from None
-    if list(market.tickers) != list(state["tickers"]):
-        raise BacktestError(
-            f"{checkpoint}: trained on {len(state['tickers'])} assets ({', '.join(state['tickers'][:5])}...) but "
-            f"{env_cfg['data']} has {len(market.tickers)} ({', '.join(market.tickers[:5])}...); backtest on data "
-            "with the same tickers in the same order"
-        )
+    try:
+        market = align(market, state["tickers"], str(env_cfg["data"]))
+    except ValueError as exc:
+        raise BacktestError(str(exc)) from None
     env_kwargs = {k: v for k, v in env_cfg.items() if k != "data"}
 
     def make_env() -> PortfolioEnv:
