@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 from envs.data import SP500, PriceData, SplitRange, load_prices, split_ranges
 from envs.features import FeatureConfig, load_features
 from envs.folds import FoldSpec, as_fold_spec, check_fold, fold_ranges
+from envs.limits import check_feasible
 
 # Which windows a market holds: ("dates", frozen split dates or None) or ("fold", FoldSpec, index).
 Selection = tuple[Any, ...]
@@ -155,8 +156,10 @@ def load_market_for(env_config: Mapping[str, Any]) -> MarketData:
 
     Reads ``data``, ``split_dates``, ``folds``, ``fold`` and the read options, so in-process evaluation
     (backtests, sweep summaries) gets the same windows as the env runners whatever the config selects.
+    Position limits that no portfolio of its assets can meet are refused here too (a ``ValueError``, as the env
+    would raise), so that the commands' data check before anything starts reports them.
     """
-    return load_market(
+    market = load_market(
         str(env_config.get("data", SP500)),
         env_config.get("split_dates"),
         env_config.get("folds"),
@@ -164,6 +167,8 @@ def load_market_for(env_config: Mapping[str, Any]) -> MarketData:
         date_format=env_config.get("date_format"),
         sort_dates=bool(env_config.get("sort_dates", False)),
     )
+    check_feasible(len(market.tickers), env_config.get("max_weight"), env_config.get("max_cash"))
+    return market
 
 
 def _returns(prices: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 
 from envs.data import SP500, SPLITS, TRAIN
 from envs.folds import FoldSpec
+from envs.limits import PositionLimits
 from envs.market import MarketData, describe_selection, load_market, selection_key
 from envs.rewards import EpisodeStats, get_reward, update_stats
 from envs.settings import ACTION_TILT, TILT_PREVIOUS, PortfolioSettings
@@ -41,13 +42,28 @@ class PortfolioEnv(gym.Env):
       current drifted weights, so a zero action does not trade; from the all-cash start (where there is
       nothing to tilt) the reference is equal weight.
 
-    The target is then executed (``step`` only; ``step_weights`` trades to its target exactly):
+    The target is then executed (``step`` only; ``step_weights`` trades to its target exactly, within the
+    position limits below):
     ``no_trade_band`` ``b`` is a turnover: if the target is within ``b`` of the current weights (turnover
     ``u <= b``) nothing is traded, otherwise only the part of the move beyond the band is, i.e. the weights
     move ``(1 - b / u)`` of the way. ``rebalance_fraction`` ``f`` then trades only ``f`` of that move.
     Together: ``w = (1 - k) * w_drift + k * w_target`` with ``k = f * max(0, 1 - b / u)``, a convex
     combination, so weights stay ``>= 0`` and sum to 1, and the turnover paid is ``k * u``. Defaults
     (``b = 0``, ``f = 1``) trade to the target.
+
+    ## Position limits
+    ``max_weight`` (each asset), ``max_cash`` and ``max_turnover`` (per day, the turnover defined under
+    Rewards) apply last, to every trade: ``step`` and ``step_target`` after the band and partial rebalancing,
+    ``step_weights`` (the baselines) to its target, and Equal Weight beside the agent. The target is projected
+    onto the capped simplex (the closest weights, Euclidean, that are ``>= 0``, sum to 1 and are within their
+    caps: ``clip(w - tau, 0, cap)``, not clip-and-renormalise, which breaks the cap). Then the turnover from the
+    current drifted weights is limited: if the target is within ``max_turnover`` it is traded to, otherwise
+    every order toward it is scaled by the largest common fraction that fits. The caps win: when the drift has
+    pushed the portfolio over a cap, the least trading that brings it back within the caps is made even if it
+    exceeds ``max_turnover`` (the excess of an asset over its cap is sold to cash; cash over its cap buys the
+    assets the target wants most), and then only what is left of ``max_turnover``. A target already within all
+    limits is traded to unchanged; costs are paid on the trade actually made. ``envs.limits`` has the details;
+    caps under which no weights sum to 1 (``N * max_weight + max_cash < 1``) are refused on construction.
 
     ## Observation Space
     ``Box(-inf, inf, (N * F + N + 1,), float32)``: the ``F`` features of each asset at day ``t``
@@ -61,8 +77,8 @@ class PortfolioEnv(gym.Env):
     ``cost = turnover * cost_bps / 1e4`` as a fraction of the portfolio value, and
     ``net_return = (1 - cost) * (1 + sum_i w_i r_i) - 1``. ``"excess_log_return"`` is
     ``100 * (log(1 + net_return) - log(1 + ew_net_return))`` where ``ew_net_return`` is the same day's net
-    return of Equal Weight (``1/N`` per asset, no cash), rebalanced daily with the same costs from the same
-    all-cash start, which the env tracks beside the agent.
+    return of Equal Weight (``1/N`` per asset, no cash), rebalanced daily with the same costs and position
+    limits from the same all-cash start, which the env tracks beside the agent.
 
     ## Starting State
     All cash, portfolio value 1. In the ``train`` split an episode starts on a random day drawn from
@@ -77,14 +93,16 @@ class PortfolioEnv(gym.Env):
     ## Info
     ``portfolio_value``, ``net_return``, ``gross_return``, ``turnover``, ``cost`` (fraction of the
     portfolio value paid this step), ``weights`` (the weights traded to this step: the target, or with a
-    band / partial rebalancing the part of the move that was traded), ``ew_net_return`` (Equal Weight's
-    net return on the same day), ``step_index`` (row in the price table of the day the weights were chosen).
+    band / partial rebalancing the part of the move that was traded, within the position limits),
+    ``ew_net_return`` (Equal Weight's net return on the same day), ``step_index`` (row in the price table of
+    the day the weights were chosen).
 
     ## Arguments
     ``data`` ("sp500", a CSV/Parquet path, or a loaded ``MarketData``), ``split`` ("train" |
     "validation" | "test"), ``settings`` (:class:`envs.settings.PortfolioSettings` or its dict; each of its
     fields may also be given as a keyword: ``cost_bps``, ``episode_len``, ``reward``, ``temperature``,
-    ``action``, ``tilt_reference``, ``tilt_scale``, ``no_trade_band``, ``rebalance_fraction``), and the
+    ``action``, ``tilt_reference``, ``tilt_scale``, ``no_trade_band``, ``rebalance_fraction``,
+    ``max_weight``, ``max_cash``, ``max_turnover``), and the
     windows: ``split_dates`` (``{"train": [start, end], ...}``) or a walk-forward ``fold`` of ``folds``
     (:class:`envs.folds.FoldSpec` or its dict). With a ``MarketData``, window arguments, when given, must
     be the ones it was loaded with.
@@ -92,6 +110,8 @@ class PortfolioEnv(gym.Env):
     ## Version History
     - v0: initial version; the tilt action, the no-trade band, partial rebalancing and the
       ``excess_log_return`` reward were added as options whose defaults keep the initial behaviour.
+    - v0: position limits (``max_weight``, ``max_cash``, ``max_turnover``) added as options; off by default,
+      which keeps every number of the initial behaviour.
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium convention
@@ -168,6 +188,8 @@ class PortfolioEnv(gym.Env):
         self._band = s.no_trade_band
         self._fraction = s.rebalance_fraction
         self._partial = self._band > 0.0 or self._fraction < 1.0
+        # None without limits: every trade then takes the paths it took before limits existed
+        self.limits = PositionLimits.build(n_assets, s.max_weight, s.max_cash, s.max_turnover)
 
         self.action_space = spaces.Box(-1.0, 1.0, (n_assets + 1,), np.float32)
         self.observation_space = spaces.Box(-np.inf, np.inf, (self._n_feat + n_assets + 1,), np.float32)
@@ -177,6 +199,7 @@ class PortfolioEnv(gym.Env):
         self._start = self._first
         self._end = self._first + self.episode_len
         self._w = self._cash_only.copy()
+        self._ew_w = self._cash_only.copy()  # Equal Weight's drifted weights, tracked under position limits
         self._value = 1.0
         self._stats = EpisodeStats()
 
@@ -252,6 +275,7 @@ class PortfolioEnv(gym.Env):
         self._start = self._t
         self._end = self._t + self.episode_len
         self._w = self._cash_only.copy()
+        self._ew_w = self._cash_only.copy()
         self._value = 1.0
         self._stats = EpisodeStats()
         return self._obs(), {"portfolio_value": 1.0, "weights": self._w.copy(), "step_index": self._t}
@@ -267,7 +291,8 @@ class PortfolioEnv(gym.Env):
         return self.step_target(self.weights_from_action(action))
 
     def step_target(self, target: NDArray[np.float64]) -> tuple[NDArray[np.float32], float, bool, bool, dict[str, Any]]:
-        """Step towards target weights as the agent trades: the no-trade band and partial rebalancing apply.
+        """Step towards target weights as the agent trades: the no-trade band, partial rebalancing, then the
+        position limits apply.
 
         ``step(action)`` is ``step_target(weights_from_action(action))``; a seed ensemble averages the
         members' targets and steps with this, so it trades under the same rules as each member.
@@ -275,14 +300,19 @@ class PortfolioEnv(gym.Env):
         if self._t >= self._end:
             raise RuntimeError("step() called after the episode ended; call reset() first")
         target = np.asarray(target, dtype=np.float64)
-        return self._step_weights(self._execute(target) if self._partial else target)
+        if self._partial:
+            target = self._execute(target)
+        if self.limits is not None:
+            target = self.limits.apply(target, self._w)
+        return self._step_weights(target)
 
     def step_weights(self, weights: NDArray) -> tuple[NDArray[np.float32], float, bool, bool, dict[str, Any]]:
         """Step with explicit target weights (assets, then cash) instead of an action.
 
         Classical baselines use this so they are simulated by exactly the same P&L, cost and drift code
         as the agent. The target is traded to exactly (no band, no partial rebalancing: those belong to
-        the agent's action). Weights must be finite, >= 0 and sum to 1.
+        the agent's action), except that the position limits apply as to every trade. Weights must be
+        finite, >= 0 and sum to 1.
         """
         if self._t >= self._end:
             raise RuntimeError("step() called after the episode ended; call reset() first")
@@ -291,18 +321,31 @@ class PortfolioEnv(gym.Env):
             raise ValueError(f"weights must be {self.n_assets + 1} finite values >= 0 (assets + cash)")
         if abs(w.sum() - 1.0) > 1e-6:
             raise ValueError(f"weights must sum to 1, got {w.sum()}")
-        return self._step_weights(w / w.sum())
+        w /= w.sum()
+        return self._step_weights(w if self.limits is None else self.limits.apply(w, self._w))
+
+    def _equal_weight_step(self) -> tuple[float, float]:
+        """Equal Weight's turnover today (day ``t``) and its gross factor to tomorrow."""
+        if self.limits is None:  # stateless (see __init__)
+            turnover = 1.0 if self._t == self._start else float(self._ew_turnover[self._t])
+            return turnover, float(self._ew_gross[self._t + 1])
+        ew = self.limits.apply(self._equal_weight, self._ew_w)
+        turnover = float(np.abs(ew[: self.n_assets] - self._ew_w[: self.n_assets]).sum())
+        g = self._growth[self._t + 1]
+        gross = float(ew @ g)
+        self._ew_w = ew * g / gross
+        return turnover, gross
 
     def _step_weights(self, w: NDArray[np.float64]) -> tuple[NDArray[np.float32], float, bool, bool, dict[str, Any]]:
         n = self.n_assets
         turnover = float(np.abs(w[:n] - self._w[:n]).sum())
         cost = turnover * self._cost_rate
-        ew_turnover = 1.0 if self._t == self._start else float(self._ew_turnover[self._t])
+        ew_turnover, ew_gross = self._equal_weight_step()
         self._t += 1
         g = self._growth[self._t]
         gross_factor = float(w @ g)
         net_return = (1.0 - cost) * gross_factor - 1.0
-        ew_net_return = (1.0 - ew_turnover * self._cost_rate) * float(self._ew_gross[self._t]) - 1.0
+        ew_net_return = (1.0 - ew_turnover * self._cost_rate) * ew_gross - 1.0
         self._value *= 1.0 + net_return
         self._w = w * g
         self._w /= gross_factor  # weights drift with prices until the next rebalance

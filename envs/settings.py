@@ -76,6 +76,27 @@ def _check_rebalance_fraction(v: Any) -> str | None:
     return None if _is_real(v) and 0 < v <= 1 else f"rebalance_fraction must be a finite number in (0, 1], got {v!r}"
 
 
+def _check_max_weight(v: Any) -> str | None:
+    if v is None or (_is_real(v) and 0 < v <= 1):
+        return None
+    return f"max_weight must be null (no cap) or a number in (0, 1] (the largest weight of one asset), got {v!r}"
+
+
+def _check_max_cash(v: Any) -> str | None:
+    if v is None or (_is_real(v) and 0 <= v <= 1):
+        return None
+    return f"max_cash must be null (no cap) or a number in [0, 1] (the largest cash weight), got {v!r}"
+
+
+def _check_max_turnover(v: Any) -> str | None:
+    if v is None or (_is_real(v) and 0 < v <= MAX_TURNOVER):
+        return None
+    return (
+        f"max_turnover must be null (no limit) or a number in (0, {MAX_TURNOVER:g}] (a turnover per day: the L1 "
+        f"distance of the asset weights), got {v!r}"
+    )
+
+
 _CHECKS = {
     "cost_bps": _check_cost_bps,
     "episode_len": _check_episode_len,
@@ -86,8 +107,20 @@ _CHECKS = {
     "tilt_scale": _positive("tilt_scale"),
     "no_trade_band": _check_no_trade_band,
     "rebalance_fraction": _check_rebalance_fraction,
+    "max_weight": _check_max_weight,
+    "max_cash": _check_max_cash,
+    "max_turnover": _check_max_turnover,
 }
-_FLOATS = ("cost_bps", "temperature", "tilt_scale", "no_trade_band", "rebalance_fraction")
+_FLOATS = (
+    "cost_bps",
+    "temperature",
+    "tilt_scale",
+    "no_trade_band",
+    "rebalance_fraction",
+    "max_weight",
+    "max_cash",
+    "max_turnover",
+)
 
 
 @dataclass(frozen=True)
@@ -105,6 +138,13 @@ class PortfolioSettings:
         no_trade_band: turnover (L1 distance of asset weights) within which the env does not trade;
             beyond it only the part of the move outside the band is traded.
         rebalance_fraction: the fraction of the (remaining) move that is traded each day, in ``(0, 1]``.
+        max_weight: position limit: each asset's weight is at most this, in ``(0, 1]``; ``None``: no cap.
+        max_cash: position limit: the cash weight is at most this, in ``[0, 1]``; ``None``: no cap. Caps under
+            which no weights sum to 1 (``N * max_weight + max_cash < 1``) are refused when the env is built,
+            where ``N`` is known (``envs.limits.check_feasible``).
+        max_turnover: position limit: the day's turnover (as ``no_trade_band``: the L1 distance of the asset
+            weights) is at most this, in ``(0, 2]``; ``None``: no limit. The caps win over it when the drift
+            has pushed the portfolio over a cap (``envs.limits``).
     """
 
     cost_bps: float = 10.0
@@ -116,12 +156,15 @@ class PortfolioSettings:
     tilt_scale: float = 1.0
     no_trade_band: float = 0.0
     rebalance_fraction: float = 1.0
+    max_weight: float | None = None
+    max_cash: float | None = None
+    max_turnover: float | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
             self.check(f.name, value)
-            if f.name in _FLOATS:
+            if f.name in _FLOATS and value is not None:
                 object.__setattr__(self, f.name, float(value))  # 10 and 10.0 are the same setting
 
     @staticmethod
@@ -149,3 +192,4 @@ class PortfolioSettings:
 
 
 SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in fields(PortfolioSettings))
+LIMIT_NAMES = ("max_weight", "max_cash", "max_turnover")  # the position limits among them (envs.limits)

@@ -22,9 +22,14 @@ def test_defaults_declared_once_are_the_reference():
         0.0,
         1.0,
     )
+    assert (s.max_weight, s.max_cash, s.max_turnover) == (None, None, None)  # no position limits
     assert MAX_COST_BPS == 1000.0
     env = PortfolioEnv(data=toy_market())
     assert env.settings == s and env.cost_bps == 10.0 and env.temperature == 3.0
+
+
+MAX_WEIGHT_WHAT = "(the largest weight of one asset)"
+TURNOVER_WHAT = "(a turnover per day: the L1 distance of the asset weights)"
 
 
 @pytest.mark.parametrize(
@@ -51,6 +56,23 @@ def test_defaults_declared_once_are_the_reference():
         ({"no_trade_band": 2.0}, "no_trade_band must be a finite number in [0, 2) (a turnover), got 2.0"),
         ({"rebalance_fraction": 0.0}, "rebalance_fraction must be a finite number in (0, 1], got 0.0"),
         ({"rebalance_fraction": 1.5}, "rebalance_fraction must be a finite number in (0, 1], got 1.5"),
+        ({"max_weight": 0}, f"max_weight must be null (no cap) or a number in (0, 1] {MAX_WEIGHT_WHAT}, got 0"),
+        ({"max_weight": 1.5}, f"max_weight must be null (no cap) or a number in (0, 1] {MAX_WEIGHT_WHAT}, got 1.5"),
+        ({"max_weight": "10%"}, f"max_weight must be null (no cap) or a number in (0, 1] {MAX_WEIGHT_WHAT}, got '10%'"),
+        (
+            {"max_weight": float("nan")},
+            f"max_weight must be null (no cap) or a number in (0, 1] {MAX_WEIGHT_WHAT}, got nan",
+        ),
+        (
+            {"max_cash": -0.1},
+            "max_cash must be null (no cap) or a number in [0, 1] (the largest cash weight), got -0.1",
+        ),
+        (
+            {"max_cash": True},
+            "max_cash must be null (no cap) or a number in [0, 1] (the largest cash weight), got True",
+        ),
+        ({"max_turnover": 0.0}, f"max_turnover must be null (no limit) or a number in (0, 2] {TURNOVER_WHAT}, got 0.0"),
+        ({"max_turnover": 2.5}, f"max_turnover must be null (no limit) or a number in (0, 2] {TURNOVER_WHAT}, got 2.5"),
     ],
 )
 def test_every_bad_setting_is_an_exact_error(kwargs, message):
@@ -73,6 +95,9 @@ def test_numbers_are_normalised():
     assert isinstance(s.cost_bps, float) and isinstance(s.tilt_scale, float)
     assert s == PortfolioSettings(cost_bps=5.0, tilt_scale=2.0)
     assert PortfolioSettings(episode_len=np.int64(30)).episode_len == 30  # numpy integers are integers
+    limits = PortfolioSettings(max_weight=1, max_cash=0, max_turnover=np.float32(0.5))
+    assert (limits.max_weight, limits.max_cash, limits.max_turnover) == (1.0, 0.0, 0.5)
+    assert all(type(v) is float for v in (limits.max_weight, limits.max_cash, limits.max_turnover))
     assert s.replace(action="tilt").action == "tilt" and s.action == "softmax"  # frozen: a copy
 
 
@@ -86,6 +111,9 @@ def test_env_from_dict_equals_env_from_dataclass(price_csv):
         "tilt_scale": 0.5,
         "no_trade_band": 0.05,
         "rebalance_fraction": 0.5,
+        "max_weight": 0.45,
+        "max_cash": 0.5,
+        "max_turnover": 0.4,
     }
     settings = PortfolioSettings(**values)
     from_dict = envs.make_env({"data": price_csv, "split": "train", **values})

@@ -12,8 +12,9 @@ from typing import Any
 
 import pandas as pd
 
+from envs.settings import LIMIT_NAMES
 from trainer.evaluation import report as R
-from trainer.evaluation.baselines import DESCRIPTIONS, LOOKAHEAD
+from trainer.evaluation.baselines import LOOKAHEAD, descriptions
 from trainer.evaluation.policy import population_seeds
 from trainer.evaluation.simulation import SAC, Simulation, simulate
 from trainer.metrics import registry as M
@@ -54,6 +55,7 @@ def run_backtest(
     sim = simulate(checkpoint, split, data, cost_bps, fold=fold, agent=agent)
     checkpoint, state, env_cfg, market, runs = sim.checkpoint, sim.state, sim.env_config, sim.market, sim.runs
     strategies = {name: M.performance(r) for name, r in runs.items()}
+    limits = {name: env_cfg[name] for name in LIMIT_NAMES if env_cfg.get(name) is not None}
     for name in strategies:
         strategies[name]["lookahead"] = name in LOOKAHEAD
 
@@ -87,19 +89,19 @@ def run_backtest(
         f"data: {env_cfg['data']} ({len(market.tickers)} assets); split: {split}, {first.date()} .. {last.date()} "
         f"({rng.n_rows - 1} trading days)",
         f"costs: {env_cfg['cost_bps']:g} bp on turnover, paid from the portfolio value; daily rebalancing for all",
+        *([_limits_line(limits)] if limits else []),
         f"agent: deterministic SAC policy (tanh of the Gaussian mean), observation filter frozen at the "
         f"checkpoint ({state.get('obs_filter_count', 0):,} observations)",
         "baselines min_volatility / max_sharpe were fitted on the training split only; the *_lookahead "
         "variants were fitted on this split itself and SAW THE FUTURE (shown for reference, not a fair comparison)",
         *(f"{name}: NOT FITTED, {reason}" for name, reason in sim.not_fitted.items()),
     ]
-    descriptions = {SAC: "the trained agent", **DESCRIPTIONS}
     R.write_report(
         out_dir,
         title=f"Backtest ({split})" + (" - OVERLAPS THE TRAINING WINDOW" if sim.warnings else ""),
         facts=facts,
         strategies=strategies,
-        descriptions=descriptions,
+        descriptions={SAC: "the trained agent", **descriptions(bool(limits))},
         plots=plots,
     )
     result = {
@@ -109,6 +111,7 @@ def run_backtest(
         "checkpoint": str(checkpoint),
         "data": env_cfg["data"],
         "cost_bps": env_cfg["cost_bps"],
+        "limits": limits,
         "tickers": list(market.tickers),
         "fold": env_cfg.get("fold"),
         "agent": sim.agent,
@@ -119,6 +122,11 @@ def run_backtest(
     }
     (out_dir / "backtest.json").write_text(json.dumps(R.nan_to_none(result), indent=2))
     return result
+
+
+def _limits_line(limits: dict[str, float]) -> str:
+    values = ", ".join(f"{name} {value:g}" for name, value in limits.items())
+    return f"position limits: {values}; every strategy trades through them (the env's projection)"
 
 
 def _agent_line(sim: Simulation) -> str:

@@ -60,6 +60,9 @@ class DataConfig(Strict):
     tilt_scale: float = PortfolioSettings.tilt_scale
     no_trade_band: float = PortfolioSettings.no_trade_band
     rebalance_fraction: float = PortfolioSettings.rebalance_fraction
+    max_weight: float | None = PortfolioSettings.max_weight  # position limits (envs.limits); None: none
+    max_cash: float | None = PortfolioSettings.max_cash
+    max_turnover: float | None = PortfolioSettings.max_turnover
 
     @field_validator("source")
     @classmethod
@@ -78,7 +81,7 @@ class DataConfig(Strict):
             raise ValueError(f"give all three of {', '.join(SPLITS[:-1])} and {SPLITS[-1]} as [start, end]")
         return v
 
-    @field_validator("cost_bps", "episode_len", "temperature", "tilt_scale", "no_trade_band", "rebalance_fraction")
+    @field_validator(*SETTING_NAMES)  # after the type: the names of a Literal pass its check too
     @classmethod
     def _setting(cls, v: Any, info: ValidationInfo) -> Any:
         return PortfolioSettings.check(str(info.field_name), v)

@@ -9,9 +9,11 @@ import pytest
 
 from envs.data import PriceData, SplitRange
 from envs.features import FeatureConfig
+from envs.limits import project_capped_simplex
 from envs.portfolio import MarketData, PortfolioEnv
 from tests.conftest import synthetic_prices, toy_market
 from trainer.evaluation.baselines import (
+    BUY_AND_HOLD,
     DESCRIPTIONS,
     EQUAL_WEIGHT,
     LOOKAHEAD,
@@ -19,10 +21,12 @@ from trainer.evaluation.baselines import (
     MAX_SHARPE_LOOKAHEAD,
     MIN_VOLATILITY,
     MIN_VOLATILITY_LOOKAHEAD,
+    descriptions,
     fit_classical,
     run_baselines,
     split_returns,
 )
+from trainer.evaluation.runs import run_ensemble, run_policy
 
 # train rows 0..299, validation 300..399, test 400..499
 SPLIT_ROWS = {"train": (0, 299), "validation": (300, 399), "test": (400, 499)}
@@ -122,3 +126,69 @@ def test_every_strategy_has_a_description_and_look_ahead_ones_say_so():
     for run in runs.values():
         assert run.weights.shape == (99, 5) and (run.weights >= 0).all()
         np.testing.assert_allclose(run.weights.sum(axis=1), 1.0, atol=1e-12)
+
+
+def test_classical_fits_under_a_cap_are_optimal_within_it():
+    returns = split_returns(_market(_prices()), "train")
+    cap = 0.3
+    free, fit = fit_classical(returns), fit_classical(returns, max_weight=cap)
+    assert free.min_volatility.max() > cap and free.max_sharpe.max() > cap  # the cap binds both
+    cov, mu = np.cov(returns, rowvar=False), returns.mean(axis=0)
+
+    def vol(w):
+        return float(np.sqrt(w @ cov @ w))
+
+    def sharpe(w):
+        return float(mu @ w) / vol(w)
+
+    rng = np.random.default_rng(0)
+    capped = [
+        np.full(4, 0.25),
+        *(project_capped_simplex(rng.dirichlet([0.5] * 4), np.full(4, cap)) for _ in range(200)),
+    ]
+    for w in (fit.min_volatility, fit.max_sharpe):
+        assert (w >= 0).all() and (w <= cap).all() and w.sum() == pytest.approx(1.0, abs=1e-12)
+    assert all(vol(fit.min_volatility) <= vol(w) * (1 + 1e-6) for w in capped)
+    assert all(sharpe(fit.max_sharpe) >= sharpe(w) - 1e-6 for w in capped)
+    # a cap under which the assets cannot be fully invested leaves one portfolio: every asset at the cap
+    low = fit_classical(returns, max_weight=0.2)
+    np.testing.assert_array_equal(low.min_volatility, np.full(4, 0.2))
+    np.testing.assert_array_equal(low.max_sharpe, np.full(4, 0.2))
+
+
+def test_every_baseline_and_the_agent_trade_within_the_limits():
+    market = _market(_prices())
+    limits = {"max_weight": 0.3, "max_turnover": 0.3}
+
+    def make_env():
+        return PortfolioEnv(data=market, split="test", **limits)
+
+    runs = dict(run_baselines(make_env, market, "test"))
+    rng = np.random.default_rng(0)
+    runs["agent"] = run_policy(make_env(), lambda obs: rng.uniform(-1, 1, 5).astype(np.float32))
+    members = [lambda obs, s=s: np.random.default_rng(s).uniform(-1, 1, 5).astype(np.float32) for s in range(3)]
+    runs["ensemble"] = run_ensemble(make_env(), members)
+    for name, run in runs.items():
+        assert run.weights.shape == (99, 5), name
+        assert (run.weights >= 0).all() and (run.weights[:, :4] <= 0.3).all(), name
+        np.testing.assert_allclose(run.weights.sum(axis=1), 1.0, atol=1e-12, err_msg=name)
+        assert run.turnovers.max() <= 0.3 + 1e-12, name
+    # Equal Weight and Buy-and-Hold buy 0.3 a day from cash up to 0.25 each, then Equal Weight rebalances and
+    # Buy-and-Hold holds (the drift trimmed back under the cap when it crosses it)
+    ew = runs[EQUAL_WEIGHT]
+    np.testing.assert_allclose(ew.turnovers[:3], 0.3, atol=1e-12)
+    np.testing.assert_allclose(ew.weights[3:, :4], 0.25, atol=1e-12)  # the fourth day completes the purchase
+    bh = runs[BUY_AND_HOLD]
+    np.testing.assert_allclose(bh.turnovers[:3], 0.3, atol=1e-12)
+    assert bh.weights[4:, 4].max() < 1e-3 and bh.turnovers[5:].max() < 0.05  # invested, then (mostly) held
+    fitted = fit_classical(split_returns(market, "train"), max_weight=0.3).min_volatility
+    np.testing.assert_allclose(runs[MIN_VOLATILITY].weights[-1, :4], fitted, atol=1e-12)
+
+
+def test_descriptions_say_what_the_limits_do():
+    assert descriptions(False) == DESCRIPTIONS
+    limited = descriptions(True)
+    for name, text in limited.items():
+        assert text.startswith(DESCRIPTIONS[name]) and "under the position limits" in text, name
+        assert text.startswith("LOOK-AHEAD:") == (name in LOOKAHEAD), name
+    assert "max_weights" in limited[MIN_VOLATILITY] and "max_turnover" in limited[BUY_AND_HOLD]

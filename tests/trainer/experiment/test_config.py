@@ -449,6 +449,9 @@ def test_every_sweepable_key_reads_back_from_the_rllib_config():
         "data.tilt_scale": 0.7,
         "data.no_trade_band": 0.01,
         "data.rebalance_fraction": 0.5,
+        "data.max_weight": 0.3,
+        "data.max_cash": 0.2,
+        "data.max_turnover": 0.4,
     }
     assert set(values) == set(SWEEPABLE)
     config = build_sac_config(load_experiment("smoke"), dict(values)).to_dict()

@@ -11,6 +11,7 @@ from envs.folds import FoldSpec
 from envs.market import load_market
 from envs.portfolio import PortfolioEnv
 from envs.settings import SETTING_NAMES, PortfolioSettings
+from trainer.experiment.config import SWEEPABLE
 from trainer.experiment.data_config import DataConfig, FoldsConfig
 from trainer.experiment.loading import CONFIG_DIR, ExperimentError, load_experiment
 
@@ -88,6 +89,31 @@ def test_env_config_builds_the_same_env(tmp_path):
             "key 'data': Value error, give data.split_dates or data.fold, not both: a fold's windows replace the "
             "split dates",
         ),
+        (
+            {"data.max_weight": 1.5},
+            "key 'data.max_weight': Value error, max_weight must be null (no cap) or a number in (0, 1] (the largest "
+            "weight of one asset), got 1.5",
+        ),
+        (
+            {"data.max_cash": -0.5},
+            "key 'data.max_cash': Value error, max_cash must be null (no cap) or a number in [0, 1] (the largest cash "
+            "weight), got -0.5",
+        ),
+        (
+            {"data.max_turnover": 0},
+            "key 'data.max_turnover': Value error, max_turnover must be null (no limit) or a number in (0, 2] (a "
+            "turnover per day: the L1 distance of the asset weights), got 0.0",
+        ),
+        (
+            {"data.max_weight": "10%"},
+            "key 'data.max_weight': Input should be a valid number, unable to parse string as a number",
+        ),
+        (
+            {"sweep.search_space": {"data.max_turnover": {"uniform": [0.0, 0.5]}}},
+            "key 'sweep.search_space.data.max_turnover': uniform bound 0.0 is invalid (key 'data.max_turnover': Value "
+            "error, max_turnover must be null (no limit) or a number in (0, 2] (a turnover per day: the L1 distance of "
+            "the asset weights), got 0.0)",
+        ),
     ],
 )
 def test_bad_data_values_are_exact_errors(override, message):
@@ -95,3 +121,22 @@ def test_bad_data_values_are_exact_errors(override, message):
         load_experiment("smoke", override)
     settings = ", ".join(f"{key}={value}" for key, value in override.items())
     assert str(info.value) == f"{CONFIG_DIR / 'smoke.yaml'} with {settings} from the command line: {message}"
+
+
+def test_position_limits_are_set_like_the_other_env_settings():
+    exp = load_experiment("smoke", {"data.max_weight": 0.1, "data.max_turnover": 0.5})
+    cfg = exp.data.env_config()
+    assert (cfg["max_weight"], cfg["max_cash"], cfg["max_turnover"]) == (0.1, None, 0.5)
+    env = PortfolioEnv(**cfg)
+    assert env.settings == exp.data.settings() and env.limits.max_turnover == 0.5
+    assert (env.limits.caps[:-1] == 0.1).all() and env.limits.caps[-1] == float("inf")
+    assert load_experiment("smoke", {"data.max_weight": None}).data.max_weight is None  # --set data.max_weight=null
+    assert {"data.max_weight", "data.max_cash", "data.max_turnover"} <= set(SWEEPABLE)
+    swept = load_experiment(
+        "smoke",
+        {
+            "sweep.search_space": {"data.max_weight": {"grid_search": [0.1, 0.2, None]}},
+            "sweep.variants": {"free": {}, "slow": {"data.max_turnover": 0.2, "data.max_cash": 0.05}},
+        },
+    )
+    assert swept.sweep.n_trials() == 6
