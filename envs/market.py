@@ -21,7 +21,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from envs.data import SP500, PriceData, SplitRange, load_prices, split_ranges
-from envs.features import FeatureConfig, load_features
+from envs.features import FeatureConfig, compute_features, load_features
 from envs.folds import FoldSpec, as_fold_spec, check_fold, fold_ranges
 from envs.limits import check_feasible
 
@@ -209,7 +209,7 @@ def market_for_decision(data: PriceData) -> MarketData:
             f"{len(prices)} rows of prices, but the features need {cfg.lookback + 1} (the {cfg.lookback}-day window "
             f"before the decision date and the day itself); give a longer price history",
         )
-    features, _ = load_features(prices, cfg)
+    features = compute_features(prices, cfg)  # not cached: every decision day has other prices
     rets = _returns(prices.to_numpy())
     for arr in (features, rets):
         arr.setflags(write=False)

@@ -299,12 +299,29 @@ class PortfolioEnv(gym.Env):
         """
         if self._t >= self._end:
             raise RuntimeError("step() called after the episode ended; call reset() first")
-        target = np.asarray(target, dtype=np.float64)
-        if self._partial:
-            target = self._execute(target)
-        if self.limits is not None:
-            target = self.limits.apply(target, self._w)
-        return self._step_weights(target)
+        _, traded = self.traded_weights(np.asarray(target, dtype=np.float64))
+        return self._step_weights(traded)
+
+    def traded_weights(self, target: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """What a step toward ``target`` trades to from the weights held now: ``(after the no-trade band and
+        partial rebalancing, after the position limits too)``; each is its input when that rule does not apply.
+        ``step_target`` trades the second; a decision (``place``, then this) reports both."""
+        banded = self._execute(target) if self._partial else target
+        return banded, (banded if self.limits is None else self.limits.apply(banded, self._w))
+
+    def place(self, t: int, weights: NDArray) -> NDArray[np.float32]:
+        """Put the env on row ``t`` holding ``weights`` (drifted, assets then cash), as a pass through the data
+        is on that day before it trades, and return that day's observation. A decision for day ``t`` then takes
+        the step's own path: ``weights_from_action``, then ``traded_weights``. Nothing is traded."""
+        w = np.array(weights, dtype=np.float64).reshape(-1)
+        if w.shape[0] != self.n_assets + 1 or not np.isfinite(w).all() or (w < 0).any() or abs(w.sum() - 1) > 1e-6:
+            raise ValueError(f"weights must be {self.n_assets + 1} finite values >= 0 summing to 1 (assets + cash)")
+        if not 0 <= t < self._feat.shape[0]:
+            raise ValueError(f"row {t} is outside the data's {self._feat.shape[0]} rows")
+        self._t = self._start = int(t)
+        self._end = self._t + 1
+        self._w = w  # as given, not renormalised: a backtest's drifted weights reproduce its decision bit for bit
+        return self._obs()
 
     def step_weights(self, weights: NDArray) -> tuple[NDArray[np.float32], float, bool, bool, dict[str, Any]]:
         """Step with explicit target weights (assets, then cash) instead of an action.
