@@ -118,6 +118,20 @@ def test_tiny_real_study_writes_every_field_of_the_summary_contract(ray_session,
         set(returns["trial"]) == set(trials["trial"]) and (returns.groupby("trial").size() == 251).all()
     )  # 252 days, 251 steps
     _check_figures_against_the_returns_file(config, trials, returns, n_boot=200)
+    # a decision from the study directory: the selected configuration's seeds in the latest fold, averaged
+    args = ["--as-of", "2100-01-01", "--max-stale-days", "100000", "--json", str(tmp_path / "d.json")]
+    res = subprocess.run(
+        [sys.executable, "-m", "trainer.decide", str(exp_dir), "--data", "sp500", *args, "--out", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    chosen = "the selected configuration variant=tilt_band, fold 1 (the latest test window): 2 seed(s) averaged"
+    assert chosen in res.stdout
+    decision = json.loads((tmp_path / "d.json").read_text())
+    fold1 = sorted(t["best_checkpoint"] for t in summary["trials"] if t["fold"] == 1)
+    assert len(fold1) == 2 and sorted(m["checkpoint"] for m in decision["members"]) == fold1
     for png in ("validation_curves.png", "test_sharpe_by_fold.png"):
         assert (exp_dir / png).stat().st_size > 10_000
     md = (exp_dir / "summary.md").read_text()
