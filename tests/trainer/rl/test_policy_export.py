@@ -37,7 +37,9 @@ def _module(overrides: dict, population: int | None = None):
     spec.observation_space = gym.spaces.Box(-np.inf, np.inf, (k * OBS_DIM,), np.float32)
     spec.action_space = gym.spaces.Box(-1.0, 1.0, (k * ACT_DIM,), np.float32)
     spec.model_config = config.model_config
-    module = spec.build()
+    with torch.random.fork_rng():  # the same weights whatever ran (or was collected) before
+        torch.manual_seed(0)
+        module = spec.build()
     with torch.no_grad():  # larger outputs, so that tanh saturates for some observations
         for p in module.pi.parameters():
             p.mul_(10.0)
