@@ -306,13 +306,14 @@ def split_ranges(
 
     The first ``lookback`` rows of the whole table are never used (features need that history). Each
     split after the first starts at least ``lookback`` rows after the previous split's last row, so no
-    feature window contains prices of two splits (the purge gap).
+    feature window contains prices of two splits (the purge gap). ``split_dates`` without ``test`` gives no
+    test window (a rolling round's windows, whose test is the future: ``envs.folds.round_ranges``).
 
     Args:
         data: validated prices.
         lookback: the feature window in rows; also the purge gap.
-        split_dates: ``{"train": (start, end), ...}`` inclusive ISO dates; defaults per
-            :func:`default_split_dates`.
+        split_dates: ``{"train": (start, end), ...}`` inclusive ISO dates (``test`` may be left out); defaults
+            per :func:`default_split_dates`.
         min_rows: the fewest rows a split may keep after purging.
 
     Raises:
@@ -320,13 +321,13 @@ def split_ranges(
     """
     where = "sp500 (bundled)" if data.form == FORM_BUNDLED else data.source
     ranges = split_dates or default_split_dates(data)
-    missing = [s for s in SPLITS if s not in ranges]
+    missing = [s for s in (TRAIN, VALIDATION) if s not in ranges]
     if missing:
-        raise fail(where, f"split dates missing for {', '.join(missing)}; give train, validation and test")
+        raise fail(where, f"split dates missing for {', '.join(missing)}; give train, validation and (optionally) test")
     dates = data.prices.index
     out: dict[str, SplitRange] = {}
     prev_end = -1
-    for name in SPLITS:
+    for name in (s for s in SPLITS if s in ranges):
         try:
             lo, hi = (pd.Timestamp(x) for x in ranges[name])
         except (ValueError, TypeError) as exc:

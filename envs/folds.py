@@ -167,6 +167,42 @@ def fold_ranges(data: PriceData, lookback: int, folds: FoldSpec) -> list[dict[st
     return out
 
 
+def round_ranges(
+    data: PriceData, lookback: int, validation_days: int, train_days: int, scheme: str
+) -> dict[str, SplitRange]:
+    """The windows of a rolling round on ``data``, whose last date is the round's date D: no test window.
+
+    The validation window is the last ``validation_days`` rows (it ends on D); the training window ends
+    ``lookback`` rows (the purge gap) before it starts and is ``expanding`` (from row ``lookback``, the first
+    with complete features; at least ``train_days`` rows) or ``rolling`` (the last ``train_days`` rows). So a
+    round is a walk-forward fold whose test window is the future: the days after D, when its model trades.
+    As split dates (:func:`window_dates`), :func:`envs.data.split_ranges` gives back these very rows.
+
+    Raises:
+        DataError: fewer rows than the windows need (the message has the numbers and the fix).
+    """
+    dates = data.prices.index
+    n = len(dates)
+    need = 2 * lookback + train_days + validation_days
+    if n < need:
+        span = f" ({dates[0].date()}..{dates[-1].date()})" if n else ""
+        raise DataError(
+            f"{_where(data)}: a rolling round needs {need} rows up to its date ({lookback} feature lookback + "
+            f"{train_days} train + {lookback} purge + {validation_days} validation), the data has {n} rows{span}; "
+            "use shorter windows (rolling.train_days, rolling.validation_days) or more history"
+        )
+    val_start = n - validation_days
+    train_end = val_start - lookback - 1
+    train_start = lookback if scheme == SCHEME_EXPANDING else train_end - train_days + 1
+    rows = {SPLITS[0]: (train_start, train_end), SPLITS[1]: (val_start, n - 1)}
+    return {name: SplitRange(name, a, b, dates[a], dates[b]) for name, (a, b) in rows.items()}
+
+
+def window_dates(ranges: Mapping[str, SplitRange]) -> dict[str, list[str]]:
+    """Windows as inclusive ISO dates ``{"train": [start, end], ...}``: split dates that select them again."""
+    return {name: [rng.start_date.date().isoformat(), rng.end_date.date().isoformat()] for name, rng in ranges.items()}
+
+
 def check_fold(fold: Any, folds: FoldSpec) -> int:
     """``fold`` as an index into ``folds``; a ValueError names the valid range."""
     if not (isinstance(fold, numbers.Integral) and not isinstance(fold, bool) and 0 <= int(fold) < folds.n_folds):
@@ -194,13 +230,9 @@ def fold_windows(
         from envs.features import FeatureConfig
 
         lookback = FeatureConfig().lookback
-    windows = []
-    for k, splits in enumerate(fold_ranges(data, lookback, as_fold_spec(folds))):
-        row: dict[str, Any] = {"fold": k}
-        for name, rng in splits.items():
-            row[name] = [rng.start_date.date().isoformat(), rng.end_date.date().isoformat()]
-        windows.append(row)
-    return windows
+    return [
+        {"fold": k, **window_dates(splits)} for k, splits in enumerate(fold_ranges(data, lookback, as_fold_spec(folds)))
+    ]
 
 
 def resolve_experiment_path(name_or_path: str) -> Path:

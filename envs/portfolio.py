@@ -158,6 +158,11 @@ class PortfolioEnv(gym.Env):
         self.cost_bps = s.cost_bps
         self.temperature = s.temperature
         self.render_mode = render_mode
+        if split not in self.market.splits:
+            raise ValueError(
+                f"split {split!r}: these windows have no {split} window (only {', '.join(self.market.splits)}: "
+                f"split_dates without {split}); evaluate another split, or give {split} dates"
+            )
         rng = self.market.splits[split]
         self._first, self._last = rng.start, rng.end
         n_steps_split = rng.end - rng.start

@@ -1,5 +1,8 @@
 """Tomorrow's trades from a trained agent: ``python -m trainer.decide CHECKPOINT_OR_DIR --data PRICES``.
 
+``--registry DIR`` instead of the checkpoint decides with the live model of a ``trainer.rolling`` registry
+(``live.json``: the JSON's ``checkpoint`` names it).
+
 Decides through the backtest's own code (``trainer.evaluation.decision``): the same reader and validation of
 the prices as training, the env's features, the frozen observation filter, the deterministic action, the action
 mapping, the no-trade band and the position limits. Prints the trades and writes ``decision_<date>.json`` and
@@ -15,11 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from trainer.evaluation.decision import DEFAULT_MAX_STALE_DAYS, DecisionError, decide, load_members
+from trainer.evaluation.decision import DEFAULT_MAX_STALE_DAYS, DecisionError, Member, decide, load_members
 from trainer.evaluation.decision_report import decision_json, decision_text, write_decision
 from trainer.evaluation.decision_sources import resolve
 from trainer.evaluation.holdings import HoldingsError, all_cash, check_value, read_holdings
 from trainer.runtime.console import quiet_logging
+from trainer.runtime.registry import RegistryError, live_model
 
 EXIT_BAD_INPUT = 2
 
@@ -43,7 +47,10 @@ def _non_negative(text: str) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainer.decide", description=__doc__.splitlines()[0])
-    p.add_argument("source", type=Path, help="a checkpoint, a trainer.train run directory, or a sweep/study directory")
+    p.add_argument(
+        "source", type=Path, nargs="?", help="a checkpoint, a trainer.train run directory, or a sweep/study directory"
+    )
+    p.add_argument("--registry", type=Path, help="instead of SOURCE: the live model of a trainer.rolling registry")
     p.add_argument("--data", required=True, help="prices ending on the decision date (CSV/Parquet, or sp500)")
     p.add_argument("--holdings", type=Path, help="CSV ticker,weight or ticker,shares (with a cash row); default: cash")
     p.add_argument("--value", type=float, help="the portfolio's value in currency (with weights): notional trades")
@@ -70,13 +77,28 @@ def _check_outputs(args: argparse.Namespace) -> None:
         raise DecisionError(f"--json {args.json}: give a file in an existing folder")
 
 
+def _members(args: argparse.Namespace) -> tuple[list[Member], str]:
+    """The policies to decide with: SOURCE's, or the live model of ``--registry``."""
+    if (args.source is None) == (args.registry is None):
+        raise DecisionError("give SOURCE (a checkpoint, run or sweep directory) or --registry DIR, one of them")
+    if args.registry is None:
+        return resolve(args.source, args.agent, args.ensemble)
+    if args.agent is not None or args.ensemble:
+        raise DecisionError("--registry decides with the live model (its own agent); drop --agent / --ensemble")
+    try:
+        live = live_model(args.registry)
+    except RegistryError as exc:
+        raise DecisionError(str(exc)) from None
+    return [Member(live.checkpoint, live.agent)], f"the live model of {args.registry} (round {live.round})"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     quiet_logging(None, args.verbose)
     try:
         _check_outputs(args)
         value = check_value(args.value)
-        members, chosen = resolve(args.source, args.agent, args.ensemble)
+        members, chosen = _members(args)
         loaded = load_members(members)
         state = loaded[1]
         holdings = None

@@ -110,6 +110,7 @@ def simulate(
     baselines: bool = True,
     fold: int | None = None,
     agent: int | None = None,
+    split_dates: dict[str, list[str]] | None = None,
 ) -> Simulation:
     """Run the checkpoint's policy (frozen filter, tanh of the mean) and, with ``baselines``, every baseline.
 
@@ -125,6 +126,8 @@ def simulate(
             checkpoint's own windows.
         agent: of a population checkpoint (``sac.population``), the agent to run (0 .. K-1); required there,
             refused for a single agent.
+        split_dates: evaluate on these windows (``{"train": [start, end], "validation": [...], ...}``; a
+            rolling round's) instead of the checkpoint's own; not with ``fold``.
     """
     from envs.data import DataError
 
@@ -147,11 +150,18 @@ def simulate(
         env_cfg["cost_bps"] = float(cost_bps)
     if fold is not None:
         env_cfg["fold"], env_cfg["split_dates"] = fold, None  # a fold's windows replace the split dates
+    elif split_dates is not None:
+        env_cfg["fold"], env_cfg["split_dates"] = None, split_dates
     env_cfg["split"] = split
     try:
         market = load_market_for(env_cfg)
     except (DataError, ValueError) as exc:
         raise BacktestError(f"{checkpoint}: {exc}" if fold is not None else str(exc)) from None
+    if split not in market.splits:
+        raise BacktestError(
+            f"{checkpoint}: its windows have no {split} window (only {', '.join(market.splits)}: it was trained with "
+            f"split dates without {split}, as a rolling round is); evaluate another split, or other windows (--fold)"
+        )
     try:
         market = align(market, state["tickers"], str(env_cfg["data"]))
     except ValueError as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -22,15 +23,27 @@ from envs.rewards import REWARD_CLIP
 from envs.settings import SETTING_NAMES
 from trainer.experiment.data_config import DataConfig
 from trainer.experiment.resources import ResourcesConfig
+from trainer.experiment.rolling_config import RollingConfig
 from trainer.experiment.schema import Strict, auto_or_number, value_types
 from trainer.metrics import registry as M
 
 
 class ModelConfig(Strict):
-    """Policy and each Q network: an MLP of ``hidden`` with ``activation`` (Q nets on [obs, action])."""
+    """Policy and each Q network: an MLP of ``hidden`` with ``activation`` (Q nets on [obs, action]).
+
+    ``init_from``: a checkpoint whose network weights the run starts from (a warm start, ``trainer.rl.warm_start``;
+    it loads that checkpoint's RLlib pickles, as a resume does: only a checkpoint you trust).
+    """
 
     hidden: list[int] = Field(default_factory=lambda: [256, 256], min_length=1)
     activation: Literal["relu", "tanh", "silu", "elu"] = "relu"
+    init_from: str | None = None
+
+    @field_validator("init_from")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        # Ray's trial processes run in other directories: the same checkpoint wherever it is read from
+        return None if v is None else str(Path(v).expanduser().absolute())
 
     @field_validator("hidden")
     @classmethod
@@ -297,6 +310,7 @@ class Experiment(Strict):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     divergence: DivergenceConfig = Field(default_factory=DivergenceConfig)
     sweep: SweepConfig = Field(default_factory=SweepConfig)
+    rolling: RollingConfig | None = None  # rounds of python -m trainer.rolling (None: the experiment has none)
 
     def variant_of(self, env_config: dict[str, Any]) -> str | None:
         """The name of the sweep variant whose env settings ``env_config`` holds (None without variants).
@@ -396,6 +410,7 @@ class AlgorithmSettings(Strict):
     """The experiment settings ``PortfolioSAC`` reads itself (RLlib's config carries the rest)."""
 
     name: str
+    model: ModelConfig = Field(default_factory=ModelConfig)  # for model.init_from
     reward: RewardConfig
     evaluation: EvaluationConfig
     divergence: DivergenceConfig

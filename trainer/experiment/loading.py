@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from envs.data import TEST
 from envs.folds import CONFIG_DIR, resolve_experiment_path
 from trainer.experiment.config import GRID_DOMAINS, Experiment
 from trainer.experiment.schema import ExperimentError
@@ -199,5 +200,10 @@ def load_experiment(name_or_path: str, overrides: dict[str, Any] | None = None, 
     if not sweep:
         raw = {k: v for k, v in raw.items() if k != "sweep"}
     exp = experiment_from_dict(raw, where=where)
+    if sweep and exp.data.split_dates is not None and TEST not in exp.data.split_dates:
+        raise ExperimentError(
+            f"{where}: key 'data.split_dates': a sweep backtests every trial on its test window; give test dates "
+            "too (train and validation only are for one trainer.train run)"
+        )
     _validate_sweep(raw, exp, where)
     return exp

@@ -166,6 +166,10 @@ class PortfolioSAC(ValidationReporting, SAC):
         self._metrics_exporter = None
         self.run_name: str | None = None  # gauge tag outside Tune: trainer.train sets its run directory's name
         self._last_counts = (0, 0, time.perf_counter())
+        if settings.model.init_from:  # a warm start: another checkpoint's networks (a resume then restores its own)
+            from trainer.rl.warm_start import load_module_weights
+
+            load_module_weights(self, settings.model.init_from)
 
     def _colocated_env_runners(self) -> int:
         """How many remote env runners run on this process's node (their CPUs may go to the learner)."""

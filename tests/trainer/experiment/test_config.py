@@ -90,7 +90,8 @@ def _write(tmp_path, text: str) -> str:
         ),
         (
             "data:\n  split_dates: {train: [2010-01-01, 2012-01-01]}\n",
-            "key 'data.split_dates': Value error, give all three of train, validation and test as [start, end]",
+            "key 'data.split_dates': Value error, give all three of train, validation and test as [start, end] (or "
+            "train and validation only: no test window)",
         ),
         ("sac:\n  population: true\n", "key 'sac.population': Value error, population must be a number, got true"),
         ("sac:\n  batch_size: false\n", "key 'sac.batch_size': Value error, batch_size must be a number, got false"),

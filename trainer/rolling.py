@@ -1,0 +1,361 @@
+"""Rolling retraining with a promotion gate: ``python -m trainer.rolling --exp NAME --data PRICES --registry DIR``.
+
+One round, for the last date D of PRICES:
+
+1. **Windows** (``envs.folds.round_ranges``): validation is the last ``rolling.validation_days`` rows up to D;
+   training ends the feature lookback (the purge gap) before it, ``expanding`` from the start of the data or
+   ``rolling`` over the last ``rolling.train_days`` rows. There is no test window: the round's test is the
+   future, the days its model trades after D.
+2. **Training**: ``python -m trainer.train`` for each seed of the experiment (its ``seed``, or the seeds of a
+   ``sweep.search_space.seed`` grid; a population trains its K agents in one run), into
+   ``rounds/<ID>/runs/seed<S>/``, every checkpoint kept and without the replay buffer. With
+   ``rolling.warm_start`` each run starts from the live model's network weights (``model.init_from``).
+3. **Selection and gate** (``trainer.evaluation.gate``): the candidate is the best checkpoint (a population's
+   best agent) by ``sweep.metric`` on validation, as a sweep selects; it is compared with Equal Weight and the
+   live model on the validation window, paired day by day, and ``rolling.promote_if`` decides.
+4. **Record** (``trainer.runtime.registry``): ``rounds/<ID>/round.json`` holds the decision and its figures;
+   on promotion ``live.json`` is replaced atomically. A round is not due (exit 0, nothing trained) until
+   ``rolling.every`` trading days have passed since the last decided round, unless ``--force``.
+
+``--rollback ROUND`` makes an earlier promoted round's model live again. Ctrl-C or SIGTERM stops the training
+run at the end of its iteration, records the round as interrupted (the live model and every other round are
+untouched) and exits 130 / 143; the same command starts the round again. Exit codes: 0 decided (promoted or
+not) or not due, 1 no usable candidate or a training run that failed, 2 bad input, 130 / 143 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from envs.data import DataError, PriceData, load_prices
+from envs.features import FeatureConfig
+from envs.folds import resolve_experiment_path, round_ranges, window_dates
+from trainer.evaluation.gate import VALIDATION_PREFIX, GateResult, run_gate, select_candidate
+from trainer.evaluation.simulation import BacktestError
+from trainer.experiment.config import SEED_KEY, Experiment
+from trainer.experiment.loading import ExperimentError, experiment_from_dict, load_experiment, parse_override
+from trainer.metrics import registry as M
+from trainer.runtime import registry as R
+from trainer.runtime.checkpoint import CheckpointError, list_checkpoints, read_state
+from trainer.runtime.child import ForwardingStopFlag, run_child
+from trainer.runtime.run_dir import CHECKPOINTS_DIR, EXPERIMENT_FILE, write_atomic
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3  # trainer.train's
+RUNS_DIR = "runs"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trainer.rolling", description=__doc__.splitlines()[0])
+    p.add_argument("--registry", type=Path, required=True, help="the registry directory (created by a first round)")
+    p.add_argument("--exp", help="experiment name in tune_configs/ or a YAML path; it needs a rolling section")
+    p.add_argument("--data", help="prices that end on the round's date (CSV/Parquet, or sp500)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any field")
+    p.add_argument("--force", action="store_true", help="run the round even if rolling.every days have not passed")
+    p.add_argument("--rollback", metavar="ROUND", help="make this earlier promoted round's model live again")
+    return p
+
+
+# --- inputs --------------------------------------------------------------------------------------------------
+def _round_seeds(exp: Experiment, where: str) -> list[int]:
+    """The seeds a round trains (each a run; a population's first seed), after checking that the experiment
+    describes one configuration whose windows the round may set."""
+    if exp.rolling is None:
+        raise ExperimentError(
+            f"{where}: no 'rolling' section: a round needs its schedule and promotion rule; add one to the "
+            "experiment (e.g. rolling: {every: 63, promote_if: {min_sharpe_minus_ew: 0.0}}, tune_configs/README.md) "
+            "or give --set rolling.every=63"
+        )
+    if exp.data.fold is not None or exp.data.split_dates is not None:
+        key = "data.fold" if exp.data.fold is not None else "data.split_dates"
+        raise ExperimentError(
+            f"{where}: key '{key}': a round sets its own windows (rolling.window, rolling.train_days, "
+            f"rolling.validation_days, ending on the last date of --data); remove {key}"
+        )
+    sweep = exp.sweep
+    other = [k for k in sweep.search_space if k != SEED_KEY] + [f"variants.{v}" for v in sweep.variants]
+    if other:
+        raise ExperimentError(
+            f"{where}: key 'sweep.{other[0]}': a round trains one configuration over its seeds; fix the other "
+            f"settings (sweep only {SEED_KEY}, with grid_search)"
+        )
+    if not sweep.metric.startswith(VALIDATION_PREFIX):
+        raise ExperimentError(
+            f"{where}: key 'sweep.metric': {sweep.metric!r} is not a validation figure; a round selects its "
+            f"candidate on its validation window ({VALIDATION_PREFIX}...)"
+        )
+    domains = sweep.domains(exp.sac.population)
+    if SEED_KEY not in domains:
+        return [exp.seed]
+    kind, seeds = domains[SEED_KEY]
+    if kind != "grid_search":
+        raise ExperimentError(f"{where}: key 'sweep.search_space.{SEED_KEY}': a round's seeds are a grid_search list")
+    return [int(s) for s in seeds]
+
+
+def _load(args: argparse.Namespace) -> tuple[Experiment, list[int], PriceData, str]:
+    """The validated experiment, its seeds, the round's prices and the experiment's name for messages."""
+    if args.exp is None or args.data is None:
+        raise ExperimentError("a round needs --exp NAME and --data PRICES (or --rollback ROUND alone)")
+    overrides = dict(parse_override(s) for s in args.set)
+    overrides["data.source"] = args.data
+    exp = load_experiment(args.exp, overrides)
+    where = str(resolve_experiment_path(args.exp)) + (f" with --set {', '.join(args.set)}" if args.set else "")
+    seeds = _round_seeds(exp, where)
+    try:
+        data = load_prices(exp.data.source, date_format=exp.data.date_format, sort_dates=exp.data.sort_dates)
+    except DataError as exc:
+        raise ExperimentError(str(exc)) from None
+    return exp, seeds, data, where
+
+
+def _windows(exp: Experiment, data: PriceData) -> dict[str, list[str]]:
+    rolling = exp.rolling
+    assert rolling is not None
+    try:
+        ranges = round_ranges(
+            data, FeatureConfig().lookback, rolling.validation_days, rolling.train_days, rolling.window
+        )
+    except DataError as exc:
+        raise ExperimentError(str(exc)) from None
+    return window_dates(ranges)
+
+
+def _not_due(registry: Path, data: PriceData, every: int) -> str | None:
+    """Why no round is due on the prices' last date (None: it is), from the last decided round."""
+    decided = [(rid, rec) for rid, rec in R.rounds(registry) if rec.get("status") == R.STATUS_DECIDED]
+    if not decided:
+        return None
+    last_id, last = decided[-1]
+    dates = data.prices.index
+    last_date = dt.date.fromisoformat(str(last["date"]))
+    if dates[-1].date() < last_date:
+        raise ExperimentError(
+            f"--data {data.source}: it ends on {dates[-1].date()}, before the last round {last_id} ({last_date}); a "
+            "round needs prices up to a later date"
+        )
+    passed = int((dates.date > last_date).sum())
+    if passed >= every:
+        return None
+    return (
+        f"no round due: {passed} trading day(s) since round {last_id} ({last_date}), rolling.every is {every}; "
+        f"the next round is due after {every - passed} more (--force runs one now)"
+    )
+
+
+def _check_live_universe(live: R.LiveModel | None, data: PriceData) -> None:
+    if live is None:
+        return
+    try:
+        tickers = read_state(live.checkpoint).get("tickers") or []
+    except CheckpointError as exc:
+        raise ExperimentError(f"the live model (round {live.round}): {exc}") from None
+    if sorted(tickers) != sorted(data.tickers):
+        raise ExperimentError(
+            f"--data {data.source}: its tickers ({', '.join(data.tickers)}) are not the live model's (round "
+            f"{live.round}: {', '.join(tickers)}); a registry holds one universe: use another --registry for this one"
+        )
+
+
+def _round_experiment(exp: Experiment, split_dates: dict[str, list[str]], live: R.LiveModel | None) -> dict[str, Any]:
+    """What each training run of the round trains: the experiment on the round's windows, one run (no sweep),
+    every checkpoint kept (the candidate is chosen among them), without replay buffers (nothing resumes them)."""
+    assert exp.rolling is not None
+    raw = exp.model_dump(mode="json", exclude={"sweep"})
+    raw["data"]["split_dates"] = split_dates
+    raw["checkpoint"].update(num_to_keep=None, save_buffer=False)
+    if exp.rolling.warm_start and live is not None:
+        raw["model"]["init_from"] = str(live.checkpoint)
+    experiment_from_dict(raw, where="the round's experiment")  # the windows and settings fit the schema
+    return raw
+
+
+# --- training and the decision -------------------------------------------------------------------------------
+def _train(folder: Path, seeds: list[int], flag: ForwardingStopFlag) -> tuple[str, int, str | None]:
+    """Train every seed's run: ``(status, exit code, error line)``; status completed, interrupted or failed."""
+    for seed in seeds:
+        if flag.signum is not None:
+            return M.STATUS_INTERRUPTED, flag.exit_code, None
+        out = folder / RUNS_DIR / f"seed{seed}"
+        print(f"--- training seed {seed} into {out}", flush=True)
+        cmd = [sys.executable, "-m", "trainer.train", "--exp", str(folder / EXPERIMENT_FILE), "--out", str(out)]
+        result = run_child([*cmd, "--seed", str(seed)], flag)
+        if flag.signum is not None or result.returncode in (130, 143):
+            return M.STATUS_INTERRUPTED, flag.exit_code if flag.signum else result.returncode, None
+        if result.returncode not in (0, EXIT_DIVERGED):  # a diverged run's earlier checkpoints stay candidates
+            error = result.error or f"the training run of seed {seed} failed (exit {result.returncode}; see above)"
+            return R.STATUS_FAILED, result.returncode, error
+    return M.STATUS_COMPLETED, 0, None
+
+
+def _candidates(folder: Path) -> list[tuple[Path, int]]:
+    out = []
+    for run in sorted((folder / RUNS_DIR).glob("seed*")):
+        seed = int(run.name.removeprefix("seed"))
+        out.extend((ckpt, seed) for ckpt in list_checkpoints(run / CHECKPOINTS_DIR))
+    return out
+
+
+def _print_gate(round_id: str, gate: GateResult, live: R.LiveModel | None) -> None:
+    f = gate.figures
+
+    def ci(key: str) -> str:
+        lo, hi = f[f"{key}_ci95"]
+        return f"{f[key]:+.3f} (95% {lo:+.3f} .. {hi:+.3f})"
+
+    print(f"gate on the validation window {f['window'][0]} .. {f['window'][1]} ({f['days']} days):")
+    sharpe = [f"candidate {f['candidate'][M.SHARPE]:+.3f}", f"Equal Weight {f['equal_weight'][M.SHARPE]:+.3f}"]
+    if "live" in f:
+        sharpe.append(f"live (round {live.round if live else '?'}) {f['live'][M.SHARPE]:+.3f}")
+    print("  Sharpe: " + " | ".join(sharpe))
+    line = f"  Sharpe - EW {ci(M.SHARPE_MINUS_EW)}"
+    if "live" in f:
+        line += f" | Sharpe - live {ci('sharpe_minus_live')}"
+    print(f"{line} | turnover {f[M.TURNOVER]:.4f}/day")
+
+
+def _decide(registry: Path, round_id: str, record: dict[str, Any], exp: Experiment, live: R.LiveModel | None) -> int:
+    """Select the candidate, run the gate, record the decision and (on promotion) make it live."""
+    assert exp.rolling is not None
+    folder = R.round_dir(registry, round_id)
+    candidate = select_candidate(_candidates(folder), exp.sweep.metric, exp.sweep.mode)
+    if candidate is None:
+        record.update(status=R.STATUS_DECIDED, reason="not promoted: no checkpoint with a finite validation score")
+        R.write_round(registry, round_id, record)
+        print(f"error: round {round_id}: {record['reason']} (every run diverged?); the live model is unchanged")
+        return EXIT_FAILED
+    agent = f", agent {candidate.agent}" if candidate.agent is not None else ""
+    print(
+        f"candidate: seed {candidate.seed}{agent}, {candidate.checkpoint.name} "
+        f"({exp.sweep.metric.removeprefix(VALIDATION_PREFIX)} {candidate.score:+.3f} on validation)"
+    )
+    gate = run_gate(
+        candidate,
+        (live.checkpoint, live.agent) if live else None,
+        exp.data.source,
+        record["windows"],
+        exp.rolling.promote_if,
+        exp.sweep.bootstrap_samples,
+    )
+    _print_gate(round_id, gate, live)
+    record.update(
+        status=R.STATUS_DECIDED,
+        promoted=gate.promoted,
+        reason=gate.reason,
+        checkpoint=R.relative(registry, candidate.checkpoint),
+        agent=candidate.agent,
+        seed=candidate.seed,
+        selection={"metric": exp.sweep.metric, "mode": exp.sweep.mode, "score": candidate.score},
+        figures=gate.figures,
+        checks=[{"name": n, "passed": ok, "text": t} for n, ok, t in gate.checks],
+        finished=dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+    )
+    R.write_round(registry, round_id, record)
+    if gate.promoted:
+        R.set_live(registry, round_id, record, "promoted by the gate")
+        print(f"PROMOTED: round {round_id} is live ({gate.reason.removeprefix('promoted: ')})")
+    else:
+        stays = f"round {live.round} stays live" if live else "no model is live yet"
+        print(f"NOT PROMOTED: {gate.reason.removeprefix('not promoted: ')}; {stays}")
+    print(f"record: {folder / R.ROUND_FILE}")
+    return 0
+
+
+def run_round(args: argparse.Namespace, flag: ForwardingStopFlag) -> int:
+    registry = R.registry_dir(args.registry, must_exist=False)
+    exp, seeds, data, _ = _load(args)
+    assert exp.rolling is not None
+    split_dates = _windows(exp, data)
+    with R.registry_lock(registry):
+        (registry / R.ROUNDS_DIR).mkdir(exist_ok=True)
+        if not args.force and (why := _not_due(registry, data, exp.rolling.every)):
+            print(why)
+            return 0
+        live = R.live_model(registry) if R.live_record(registry) else None
+        _check_live_universe(live, data)
+        raw = _round_experiment(exp, split_dates, live)
+        date = str(data.prices.index[-1].date())
+        round_id, notes = R.start_round(registry, date)
+        folder = R.round_dir(registry, round_id)
+        for note in notes:
+            print(note)
+        write_atomic(folder / EXPERIMENT_FILE, yaml.safe_dump(raw, sort_keys=False))
+        record = R.read_round(registry, round_id)
+        record.update(
+            experiment=exp.name,
+            data=exp.data.source,
+            windows=split_dates,
+            seeds=seeds,
+            population=exp.sac.population,
+            warm_start_from=live.round if exp.rolling.warm_start and live else None,
+            live_before=live.round if live else None,
+            rule=exp.rolling.promote_if.model_dump(mode="json"),
+        )
+        R.write_round(registry, round_id, record)
+        print(
+            f"round {round_id}: {exp.name} on {data.source} | train {split_dates['train'][0]} .. "
+            f"{split_dates['train'][1]} | validation {split_dates['validation'][0]} .. {split_dates['validation'][1]}"
+            f" | seeds {', '.join(map(str, seeds))} | live {live.round if live else 'none'}",
+            flush=True,
+        )
+        status, code, error = _train(folder, seeds, flag)
+        if status == M.STATUS_INTERRUPTED:
+            record.update(status=status, reason=f"interrupted by {flag.signal or 'a signal'} while training")
+            R.write_round(registry, round_id, record)
+            print(
+                f"round {round_id} interrupted: the live model and every recorded round are unchanged; run the same "
+                "command again to start this round again",
+                file=sys.stderr,
+            )
+            return code
+        if status == R.STATUS_FAILED:
+            record.update(status=status, reason=f"training failed: {error}")
+            R.write_round(registry, round_id, record)
+            print(f"error: round {round_id}: {error}; the live model is unchanged", file=sys.stderr)
+            return EXIT_BAD_INPUT if code == EXIT_BAD_INPUT else EXIT_FAILED
+        try:
+            return _decide(registry, round_id, record, exp, live)
+        except BacktestError as exc:
+            record.update(status=R.STATUS_FAILED, reason=f"gate failed: {exc}")
+            R.write_round(registry, round_id, record)
+            print(f"error: round {round_id}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+
+
+def run_rollback(args: argparse.Namespace) -> int:
+    if args.exp or args.data or args.set or args.force:
+        raise R.RegistryError("--rollback ROUND takes only --registry DIR (no --exp, --data, --set or --force)")
+    registry = R.registry_dir(args.registry, must_exist=True)
+    with R.registry_lock(registry):
+        before = R.live_record(registry)
+        live, changed = R.rollback(registry, args.rollback)
+    if not changed:
+        print(f"round {args.rollback} is already live: nothing changed")
+        return 0
+    was = before.get("round") if before else "none"
+    print(f"round {live['round']} is live again (checkpoint {live['checkpoint']}); it replaced round {was}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    flag = ForwardingStopFlag()
+    flag.install()
+    try:
+        if args.rollback is not None:
+            return run_rollback(args)
+        return run_round(args, flag)
+    except ValueError as exc:  # ExperimentError, RegistryError: one line naming the file, key or round
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
