@@ -36,10 +36,9 @@ import yaml
 from envs.data import DataError, PriceData, load_prices
 from envs.features import FeatureConfig
 from envs.folds import resolve_experiment_path, round_ranges, window_dates
-from trainer.evaluation.gate import VALIDATION_PREFIX, GateResult, run_gate, select_candidate
-from trainer.evaluation.simulation import BacktestError
 from trainer.experiment.config import SEED_KEY, Experiment
 from trainer.experiment.loading import ExperimentError, experiment_from_dict, load_experiment, parse_override
+from trainer.experiment.rolling_config import VALIDATION_PREFIX
 from trainer.metrics import registry as M
 from trainer.runtime import registry as R
 from trainer.runtime.checkpoint import CheckpointError, list_checkpoints, read_state
@@ -203,7 +202,7 @@ def _candidates(folder: Path) -> list[tuple[Path, int]]:
     return out
 
 
-def _print_gate(round_id: str, gate: GateResult, live: R.LiveModel | None) -> None:
+def _print_gate(gate: Any, live: R.LiveModel | None) -> None:
     f = gate.figures
 
     def ci(key: str) -> str:
@@ -223,6 +222,10 @@ def _print_gate(round_id: str, gate: GateResult, live: R.LiveModel | None) -> No
 
 def _decide(registry: Path, round_id: str, record: dict[str, Any], exp: Experiment, live: R.LiveModel | None) -> int:
     """Select the candidate, run the gate, record the decision and (on promotion) make it live."""
+    # imported here: torch and skfolio come with them, and a refused command never needs them
+    from trainer.evaluation.gate import run_gate, select_candidate
+    from trainer.evaluation.simulation import BacktestError
+
     assert exp.rolling is not None
     folder = R.round_dir(registry, round_id)
     candidate = select_candidate(_candidates(folder), exp.sweep.metric, exp.sweep.mode)
@@ -236,15 +239,21 @@ def _decide(registry: Path, round_id: str, record: dict[str, Any], exp: Experime
         f"candidate: seed {candidate.seed}{agent}, {candidate.checkpoint.name} "
         f"({exp.sweep.metric.removeprefix(VALIDATION_PREFIX)} {candidate.score:+.3f} on validation)"
     )
-    gate = run_gate(
-        candidate,
-        (live.checkpoint, live.agent) if live else None,
-        exp.data.source,
-        record["windows"],
-        exp.rolling.promote_if,
-        exp.sweep.bootstrap_samples,
-    )
-    _print_gate(round_id, gate, live)
+    try:
+        gate = run_gate(
+            candidate,
+            (live.checkpoint, live.agent) if live else None,
+            exp.data.source,
+            record["windows"],
+            exp.rolling.promote_if,
+            exp.sweep.bootstrap_samples,
+        )
+    except BacktestError as exc:
+        record.update(status=R.STATUS_FAILED, reason=f"gate failed: {exc}")
+        R.write_round(registry, round_id, record)
+        print(f"error: round {round_id}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    _print_gate(gate, live)
     record.update(
         status=R.STATUS_DECIDED,
         promoted=gate.promoted,
@@ -320,13 +329,7 @@ def run_round(args: argparse.Namespace, flag: ForwardingStopFlag) -> int:
             R.write_round(registry, round_id, record)
             print(f"error: round {round_id}: {error}; the live model is unchanged", file=sys.stderr)
             return EXIT_BAD_INPUT if code == EXIT_BAD_INPUT else EXIT_FAILED
-        try:
-            return _decide(registry, round_id, record, exp, live)
-        except BacktestError as exc:
-            record.update(status=R.STATUS_FAILED, reason=f"gate failed: {exc}")
-            R.write_round(registry, round_id, record)
-            print(f"error: round {round_id}: {exc}", file=sys.stderr)
-            return EXIT_FAILED
+        return _decide(registry, round_id, record, exp, live)
 
 
 def run_rollback(args: argparse.Namespace) -> int:

@@ -268,3 +268,47 @@ def test_shipped_experiments_have_valid_folds():
     for path in sorted(CONFIG_DIR.glob("*.yaml")):
         spec, _, _ = experiment_folds(str(path))
         assert fold_windows(load_prices("sp500"), spec)  # the bundled data holds every shipped layout
+
+
+def test_a_rolling_round_windows_by_hand_and_as_split_dates(data_1000):
+    from envs.data import split_ranges
+    from envs.folds import round_ranges, window_dates
+
+    data, path = data_1000
+    # 1000 rows, the round's date is row 999: validation = the last 40 rows (960..999); training ends 60 rows
+    # (the purge gap) before it, at 899; expanding from row 60, rolling over the last 200 rows; no test window
+    expanding = round_ranges(data, LOOKBACK, validation_days=40, train_days=200, scheme="expanding")
+    rolling = round_ranges(data, LOOKBACK, validation_days=40, train_days=200, scheme="rolling")
+    assert _rows(expanding) == {"train": (60, 899), "validation": (960, 999)}
+    assert _rows(rolling) == {"train": (700, 899), "validation": (960, 999)}
+    dates = data.prices.index
+    assert window_dates(rolling) == {
+        "train": [str(dates[700].date()), str(dates[899].date())],
+        "validation": [str(dates[960].date()), str(dates[999].date())],
+    }
+    # as split dates, the split machinery gives back the same rows, and an env trains and validates on them
+    for ranges in (expanding, rolling):
+        assert _rows(split_ranges(data, LOOKBACK, window_dates(ranges))) == _rows(ranges)
+    market = load_market(path, window_dates(rolling))
+    assert PortfolioEnv(data=market, split="validation").n_assets == 3
+    with pytest.raises(ValueError) as err:
+        PortfolioEnv(data=market, split="test")
+    assert str(err.value) == (
+        "split 'test': these windows have no test window (only train, validation: split_dates without test); "
+        "evaluate another split, or give test dates"
+    )
+
+
+def test_a_rolling_round_on_too_little_data_is_refused_with_the_numbers(tmp_path):
+    from envs.folds import round_ranges
+
+    path = write_wide_csv(tmp_path / "short.csv", synthetic_prices(n_days=200, seed=4))
+    data = load_prices(path)
+    assert round_ranges(data, LOOKBACK, 40, 40, "rolling")["train"].n_rows == 40  # 2 x 60 + 40 + 40 = 200 rows
+    with pytest.raises(DataError) as err:
+        round_ranges(data, LOOKBACK, 40, 41, "rolling")
+    assert str(err.value) == (
+        f"{path}: a rolling round needs 201 rows up to its date (60 feature lookback + 41 train + 60 purge + 40 "
+        f"validation), the data has 200 rows (2010-01-04..{data.prices.index[-1].date()}); use shorter windows "
+        "(rolling.train_days, rolling.validation_days) or more history"
+    )

@@ -28,11 +28,10 @@ from trainer.evaluation import stats
 from trainer.evaluation.baselines import equal_weight_rule
 from trainer.evaluation.runs import EvalRun, run_weights
 from trainer.evaluation.simulation import SAC, Simulation, simulate
-from trainer.experiment.rolling_config import CI_LOW, PromoteIf
+from trainer.experiment.rolling_config import CI_LOW, VALIDATION_PREFIX, PromoteIf
 from trainer.metrics import registry as M
 from trainer.runtime.checkpoint import AGENT_EVALUATIONS_KEY, DIVERGED_AGENTS_KEY, CheckpointError, read_state
 
-VALIDATION_PREFIX = f"{M.PORTFOLIO}/{M.VALIDATION}/"
 SHARPE_MINUS_LIVE = "sharpe_minus_live"
 FIGURE_KEYS = (M.SHARPE, M.TOTAL_RETURN, M.MAX_DRAWDOWN, M.TURNOVER, M.TOTAL_COSTS)
 
@@ -104,7 +103,7 @@ class GateResult:
         failed = [text for _, ok, text in self.checks if not ok]
         if failed:
             return "not promoted: " + "; ".join(failed)
-        return "promoted: " + "; ".join(text for _, _, text in self.checks)
+        return "promoted: " + ("; ".join(text for _, _, text in self.checks) or "the rule sets no condition")
 
 
 def _equal_weight(sim: Simulation) -> EvalRun:
@@ -163,28 +162,37 @@ def run_gate(
     figures[M.SHARPE_MINUS_EW], figures[f"{M.SHARPE_MINUS_EW}_ci95"] = _difference(cand, ew, n_boot)
     figures[M.TURNOVER] = figures["candidate"][M.TURNOVER]
     returns = {"candidate": cand.net_returns, "equal_weight": ew.net_returns}
-    use_low = rule.compare == CI_LOW
-    checks = []
-    if rule.min_sharpe_minus_ew is not None:
-        value = figures[f"{M.SHARPE_MINUS_EW}_ci95"][0] if use_low else figures[M.SHARPE_MINUS_EW]
-        label = "Sharpe - EW (95% low)" if use_low else "Sharpe - EW"
-        checks.append(_check("min_sharpe_minus_ew", value, rule.min_sharpe_minus_ew, True, label))
     if live is not None:
         cost = float(sim.env_config["cost_bps"])
-        live_sim = simulate(
+        live_run = simulate(
             live[0], "validation", data=data, cost_bps=cost, baselines=False, agent=live[1], split_dates=split_dates
-        )
-        live_run = live_sim.runs[SAC]
+        ).runs[SAC]
         figures["live"] = _measures(live_run)
         figures[SHARPE_MINUS_LIVE], figures[f"{SHARPE_MINUS_LIVE}_ci95"] = _difference(cand, live_run, n_boot)
         returns["live"] = live_run.net_returns
-        if rule.beat_live:
-            value = figures[f"{SHARPE_MINUS_LIVE}_ci95"][0] if use_low else figures[SHARPE_MINUS_LIVE]
-            ok = bool(np.isfinite(value) and value > 0)
-            label = "Sharpe - live (95% low)" if use_low else "Sharpe - live"
-            checks.append(("beat_live", ok, f"{label} {value:+.3f} {'>' if ok else '<='} 0 (beat_live)"))
+    return GateResult(figures, promotion_checks(figures, rule), returns)
+
+
+def promotion_checks(figures: dict[str, Any], rule: PromoteIf) -> list[tuple[str, bool, str]]:
+    """``(condition, passed, what it compared)`` for every condition of ``rule`` that applies to ``figures``
+    (``beat_live`` only when they hold a live model's). A figure that is not a finite number fails."""
+    use_low = rule.compare == CI_LOW
+    low = " (95% low)" if use_low else ""
+
+    def value(key: str) -> float:
+        return float(figures[f"{key}_ci95"][0] if use_low else figures[key])
+
+    checks = []
+    if rule.min_sharpe_minus_ew is not None:
+        checks.append(
+            _check("min_sharpe_minus_ew", value(M.SHARPE_MINUS_EW), rule.min_sharpe_minus_ew, True, f"Sharpe - EW{low}")
+        )
+    if rule.beat_live and SHARPE_MINUS_LIVE in figures:
+        diff = value(SHARPE_MINUS_LIVE)
+        ok = bool(np.isfinite(diff) and diff > 0)
+        checks.append(("beat_live", ok, f"Sharpe - live{low} {diff:+.3f} {'>' if ok else '<='} 0 (beat_live)"))
     if rule.max_turnover_per_day is not None:
         checks.append(
             _check("max_turnover_per_day", figures[M.TURNOVER], rule.max_turnover_per_day, False, "turnover per day")
         )
-    return GateResult(figures, checks, returns)
+    return checks

@@ -14,11 +14,14 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from envs.folds import SCHEME_EXPANDING, SCHEMES, FoldSpec
 from trainer.experiment.schema import Strict
+from trainer.metrics import registry as M
 
 # What a threshold is compared with: the paired Sharpe difference itself, or the lower end of its 95%
 # block-bootstrap interval (a one-sided test at 2.5%: the gate then promotes only what is significantly better).
 ESTIMATE = "estimate"
 CI_LOW = "ci_low"
+# a round selects its candidate on its validation window: sweep.metric must be one of these figures
+VALIDATION_PREFIX = f"{M.PORTFOLIO}/{M.VALIDATION}/"
 
 
 class PromoteIf(Strict):
