@@ -27,18 +27,21 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
-from envs.data import DataError, PriceData, load_prices
+from envs.data import FORM_WIDE, DataError, PriceData, load_prices
 from envs.features import FeatureConfig
 from envs.folds import resolve_experiment_path, round_ranges, window_dates
-from trainer.experiment.config import SEED_KEY, Experiment
-from trainer.experiment.loading import ExperimentError, experiment_from_dict, load_experiment, parse_override
+from trainer.experiment.config import Experiment
+from trainer.experiment.loading import ExperimentError, load_experiment, parse_override
 from trainer.experiment.rolling_config import VALIDATION_PREFIX
+from trainer.experiment.rounds import round_experiment, round_seeds
 from trainer.metrics import registry as M
 from trainer.runtime import registry as R
 from trainer.runtime.checkpoint import CheckpointError, list_checkpoints, read_state
@@ -49,6 +52,9 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3  # trainer.train's
 RUNS_DIR = "runs"
+PRICES_DIR = "prices"  # a replay's price files, one per round: the prices up to its date
+SIMULATION_FILE = "simulation.json"
+SIMULATION_RETURNS = "simulation_returns.csv"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -59,46 +65,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any field")
     p.add_argument("--force", action="store_true", help="run the round even if rolling.every days have not passed")
     p.add_argument("--rollback", metavar="ROUND", help="make this earlier promoted round's model live again")
+    p.add_argument("--simulate", action="store_true", help="replay rounds over history (with --start) as if live")
+    p.add_argument(
+        "--start", type=_date, help="with --simulate: the first round's date (then every rolling.every days)"
+    )
     return p
 
 
-# --- inputs --------------------------------------------------------------------------------------------------
-def _round_seeds(exp: Experiment, where: str) -> list[int]:
-    """The seeds a round trains (each a run; a population's first seed), after checking that the experiment
-    describes one configuration whose windows the round may set."""
-    if exp.rolling is None:
-        raise ExperimentError(
-            f"{where}: no 'rolling' section: a round needs its schedule and promotion rule; add one to the "
-            "experiment (e.g. rolling: {every: 63, promote_if: {min_sharpe_minus_ew: 0.0}}, tune_configs/README.md) "
-            "or give --set rolling.every=63"
-        )
-    if exp.data.fold is not None or exp.data.split_dates is not None:
-        key = "data.fold" if exp.data.fold is not None else "data.split_dates"
-        raise ExperimentError(
-            f"{where}: key '{key}': a round sets its own windows (rolling.window, rolling.train_days, "
-            f"rolling.validation_days, ending on the last date of --data); remove {key}"
-        )
-    sweep = exp.sweep
-    other = [k for k in sweep.search_space if k != SEED_KEY] + [f"variants.{v}" for v in sweep.variants]
-    if other:
-        raise ExperimentError(
-            f"{where}: key 'sweep.{other[0]}': a round trains one configuration over its seeds; fix the other "
-            f"settings (sweep only {SEED_KEY}, with grid_search)"
-        )
-    if not sweep.metric.startswith(VALIDATION_PREFIX):
-        raise ExperimentError(
-            f"{where}: key 'sweep.metric': {sweep.metric!r} is not a validation figure; a round selects its "
-            f"candidate on its validation window ({VALIDATION_PREFIX}...)"
-        )
-    domains = sweep.domains(exp.sac.population)
-    if SEED_KEY not in domains:
-        return [exp.seed]
-    kind, seeds = domains[SEED_KEY]
-    if kind != "grid_search":
-        raise ExperimentError(f"{where}: key 'sweep.search_space.{SEED_KEY}': a round's seeds are a grid_search list")
-    return [int(s) for s in seeds]
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
 
 
+# --- inputs ---------------------------------------------------------------------------------------------------
 def _load(args: argparse.Namespace) -> tuple[Experiment, list[int], PriceData, str]:
     """The validated experiment, its seeds, the round's prices and the experiment's name for messages."""
     if args.exp is None or args.data is None:
@@ -107,7 +88,7 @@ def _load(args: argparse.Namespace) -> tuple[Experiment, list[int], PriceData, s
     overrides["data.source"] = args.data
     exp = load_experiment(args.exp, overrides)
     where = str(resolve_experiment_path(args.exp)) + (f" with --set {', '.join(args.set)}" if args.set else "")
-    seeds = _round_seeds(exp, where)
+    seeds = round_seeds(exp, where)
     try:
         data = load_prices(exp.data.source, date_format=exp.data.date_format, sort_dates=exp.data.sort_dates)
     except DataError as exc:
@@ -163,19 +144,6 @@ def _check_live_universe(live: R.LiveModel | None, data: PriceData) -> None:
         )
 
 
-def _round_experiment(exp: Experiment, split_dates: dict[str, list[str]], live: R.LiveModel | None) -> dict[str, Any]:
-    """What each training run of the round trains: the experiment on the round's windows, one run (no sweep),
-    every checkpoint kept (the candidate is chosen among them), without replay buffers (nothing resumes them)."""
-    assert exp.rolling is not None
-    raw = exp.model_dump(mode="json", exclude={"sweep"})
-    raw["data"]["split_dates"] = split_dates
-    raw["checkpoint"].update(num_to_keep=None, save_buffer=False)
-    if exp.rolling.warm_start and live is not None:
-        raw["model"]["init_from"] = str(live.checkpoint)
-    experiment_from_dict(raw, where="the round's experiment")  # the windows and settings fit the schema
-    return raw
-
-
 # --- training and the decision -------------------------------------------------------------------------------
 def _train(folder: Path, seeds: list[int], flag: ForwardingStopFlag) -> tuple[str, int, str | None]:
     """Train every seed's run: ``(status, exit code, error line)``; status completed, interrupted or failed."""
@@ -202,28 +170,12 @@ def _candidates(folder: Path) -> list[tuple[Path, int]]:
     return out
 
 
-def _print_gate(gate: Any, live: R.LiveModel | None) -> None:
-    f = gate.figures
-
-    def ci(key: str) -> str:
-        lo, hi = f[f"{key}_ci95"]
-        return f"{f[key]:+.3f} (95% {lo:+.3f} .. {hi:+.3f})"
-
-    print(f"gate on the validation window {f['window'][0]} .. {f['window'][1]} ({f['days']} days):")
-    sharpe = [f"candidate {f['candidate'][M.SHARPE]:+.3f}", f"Equal Weight {f['equal_weight'][M.SHARPE]:+.3f}"]
-    if "live" in f:
-        sharpe.append(f"live (round {live.round if live else '?'}) {f['live'][M.SHARPE]:+.3f}")
-    print("  Sharpe: " + " | ".join(sharpe))
-    line = f"  Sharpe - EW {ci(M.SHARPE_MINUS_EW)}"
-    if "live" in f:
-        line += f" | Sharpe - live {ci('sharpe_minus_live')}"
-    print(f"{line} | turnover {f[M.TURNOVER]:.4f}/day")
-
-
-def _decide(registry: Path, round_id: str, record: dict[str, Any], exp: Experiment, live: R.LiveModel | None) -> int:
+def _decide(
+    registry: Path, round_id: str, record: dict[str, Any], exp: Experiment, live: R.LiveModel | None, source: str
+) -> int:
     """Select the candidate, run the gate, record the decision and (on promotion) make it live."""
     # imported here: torch and skfolio come with them, and a refused command never needs them
-    from trainer.evaluation.gate import run_gate, select_candidate
+    from trainer.evaluation.gate import gate_text, run_gate, select_candidate
     from trainer.evaluation.simulation import BacktestError
 
     assert exp.rolling is not None
@@ -243,7 +195,7 @@ def _decide(registry: Path, round_id: str, record: dict[str, Any], exp: Experime
         gate = run_gate(
             candidate,
             (live.checkpoint, live.agent) if live else None,
-            exp.data.source,
+            source,
             record["windows"],
             exp.rolling.promote_if,
             exp.sweep.bootstrap_samples,
@@ -253,7 +205,7 @@ def _decide(registry: Path, round_id: str, record: dict[str, Any], exp: Experime
         R.write_round(registry, round_id, record)
         print(f"error: round {round_id}: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    _print_gate(gate, live)
+    print(gate_text(gate.figures, live.round if live else None))
     record.update(
         status=R.STATUS_DECIDED,
         promoted=gate.promoted,
@@ -277,64 +229,164 @@ def _decide(registry: Path, round_id: str, record: dict[str, Any], exp: Experime
     return 0
 
 
+def _round(
+    registry: Path, exp: Experiment, seeds: list[int], data: PriceData, source: str, flag: ForwardingStopFlag
+) -> int:
+    """One round on ``data`` (read from ``source`` by its runs), the registry's lock held: start it, train,
+    decide. Returns the command's exit code."""
+    assert exp.rolling is not None
+    split_dates = _windows(exp, data)
+    live = R.live_model(registry) if R.live_record(registry) else None
+    _check_live_universe(live, data)
+    init_from = str(live.checkpoint) if exp.rolling.warm_start and live is not None else None
+    raw = round_experiment(exp, source, split_dates, init_from)
+    round_id, notes = R.start_round(registry, str(data.prices.index[-1].date()))
+    folder = R.round_dir(registry, round_id)
+    for note in notes:
+        print(note)
+    write_atomic(folder / EXPERIMENT_FILE, yaml.safe_dump(raw, sort_keys=False))
+    record = R.read_round(registry, round_id)
+    record.update(
+        experiment=exp.name,
+        data=source,
+        windows=split_dates,
+        seeds=seeds,
+        population=exp.sac.population,
+        warm_start_from=live.round if init_from else None,
+        live_before=live.round if live else None,
+        rule=exp.rolling.promote_if.model_dump(mode="json"),
+    )
+    R.write_round(registry, round_id, record)
+    print(
+        f"round {round_id}: {exp.name} on {source} | train {split_dates['train'][0]} .. {split_dates['train'][1]} | "
+        f"validation {split_dates['validation'][0]} .. {split_dates['validation'][1]} | seeds "
+        f"{', '.join(map(str, seeds))} | live {live.round if live else 'none'}",
+        flush=True,
+    )
+    status, code, error = _train(folder, seeds, flag)
+    if status == M.STATUS_INTERRUPTED:
+        record.update(status=status, reason=f"interrupted by {flag.signal or 'a signal'} while training")
+        R.write_round(registry, round_id, record)
+        print(
+            f"round {round_id} interrupted: the live model and every recorded round are unchanged; run the same "
+            "command again to start this round again",
+            file=sys.stderr,
+        )
+        return code
+    if status == R.STATUS_FAILED:
+        record.update(status=status, reason=f"training failed: {error}")
+        R.write_round(registry, round_id, record)
+        print(f"error: round {round_id}: {error}; the live model is unchanged", file=sys.stderr)
+        return EXIT_BAD_INPUT if code == EXIT_BAD_INPUT else EXIT_FAILED
+    return _decide(registry, round_id, record, exp, live, source)
+
+
 def run_round(args: argparse.Namespace, flag: ForwardingStopFlag) -> int:
     registry = R.registry_dir(args.registry, must_exist=False)
     exp, seeds, data, _ = _load(args)
     assert exp.rolling is not None
-    split_dates = _windows(exp, data)
+    _windows(exp, data)  # prices too short are refused before anything is written
     with R.registry_lock(registry):
         (registry / R.ROUNDS_DIR).mkdir(exist_ok=True)
         if not args.force and (why := _not_due(registry, data, exp.rolling.every)):
             print(why)
             return 0
-        live = R.live_model(registry) if R.live_record(registry) else None
-        _check_live_universe(live, data)
-        raw = _round_experiment(exp, split_dates, live)
-        date = str(data.prices.index[-1].date())
-        round_id, notes = R.start_round(registry, date)
-        folder = R.round_dir(registry, round_id)
-        for note in notes:
-            print(note)
-        write_atomic(folder / EXPERIMENT_FILE, yaml.safe_dump(raw, sort_keys=False))
-        record = R.read_round(registry, round_id)
-        record.update(
-            experiment=exp.name,
-            data=exp.data.source,
-            windows=split_dates,
-            seeds=seeds,
-            population=exp.sac.population,
-            warm_start_from=live.round if exp.rolling.warm_start and live else None,
-            live_before=live.round if live else None,
-            rule=exp.rolling.promote_if.model_dump(mode="json"),
-        )
-        R.write_round(registry, round_id, record)
-        print(
-            f"round {round_id}: {exp.name} on {data.source} | train {split_dates['train'][0]} .. "
-            f"{split_dates['train'][1]} | validation {split_dates['validation'][0]} .. {split_dates['validation'][1]}"
-            f" | seeds {', '.join(map(str, seeds))} | live {live.round if live else 'none'}",
-            flush=True,
-        )
-        status, code, error = _train(folder, seeds, flag)
-        if status == M.STATUS_INTERRUPTED:
-            record.update(status=status, reason=f"interrupted by {flag.signal or 'a signal'} while training")
-            R.write_round(registry, round_id, record)
-            print(
-                f"round {round_id} interrupted: the live model and every recorded round are unchanged; run the same "
-                "command again to start this round again",
-                file=sys.stderr,
+        return _round(registry, exp, seeds, data, exp.data.source, flag)
+
+
+def _prefix(data: PriceData, rows: int, path: Path) -> PriceData:
+    """The first ``rows`` rows of ``data``, written to ``path`` (Parquet: the float64 prices exactly) for the
+    round's training runs to read, as the prices a live round on that date would have had."""
+    prices = data.prices.iloc[:rows]
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame = prices.rename_axis("date").reset_index()
+        tmp = path.with_name(f".{path.name}.tmp")
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(path)
+    return PriceData(str(path), FORM_WIDE, prices, [])
+
+
+def _live_periods(registry: Path) -> tuple[list[Any], list[tuple[str, dict[str, Any]]]]:
+    """The models that went live, in order (each promoted round's), and every decided round."""
+    from trainer.evaluation.stitch import LivePeriod
+
+    decided = [(rid, rec) for rid, rec in R.rounds(registry) if rec.get("status") == R.STATUS_DECIDED]
+    periods = [
+        LivePeriod(str(rec["date"]), rid, (registry / str(rec["checkpoint"])).resolve(), rec.get("agent"))
+        for rid, rec in decided
+        if rec.get("promoted")
+    ]
+    return periods, decided
+
+
+def run_simulation(args: argparse.Namespace, flag: ForwardingStopFlag) -> int:
+    """Replay rounds from ``--start`` every ``rolling.every`` rows, each on the prices up to its date only, then
+    the live models' track record against Equal Weight and never retraining (``trainer.evaluation.stitch``)."""
+    if args.start is None or args.force:
+        raise ExperimentError("--simulate needs --start DATE (the first round's date) and takes no --force")
+    registry = R.registry_dir(args.registry, must_exist=False)
+    exp, seeds, data, _ = _load(args)
+    assert exp.rolling is not None
+    dates = data.prices.index
+    first = int(dates.searchsorted(dt.datetime.combine(args.start, dt.time())))
+    if first >= len(dates):
+        raise ExperimentError(f"--start {args.start}: after the last date of --data {data.source} ({dates[-1].date()})")
+    schedule = [str(dates[i].date()) for i in range(first, len(dates), exp.rolling.every)]
+    _windows(exp, PriceData(data.source, data.form, data.prices.iloc[: first + 1], []))  # the first round fits
+    with R.registry_lock(registry):
+        (registry / R.ROUNDS_DIR).mkdir(exist_ok=True)
+        foreign = sorted({str(rec.get("date")) for _, rec in R.rounds(registry)} - set(schedule))
+        if foreign:
+            raise R.RegistryError(
+                f"--registry {registry}: it holds rounds outside this replay ({', '.join(foreign[:3])}); replay into a "
+                "new registry (the same command continues its own replay)"
             )
-            return code
-        if status == R.STATUS_FAILED:
-            record.update(status=status, reason=f"training failed: {error}")
-            R.write_round(registry, round_id, record)
-            print(f"error: round {round_id}: {error}; the live model is unchanged", file=sys.stderr)
-            return EXIT_BAD_INPUT if code == EXIT_BAD_INPUT else EXIT_FAILED
-        return _decide(registry, round_id, record, exp, live)
+        for day in schedule:
+            if any(rec.get("date") == day for _, rec in _live_periods(registry)[1]):
+                print(f"round {day}: decided in an earlier run of this replay, kept")
+                continue
+            rows = int(dates.searchsorted(dt.datetime.fromisoformat(day))) + 1
+            prices = _prefix(data, rows, registry / PRICES_DIR / f"{day}.parquet")
+            code = _round(registry, exp, seeds, prices, prices.source, flag)
+            if code != 0:
+                return code
+        return _report(registry, exp, data, len(schedule))
+
+
+def _report(registry: Path, exp: Experiment, data: PriceData, n_rounds: int) -> int:
+    from trainer.evaluation.stitch import track_record, track_record_text
+
+    periods, decided = _live_periods(registry)
+    rounds = [
+        {"round": rid, "date": rec["date"], "promoted": rec["promoted"], "reason": rec["reason"]}
+        for rid, rec in decided
+    ]
+    summary: dict[str, Any] = {"experiment": exp.name, "data": data.source, "rounds": rounds}
+    if not periods:
+        print(f"no round of the {n_rounds} was promoted: no model was ever live, so there is no track record")
+    else:
+        first = R.read_round(registry, periods[0].round)
+        windows = {
+            "train": first["windows"]["train"],
+            "validation": [periods[0].date, str(data.prices.index[-1].date())],
+        }
+        figures, runs = track_record(periods, data.source, windows, exp.sweep.bootstrap_samples)
+        summary.update(figures=figures, live=[[p.date, p.round] for p in periods])
+        print(track_record_text(figures, n_rounds, len(periods)))
+        returns = {name: run.net_returns for name, run in runs.items()}
+        index = data.prices.index[next(iter(runs.values())).step_indices + 1]  # each return's day
+        pd.DataFrame(returns, index=index.rename("date")).to_csv(registry / SIMULATION_RETURNS)
+    write_atomic(registry / SIMULATION_FILE, json.dumps(summary, indent=2, default=str) + "\n")
+    print(f"summary: {registry / SIMULATION_FILE}")
+    return 0
 
 
 def run_rollback(args: argparse.Namespace) -> int:
-    if args.exp or args.data or args.set or args.force:
-        raise R.RegistryError("--rollback ROUND takes only --registry DIR (no --exp, --data, --set or --force)")
+    if args.exp or args.data or args.set or args.force or args.simulate or args.start:
+        raise R.RegistryError(
+            "--rollback ROUND takes only --registry DIR (no --exp, --data, --set, --force or --simulate)"
+        )
     registry = R.registry_dir(args.registry, must_exist=True)
     with R.registry_lock(registry):
         before = R.live_record(registry)
@@ -354,6 +406,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.rollback is not None:
             return run_rollback(args)
+        if args.simulate:
+            return run_simulation(args, flag)
+        if args.start is not None:
+            raise ExperimentError("--start goes with --simulate (a replay of rounds over history)")
         return run_round(args, flag)
     except ValueError as exc:  # ExperimentError, RegistryError: one line naming the file, key or round
         print(f"error: {exc}", file=sys.stderr)

@@ -18,6 +18,7 @@ from tests.conftest import cli_env, synthetic_prices, write_wide_csv
 from trainer.evaluation.baselines import EQUAL_WEIGHT
 from trainer.evaluation.simulation import simulate
 from trainer.metrics import registry as M
+from trainer.metrics.measures import sharpe_annualized
 
 # a round trains one seed of a tiny network for 600 env steps (a few seconds), windows of 60 validation rows
 TINY = {
@@ -278,7 +279,7 @@ def test_every_bad_input_is_one_line_and_writes_nothing(history, ray_session, tm
         ),
         (
             (*base, "--rollback", last, "--exp", "rolling"),
-            "--rollback ROUND takes only --registry DIR (no --exp, --data, --set or --force)",
+            "--rollback ROUND takes only --registry DIR (no --exp, --data, --set, --force or --simulate)",
         ),
         ((*base, "--data", files[520]), "a round needs --exp NAME and --data PRICES (or --rollback ROUND alone)"),
         (
@@ -334,6 +335,23 @@ def test_every_bad_input_is_one_line_and_writes_nothing(history, ray_session, tm
             "use another --registry for this one",
         ),
     ]
+    replay = (*base, "--exp", "rolling", "--data", files[520], "--simulate")
+    cases += [
+        (replay, "--simulate needs --start DATE (the first round's date) and takes no --force"),
+        (
+            (*replay, "--start", "2030-01-01"),
+            f"--start 2030-01-01: after the last date of --data {files[520]} ({last})",
+        ),
+        (
+            (*replay, "--start", days[1], *_sets()),
+            f"--registry {registry}: it holds rounds outside this replay ({days[0]}); replay into a new registry (the "
+            "same command continues its own replay)",
+        ),
+        (
+            (*base, "--exp", "rolling", "--data", files[520], "--start", days[0]),
+            "--start goes with --simulate (a replay of rounds over history)",
+        ),
+    ]
     for args, message in cases:
         res = _rolling(ray_session, *args)
         assert (res.returncode, res.stderr, res.stdout) == (2, f"error: {message}\n", ""), args
@@ -353,3 +371,54 @@ def test_every_bad_input_is_one_line_and_writes_nothing(history, ray_session, tm
     ):
         res = subprocess.run([*cmd, str(where)], capture_output=True, text=True, timeout=120)
         assert (res.returncode, res.stderr) == (2, f"error: {message}\n")
+
+
+def test_a_replayed_history_stitches_the_live_models_day_by_day(ray_session, tmp_path):
+    import pandas as pd
+
+    data = write_wide_csv(tmp_path / "prices.csv", synthetic_prices(n_days=580, n_assets=3, seed=2))
+    dates = load_prices(data).prices.index
+    registry = tmp_path / "replay"
+    # rounds on rows 399, 459, 519 and 579 (every 60 rows from --start); each promoted unless it trails the live
+    # model, so the live model changes inside the replayed window
+    args = (
+        "--exp",
+        "rolling",
+        "--data",
+        data,
+        "--registry",
+        str(registry),
+        "--simulate",
+        "--start",
+        str(dates[399].date()),
+    )
+    res = _rolling(ray_session, *args, *_sets({"rolling.promote_if.min_sharpe_minus_ew": -100}), timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    days = [str(dates[i].date()) for i in (399, 459, 519, 579)]
+    records = {d: json.loads((registry / "rounds" / d / "round.json").read_text()) for d in days}
+    for i, day in zip((399, 459, 519, 579), days, strict=True):
+        # each round saw the prices up to its date and nothing after: its own file, its windows ending there
+        seen = pd.read_parquet(registry / "prices" / f"{day}.parquet").set_index("date")
+        pd.testing.assert_frame_equal(seen, load_prices(data).prices.iloc[: i + 1], check_names=False, check_freq=False)
+        assert records[day]["windows"]["validation"][1] == day and records[day]["data"].endswith(f"{day}.parquet")
+    summary = json.loads((registry / "simulation.json").read_text())
+    promoted = [d for d in days if records[d]["promoted"]]
+    assert promoted[0] == days[0] and summary["live"] == [[d, d] for d in promoted]
+    assert [r["promoted"] for r in summary["rounds"]] == [records[d]["promoted"] for d in days]
+    f = summary["figures"]
+    assert f["window"] == [days[0], days[-1]] and f["days"] == 180
+    returns = pd.read_csv(registry / "simulation_returns.csv", index_col="date", parse_dates=True)
+    assert list(returns.index) == list(dates[400:580])  # each day's return, earned from the day before
+    # until the second live model's first decision, the stitched record is the first model's, day for day
+    switch = next((d for d in promoted[1:] if d != days[-1]), None)
+    until = returns.index <= pd.Timestamp(switch) if switch else slice(None)
+    assert (returns.loc[until, "live_models"] == returns.loc[until, "never_retrained"]).all()
+    for name in ("live_models", "never_retrained", "equal_weight"):
+        assert f[name][M.SHARPE] == pytest.approx(sharpe_annualized(returns[name].to_numpy()), abs=1e-9)
+    assert f["sharpe_minus_equal_weight"] == pytest.approx(f["live_models"][M.SHARPE] - f["equal_weight"][M.SHARPE])
+    assert f"replayed {days[0]} .. {days[-1]} (180 days): 4 round(s), {len(promoted)} promotion(s)" in res.stdout
+    # the same command again continues the replay: every decided round is kept, the record is the same
+    again = _rolling(ray_session, *args, *_sets({"rolling.promote_if.min_sharpe_minus_ew": -100}))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert all(f"round {d}: decided in an earlier run of this replay, kept" in again.stdout for d in days)
+    assert json.loads((registry / "simulation.json").read_text()) == summary

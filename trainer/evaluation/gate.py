@@ -196,3 +196,27 @@ def promotion_checks(figures: dict[str, Any], rule: PromoteIf) -> list[tuple[str
             _check("max_turnover_per_day", figures[M.TURNOVER], rule.max_turnover_per_day, False, "turnover per day")
         )
     return checks
+
+
+def gate_text(figures: dict[str, Any], live_round: str | None) -> str:
+    """The gate's figures, as printed: the window, each side's Sharpe, the paired differences and the turnover."""
+
+    def ci(key: str) -> str:
+        lo, hi = figures[f"{key}_ci95"]
+        return f"{figures[key]:+.3f} (95% {lo:+.3f} .. {hi:+.3f})"
+
+    sharpe = [
+        f"candidate {figures['candidate'][M.SHARPE]:+.3f}",
+        f"Equal Weight {figures['equal_weight'][M.SHARPE]:+.3f}",
+    ]
+    line = f"  Sharpe - EW {ci(M.SHARPE_MINUS_EW)}"
+    if "live" in figures:
+        sharpe.append(f"live (round {live_round}) {figures['live'][M.SHARPE]:+.3f}")
+        line += f" | Sharpe - live {ci(SHARPE_MINUS_LIVE)}"
+    return "\n".join(
+        [
+            f"gate on the validation window {figures['window'][0]} .. {figures['window'][1]} ({figures['days']} days):",
+            "  Sharpe: " + " | ".join(sharpe),
+            f"{line} | turnover {figures[M.TURNOVER]:.4f}/day",
+        ]
+    )
