@@ -363,6 +363,16 @@ def test_every_bad_input_is_one_line_and_writes_nothing(history, ray_session, tm
         "after 63 more (--force runs one now)\n"
     )
     assert _files(registry) == before
+    # a round's checkpoint has no test window (its test is the future): a backtest of it says so
+    ckpt = registry / json.loads((registry / "live.json").read_text())["checkpoint"]
+    res = subprocess.run(
+        [sys.executable, "-m", "trainer.backtest", str(ckpt)], capture_output=True, text=True, timeout=300
+    )
+    assert (res.returncode, res.stderr) == (
+        2,
+        f"error: {ckpt.resolve()}: its windows have no test window (only train, validation: it was trained with split "
+        "dates without test, as a rolling round is); evaluate another split, or other windows (--fold)\n",
+    )
     # decide --registry: a registry without a live model, and a file
     cmd = [sys.executable, "-m", "trainer.decide", "--data", files[520], "--registry"]
     for where, message in (
