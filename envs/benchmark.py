@@ -1,11 +1,11 @@
 """A benchmark price series (an index, an ETF) and its daily returns over an evaluated window.
 
 A benchmark is given as ``sp500``, skfolio's bundled daily S&P 500 index (1990-2022, read from the installed
-package, no network), or ``FILE:COLUMN``: a CSV or Parquet price file, read like any price file
-(:mod:`envs.price_files`: a date column, wide or long form, dates validated) and checked by the data layer's
-rules (daily dates, plausible positive prices), of which the one price column ``COLUMN`` (a column of a wide
-file, a ticker of a long one) is the benchmark. Other columns of the file are not read, so they may hold
-anything; a day without a price in the column is not a day of the series.
+package, no network; the price index, without dividends: ``PRICE_INDEX_NOTE``), or ``FILE:COLUMN``: a CSV or
+Parquet price file, read like any price file (:mod:`envs.price_files`: a date column, wide or long form, dates
+validated) and checked by the data layer's rules (daily dates, plausible positive prices), of which the one
+price column ``COLUMN`` (a column of a wide file, a ticker of a long one) is the benchmark. Other columns of the
+file are not read, so they may hold anything; a day without a price in the column is not a day of the series.
 
 Its returns are paired with a strategy's by holding period: over the evaluated window's days ``d_0 .. d_T`` the
 benchmark's return on day ``t`` is ``B(d_t) / B(d_{t-1}) - 1``, the same days a strategy held its weights. A
@@ -34,6 +34,12 @@ _SP500_WHERE = "sp500 (skfolio's bundled S&P 500 index)"
 _FORMS = (
     f"give '{SP500_INDEX}' (skfolio's bundled S&P 500 index) or FILE:COLUMN (a CSV/Parquet file with a date column "
     "and the price column COLUMN, e.g. prices.csv:SPY)"
+)
+# skfolio's series is the price index (its closes are the published S&P 500 levels): no dividends.
+PRICE_INDEX_NOTE = (
+    "the S&P 500 is a price index: its returns leave out dividends (about 2% a year), which adjusted-close prices "
+    "such as the bundled stocks' include, so excess returns over it are that much higher than over a total-return "
+    "index"
 )
 _SHOWN_COLUMNS = 12  # the columns a message about a missing one lists before "... (N in all)"
 
@@ -64,7 +70,7 @@ class Benchmark:
     @property
     def label(self) -> str:
         """A short name for tables and plot legends."""
-        return "S&P 500 index" if self.source == SP500_INDEX else f"{self.column} ({Path(self.source).name})"
+        return "S&P 500 price index" if self.source == SP500_INDEX else f"{self.column} ({Path(self.source).name})"
 
 
 def parse_benchmark(spec: str) -> tuple[str, str]:
@@ -97,6 +103,7 @@ def load_benchmark(spec: str) -> Benchmark:
         where = _SP500_WHERE
         frame = load_sp500_index().astype("float64")
         frame.index = pd.DatetimeIndex(frame.index).normalize()
+        notes.append(PRICE_INDEX_NOTE)
     else:
         where = source
         path = Path(source).expanduser()

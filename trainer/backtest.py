@@ -22,6 +22,7 @@ from pathlib import Path
 
 from trainer.evaluation import report as R
 from trainer.evaluation.backtest_report import run_backtest
+from trainer.evaluation.relative import relative_text
 from trainer.evaluation.simulation import BacktestError
 from trainer.runtime.console import quiet_logging
 
@@ -38,13 +39,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--agent", type=int, help="of a population checkpoint (sac.population): the agent to backtest, 0 .. K-1"
     )
+    parser.add_argument(
+        "--benchmark",
+        metavar="sp500|FILE:COLUMN",
+        help="also compare every strategy with this price series over the same days (excess return, tracking "
+        "error, information ratio, beta): 'sp500' is skfolio's bundled S&P 500 index, FILE:COLUMN a column of a "
+        "CSV/Parquet price file (default: none)",
+    )
     parser.add_argument("--out", type=Path, help="output directory")
     parser.add_argument("--verbose", action="store_true", help="show Ray/RLlib log output on the terminal")
     args = parser.parse_args(argv)
     # RLlib's notices while restoring the module (deprecations) are not for the terminal; errors still are.
     quiet_logging(None, args.verbose)
     try:
-        result = run_backtest(args.checkpoint, args.split, args.data, args.cost_bps, args.out, args.fold, args.agent)
+        result = run_backtest(
+            args.checkpoint, args.split, args.data, args.cost_bps, args.out, args.fold, args.agent, args.benchmark
+        )
     except BacktestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -60,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     print("(*_lookahead baselines were fitted on this split: they saw the future)")
     for name, reason in result["not_fitted"].items():
         print(f"{name}: not fitted, {reason}")
+    if result["benchmark"] is not None:
+        print(relative_text(result["benchmark"], d["n_days"]))
     out = Path(result["out_dir"])
     print(f"report: {out / 'report.md'} | {out / 'report.html'} | json: {out / 'backtest.json'}")
     return 0

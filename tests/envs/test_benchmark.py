@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from envs.benchmark import benchmark_returns, load_benchmark, parse_benchmark
+from envs.benchmark import PRICE_INDEX_NOTE, benchmark_returns, load_benchmark, parse_benchmark
 from envs.data import DataError, load_prices
 
 FORMS = (
@@ -30,7 +30,8 @@ def test_bundled_index_loads_offline_and_covers_the_bundled_prices(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     bench = load_benchmark("sp500")
-    assert (bench.source, bench.column, bench.label) == ("sp500", "SP500", "S&P 500 index")
+    assert (bench.source, bench.column, bench.label) == ("sp500", "SP500", "S&P 500 price index")
+    assert bench.notes == [PRICE_INDEX_NOTE]  # dividends are not in it
     assert bench.prices.index[0] == pd.Timestamp("1990-01-02") and bench.prices.iloc[0] == pytest.approx(359.69)
     assert bench.prices.index.equals(load_prices("sp500").prices.index)  # every day of the bundled data
     assert np.isfinite(bench.prices.to_numpy()).all() and (bench.prices.to_numpy() > 0).all()

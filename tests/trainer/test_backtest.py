@@ -122,6 +122,7 @@ def test_round_trip_train_smoke_then_backtest(smoke_run, tmp_path):
     assert set(result["strategies"]) == STRATEGIES
     assert result["split"] == "test" and result["checkpoint"] == str(ckpt)
     assert result["warnings"] == [] and result["not_fitted"] == {}
+    assert result["benchmark"] is None  # no --benchmark, no comparison with one
     assert not [line for line in res.stderr.splitlines() if line.startswith("WARNING: ")]
     values = pd.read_parquet(out1 / "values.parquet")
     for name, m in result["strategies"].items():
