@@ -134,23 +134,27 @@ def check_data(exp: Experiment, where: str) -> None:
     """Load the prices and windows of every trial in the driver (every swept fold), before any trial starts.
 
     A bad data file then gives the data layer's one-line error once, instead of every trial failing in its
-    own process with a traceback.
+    own process with a traceback; so does a ``sweep.benchmark`` that misses a day of a test window.
     """
     from envs.data import DataError
     from envs.market import load_market_for
+    from trainer.evaluation.sweep_benchmark import check_benchmark
 
     domains = exp.sweep.domains()
     folds: list[Any] = [exp.data.fold]
     if FOLD_KEY in domains:
         kind, arg = domains[FOLD_KEY]
         folds = list(range(arg[0], arg[1])) if kind == "randint" else list(arg)
+    markets = {}
     for fold in dict.fromkeys(folds):
         env_config = exp.data.env_config() | {"fold": fold}
         try:
-            load_market_for(env_config)
+            markets[fold] = load_market_for(env_config)
         except (DataError, ValueError) as exc:
             swept = f" (data.fold={fold})" if FOLD_KEY in domains else ""
             raise ExperimentError(f"{where}: key 'data'{swept}: {exc}") from None
+    if exp.sweep.benchmark is not None:  # summary only, but refused now rather than after the trials
+        check_benchmark(exp.sweep.benchmark, markets, where)
 
 
 def check_resources(plan: dict[str, Any], cluster: dict[str, float]) -> None:

@@ -13,8 +13,11 @@ A population trial (``sac.population``: K agents of one configuration) counts as
 validation score and evaluated as that agent alone, so every statistic across seeds and folds is the same as
 for K separate trials.
 
-Writes ``trials.parquet``, ``test_returns.parquet`` (daily test returns of every trial and of Equal Weight),
-``summary.json``, ``summary.md`` and the plots into the experiment directory.
+With ``sweep.benchmark`` every test window is also paired with a benchmark series, the same way
+(``trainer.evaluation.sweep_benchmark``). The statistics per configuration are in ``sweep_stats``.
+
+Writes ``trials.parquet``, ``test_returns.parquet`` (daily test returns of every trial and of Equal Weight, and of
+the benchmark when there is one), ``summary.json``, ``summary.md`` and the plots into the experiment directory.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import pandas as pd
 from trainer.evaluation import stats
 from trainer.evaluation.baselines import EQUAL_WEIGHT, MAX_SHARPE, MIN_VOLATILITY, BaselineRuns, run_baselines
 from trainer.evaluation.report import nan_to_none
+from trainer.evaluation.sweep_benchmark import benchmark_trials, configuration_benchmark_stats
 from trainer.evaluation.sweep_stats import (
     PAIRED,
     SPLITS,
@@ -204,9 +208,12 @@ def summarize_sweep(results: Any, exp: Experiment, exp_dir: Path) -> dict[str, A
     sweep = exp.sweep
     stored = stored_configs(exp_dir)
     trials, returns, extra = collect_trials(results, exp, sweep.metric, sweep.mode, stored)
+    bench = benchmark_trials(sweep.benchmark, trials, returns, extra["test_envs"]) if sweep.benchmark else None
     trials.to_parquet(exp_dir / "trials.parquet")
-    _write_returns(returns, exp_dir / "test_returns.parquet")
+    _write_returns(returns, exp_dir / "test_returns.parquet", bench.returns if bench else {})
     groups = configuration_stats(trials, returns, sweep.bootstrap_samples, sweep.metric, sweep.mode)
+    if bench is not None and bench.section["error"] is None:
+        configuration_benchmark_stats(groups, trials, returns, bench.returns, sweep.bootstrap_samples)
     best_group = select_best(groups, sweep.mode)
     if best_group is not None:
         best_group["deflated_sharpe_vs_ew"] = stats.deflated_sharpe(
@@ -236,6 +243,7 @@ def summarize_sweep(results: Any, exp: Experiment, exp_dir: Path) -> dict[str, A
             "test",
             out_dir=exp_dir / "best_backtest",
             agent=row_agent(best_trial["agent"]),
+            benchmark=sweep.benchmark if bench is not None and bench.section["error"] is None else None,
         )
     summary = {
         "experiment": exp.name,
@@ -250,6 +258,7 @@ def summarize_sweep(results: Any, exp: Experiment, exp_dir: Path) -> dict[str, A
         "baselines": baselines,
         "baselines_by_fold": by_fold,
         "baselines_not_fitted": _not_fitted(extra["baselines"]),
+        "benchmark": bench.section if bench is not None else None,
         "best_configuration": best_group["config"] if best_group else None,
         "best_trial": best_trial,
         "best_backtest_report": str(Path(backtest["out_dir"]) / "report.md") if backtest else None,
@@ -261,9 +270,13 @@ def summarize_sweep(results: Any, exp: Experiment, exp_dir: Path) -> dict[str, A
     return summary
 
 
-def _write_returns(returns: dict[str, tuple], path: Path) -> None:
+def _write_returns(returns: dict[str, tuple], path: Path, benchmark: dict[str, np.ndarray]) -> None:
+    """Each run's daily test returns beside Equal Weight's (and the benchmark's, with ``sweep.benchmark``)."""
     frames = [
-        pd.DataFrame({"trial": t, "fold": fold, "day": np.arange(len(sac)), "sac": sac, "equal_weight": ew})
+        pd.DataFrame(
+            {"trial": t, "fold": fold, "day": np.arange(len(sac)), "sac": sac, "equal_weight": ew}
+            | ({"benchmark": benchmark[t]} if t in benchmark else {})
+        )
         for t, (fold, sac, ew) in returns.items()
     ]
     (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()).to_parquet(path)

@@ -13,16 +13,16 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from envs.data import SPLITS, VALIDATION
 from envs.rewards import REWARD_CLIP
 from envs.settings import SETTING_NAMES
 from trainer.experiment.data_config import DataConfig
 from trainer.experiment.resources import ResourcesConfig
-from trainer.experiment.schema import Strict, auto_or_number, value_types
+from trainer.experiment.schema import Strict, auto_or_number, benchmark_spec, value_types
 from trainer.metrics import registry as M
 
 
@@ -187,6 +187,8 @@ class SweepConfig(Strict):
     checkpoint_num_to_keep: int = Field(2, ge=1)
     backtest_best: bool = True
     bootstrap_samples: int = Field(2000, ge=100)
+    # Summary only: each configuration's test windows also against this series (sp500 or FILE:COLUMN).
+    benchmark: Annotated[str | None, AfterValidator(benchmark_spec)] = None
 
     @field_validator("metric")
     @classmethod
