@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="sp500|FILE:COLUMN",
         help="also compare every strategy with this price series over the same days (excess return, tracking "
         "error, information ratio, beta): 'sp500' is skfolio's bundled S&P 500 index, FILE:COLUMN a column of a "
-        "CSV/Parquet price file (default: none)",
+        "CSV/Parquet price file (off by default)",
     )
     parser.add_argument("--out", type=Path, help="output directory")
     parser.add_argument("--verbose", action="store_true", help="show Ray/RLlib log output on the terminal")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import cli_env
+from tests.conftest import cli_env, relative_by_hand, sharpe_by_hand
 from trainer.experiment.config import ENV_CONFIG_GRID
 from trainer.experiment.loading import ExperimentError, load_experiment
 from trainer.rl.sac_config import build_sac_config
@@ -172,10 +172,6 @@ def _check_figures_against_the_returns_file(config: dict, trials: pd.DataFrame, 
     assert config["deflated_sharpe_vs_ew"] == pytest.approx(psr, rel=1e-9)
 
 
-def _sharpe(x: np.ndarray) -> float:
-    return x.mean() / x.std(ddof=1) * np.sqrt(252)
-
-
 def _bootstrap_interval(ordered: pd.DataFrame, against: dict, by_trial: dict, n_boot: int) -> list[float]:
     """The 95% interval of the median over runs of (Sharpe - the reference's Sharpe): each fold's days resampled
     in blocks for all its seeds and the reference together (``against``: the reference's returns by trial), folds
@@ -186,7 +182,9 @@ def _bootstrap_interval(ordered: pd.DataFrame, against: dict, by_trial: dict, n_
     for i, (_, fold) in enumerate(ordered.groupby("fold", sort=True)):
         cols = [against[fold["trial"].iloc[0]]] + [by_trial[trial]["sac"].to_numpy() for trial in fold["trial"]]
         boot = stationary_bootstrap(np.column_stack(cols), n_boot, block_size=20.0, seed=i)
-        per_fold.append([[_sharpe(b[:, j]) - _sharpe(b[:, 0]) for j in range(1, b.shape[1])] for b in boot])
+        per_fold.append(
+            [[sharpe_by_hand(b[:, j]) - sharpe_by_hand(b[:, 0]) for j in range(1, b.shape[1])] for b in boot]
+        )
     medians = np.median(np.concatenate([np.asarray(f) for f in per_fold], axis=1), axis=1)
     return list(np.percentile(medians, [2.5, 97.5]))
 
@@ -210,19 +208,11 @@ def _check_the_benchmark_against_skfolios_index(summary, config, trials, returns
         b = bench[t["trial"]] = prices[1:] / prices[:-1] - 1.0
         r = by_trial[t["trial"]]["sac"].to_numpy()
         np.testing.assert_allclose(by_trial[t["trial"]]["benchmark"].to_numpy(), b, rtol=1e-12)
-        d = r - b
-        te = d.std(ddof=1) * np.sqrt(252)
-        expected = {
-            "sharpe_minus_benchmark": _sharpe(r) - _sharpe(b),
-            "excess_return": d.mean() * 252,
-            "tracking_error": te,
-            "information_ratio": d.mean() * 252 / te,
-            "beta": np.cov(r, b, ddof=1)[0, 1] / b.var(ddof=1),
-        }
+        expected = relative_by_hand(r, b)
         for key, value in expected.items():  # summary.json's trials keep 10 decimals (pandas' to_json)
             assert t[f"test_{key}"] == pytest.approx(value, rel=1e-9, abs=1e-10), key
         (fold,) = [f for f in section["folds"] if f["test"] == [start, end]]
-        assert fold["test_sharpe"] == pytest.approx(_sharpe(b), rel=1e-9)
+        assert fold["test_sharpe"] == pytest.approx(sharpe_by_hand(b), rel=1e-9)
     for key in expected:
         assert config[f"test_{key}"]["median"] == pytest.approx(trials[f"test_{key}"].median(), rel=1e-9, abs=1e-10)
         assert config[f"test_{key}"]["n"] == 4

@@ -134,9 +134,10 @@ GRID_DOMAINS = ("grid_search", "choice")
 REAL_DOMAINS = ("uniform", "loguniform")  # sample real numbers: not for integer keys
 
 # What a sweep can select on (and ASHA compare): the numbers every training result reports in its portfolio
-# section, by their flattened Tune keys. Registry measures that only backtests compute are not reported there.
+# section, by their flattened Tune keys. Registry measures that only backtests compute (of a run, or against a
+# benchmark) are not reported there.
 SELECTION_METRICS: tuple[str, ...] = (
-    *(m.tune_key for m in M.REGISTRY if m.compute is None or m.path),
+    *(m.tune_key for m in M.REGISTRY if (m.compute is None and m.relative is None) or m.path),
     *(f"{M.PORTFOLIO}/{key}" for key in (M.TRAIN_SHARPE, M.TRAIN_TURNOVER)),
 )
 

@@ -15,8 +15,10 @@ from skfolio.datasets import load_sp500_index
 from tests.conftest import toy_market
 from trainer.evaluation import stats
 from trainer.evaluation.sweep_benchmark import benchmark_trials, configuration_benchmark_stats
+from trainer.experiment.config import SELECTION_METRICS
 from trainer.experiment.loading import ExperimentError, load_experiment, resolve_experiment_path
 from trainer.experiment.sweep_state import check_same_experiment, save_experiment
+from trainer.metrics import registry as M
 
 FORMS = (
     "give 'sp500' (skfolio's bundled S&P 500 index) or FILE:COLUMN (a CSV/Parquet file with a date column and the "
@@ -36,10 +38,18 @@ def test_the_key_takes_sp500_or_file_column_and_refuses_other_forms():
     )
 
 
+def test_the_figures_against_a_benchmark_are_not_selection_metrics():
+    # training results never report them (only summaries and backtests compute them), so ASHA could not read them
+    relative = {m.tune_key for m in M.shown_in(M.BENCHMARK)}
+    assert len(relative) == 5 and relative.isdisjoint(SELECTION_METRICS)
+    with pytest.raises(ExperimentError, match=r"key 'sweep\.metric': Value error, unknown metric 'portfolio/beta'"):
+        load_experiment("study", {"sweep.metric": "portfolio/beta"})
+
+
 def test_a_resume_may_add_or_change_the_benchmark(tmp_path):
     save_experiment(load_experiment("study"), tmp_path)
     check_same_experiment(load_experiment("study", {"sweep.benchmark": "sp500"}), tmp_path)  # no error
-    with pytest.raises(ExperimentError, match="sweep.num_samples"):  # a change that reaches the trials still fails
+    with pytest.raises(ExperimentError, match=r"sweep\.num_samples"):  # a change that reaches the trials still fails
         check_same_experiment(load_experiment("study", {"sweep.num_samples": 2}), tmp_path)
 
 
@@ -47,7 +57,16 @@ def test_a_benchmark_that_misses_a_test_window_is_refused_before_any_trial(tmp_p
     short = tmp_path / "short.csv"
     load_sp500_index().loc[:"2021-06-30"].rename_axis("date").to_csv(short, date_format="%Y-%m-%d")
     res = subprocess.run(
-        [sys.executable, "-m", "trainer.tune", "--exp", "study", "--dry-run", "--set", f"sweep.benchmark={short}:SP500"],
+        [
+            sys.executable,
+            "-m",
+            "trainer.tune",
+            "--exp",
+            "study",
+            "--dry-run",
+            "--set",
+            f"sweep.benchmark={short}:SP500",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
