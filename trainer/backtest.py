@@ -9,6 +9,11 @@ Writes into ``--out`` (default ``<checkpoint>/../../backtest_<split>``): ``backt
 ``values.parquet`` (daily value of every strategy), ``weights.parquet`` (the agent's daily weights),
 ``equity.png``, ``drawdowns.png``, ``weights.png``, ``training.png``, ``report.md`` and ``report.html``.
 
+The policy is read from the checkpoint's ``policy/`` files (JSON and plain arrays), never from RLlib's
+pickles, so backtesting someone else's checkpoint cannot run code from it. A checkpoint of an older version
+has no ``policy/``: ``--trust-pickle`` writes it once from RLlib's pickles (which can run code: only for a
+checkpoint you trust), and every later backtest reads it without pickle.
+
 Two things never pass silently: an evaluated window that overlaps the checkpoint's training window (other
 ``--data``, or another ``--fold``: the agent saw those days) is warned about on the terminal, in the report
 and in ``backtest.json``; a baseline that cannot be fitted is listed as not fitted, with the reason.
@@ -24,6 +29,7 @@ from trainer.evaluation import report as R
 from trainer.evaluation.backtest_report import run_backtest
 from trainer.evaluation.relative import relative_text
 from trainer.evaluation.simulation import BacktestError
+from trainer.runtime.checkpoint import CheckpointError
 from trainer.runtime.console import quiet_logging
 
 
@@ -47,15 +53,27 @@ def main(argv: list[str] | None = None) -> int:
         "CSV/Parquet price file (off by default)",
     )
     parser.add_argument("--out", type=Path, help="output directory")
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="a checkpoint of an older version without policy/ files: write them once from RLlib's pickles, "
+        "which can run code (only for a checkpoint you trust)",
+    )
     parser.add_argument("--verbose", action="store_true", help="show Ray/RLlib log output on the terminal")
     args = parser.parse_args(argv)
-    # RLlib's notices while restoring the module (deprecations) are not for the terminal; errors still are.
+    # RLlib's notices (deprecations, while --trust-pickle restores its module) are not for the terminal; errors are.
     quiet_logging(None, args.verbose)
     try:
+        if args.trust_pickle:
+            from trainer.rl.policy_export import convert_checkpoint
+
+            written = convert_checkpoint(args.checkpoint)
+            if written is not None:
+                print(f"wrote {written} from RLlib's pickles (--trust-pickle); later backtests read it without pickle")
         result = run_backtest(
             args.checkpoint, args.split, args.data, args.cost_bps, args.out, args.fold, args.agent, args.benchmark
         )
-    except BacktestError as exc:
+    except (BacktestError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for warning in result["warnings"]:
