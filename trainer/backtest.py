@@ -12,6 +12,10 @@ Writes into ``--out`` (default ``<checkpoint>/../../backtest_<split>``): ``backt
 Two things never pass silently: an evaluated window that overlaps the checkpoint's training window (other
 ``--data``, or another ``--fold``: the agent saw those days) is warned about on the terminal, in the report
 and in ``backtest.json``; a baseline that cannot be fitted is listed as not fitted, with the reason.
+
+An output folder that cannot be written (a file in its path) is refused before the simulation runs (exit 2), as
+is a checkpoint trained on a ticker named ``cash`` (the weights' cash column); a report that cannot be written
+(a full disk) is a one-line error naming the folder (exit 1).
 """
 
 from __future__ import annotations
@@ -20,10 +24,39 @@ import argparse
 import sys
 from pathlib import Path
 
+from envs.data import DataError
 from trainer.evaluation import report as R
-from trainer.evaluation.backtest_report import run_backtest
+from trainer.evaluation.backtest_report import default_report_name, run_backtest
 from trainer.evaluation.simulation import BacktestError
+from trainer.experiment.preflight import check_tickers
+from trainer.runtime.checkpoint import CheckpointError, read_state
 from trainer.runtime.console import quiet_logging
+from trainer.runtime.errors import ExperimentError
+from trainer.runtime.paths import check_output_dir, os_error_text
+
+EXIT_WRITE_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+def check_before_simulating(args: argparse.Namespace) -> Path:
+    """What can be refused before the simulation runs: an output folder that cannot be written, and a checkpoint
+    trained on a ticker whose name the report's tables need (a damaged or foreign checkpoint is left to the
+    simulation, which names the file). Returns the output folder.
+
+    Raises:
+        ExperimentError: the output folder; DataError: the ticker.
+    """
+    checkpoint = args.checkpoint.resolve()
+    out = args.out or checkpoint.parent.parent / default_report_name(
+        checkpoint, args.split, args.data, args.cost_bps, args.fold, args.agent
+    )
+    check_output_dir(out, "--out")
+    try:
+        tickers = read_state(checkpoint).get("tickers") or []
+    except (CheckpointError, OSError):
+        return out
+    check_tickers([str(t) for t in tickers], f"{checkpoint}: its training data", ", and train again")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,11 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # RLlib's notices while restoring the module (deprecations) are not for the terminal; errors still are.
     quiet_logging(None, args.verbose)
+    out = args.out
     try:
-        result = run_backtest(args.checkpoint, args.split, args.data, args.cost_bps, args.out, args.fold, args.agent)
-    except BacktestError as exc:
+        out = check_before_simulating(args)
+        result = run_backtest(args.checkpoint, args.split, args.data, args.cost_bps, out, args.fold, args.agent)
+    except (BacktestError, ExperimentError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # a full disk while the report was written
+        print(f"error: {out}: not written ({os_error_text(exc)}): make room, then backtest again", file=sys.stderr)
+        return EXIT_WRITE_FAILED
     for warning in result["warnings"]:
         print(f"WARNING: {warning}", file=sys.stderr)
     d = result["dates"]
