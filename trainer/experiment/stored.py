@@ -73,3 +73,26 @@ def experiment_for_resume(checkpoint: Path, overrides: dict[str, Any]) -> tuple[
             f"run instead (a resume may change {', '.join(SAFE_ON_RESUME)})"
         )
     return exp, changed
+
+
+def resume_inputs(
+    checkpoint: Path, overrides: dict[str, Any], allow_missing_buffer: bool
+) -> tuple[Experiment, int, bool, list[str]]:
+    """What a resume from ``checkpoint`` continues with: the checkpoint verified (its replay buffer too, unless
+    ``allow_missing_buffer``), and the experiment it was trained with, with the overrides a resume may change.
+
+    Returns:
+        ``(experiment, the checkpoint's iteration, restore the replay buffer, notes to print)``.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be used.
+        ExperimentError: an override a resume may not change, or no readable ``experiment.yaml``.
+    """
+    from trainer.runtime.checkpoint import resume_state
+
+    state, buffer_note = resume_state(checkpoint, allow_missing_buffer)
+    exp, changed = experiment_for_resume(checkpoint, overrides)
+    notes = [f"on resume: {k} {old!r} -> {new!r}" for k, (old, new) in changed.items()]
+    if buffer_note:
+        notes.append(f"warning: {buffer_note}")
+    return exp, int(state.get("training_iteration") or 0), buffer_note is None, notes
