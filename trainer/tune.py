@@ -35,6 +35,7 @@ from trainer.metrics import registry as M
 from trainer.runtime.locks import LOCK_FILE, holder_text, lock_dir
 from trainer.runtime.paths import check_output_dir, check_remote_storage, is_uri, os_error_text
 from trainer.runtime.resources import THIS_MACHINE, available_memory, check_request
+from trainer.runtime.sweep_progress import SweepReporter
 
 DRIVER_LOG = "driver.log"
 
@@ -79,10 +80,21 @@ def check_resources(plan: dict[str, Any], cluster: dict[str, float]) -> None:
     check_request(plan["resources_per_trial"], cluster, "each trial", "no trial could ever start")
 
 
-def _remove_unstarted(exp_dir: Path, new_dir: bool) -> None:
-    """Remove a sweep directory this command created when nothing but its driver log (and lock) was written."""
-    if new_dir and exp_dir.is_dir() and {p.name for p in exp_dir.iterdir()} <= {DRIVER_LOG, LOCK_FILE}:
-        shutil.rmtree(exp_dir)
+def _outermost_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet: what this command creates (None: it exists)."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def _remove_unstarted(exp_dir: Path, created: Path | None) -> None:
+    """Remove the folders this command created (``created``: the outermost, e.g. a new --storage) when nothing
+    but the sweep's driver log (and lock) was written there."""
+    if created and exp_dir.is_dir() and {p.name for p in exp_dir.iterdir()} <= {DRIVER_LOG, LOCK_FILE}:
+        shutil.rmtree(created)
 
 
 def _stopper_base() -> type:
@@ -146,7 +158,8 @@ def run_sweep(exp: Experiment, storage: Path | str, resume: bool = False) -> Any
     else:
         scheduler = FIFOScheduler()
     freq = exp.checkpoint.frequency
-    reporter = tune.CLIReporter(
+    reporter = SweepReporter(
+        str(exp_path),
         metric_columns={sweep.metric: "score"} | {m.tune_key: m.progress_label for m in M.shown_in(M.PROGRESS)},
         parameter_columns={
             SWEEPABLE_PATHS[k]: k for k in [*sweep.search_space, *(k for v in sweep.variants.values() for k in v)]
@@ -199,7 +212,11 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m trainer.tune", description="Ray Tune sweep of SAC portfolio agents."
     )
     parser.add_argument("--exp", default="quick", help="experiment in tune_configs/ (or a YAML path)")
-    parser.add_argument("--storage", default="results", help="Tune storage: a directory or a URI (s3://, gs://)")
+    parser.add_argument(
+        "--storage",
+        default="results",
+        help="Tune storage: a directory or a URI (s3://, gs://); default: results (in this folder)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue the interrupted sweep in --storage")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("--data", help="price source: 'sp500' or a CSV/Parquet path (sets data.source)")
@@ -232,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # Summaries of a sweep stored on a URI go to a local folder.
     exp_dir = Path("results_summary") / exp.name if remote else Path(storage) / exp.name
-    new_dir = not exp_dir.exists()
+    new_dir = _outermost_missing(exp_dir.absolute())
     try:
         if remote:
             check_remote_storage(args.storage, "--storage")
@@ -261,7 +278,7 @@ def _sweep(
     est: MemoryEstimate | None,
     storage: Path | str,
     exp_dir: Path,
-    new_dir: bool,
+    new_dir: Path | None,
     address: str | None,
 ) -> int:
     """The sweep, in its locked directory: Ray, the checks that need the cluster (``est``: the memory of a trial,

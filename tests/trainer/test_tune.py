@@ -475,6 +475,10 @@ def test_batch_size_sweep_labels_and_unfittable_baseline(ray_session, tmp_path):
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     header = next(line for line in res.stdout.splitlines() if line.startswith("| Trial name"))
     assert [c.strip() for c in header.strip("|").split("|")][:4] == ["Trial name", "status", "loc", "sac.batch_size"]
+    # the best-trial line names the experiment's key and the results' folder, not RLlib's path or /tmp/ray
+    assert "_train_batch_size_per_learner" not in res.stdout and "Result logdir" not in res.stdout
+    assert re.search(r"^Current best trial: .*parameters=\{'sac.batch_size': (16|32)\}", res.stdout, re.M)
+    assert f"Results: {exp_dir}" in res.stdout
     summary = json.loads((exp_dir / "summary.json").read_text())
     assert [g["config"] for g in summary["configurations"]] == ["sac.batch_size=16", "sac.batch_size=32"]
     trials = pd.read_parquet(exp_dir / "trials.parquet")
@@ -494,15 +498,14 @@ def test_batch_size_sweep_labels_and_unfittable_baseline(ray_session, tmp_path):
 
 
 def test_gpu_request_on_cpu_only_cluster_is_a_clear_error(ray_session, tmp_path):
-    res = _tune(
-        ["--exp", "smoke", "--storage", str(tmp_path), "--set", "resources.num_gpus_per_learner=1"], ray_session
-    )
+    storage = tmp_path / "new" / "results"  # a storage this command creates: removed again when refused
+    res = _tune(["--exp", "smoke", "--storage", str(storage), "--set", "resources.num_gpus_per_learner=1"], ray_session)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().endswith(
         "error: each trial needs GPU=1 but the Ray cluster has GPU=0 in total; no trial could ever start "
         "(train on CPUs with --set resources.num_gpus_per_learner=0; or add nodes that have it)"
     )
-    assert not (tmp_path / "smoke").exists()  # nothing started, nothing written
+    assert list(tmp_path.iterdir()) == []  # nothing started, nothing written, no empty folder left
 
 
 def test_latest_history_keeps_the_rows_of_the_run_that_resumed_from_a_checkpoint():
