@@ -224,8 +224,13 @@ def _prepare_new_run(
 ) -> tuple[Experiment, Path, int, bool, list[str]]:
     """A new run: the validated experiment, its data and memory checked, its run directory's path checked
     (returned as ``_prepare_resume`` returns a resume's)."""
-    if args.additional_steps is not None or args.allow_missing_buffer:
-        flag = "--additional-steps" if args.additional_steps is not None else "--allow-missing-buffer"
+    given = {
+        "--additional-steps": args.additional_steps is not None,
+        "--allow-missing-buffer": args.allow_missing_buffer,
+        "--allow-changed-data": args.allow_changed_data,
+    }
+    flag = next((f for f, on in given.items() if on), None)
+    if flag:
         raise RunError(f"{flag} continues a run: use it with --resume CHECKPOINT")
     exp = load_experiment(args.exp or DEFAULT_EXPERIMENT, overrides, sweep=False)  # one run: no sweep
     out_dir = (args.out or default_out_dir(exp)).absolute()  # the summary's paths hold wherever it is read from
@@ -250,7 +255,9 @@ def _prepare_resume(
     if args.additional_steps is not None and args.additional_steps < 1:
         raise RunError(f"--additional-steps must be >= 1, got {args.additional_steps}")
     ckpt = args.resume.resolve()
-    exp, iteration, replay_buffer, notes = resume_inputs(ckpt, overrides, args.allow_missing_buffer)
+    exp, iteration, replay_buffer, notes = resume_inputs(
+        ckpt, overrides, args.allow_missing_buffer, args.allow_changed_data
+    )
     out_dir = (args.out or ckpt.parent.parent).absolute()
     check_output_dir(out_dir, "--out")
     check_run(exp)
@@ -285,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
         "--allow-missing-buffer",
         action="store_true",
         help="with --resume: continue with an empty replay buffer when the saved one is missing or damaged",
+    )
+    parser.add_argument(
+        "--allow-changed-data",
+        action="store_true",
+        help="with --resume: continue although the prices of the checkpoint's windows changed since it was written",
     )
     parser.add_argument("--verbose", action="store_true", help="show Ray/RLlib log output on the terminal")
     args = parser.parse_args(argv)

@@ -393,6 +393,19 @@ def test_a_checkpoint_knows_its_data_and_warns_when_a_backtest_reads_other_price
     )
     assert f"WARNING: {changed}" in res.stderr.splitlines()
     assert json.loads((tmp_path / "bt1" / "backtest.json").read_text())["warnings"] == [changed]
+    # a decision says so too, and a resume is refused (nothing of the run changed) unless told to go on
+    from trainer.evaluation.decision import Member, decide
+
+    decision = decide([Member(ckpt)], data, as_of=edited.index[-1])
+    assert changed in decision.warnings
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    res = train_cli(tmp_path / "run", ray_session, "--resume", str(ckpt))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"error: --resume {ckpt}: {changed}; the run would go on training on other prices than it started with: "
+        "restore the data file, or pass --allow-changed-data to continue on it anyway"
+    )
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
 
     write_wide_csv(tmp_path / "prices.csv", prices.iloc[:640])  # the new test window lies in the old training one
     res = _backtest([str(ckpt), "--out", str(tmp_path / "bt2")])
