@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 from envs.data import check_values
 from envs.errors import DataError, fail, fmt_dates
 from envs.frequency import check_daily
+from envs.market import MarketData
 from envs.price_files import FORM_LONG, read_table, to_numeric, to_wide
 
 SP500_INDEX = "sp500"  # the keyword for skfolio's bundled S&P 500 index
@@ -123,6 +124,12 @@ def load_benchmark(spec: str) -> Benchmark:
     check_daily(frame.index, where)
     frame = check_values(frame, where, notes)
     return Benchmark(str(spec), source, column, frame.iloc[:, 0].rename(column), notes)
+
+
+def window_days(market: MarketData, split: str) -> pd.DatetimeIndex:
+    """The evaluated window's days, its first (whose close the first holding period starts from) to its last."""
+    rng = market.splits[split]
+    return pd.DatetimeIndex(market.dates[rng.start : rng.end + 1])
 
 
 def benchmark_returns(benchmark: Benchmark, dates: pd.DatetimeIndex | list) -> NDArray[np.float64]:

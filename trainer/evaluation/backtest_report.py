@@ -17,7 +17,7 @@ from envs.settings import LIMIT_NAMES
 from trainer.evaluation import report as R
 from trainer.evaluation.baselines import LOOKAHEAD, descriptions
 from trainer.evaluation.policy import population_seeds
-from trainer.evaluation.relative import benchmark_section, report_section, window_days
+from trainer.evaluation.relative import benchmark_section, report_section
 from trainer.evaluation.simulation import SAC, BacktestError, Simulation, simulate
 from trainer.metrics import registry as M
 
@@ -57,7 +57,7 @@ def run_backtest(
     adds every strategy's figures against that series over the same days; a benchmark that cannot be read or
     does not cover the window is refused before anything is written.
     """
-    from envs.benchmark import benchmark_returns, load_benchmark
+    from envs.benchmark import benchmark_returns, load_benchmark, window_days
     from envs.data import DataError
 
     try:

@@ -10,11 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from numpy.typing import NDArray
 
 from envs.benchmark import Benchmark
-from envs.market import MarketData
 from trainer.metrics import measures
 from trainer.metrics import registry as M
 
@@ -25,12 +23,6 @@ CONVENTIONS = (
     "differences x sqrt(252); information ratio = excess return / tracking error; beta = cov(strategy, "
     "benchmark) / var(benchmark), both ddof 1"
 )
-
-
-def window_days(market: MarketData, split: str) -> pd.DatetimeIndex:
-    """The evaluated window's days, its first (whose close the first holding period starts from) to its last."""
-    rng = market.splits[split]
-    return pd.DatetimeIndex(market.dates[rng.start : rng.end + 1])
 
 
 # The benchmark's own figures over the window (registry keys), beside the strategies' in the report.

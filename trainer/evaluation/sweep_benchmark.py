@@ -7,9 +7,9 @@ folds, their quantiles, the block-bootstrap 95% interval of the median Sharpe di
 (``stats.median_sharpe_difference_ci`` with the benchmark's returns in place of Equal Weight's) and the share of
 runs above the benchmark's Sharpe. The benchmark is summary-only: it never reaches a trial or the selection.
 
-``check_benchmark`` refuses, before any trial starts, a benchmark that cannot be read or misses a day of a test
-window; should it fail when the summary is written all the same (the file changed meanwhile), the summary is
-written without it and says why (``benchmark.error``).
+``trainer.experiment.preflight`` refuses, before any trial starts, a benchmark that cannot be read or misses a day
+of a test window; should it fail when the summary is written all the same (the file changed meanwhile), the
+summary is written without it and says why (``benchmark.error``).
 """
 
 from __future__ import annotations
@@ -22,15 +22,12 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from envs.benchmark import benchmark_returns, load_benchmark
+from envs.benchmark import benchmark_returns, load_benchmark, window_days
 from envs.data import TEST, DataError
-from envs.market import MarketData
 from trainer.evaluation import stats
-from trainer.evaluation.relative import CONVENTIONS, own_figures, window_days
+from trainer.evaluation.relative import CONVENTIONS, own_figures
 from trainer.metrics import registry as M
-from trainer.runtime.errors import ExperimentError
 
-KEY = "sweep.benchmark"
 SHARPE_DIFF = M.split_key(TEST, M.SHARPE_MINUS_BENCHMARK)  # the paired figure with its interval
 BEAT = "beat_benchmark_fraction"
 
@@ -38,24 +35,6 @@ BEAT = "beat_benchmark_fraction"
 def columns() -> list[str]:
     """The trials table's columns against the benchmark (test window), in registry order."""
     return [M.split_key(TEST, m.key) for m in M.shown_in(M.BENCHMARK)]
-
-
-def check_benchmark(spec: str, markets: dict[Any, MarketData], where: str) -> None:
-    """Refuse a benchmark that cannot be read or misses a day of a test window of ``markets`` (by fold).
-
-    Raises:
-        ExperimentError: one line naming the experiment file, the key, the fold and the benchmark's problem.
-    """
-    try:
-        bench = load_benchmark(spec)
-    except DataError as exc:
-        raise ExperimentError(f"{where}: key '{KEY}': {exc}") from None
-    for fold, market in markets.items():
-        try:
-            benchmark_returns(bench, window_days(market, TEST))
-        except DataError as exc:
-            swept = f" (the test window of data.fold={fold})" if fold is not None else ""
-            raise ExperimentError(f"{where}: key '{KEY}'{swept}: {exc}") from None
 
 
 @dataclass
