@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from envs.population import SEEDS_KEY, agents_text
 from trainer.evaluation.obs_filter import FrozenObsFilter
-from trainer.evaluation.policy_file import POLICY_JSON, read_policy_files
+from trainer.evaluation.policy_file import POLICY_JSON, PolicyFiles, read_policy_files
 from trainer.evaluation.policy_net import PolicyNetwork
 from trainer.runtime.checkpoint import (
     DIVERGED_AGENTS_KEY,
@@ -87,12 +87,8 @@ def policy_from_algorithm(algo: Any) -> Policy:
 def load_policy(
     checkpoint: Path | str, usable: bool = False, agent: int | None = None
 ) -> tuple[Policy, dict[str, Any]]:
-    """The deterministic policy of a checkpoint, read from its policy files only: never a pickle.
-
-    The checkpoint is verified first (``read_state``; with ``usable``, ``read_usable_state``), once; then
-    ``policy/policy.json`` and ``policy/weights.npz`` are read and checked (``read_policy_files``) and must
-    agree with ``portfolio_state.json`` (the agents, the observation filter). A checkpoint without policy
-    files (an older version wrote it) is refused with how to convert it.
+    """The deterministic policy of a checkpoint, read from its policy files only: never a pickle (checked as
+    ``load_policy_files`` says).
 
     Args:
         checkpoint: a checkpoint directory.
@@ -104,6 +100,23 @@ def load_policy(
     Returns:
         ``(policy, portfolio_state)``: the deterministic policy on raw observations (of one agent's env) and
         the checkpoint's ``portfolio_state.json``.
+
+    Raises:
+        CheckpointError: the checkpoint or its policy files are not usable, or ``agent`` does not fit it.
+    """
+    files, state = load_policy_files(checkpoint, usable, agent)
+    return PolicyNetwork(files, agent or 0).act, state
+
+
+def load_policy_files(
+    checkpoint: Path | str, usable: bool = False, agent: int | None = None
+) -> tuple[PolicyFiles, dict[str, Any]]:
+    """A checkpoint's checked policy files and its ``portfolio_state.json`` (arguments as ``load_policy``).
+
+    The checkpoint is verified first (``read_state``; with ``usable``, ``read_usable_state``), once; then
+    ``policy/policy.json`` and ``policy/weights.npz`` are read and checked (``read_policy_files``) and must
+    agree with ``portfolio_state.json`` (the agents, the observation filter). A checkpoint without policy
+    files (an older version wrote it) is refused with how to convert it.
 
     Raises:
         CheckpointError: the checkpoint or its policy files are not usable, or ``agent`` does not fit it.
@@ -120,7 +133,7 @@ def load_policy(
         )
     if files.spec["obs_filter"] is None and needs_obs_filter(state):
         raise no_obs_filter(ck / POLICY_JSON)
-    return PolicyNetwork(files, agent or 0).act, state
+    return files, state
 
 
 def population_seeds(state: dict[str, Any]) -> list[int] | None:

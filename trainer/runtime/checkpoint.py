@@ -14,7 +14,9 @@ a missing, truncated or changed file, or a checkpoint of another Ray minor versi
 the replay buffer, so only a resume checks it (``resume_state``).
 
 ``save_atomic`` writes a checkpoint under a temporary name and renames it, so a ``checkpoint_<iteration>``
-directory either is complete or does not exist; ``remove_stale_temp_dirs`` deletes what a killed save left.
+directory either is complete or does not exist; a save that fails removes its temporary directory, and
+``remove_stale_temp_dirs`` deletes what a killed save left.
+The deterministic policy is restored from a checkpoint by ``trainer.evaluation.policy.load_policy``.
 
 The trust boundary: RLlib stores its module, optimiser and connector state as pickles, and unpickling can
 run any code; the manifest catches damage, not tampering (whoever changes a file can rewrite the manifest).
@@ -288,8 +290,9 @@ def write_state(path: Path | str, state: dict[str, Any]) -> None:
 def save_atomic(algo: Any, checkpoint_dir: Path, iteration: int, num_to_keep: int | None) -> Path:
     """Save ``algo`` to ``checkpoint_dir/checkpoint_<iteration>`` via a temporary directory and a rename.
 
-    Never replaces an existing checkpoint. Then keeps the newest ``num_to_keep`` of the run's checkpoints
-    (all when None); see ``prune``.
+    Never replaces an existing checkpoint. A save that fails (``OSError``: a full disk) removes its temporary
+    directory and raises; the run's earlier checkpoints are untouched. Then keeps the newest ``num_to_keep`` of
+    the run's checkpoints (all when None); see ``prune``.
     """
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     final = checkpoint_dir / f"{CHECKPOINT_PREFIX}{iteration:06d}"
@@ -297,8 +300,13 @@ def save_atomic(algo: Any, checkpoint_dir: Path, iteration: int, num_to_keep: in
         raise CheckpointError(f"{final}: already exists; refusing to replace it (resume from it, or use --out)")
     # The writer's pid in the name lets remove_stale_temp_dirs tell a killed save from a running one.
     tmp = checkpoint_dir / f"{TMP_PREFIX}{final.name}-{os.getpid()}-{time.time_ns()}"
-    algo.save_to_path(str(tmp))  # PortfolioSAC writes the manifest last
-    tmp.rename(final)
+    try:
+        algo.save_to_path(str(tmp))  # PortfolioSAC writes the manifest last
+        tmp.rename(final)
+    except BaseException:
+        # A save that failed (a full disk) leaves no partial directory behind, and frees what it took.
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if num_to_keep:
         prune(checkpoint_dir, num_to_keep)
     return final

@@ -9,8 +9,8 @@ Layout (paths inside the files are relative to the registry directory, so a regi
   further rounds on the same date): ``{"date", "status", "promoted", "reason", "checkpoint", "agent",
   "figures", ...}``; its training runs and candidate checkpoint live under ``rounds/<ID>/``.
 - ``history.jsonl``: one line per change of the live model (a promotion or a rollback).
-- ``.lock``: held (``fcntl.flock``) by the one process writing the registry; the operating system releases it
-  when that process ends, however it ends, so a killed round never blocks the next.
+- ``.lock`` (``trainer.runtime.locks``): held by the one process writing the registry; the operating system
+  releases it when that process ends, however it ends, so a killed round never blocks the next.
 
 Nothing here deletes a checkpoint: a round that is started again after an interruption moves its earlier
 attempt's files to ``rounds/<ID>/previous-attempt-<time>/``, and a live or formerly live round is never
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -30,13 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from trainer.metrics import registry as M
+from trainer.runtime.locks import LockedError, lock_dir
 from trainer.runtime.run_dir import write_atomic
 
 LIVE_FILE = "live.json"
 ROUNDS_DIR = "rounds"
 ROUND_FILE = "round.json"
 HISTORY_FILE = "history.jsonl"
-LOCK_FILE = ".lock"
 PREVIOUS_ATTEMPT_PREFIX = "previous-attempt-"
 # a round's status: running (or killed while running), interrupted (by a signal), decided (the gate ran)
 STATUS_RUNNING = "running"
@@ -86,27 +85,26 @@ def registry_dir(path: Path | str, must_exist: bool) -> Path:
 
 @contextlib.contextmanager
 def registry_lock(registry: Path) -> Iterator[None]:
-    """Hold the registry's write lock for the block, without waiting for it.
+    """Hold the registry's write lock (``trainer.runtime.locks``) for the block, without waiting for it.
 
     Raises:
         RegistryError: another process holds it (the message names it).
     """
-    registry.mkdir(parents=True, exist_ok=True)
-    fd = os.open(registry / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def busy(pid: int | None) -> str:
+        return (
+            f"--registry {registry}: another round or rollback (process {pid or 'unknown'}) is writing to it; wait "
+            "for it to finish (two rounds never write one registry at once)"
+        )
+
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise RegistryError(
-                f"--registry {registry}: another round or rollback (process {holder}) is writing to it; wait for "
-                "it to finish (two rounds never write one registry at once)"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        lock = lock_dir(registry, busy)
+    except LockedError as exc:
+        raise RegistryError(str(exc)) from None
+    try:
         yield
     finally:
-        os.close(fd)  # closing the descriptor releases the lock
+        lock.release()
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -30,8 +30,11 @@ class SweepReporter(CLIReporter):
         self._names = dict(parameter_columns)
 
     def _progress_str(self, trials: list, done: bool, *sys_info: str, **kwargs: Any) -> str:
-        info = [s for s in sys_info if not str(s).startswith(RESULT_LOGDIR)]
-        text = super()._progress_str(trials, done, *info, f"Results: {self._results_dir}", **kwargs)
+        text = super()._progress_str(trials, done, *sys_info, **kwargs)
+        lines = [line for line in text.split("\n") if not line.startswith(RESULT_LOGDIR)]
+        if lines and lines[0] == "== Status ==":
+            lines.insert(1, f"Results: {self._results_dir}")
+        text = "\n".join(lines)
         for path, key in self._names.items():
             text = text.replace(f"'{path}'", f"'{key}'")
         return text
