@@ -124,6 +124,25 @@ def train_cli(out, ray_address: str, *args: str, timeout: int = 300, cwd=None):
     return subprocess.run(cmd, capture_output=True, text=True, env=cli_env(ray_address), timeout=timeout, cwd=cwd)
 
 
+def signal_at(proc: subprocess.Popen, marker: str, signum: int, before=None, timeout: int = 300):
+    """Read ``proc``'s stdout until a line starts with ``marker``, call ``before()`` (while it still runs), send
+    ``signum`` and wait for it to end. Returns ``(stdout, stderr or None, what before returned)``; the process is
+    killed if it outlives the timeout."""
+    lines, seen = [], None
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith(marker):
+                seen = before() if before is not None else None
+                proc.send_signal(signum)
+                break
+        rest, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return "".join(lines) + rest, err, seen
+
+
 def checkpoints(run_dir) -> list:
     return sorted((run_dir / "checkpoints").glob("checkpoint_*"))
 

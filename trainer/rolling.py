@@ -17,7 +17,10 @@ One round, for the last date D of PRICES:
    on promotion ``live.json`` is replaced atomically. A round is not due (exit 0, nothing trained) until
    ``rolling.every`` trading days have passed since the last decided round, unless ``--force``.
 
-``--rollback ROUND`` makes an earlier promoted round's model live again. Ctrl-C or SIGTERM stops the training
+``--rollback ROUND`` makes an earlier promoted round's model live again. ``--simulate --start DATE`` replays
+rounds from DATE every ``rolling.every`` rows, each on the prices up to its date only (a Parquet file per round
+under ``prices/``), then reports the live models' track record stitched day by day against Equal Weight and
+never retraining (``trainer.evaluation.stitch``); the same command continues an interrupted replay. Ctrl-C or SIGTERM stops the training
 run at the end of its iteration, records the round as interrupted (the live model and every other round are
 untouched) and exits 130 / 143; the same command starts the round again. Exit codes: 0 decided (promoted or
 not) or not due, 1 no usable candidate or a training run that failed, 2 bad input, 130 / 143 interrupted.
@@ -27,12 +30,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import yaml
 
 from envs.data import FORM_WIDE, DataError, PriceData, load_prices
@@ -53,8 +54,6 @@ EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3  # trainer.train's
 RUNS_DIR = "runs"
 PRICES_DIR = "prices"  # a replay's price files, one per round: the prices up to its date
-SIMULATION_FILE = "simulation.json"
-SIMULATION_RETURNS = "simulation_returns.csv"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -307,19 +306,6 @@ def _prefix(data: PriceData, rows: int, path: Path) -> PriceData:
     return PriceData(str(path), FORM_WIDE, prices, [])
 
 
-def _live_periods(registry: Path) -> tuple[list[Any], list[tuple[str, dict[str, Any]]]]:
-    """The models that went live, in order (each promoted round's), and every decided round."""
-    from trainer.evaluation.stitch import LivePeriod
-
-    decided = [(rid, rec) for rid, rec in R.rounds(registry) if rec.get("status") == R.STATUS_DECIDED]
-    periods = [
-        LivePeriod(str(rec["date"]), rid, (registry / str(rec["checkpoint"])).resolve(), rec.get("agent"))
-        for rid, rec in decided
-        if rec.get("promoted")
-    ]
-    return periods, decided
-
-
 def run_simulation(args: argparse.Namespace, flag: ForwardingStopFlag) -> int:
     """Replay rounds from ``--start`` every ``rolling.every`` rows, each on the prices up to its date only, then
     the live models' track record against Equal Weight and never retraining (``trainer.evaluation.stitch``)."""
@@ -343,7 +329,7 @@ def run_simulation(args: argparse.Namespace, flag: ForwardingStopFlag) -> int:
                 "new registry (the same command continues its own replay)"
             )
         for day in schedule:
-            if any(rec.get("date") == day for _, rec in _live_periods(registry)[1]):
+            if any(rec.get("date") == day and rec.get("status") == R.STATUS_DECIDED for _, rec in R.rounds(registry)):
                 print(f"round {day}: decided in an earlier run of this replay, kept")
                 continue
             rows = int(dates.searchsorted(dt.datetime.fromisoformat(day))) + 1
@@ -351,35 +337,10 @@ def run_simulation(args: argparse.Namespace, flag: ForwardingStopFlag) -> int:
             code = _round(registry, exp, seeds, prices, prices.source, flag)
             if code != 0:
                 return code
-        return _report(registry, exp, data, len(schedule))
+        from trainer.evaluation.stitch import replay_report
 
-
-def _report(registry: Path, exp: Experiment, data: PriceData, n_rounds: int) -> int:
-    from trainer.evaluation.stitch import track_record, track_record_text
-
-    periods, decided = _live_periods(registry)
-    rounds = [
-        {"round": rid, "date": rec["date"], "promoted": rec["promoted"], "reason": rec["reason"]}
-        for rid, rec in decided
-    ]
-    summary: dict[str, Any] = {"experiment": exp.name, "data": data.source, "rounds": rounds}
-    if not periods:
-        print(f"no round of the {n_rounds} was promoted: no model was ever live, so there is no track record")
-    else:
-        first = R.read_round(registry, periods[0].round)
-        windows = {
-            "train": first["windows"]["train"],
-            "validation": [periods[0].date, str(data.prices.index[-1].date())],
-        }
-        figures, runs = track_record(periods, data.source, windows, exp.sweep.bootstrap_samples)
-        summary.update(figures=figures, live=[[p.date, p.round] for p in periods])
-        print(track_record_text(figures, n_rounds, len(periods)))
-        returns = {name: run.net_returns for name, run in runs.items()}
-        index = data.prices.index[next(iter(runs.values())).step_indices + 1]  # each return's day
-        pd.DataFrame(returns, index=index.rename("date")).to_csv(registry / SIMULATION_RETURNS)
-    write_atomic(registry / SIMULATION_FILE, json.dumps(summary, indent=2, default=str) + "\n")
-    print(f"summary: {registry / SIMULATION_FILE}")
-    return 0
+        print(replay_report(registry, data, len(schedule), exp.sweep.bootstrap_samples))
+        return 0
 
 
 def run_rollback(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LOOPBACK, checkpoints, cli_env, listening_addresses, train_cli
+from tests.conftest import LOOPBACK, checkpoints, cli_env, listening_addresses, signal_at, train_cli
 from trainer.evaluation.policy import load_policy
 from trainer.runtime.checkpoint import BUFFER_FILE, MANIFEST_FILE, STATE_FILE, read_usable_state, resume_state
 from trainer.runtime.locks import LOCK_FILE
@@ -36,20 +36,9 @@ def test_sigterm_mid_iteration_writes_a_checkpoint_says_how_to_resume_and_exits_
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
     )
-    lines, addresses = [], []
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("[iter    1]"):
-                # the next iteration is running: Ray's services must be reachable from this machine only
-                addresses = listening_addresses(proc.pid)
-                proc.send_signal(signal.SIGTERM)
-                break
-        rest, _ = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    output = "".join(lines) + rest
+    # while the next iteration runs, Ray's services must be reachable from this machine only
+    output, _, addresses = signal_at(proc, "[iter    1]", signal.SIGTERM, lambda: listening_addresses(proc.pid))
+    addresses = addresses or []
     assert proc.returncode == 143, output[-3000:]
     assert len(addresses) >= 3 and all(a.startswith(LOOPBACK) for a in addresses), addresses
     assert "SIGTERM received: finishing this iteration, then writing a final checkpoint..." in output

@@ -14,11 +14,12 @@ import pytest
 import yaml
 
 from envs.data import load_prices
-from tests.conftest import cli_env, synthetic_prices, write_wide_csv
+from tests.conftest import cli_env, signal_at, synthetic_prices, write_wide_csv
 from trainer.evaluation.baselines import EQUAL_WEIGHT
 from trainer.evaluation.simulation import simulate
 from trainer.metrics import registry as M
 from trainer.metrics.measures import sharpe_annualized
+from trainer.runtime import registry as R
 
 # a round trains one seed of a tiny network for 600 env steps (a few seconds), windows of 60 validation rows
 TINY = {
@@ -196,31 +197,23 @@ def test_an_interrupted_round_keeps_every_record_and_runs_again(history, ray_ses
     registry, data = history["registry"], history["files"][520]
     day = str(load_prices(data).prices.index[-1].date())
     before = _files(registry)
+    decided_on_day = (registry / "rounds" / day).is_dir()  # by the warm-start test, when it ran first
     longer = {"stopping.env_steps": 100000}  # still training when the signal comes
     cmd = [sys.executable, "-m", "trainer.rolling", "--exp", "rolling", "--data", data, "--registry", str(registry)]
     cmd += [*_sets(LENIENT, longer), "--force"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(ray_session))
-    lines, locked = [], None
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("[iter    1]"):
-                # while it trains, another writer of the registry is refused at once
-                locked = _rolling(ray_session, "--registry", str(registry), "--rollback", day)
-                proc.send_signal(signal.SIGINT)
-                break
-        rest, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    output = "".join(lines) + rest
+    # while it trains, another writer of the registry is refused at once
+    rollback = ("--registry", str(registry), "--rollback", day)
+    output, err, locked = signal_at(proc, "[iter    1]", signal.SIGINT, lambda: _rolling(ray_session, *rollback))
     assert proc.returncode == 130, output[-3000:] + err[-3000:]
     assert locked is not None and locked.returncode == 2
     assert locked.stderr == (
         f"error: --registry {registry}: another round or rollback (process {proc.pid}) is writing to it; wait for it "
         "to finish (two rounds never write one registry at once)\n"
     )
-    round_id = f"{day}_2"  # the round on this date that was decided keeps its ID and record
+    # a round decided on this date before (the warm-start test's) keeps its ID and record: this one is the next
+    round_id = next(rid for rid, rec in R.rounds(registry) if rec["status"] == "interrupted")
+    assert round_id == (f"{day}_2" if decided_on_day else day)
     assert _files(registry) == {
         **before,
         f"rounds/{round_id}/round.json": (registry / "rounds" / round_id / "round.json").read_bytes(),
@@ -256,7 +249,10 @@ def test_every_bad_input_is_one_line_and_writes_nothing(history, ray_session, tm
     rolling = smoke.with_name("rolling.yaml")
     days = [str(load_prices(files[n]).prices.index[-1].date()) for n in (400, 460, 520)]
     last = days[-1]
-    rounds = ", ".join([*days, f"{last}_2"])  # in date order, then in the order they ran
+    # the registry's rounds in date order (then in the order they ran), whichever of this module's tests ran before
+    recorded = R.rounds(registry)
+    rounds = ", ".join(rid for rid, _ in recorded)
+    latest, latest_date = [(rid, rec["date"]) for rid, rec in recorded if rec["status"] == "decided"][-1]
     short_end = load_prices(short).prices.index[-1].date()
     other = write_wide_csv(
         tmp_path / "other.csv", synthetic_prices(n_days=600, n_assets=3, seed=3).rename(columns={"A2": "B2"})
@@ -324,9 +320,9 @@ def test_every_bad_input_is_one_line_and_writes_nothing(history, ray_session, tm
             "(rolling.train_days, rolling.validation_days) or more history",
         ),
         (
-            (*base, "--exp", "rolling", "--data", files[460], *_sets()),
-            f"--data {files[460]}: it ends on {load_prices(files[460]).prices.index[-1].date()}, before the last round "
-            f"{last}_2 ({last}); a round needs prices up to a later date",
+            (*base, "--exp", "rolling", "--data", files[400], *_sets()),
+            f"--data {files[400]}: it ends on {days[0]}, before the last round {latest} ({latest_date}); a round needs "
+            "prices up to a later date",
         ),
         (
             (*base, "--exp", "rolling", "--data", other, *_sets(), "--force"),
@@ -358,9 +354,10 @@ def test_every_bad_input_is_one_line_and_writes_nothing(history, ray_session, tm
         assert _files(registry) == before, args
     # a round that is not due trains nothing and says when it is
     res = _rolling(ray_session, *base, "--exp", "rolling", "--data", files[520], *_sets({"rolling.every": 63}))
+    passed = int((load_prices(files[520]).prices.index > latest_date).sum())  # 60, or 0 after a round on that date
     assert res.returncode == 0 and res.stdout == (
-        f"no round due: 0 trading day(s) since round {last}_2 ({last}), rolling.every is 63; the next round is due "
-        "after 63 more (--force runs one now)\n"
+        f"no round due: {passed} trading day(s) since round {latest} ({latest_date}), rolling.every is 63; the next "
+        f"round is due after {63 - passed} more (--force runs one now)\n"
     )
     assert _files(registry) == before
     # a round's checkpoint has no test window (its test is the future): a backtest of it says so

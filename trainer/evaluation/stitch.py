@@ -10,10 +10,14 @@ throughout). The paired statistics are the study's: Sharpe differences with 95% 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from envs.data import PriceData
 from envs.portfolio import PortfolioEnv
 from trainer.evaluation import stats
 from trainer.evaluation.baselines import EQUAL_WEIGHT, equal_weight_rule
@@ -21,9 +25,13 @@ from trainer.evaluation.policy import load_policy
 from trainer.evaluation.runs import EvalRun, run_policy, run_weights
 from trainer.evaluation.simulation import SAC, simulate
 from trainer.metrics import registry as M
+from trainer.runtime import registry as R
+from trainer.runtime.run_dir import write_atomic
 
 STITCHED = "live_models"
 NEVER_RETRAINED = "never_retrained"
+SIMULATION_FILE = "simulation.json"  # in the registry: the replay's rounds, live models and figures
+SIMULATION_RETURNS = "simulation_returns.csv"  # the three daily return series
 
 
 @dataclass(frozen=True)
@@ -114,3 +122,39 @@ def track_record_text(figures: dict[str, Any], rounds: int, promotions: int) -> 
         lo, hi = figures[f"sharpe_minus_{other}_ci95"]
         lines.append(f"  Sharpe - {names[other]}: {figures[f'sharpe_minus_{other}']:+.3f} (95% {lo:+.3f} .. {hi:+.3f})")
     return "\n".join(lines)
+
+
+def live_periods(registry: Path) -> list[LivePeriod]:
+    """The models that went live in a registry's rounds, in order: each promoted round's (rollbacks aside)."""
+    return [
+        LivePeriod(str(rec["date"]), rid, (registry / str(rec["checkpoint"])).resolve(), rec.get("agent"))
+        for rid, rec in R.rounds(registry)
+        if rec.get("status") == R.STATUS_DECIDED and rec.get("promoted")
+    ]
+
+
+def replay_report(registry: Path, data: PriceData, n_rounds: int, n_boot: int) -> str:
+    """The track record of a replay's live models (``track_record``) over ``data``, from the first live date to
+    its end: written to the registry (``simulation.json``, ``simulation_returns.csv``) and returned as text."""
+    periods = live_periods(registry)
+    rounds = [
+        {"round": rid, "date": rec["date"], "promoted": rec["promoted"], "reason": rec["reason"]}
+        for rid, rec in R.rounds(registry)
+        if rec.get("status") == R.STATUS_DECIDED
+    ]
+    summary: dict[str, Any] = {"data": data.source, "rounds": rounds}
+    if not periods:
+        text = f"no round of the {n_rounds} was promoted: no model was ever live, so there is no track record"
+    else:
+        first = R.read_round(registry, periods[0].round)
+        last = str(data.prices.index[-1].date())
+        windows = {"train": first["windows"]["train"], "validation": [periods[0].date, last]}
+        figures, runs = track_record(periods, data.source, windows, n_boot)
+        summary.update(figures=figures, live=[[p.date, p.round] for p in periods])
+        text = track_record_text(figures, n_rounds, len(periods))
+        index = data.prices.index[runs[STITCHED].step_indices + 1].rename("date")  # the day each return is earned
+        pd.DataFrame({name: run.net_returns for name, run in runs.items()}, index=index).to_csv(
+            registry / SIMULATION_RETURNS
+        )
+    write_atomic(registry / SIMULATION_FILE, json.dumps(summary, indent=2, default=str) + "\n")
+    return f"{text}\nsummary: {registry / SIMULATION_FILE}"
