@@ -429,3 +429,35 @@ def test_a_replayed_history_stitches_the_live_models_day_by_day(ray_session, tmp
     assert again.returncode == 0, again.stderr[-2000:]
     assert all(f"round {d}: decided in an earlier run of this replay, kept" in again.stdout for d in days)
     assert json.loads((registry / "simulation.json").read_text()) == summary
+
+
+def test_a_population_round_promotes_its_best_agent_and_warm_starts_the_next(ray_session, tmp_path):
+    prices = synthetic_prices(n_days=460, n_assets=3, seed=5)
+    files = {n: write_wide_csv(tmp_path / f"p{n}.csv", prices.iloc[:n]) for n in (400, 460)}
+    registry = tmp_path / "registry"
+    population = {"sac.population": 2, "seed": 7}
+    _round(ray_session, registry, files[400], LENIENT, population)
+    live = json.loads((registry / "live.json").read_text())
+    record = json.loads((registry / "rounds" / live["round"] / "round.json").read_text())
+    # the better agent by its own validation score in the kept checkpoints, never the agents' median
+    ckpt = registry / record["checkpoint"]
+    scores = {
+        (p.name, i): e[M.SHARPE_MINUS_EW]
+        for p in sorted(ckpt.parent.glob("checkpoint_*"))
+        for i, e in enumerate(json.loads((p / "portfolio_state.json").read_text())["agent_evaluations"])
+    }
+    assert scores[(ckpt.name, record["agent"])] == max(scores.values()) == record["selection"]["score"]
+    assert live["agent"] == record["agent"] and record["seed"] == 7 + record["agent"]
+    # the next round starts both agents from the live population's networks and compares with its live agent
+    _round(ray_session, registry, files[460], LENIENT, population, {"rolling.warm_start": "true"})
+    day = str(load_prices(files[460]).prices.index[-1].date())
+    second = json.loads((registry / "rounds" / day / "round.json").read_text())
+    assert second["warm_start_from"] == live["round"] and "live" in second["figures"]
+    # decide with the live agent
+    out = tmp_path / "decisions"
+    cmd = [sys.executable, "-m", "trainer.decide", "--registry", str(registry), "--data", files[460]]
+    res = subprocess.run([*cmd, "--as-of", day, "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    now = json.loads((registry / "live.json").read_text())
+    decision = json.loads((out / f"decision_{day}.json").read_text())
+    assert decision["members"] == [{"checkpoint": str((registry / now["checkpoint"]).resolve()), "agent": now["agent"]}]
