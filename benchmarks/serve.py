@@ -29,7 +29,7 @@ import numpy as np
 
 from benchmarks import json_path, positive_int
 from benchmarks.throughput_report import machine
-from envs.data import DataError, PriceData, load_prices
+from envs.data import DataError, PriceData, load_prices, prices_from_frame
 from trainer.evaluation.decision import DecisionError, decide, load_members
 from trainer.evaluation.decision_report import json_text
 from trainer.evaluation.decision_request import answer, parse_request
@@ -80,29 +80,30 @@ def _ms(seconds: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(seconds) * 1e3, q))
 
 
-def in_process(members: list, loaded: tuple, body: bytes, data: PriceData, rows: int, n: int) -> dict[str, float]:
+def in_process(members: list, loaded: tuple, body: bytes, n: int) -> dict[str, float]:
     """Milliseconds per decision in this process: ``decide`` alone, and the whole request without HTTP."""
     request = parse_request(body)
-    tail = PriceData("prices", data.form, data.prices.iloc[-rows:])
+    tail = prices_from_frame(request.prices, "prices", first_row=0)  # the prices a replica decides on
     holdings = holdings_from_weights(request.holdings or {}, list(loaded[1]["tickers"]), request.value)
 
-    def timed(work) -> list[float]:
-        for _ in range(5):
-            work()
-        out = []
-        for _ in range(n):
+    def alone() -> None:
+        decide(members, tail, holdings, as_of=request.as_of, loaded=loaded)
+
+    def whole() -> None:
+        json_text(answer(parse_request(body), members, loaded))
+
+    times: dict[str, list[float]] = {"alone": [], "whole": []}
+    for i in range(n + 5):  # the two in turn, so that the machine's other load falls on both alike
+        for name, work in (("alone", alone), ("whole", whole)):
             t0 = time.perf_counter()
             work()
-            out.append(time.perf_counter() - t0)
-        return out
-
-    alone = timed(lambda: decide(members, tail, holdings, as_of=request.as_of, loaded=loaded))
-    whole = timed(lambda: json_text(answer(parse_request(body), members, loaded)))
+            if i >= 5:  # the first rounds warm caches up
+                times[name].append(time.perf_counter() - t0)
     return {
-        "decide_ms_p50": _ms(alone, 50),
-        "decide_ms_p99": _ms(alone, 99),
-        "request_in_process_ms_p50": _ms(whole, 50),
-        "request_in_process_ms_p99": _ms(whole, 99),
+        "decide_ms_p50": _ms(times["alone"], 50),
+        "decide_ms_p99": _ms(times["alone"], 99),
+        "request_in_process_ms_p50": _ms(times["whole"], 50),
+        "request_in_process_ms_p99": _ms(times["whole"], 99),
     }
 
 
@@ -163,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print(f"error: {INSTALL_HINT}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    import ray
+
     from trainer.runtime.console import quiet_logging
     from trainer.runtime.ray_init import init_ray
 
@@ -177,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     body = json.dumps(_request(data, args.rows, list(loaded[1]["tickers"]))).encode()
     expected = json.loads(json_text(answer(parse_request(body), members, loaded)))
     load_before = os.getloadavg()
-    timing = in_process(members, loaded, body, data, args.rows, n=200)
+    timing = in_process(members, loaded, body, n=200)
     init_ray(None, include_dashboard=False, log_to_driver=False)
     port = _unused_port()
     service.start(members, chosen, host="127.0.0.1", port=port, replicas=1)
@@ -185,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         load(port, body, expected, 1, WARMUP)
         runs = [load(port, body, expected, n, args.requests) for n in args.clients]
     finally:
-        service.stop()
+        service.stop(shutdown_serve=False)  # the local instance below takes Serve with it
+        ray.shutdown()
     at_target = next((r for r in runs if r["clients"] == TARGET_CLIENTS), None)
     result = {
         "checkpoint": chosen,

@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         received = _wait_for_stop()
         print(f"{received} received: stopping the application...", flush=True)
         service.stop(shutdown_serve=cluster_address(args.address) is not None)
+        ray.shutdown()  # a local instance goes with it, Serve included
         print("stopped", flush=True)
         return 0
     except service.ServeError as exc:
