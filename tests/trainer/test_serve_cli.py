@@ -74,6 +74,15 @@ def test_a_port_in_use_is_refused_before_anything_starts(limited_run):
     assert line == f"error: --port {port}: something already listens on 127.0.0.1:{port}; pick another"
 
 
+def test_more_replicas_than_the_cluster_has_cpus_is_refused(limited_run, ray_session):
+    ckpts, _ = limited_run
+    line = _one_line(_serve(str(ckpts[-1]), "--replicas", "3", "--port", str(free_port()), env=cli_env(ray_session)))
+    assert line == (
+        "error: --replicas 3: each replica takes 1 CPU and the Ray cluster has 2; ask for fewer replicas or a larger "
+        "cluster"
+    )
+
+
 def _get(url: str, body: dict | None = None) -> tuple[int, dict]:
     data = None if body is None else json.dumps(body).encode()
     with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=60) as resp:
