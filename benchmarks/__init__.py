@@ -5,16 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from trainer.runtime.cli_types import whole_number
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number >= 1 (a bad value is argparse's one-line usage error, exit 2)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
+# An argparse type: a whole number >= 1 (a bad value is argparse's one-line usage error, exit 2).
+positive_int = whole_number(1)
 
 
 def json_path(text: str) -> Path:

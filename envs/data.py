@@ -167,8 +167,11 @@ def _refuse_first(where: str, mask: np.ndarray, message: Callable[[int, int], st
         raise fail(where, message(*_first_true(mask)))
 
 
-def _check_values(prices: pd.DataFrame, where: str, notes: list[str]) -> pd.DataFrame:
-    """Check finiteness, range and one-day moves; trim leading NaNs of late starters (module docstring)."""
+def check_values(prices: pd.DataFrame, where: str, notes: list[str]) -> pd.DataFrame:
+    """Check finiteness, range and one-day moves; trim leading NaNs of late starters (module docstring).
+
+    Also validates a benchmark series (``envs.benchmark``) by the same rules.
+    """
     values = prices.to_numpy()
     for j, ticker in enumerate(prices.columns):
         col = values[:, j]
@@ -306,7 +309,7 @@ def _validated(
         dups = prices.index[prices.index.duplicated()].unique()
         raise fail(where, f"duplicate dates: {fmt_dates(dups)}; keep one row per date")
     check_daily(prices.index, where, date_format)
-    prices = _check_values(prices, where, notes)
+    prices = check_values(prices, where, notes)
     flat = flat_rows_note(prices)
     if flat is not None:
         notes.append(flat)

@@ -18,6 +18,9 @@ from envs.market import MarketData, describe_selection, load_market, selection_k
 from envs.rewards import EpisodeStats, get_reward, update_stats
 from envs.settings import ACTION_TILT, TILT_PREVIOUS, PortfolioSettings
 
+# How far from 1 the sum of weights handed to the env (held or traded to) may be: rounding, not a mistake.
+WEIGHT_SUM_TOLERANCE = 1e-6
+
 
 class PortfolioEnv(gym.Env):
     """Daily long-only allocation over ``N`` assets plus cash, with transaction costs paid in the P&L.
@@ -314,7 +317,12 @@ class PortfolioEnv(gym.Env):
         is on that day before it trades, and return that day's observation. A decision for day ``t`` then takes
         the step's own path: ``weights_from_action``, then ``traded_weights``. Nothing is traded."""
         w = np.array(weights, dtype=np.float64).reshape(-1)
-        if w.shape[0] != self.n_assets + 1 or not np.isfinite(w).all() or (w < 0).any() or abs(w.sum() - 1) > 1e-6:
+        if (
+            w.shape[0] != self.n_assets + 1
+            or not np.isfinite(w).all()
+            or (w < 0).any()
+            or abs(w.sum() - 1) > WEIGHT_SUM_TOLERANCE
+        ):
             raise ValueError(f"weights must be {self.n_assets + 1} finite values >= 0 summing to 1 (assets + cash)")
         if not 0 <= t < self._feat.shape[0]:
             raise ValueError(f"row {t} is outside the data's {self._feat.shape[0]} rows")
@@ -336,7 +344,7 @@ class PortfolioEnv(gym.Env):
         w = np.array(weights, dtype=np.float64).reshape(-1)
         if w.shape[0] != self.n_assets + 1 or not np.isfinite(w).all() or (w < 0).any():
             raise ValueError(f"weights must be {self.n_assets + 1} finite values >= 0 (assets + cash)")
-        if abs(w.sum() - 1.0) > 1e-6:
+        if abs(w.sum() - 1.0) > WEIGHT_SUM_TOLERANCE:
             raise ValueError(f"weights must sum to 1, got {w.sum()}")
         w /= w.sum()
         return self._step_weights(w if self.limits is None else self.limits.apply(w, self._w))

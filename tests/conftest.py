@@ -44,6 +44,24 @@ def synthetic_prices(
     return pd.DataFrame(prices, index=dates, columns=[f"A{i}" for i in range(len(mu))])
 
 
+def sharpe_by_hand(x: np.ndarray) -> float:
+    """Annualised Sharpe ratio of daily returns with numpy alone (mean / sample std x sqrt(252))."""
+    return float(x.mean() / x.std(ddof=1) * np.sqrt(252))
+
+
+def relative_by_hand(r: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Daily returns ``r`` against a benchmark's ``b`` over the same days, with numpy alone (not trainer.metrics)."""
+    d = r - b
+    te = d.std(ddof=1) * np.sqrt(252)
+    return {
+        "sharpe_minus_benchmark": sharpe_by_hand(r) - sharpe_by_hand(b),
+        "excess_return": d.mean() * 252,
+        "tracking_error": te,
+        "information_ratio": d.mean() * 252 / te,
+        "beta": np.cov(r, b, ddof=1)[0, 1] / b.var(ddof=1),
+    }
+
+
 @pytest.fixture
 def price_csv(tmp_path):
     """A valid wide CSV of 600 days x 3 assets."""

@@ -19,6 +19,7 @@ from trainer.evaluation.decision import DEFAULT_MAX_STALE_DAYS, DecisionError, d
 from trainer.evaluation.decision_report import decision_json, decision_text, write_decision
 from trainer.evaluation.decision_sources import resolve
 from trainer.evaluation.holdings import HoldingsError, all_cash, check_value, read_holdings
+from trainer.runtime.cli_types import whole_number
 from trainer.runtime.console import quiet_logging
 
 EXIT_BAD_INPUT = 2
@@ -31,16 +32,6 @@ def _date(text: str) -> pd.Timestamp:
         raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainer.decide", description=__doc__.splitlines()[0])
     p.add_argument("source", type=Path, help="a checkpoint, a trainer.train run directory, or a sweep/study directory")
@@ -50,7 +41,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--as-of", type=_date, help="today's date for the staleness check (default: today)")
     p.add_argument(
         "--max-stale-days",
-        type=_non_negative,
+        type=whole_number(0),
         default=DEFAULT_MAX_STALE_DAYS,
         help=f"business days the last price may be older than --as-of (default {DEFAULT_MAX_STALE_DAYS})",
     )

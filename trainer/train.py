@@ -11,7 +11,9 @@ Writes into the run directory (``--out``, default ``runs/<exp>/<time>-seed<S>``)
   metrics, the final checkpoint.
 
 A non-empty run directory is refused unless the run continues there (``--resume``) or ``--overwrite`` is
-given, which moves the previous run's files to ``previous-run-<time>/`` (nothing is deleted).
+given, which moves the previous run's files to ``previous-run-<time>/`` (nothing is deleted). The run holds a
+lock on its directory (``trainer.runtime.locks``): a second run into it at the same time is refused. A run
+refused before it starts (bad input, resources or memory it cannot have) changes nothing there.
 
 ``--resume CHECKPOINT [--additional-steps N]`` continues a run (step count, optimisers, filter statistics,
 replay buffer) for N more env steps, after checking the checkpoint's manifest. Overrides that only change
@@ -20,50 +22,53 @@ the budget, checkpointing, evaluation interval, divergence guard, resources or r
 name.
 
 Ctrl-C or SIGTERM finishes the current iteration, writes a final checkpoint, prints the command that
-resumes and exits with 128 + the signal number (130, 143). Exit codes: 0 completed, 2 bad input, 3 diverged.
+resumes and exits with 128 + the signal number (130, 143). Exit codes: 0 completed, 1 a file of the run could
+not be written (a full disk: the message names the last complete checkpoint and the command that continues),
+2 bad input, 3 diverged.
 """
 
 # `python -m trainer.train` imports the package first: trainer/__init__ sets OMP_NUM_THREADS before torch.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from trainer.experiment.config import Experiment
-from trainer.experiment.loading import (
-    ExperimentError,
-    load_experiment,
-    parse_override,
-)
-from trainer.experiment.stored import default_out_dir, experiment_for_resume
+from trainer.experiment.loading import ExperimentError, load_experiment, parse_override
+from trainer.experiment.memory import BUFFER_SIZE_KEY, POPULATION_KEY
+from trainer.experiment.preflight import check_run
+from trainer.experiment.stored import default_out_dir, resume_inputs
 from trainer.metrics import registry as M
-from trainer.runtime.checkpoint import CheckpointError
+from trainer.runtime.checkpoint import CHECKPOINT_PREFIX, CheckpointError
 from trainer.runtime.console import quiet_logging
+from trainer.runtime.paths import check_output_dir, os_error_text
 from trainer.runtime.progress import Eta, StopFlag, progress_line
 from trainer.runtime.run_dir import (
     CHECKPOINTS_DIR,
-    EXPERIMENT_FILE,
     LOG_FILE,
     PREVIOUS_RUN_PREFIX,
     PROGRESS_FILE,
     SUMMARY_FILE,
-    SUPERSEDED_FILE,
     RunError,
-    claim_run_dir,
-    stale_note,
-    supersede_progress,
+    RunLock,
+    WriteFailed,
+    json_default,
+    lock_run_dir,
+    resume_command,
     write_atomic,
+    write_failed,
 )
 
 DEFAULT_EXPERIMENT = "smoke"
+EXIT_WRITE_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 
@@ -72,19 +77,6 @@ def env_steps_of(algo: Any) -> int:
     from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
 
     return int(algo.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0) or 0)
-
-
-def _json_default(x: Any) -> Any:
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return str(x)
-
-
-def resume_command(checkpoint: Path | str, additional_steps: int | None = None) -> str:
-    """The command line that continues a run from ``checkpoint``."""
-    more = f" --additional-steps {additional_steps}" if additional_steps else ""
-    return f"python -m trainer.train --resume {checkpoint}{more}"
 
 
 def run_training(
@@ -96,6 +88,8 @@ def run_training(
     replay_buffer: bool = True,
     stop_flag: StopFlag | None = None,
     verbose: bool = True,
+    on_start: Callable[[], None] | None = None,
+    log_file: Path | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) and return the summary written to ``summary.json``.
 
@@ -107,6 +101,13 @@ def run_training(
         replay_buffer: with ``resume``, restore the saved replay buffer (False: start with an empty one).
         stop_flag: set by SIGINT/SIGTERM; installed again after Ray starts.
         verbose: show Ray's log output on the terminal.
+        on_start: called once the run is accepted (the cluster can place it, it is built and restored), before
+            it writes anything into ``out_dir``: a refusal before then changes nothing there.
+        log_file: where library log output goes until ``on_start`` (default ``out_dir``'s ``train.log``).
+
+    Raises:
+        WriteFailed: a file of the run could not be written (a full disk); the message names the last complete
+            checkpoint and the command that continues from it.
     """
     import ray
 
@@ -123,7 +124,7 @@ def run_training(
     if not ray.is_initialized():
         # RAY_ADDRESS joins a cluster; otherwise an embedded local instance on 127.0.0.1.
         init_ray(include_dashboard=False, log_to_driver=False)
-        quiet_logging(out_dir / LOG_FILE, verbose)  # ray.init configures its loggers again
+        quiet_logging(log_file or out_dir / LOG_FILE, verbose)  # ray.init configures its loggers again
     stop_flag.install()  # ray.init replaced the SIGTERM handler
     # The same config a checkpoint was written with (overrides a resume may change included), then its state.
     config = build_sac_config(exp)
@@ -136,6 +137,7 @@ def run_training(
     algo = config.build_algo()
     algo.run_name = out_dir.name  # tags this run's gauges (Prometheus/Grafana)
     status, last_ckpt, reason = M.STATUS_COMPLETED, resume, ""
+    writing: Path | None = None  # the file being written: an OSError while it is written stops the run (WriteFailed)
     try:
         if resume is not None:
             algo.restore_from_path(str(resume), replay_buffer=replay_buffer)
@@ -143,6 +145,9 @@ def run_training(
             target = env_steps_of(algo) + int(additional_steps or exp.stopping.env_steps)
         else:
             target = exp.stopping.env_steps
+        saved_steps = env_steps_of(algo)  # at the last complete checkpoint
+        if on_start is not None:
+            on_start()
         eta = Eta()
         freq, keep, max_iterations = exp.checkpoint.frequency, exp.checkpoint.num_to_keep, exp.stopping.iterations
         iterations_done = 0
@@ -154,14 +159,18 @@ def run_training(
             return bool(stop_flag.signal) or budget_done()
 
         saved_iteration = None
-        with open(out_dir / PROGRESS_FILE, "a") as log:
+        writing = out_dir / PROGRESS_FILE
+        with open(writing, "a") as log:
+            writing = None
             while not finished():
                 result = algo.train()
                 iterations_done += 1
                 p = result[M.PORTFOLIO]
                 row = {M.TRAINING_ITERATION: algo.iteration, **p}
-                log.write(json.dumps(row, default=_json_default) + "\n")
+                writing = out_dir / PROGRESS_FILE
+                log.write(json.dumps(row, default=json_default) + "\n")
                 log.flush()
+                writing = None
                 print(progress_line(algo.iteration, p, target, eta(p[M.ENV_STEPS], target)), flush=True)
                 if p[M.DIVERGED]:
                     status, reason = M.STATUS_DIVERGED, p[M.DIVERGED_REASON]
@@ -173,12 +182,15 @@ def run_training(
                     break
                 # The last iteration is saved once, below, after the final evaluation.
                 if freq and algo.iteration % freq == 0 and not finished():
+                    writing = ckpt_dir / f"{CHECKPOINT_PREFIX}{algo.iteration:06d}"
                     last_ckpt = save_atomic(algo, ckpt_dir, algo.iteration, keep)
-                    saved_iteration = algo.iteration
+                    writing, saved_iteration, saved_steps = None, algo.iteration, env_steps_of(algo)
         # A signal that came during the periodic save of the last iteration leaves nothing more to save.
         if status != M.STATUS_DIVERGED and iterations_done and saved_iteration != algo.iteration:
             algo.evaluate_deterministic()
+            writing = ckpt_dir / f"{CHECKPOINT_PREFIX}{algo.iteration:06d}"
             last_ckpt = save_atomic(algo, ckpt_dir, algo.iteration, keep)
+            writing, saved_steps = None, env_steps_of(algo)
         if stop_flag.signal and status != M.STATUS_DIVERGED:
             if budget_done():  # the signal came during the last iteration: the run has all it was asked for
                 print(f"{stop_flag.signal} came during the last iteration: the run is complete", flush=True)
@@ -196,56 +208,45 @@ def run_training(
         }
         if status == M.STATUS_INTERRUPTED and last_ckpt:
             summary["resume_command"] = resume_command(last_ckpt, max(target - env_steps_of(algo), 0) or None)
-        write_atomic(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2, default=_json_default))
+        writing = out_dir / SUMMARY_FILE
+        write_atomic(writing, json.dumps(summary, indent=2, default=json_default))
         return summary
+    except OSError as exc:
+        if writing is None:
+            raise
+        raise WriteFailed(write_failed(writing, exc, algo.iteration, last_ckpt, target - saved_steps)) from None
     finally:
         algo.stop()
 
 
-def _remove_unstarted_run(out_dir: Path) -> None:
-    """Remove what a new run wrote before it could start (its experiment file and log), and the directory it
-    created, so that the same command can be run again once the cause is fixed."""
-    quiet_logging(None)  # Ray's loggers stop writing to the run's log file (errors still reach the terminal)
-    for name in (EXPERIMENT_FILE, LOG_FILE):
-        (out_dir / name).unlink(missing_ok=True)
-    with contextlib.suppress(OSError):  # not empty: something else was written there, keep it
-        out_dir.rmdir()
-
-
-def _check_data(exp: Experiment) -> None:
-    """Fail fast, with the data layer's message, before Ray starts."""
-    from envs.data import DataError
-    from envs.market import load_market_for
-
-    try:
-        load_market_for(exp.data.env_config())
-    except DataError as exc:
-        raise ExperimentError(str(exc)) from None
-
-
-def _prepare_new_run(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[Experiment, Path, list[str]]:
-    """A new run: the validated experiment, its data checked, its run directory claimed."""
-    if args.additional_steps is not None or args.allow_missing_buffer:
-        flag = "--additional-steps" if args.additional_steps is not None else "--allow-missing-buffer"
+def _prepare_new_run(
+    args: argparse.Namespace, overrides: dict[str, Any]
+) -> tuple[Experiment, Path, int, bool, list[str]]:
+    """A new run: the validated experiment, its data and memory checked, its run directory's path checked
+    (returned as ``_prepare_resume`` returns a resume's)."""
+    given = {
+        "--additional-steps": args.additional_steps is not None,
+        "--allow-missing-buffer": args.allow_missing_buffer,
+        "--allow-changed-data": args.allow_changed_data,
+    }
+    flag = next((f for f, on in given.items() if on), None)
+    if flag:
         raise RunError(f"{flag} continues a run: use it with --resume CHECKPOINT")
     exp = load_experiment(args.exp or DEFAULT_EXPERIMENT, overrides, sweep=False)  # one run: no sweep
-    _check_data(exp)
     out_dir = (args.out or default_out_dir(exp)).absolute()  # the summary's paths hold wherever it is read from
-    return exp, out_dir, claim_run_dir(out_dir, args.overwrite)
+    check_output_dir(out_dir, "--out")
+    check_run(exp)
+    return exp, out_dir, 0, True, []
 
 
-def _prepare_resume(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[Experiment, Path, bool, list[str]]:
-    """A resume: the checkpoint verified, the overrides a resume may change applied, the run directory ready.
-
-    Continuing in the checkpoint's own run directory needs it to be the run's latest checkpoint (a later
-    one would be overwritten); stale temporary directories are removed and the progress rows of iterations
-    that will be redone are moved aside. Another run directory (``--out``) is claimed like a new run's.
+def _prepare_resume(
+    args: argparse.Namespace, overrides: dict[str, Any]
+) -> tuple[Experiment, Path, int, bool, list[str]]:
+    """A resume: the checkpoint verified, the overrides a resume may change applied, its data and memory checked.
 
     Returns:
-        ``(experiment, run directory, restore the replay buffer, notes to print)``.
+        ``(experiment, run directory, the checkpoint's iteration, restore the replay buffer, notes to print)``.
     """
-    from trainer.runtime.checkpoint import checkpoint_iteration, list_checkpoints, remove_stale_temp_dirs, resume_state
-
     if args.exp is not None:
         raise RunError(
             f"--exp {args.exp} with --resume: a run continues with the experiment it was trained with; drop --exp "
@@ -254,33 +255,19 @@ def _prepare_resume(args: argparse.Namespace, overrides: dict[str, Any]) -> tupl
     if args.additional_steps is not None and args.additional_steps < 1:
         raise RunError(f"--additional-steps must be >= 1, got {args.additional_steps}")
     ckpt = args.resume.resolve()
-    state, buffer_note = resume_state(ckpt, args.allow_missing_buffer)
-    exp, changed = experiment_for_resume(ckpt, overrides)
-    _check_data(exp)
-    run_dir, iteration = ckpt.parent.parent, int(state.get("training_iteration") or 0)
-    out_dir = (args.out or run_dir).absolute()
-    notes = [f"on resume: {k} {old!r} -> {new!r}" for k, (old, new) in changed.items()]
-    if buffer_note:
-        notes.append(f"warning: {buffer_note}")
-    if out_dir.resolve() != run_dir.resolve():
-        return exp, out_dir, buffer_note is None, notes + claim_run_dir(out_dir, args.overwrite)
-    if args.overwrite:
-        raise RunError(f"--overwrite with --resume in the checkpoint's own run directory {run_dir}: drop --overwrite")
-    ckpt_dir = run_dir / CHECKPOINTS_DIR
-    later = [p.name for p in list_checkpoints(ckpt_dir) if (checkpoint_iteration(p) or 0) > iteration]
-    if later:
-        raise RunError(
-            f"{ckpt}: its run has later checkpoints ({', '.join(later)}); resume from the latest, or continue "
-            "from this one in a new run directory with --out DIR"
-        )
-    notes += [stale_note(p) for p in remove_stale_temp_dirs(ckpt_dir)]
-    moved = supersede_progress(run_dir / PROGRESS_FILE, iteration)
-    if moved:
-        notes.append(
-            f"moved {moved} row(s) after iteration {iteration} from {run_dir / PROGRESS_FILE} to "
-            f"{run_dir / SUPERSEDED_FILE}: the resumed run redoes those iterations"
-        )
-    return exp, out_dir, buffer_note is None, notes
+    exp, iteration, replay_buffer, notes = resume_inputs(
+        ckpt, overrides, args.allow_missing_buffer, args.allow_changed_data
+    )
+    out_dir = (args.out or ckpt.parent.parent).absolute()
+    check_output_dir(out_dir, "--out")
+    check_run(exp)
+    return exp, out_dir, iteration, replay_buffer, notes
+
+
+def _accept(run: RunLock, exp: Experiment, verbose: bool) -> None:
+    """The run starts: its directory made ready, its experiment and log written (``RunLock.accept``)."""
+    for note in run.accept(yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False), verbose):
+        print(note, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -306,6 +293,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --resume: continue with an empty replay buffer when the saved one is missing or damaged",
     )
+    parser.add_argument(
+        "--allow-changed-data",
+        action="store_true",
+        help="with --resume: continue although the prices of the checkpoint's windows changed since it was written",
+    )
     parser.add_argument("--verbose", action="store_true", help="show Ray/RLlib log output on the terminal")
     args = parser.parse_args(argv)
     flag = StopFlag()
@@ -318,48 +310,71 @@ def main(argv: list[str] | None = None) -> int:
             overrides["stopping.env_steps"] = args.steps
         if args.seed is not None:
             overrides["seed"] = args.seed
-        if args.resume is None:
-            (exp, out_dir, notes), replay_buffer = _prepare_new_run(args, overrides), True
-            fresh = not out_dir.exists()  # a new run directory: removed again if the run cannot start at all
-        else:
-            fresh = False
-            exp, out_dir, replay_buffer, notes = _prepare_resume(args, overrides)
-        # Written before Ray starts: a run stopped at any point can be resumed with what it was given.
-        write_atomic(out_dir / EXPERIMENT_FILE, yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False))
-    except ValueError as exc:  # ExperimentError, CheckpointError, RunError: one line naming the file or key
+        prepare = _prepare_new_run if args.resume is None else _prepare_resume
+        exp, out_dir, iteration, replay_buffer, notes = prepare(args, overrides)
+        # Held until the command ends: a second run into this directory is refused, not run over this one.
+        run = lock_run_dir(out_dir)
+    except (ValueError, OSError) as exc:  # ExperimentError, CheckpointError, RunError, a directory not created
+        print(f"error: {os_error_text(exc) if isinstance(exc, OSError) else exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return _run(args, flag, exp, run, iteration, replay_buffer, notes)
+    finally:
+        run.release()
+
+
+def _run(
+    args: argparse.Namespace,
+    flag: StopFlag,
+    exp: Experiment,
+    run: RunLock,
+    iteration: int,
+    replay_buffer: bool,
+    notes: list[str],
+) -> int:
+    """The run in its locked directory: the directory checked, then trained; the exit code."""
+    try:
+        run.check(args.overwrite, args.resume.resolve() if args.resume else None, iteration)
+    except RunError as exc:
+        run.undo()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if flag.signal:
-        if fresh:
-            _remove_unstarted_run(out_dir)
+        run.undo()
         print(
             f"{flag.signal} received before training started: nothing was trained; run the command again",
             file=sys.stderr,
         )
         return flag.exit_code
-    quiet_logging(out_dir / LOG_FILE, args.verbose)
+    quiet_logging(run.pending_log, args.verbose)
     for note in notes:
         print(note, file=sys.stderr if note.startswith("warning:") else sys.stdout, flush=True)
-    print(f"experiment {exp.name} | data {exp.data.source} | seed {exp.seed} | run dir {out_dir}", flush=True)
-    resume = args.resume.resolve() if args.resume else None
+    print(f"experiment {exp.name} | data {exp.data.source} | seed {exp.seed} | run dir {run.out_dir}", flush=True)
     try:
         summary = run_training(
             exp,
-            out_dir,
-            resume=resume,
+            run.out_dir,
+            resume=args.resume.resolve() if args.resume else None,
             additional_steps=args.additional_steps,
             replay_buffer=replay_buffer,
             stop_flag=flag,
             verbose=args.verbose,
+            on_start=lambda: _accept(run, exp, args.verbose),
+            log_file=run.pending_log,
         )
-    except CheckpointError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (CheckpointError, ExperimentError, MemoryError) as exc:  # refused (resources), or could not be built
+        if not run.accepted:
+            run.undo()  # a refused run changes nothing: the same command runs again once the cause is fixed
+        memory = f"out of memory ({exc}); lower {BUFFER_SIZE_KEY} or {POPULATION_KEY}"
+        print(f"error: {memory if isinstance(exc, MemoryError) else exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except ExperimentError as exc:  # refused before anything trained (resources the cluster does not have)
-        if fresh:
-            _remove_unstarted_run(out_dir)
+    except WriteFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_WRITE_FAILED
+    except BaseException:
+        if not run.accepted:
+            run.undo()  # an unexpected error before the run started leaves nothing either
+        raise
     print(f"status: {summary['status']}" + (f" ({summary['reason']})" if summary["reason"] else ""))
     print(f"final checkpoint: {summary['final_checkpoint']}")
     final = summary.get("validation") or {}
@@ -377,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
             f"it holds a population of {agents_text(k)} ({seeds}); backtest one with: python -m trainer.backtest "
             f"{shlex.quote(summary['final_checkpoint'])} --agent I"
         )
-    print(f"summary: {out_dir / SUMMARY_FILE}")
+    print(f"summary: {run.out_dir / SUMMARY_FILE}")
     if summary["status"] == M.STATUS_INTERRUPTED:
         if summary.get("resume_command"):
             print(f"resume with: {summary['resume_command']}", flush=True)

@@ -18,8 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from trainer.experiment.config import ENV_CONFIG_GRID, FOLD_KEY, SEED_KEY, SWEEPABLE, Experiment, SweepConfig
+from trainer.experiment.config import SEED_KEY, SWEEPABLE, Experiment
 from trainer.experiment.loading import ExperimentError, load_experiment, parse_override, resolve_experiment_path
+from trainer.experiment.memory import MemoryEstimate, check_memory, describe, sweep_trials_at_once
+from trainer.experiment.preflight import check_sweep
+from trainer.experiment.sweep_plan import format_plan, tune_domains
 from trainer.experiment.sweep_state import (
     TRIAL_DIR_PREFIX,
     check_same_experiment,
@@ -29,37 +32,12 @@ from trainer.experiment.sweep_state import (
     trial_statuses,
 )
 from trainer.metrics import registry as M
-from trainer.runtime.resources import check_request
+from trainer.runtime.locks import LOCK_FILE, holder_text, lock_dir
+from trainer.runtime.paths import check_output_dir, check_remote_storage, is_uri, os_error_text
+from trainer.runtime.resources import THIS_MACHINE, available_memory, check_request
+from trainer.runtime.sweep_progress import SweepReporter
 
 DRIVER_LOG = "driver.log"
-
-
-def tune_domains(sweep: SweepConfig, population: int | None = None) -> dict[str, Any]:
-    """The search space as Ray Tune domains keyed by experiment field.
-
-    Args:
-        sweep: the experiment's sweep.
-        population: ``sac.population``; a swept seed grid then holds each population's first seed (one trial
-            trains seeds ``s .. s + K - 1``).
-    """
-    from ray import tune
-
-    makers = {
-        "grid_search": tune.grid_search,
-        "choice": tune.choice,
-        "uniform": lambda a: tune.uniform(*a),
-        "loguniform": lambda a: tune.loguniform(*a),
-        "randint": lambda a: tune.randint(*a),
-    }
-    domains = {key: makers[kind](arg) for key, (kind, arg) in sweep.domains(population).items()}
-    if sweep.variants:
-        # One grid dimension over every (variant, env-setting grid point) as a dict of data.* overrides.
-        data_keys = [k for k in domains if k.startswith("data.")]
-        points = [{}]
-        for key in data_keys:
-            points = [{**p, key: v} for p in points for v in domains.pop(key)["grid_search"]]
-        domains[ENV_CONFIG_GRID] = tune.grid_search([{**v, **p} for v in sweep.variants.values() for p in points])
-    return domains
 
 
 def build_plan(exp: Experiment) -> dict[str, Any]:
@@ -97,71 +75,26 @@ def build_plan(exp: Experiment) -> dict[str, Any]:
     }
 
 
-def format_plan(plan: dict[str, Any]) -> str:
-    k = plan["agents_per_trial"]
-    agents = f" x {k} agents (a population of seeds s .. s+{k - 1} per trial)" if k > 1 else ""
-    lines = [f"experiment {plan['experiment']}: {plan['trials']} trial(s){agents} on {plan['data']}"]
-    for name, overrides in plan["variants"].items():
-        lines.append(f"  variant {name}: {overrides or '(the experiment as written)'}")
-    for key, spec in plan["search_space"].items():
-        firsts = plan["trial_seeds"] if key == SEED_KEY else None
-        grouped = f" -> {len(firsts)} population(s) from seeds {firsts}" if firsts else ""
-        lines.append(f"  {key}: {spec}{grouped}")
-    if plan["num_samples"] > 1:
-        lines.append(f"  num_samples: {plan['num_samples']}")
-    s = plan["scheduler"]
-    if s["type"] == "asha":
-        detail = (
-            f"(time = env steps, grace {s['grace_period']:,}, reduction {s['reduction_factor']:g}, "
-            f"max_t {s['max_t']:,})"
-        )
-    else:
-        detail = "(no early stopping)"
-    lines.append(f"scheduler: {s['type']} {detail}; metric {plan['metric']} ({plan['mode']})")
-    budget, per_iteration = plan["env_steps_per_trial"], plan["env_steps_per_iteration"]
-    whole = -(-budget // per_iteration) * per_iteration  # a trial stops after the iteration that reaches it
-    rounded = f" (whole iterations of {per_iteration:,}: {whole:,})" if whole != budget else ""
-    lines.append(f"budget: {budget:,} env steps per trial{rounded}")
-    res = ", ".join(f"{k}: {v:g}" for k, v in plan["resources_per_trial"].items())
-    lines.append(f"resources per trial: {res} (bundles {plan['placement_bundles']})")
-    lines.append(
-        f"concurrency: {plan['max_concurrent_trials'] or 'as resources allow'}; retries: {plan['max_failures']}"
-    )
-    return "\n".join(lines)
-
-
-def check_data(exp: Experiment, where: str) -> None:
-    """Load the prices and windows of every trial in the driver (every swept fold), before any trial starts.
-
-    A bad data file then gives the data layer's one-line error once, instead of every trial failing in its
-    own process with a traceback.
-    """
-    from envs.data import DataError
-    from envs.market import load_market_for
-
-    domains = exp.sweep.domains()
-    folds: list[Any] = [exp.data.fold]
-    if FOLD_KEY in domains:
-        kind, arg = domains[FOLD_KEY]
-        folds = list(range(arg[0], arg[1])) if kind == "randint" else list(arg)
-    for fold in dict.fromkeys(folds):
-        env_config = exp.data.env_config() | {"fold": fold}
-        try:
-            load_market_for(env_config)
-        except (DataError, ValueError) as exc:
-            swept = f" (data.fold={fold})" if FOLD_KEY in domains else ""
-            raise ExperimentError(f"{where}: key 'data'{swept}: {exc}") from None
-
-
 def check_resources(plan: dict[str, Any], cluster: dict[str, float]) -> None:
     """Fail before Tune waits forever on a request the cluster can never satisfy."""
     check_request(plan["resources_per_trial"], cluster, "each trial", "no trial could ever start")
 
 
-def _remove_unstarted(exp_dir: Path, new_dir: bool) -> None:
-    """Remove a sweep directory this command created when nothing but its driver log was written there."""
-    if new_dir and exp_dir.is_dir() and {p.name for p in exp_dir.iterdir()} <= {DRIVER_LOG}:
-        shutil.rmtree(exp_dir)
+def _outermost_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet: what this command creates (None: it exists)."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def _remove_unstarted(exp_dir: Path, created: Path | None) -> None:
+    """Remove the folders this command created (``created``: the outermost, e.g. a new --storage) when nothing
+    but the sweep's driver log (and lock) was written there."""
+    if created and exp_dir.is_dir() and {p.name for p in exp_dir.iterdir()} <= {DRIVER_LOG, LOCK_FILE}:
+        shutil.rmtree(created)
 
 
 def _stopper_base() -> type:
@@ -225,7 +158,8 @@ def run_sweep(exp: Experiment, storage: Path | str, resume: bool = False) -> Any
     else:
         scheduler = FIFOScheduler()
     freq = exp.checkpoint.frequency
-    reporter = tune.CLIReporter(
+    reporter = SweepReporter(
+        str(exp_path),
         metric_columns={sweep.metric: "score"} | {m.tune_key: m.progress_label for m in M.shown_in(M.PROGRESS)},
         parameter_columns={
             SWEEPABLE_PATHS[k]: k for k in [*sweep.search_space, *(k for v in sweep.variants.values() for k in v)]
@@ -271,15 +205,18 @@ SWEEPABLE_PATHS = {key: "/".join(path) for key, path in SWEEPABLE.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trainer.evaluation.sweep_report import summarize_sweep
-    from trainer.evaluation.sweep_tables import print_summary
     from trainer.runtime.console import quiet_logging
+    from trainer.runtime.ray_init import cluster_address, is_loopback
 
     parser = argparse.ArgumentParser(
         prog="python -m trainer.tune", description="Ray Tune sweep of SAC portfolio agents."
     )
     parser.add_argument("--exp", default="quick", help="experiment in tune_configs/ (or a YAML path)")
-    parser.add_argument("--storage", default="results", help="Tune storage: a directory or a URI (s3://, gs://)")
+    parser.add_argument(
+        "--storage",
+        default="results",
+        help="Tune storage: a directory or a URI (s3://, gs://); default: results (in this folder)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue the interrupted sweep in --storage")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("--data", help="price source: 'sp500' or a CSV/Parquet path (sets data.source)")
@@ -287,32 +224,78 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local instance)")
     parser.add_argument("--verbose", action="store_true", help="show Ray/RLlib log output on the terminal")
     args = parser.parse_args(argv)
-    storage: Path | str = args.storage if "://" in args.storage else Path(args.storage).resolve()
+    remote = is_uri(args.storage)
+    storage: Path | str = args.storage if remote else Path(args.storage).resolve()
+    address = cluster_address(args.address)
+    here = address is None or is_loopback(address)  # the trials run on this machine: their memory is its memory
     try:
         overrides = dict(parse_override(s) for s in args.set)
         if args.data:
             overrides["data.source"] = args.data
         exp = load_experiment(args.exp, overrides)
-        check_data(exp, str(resolve_experiment_path(args.exp)))
+        trials, why = sweep_trials_at_once(exp) if here else (None, "")
+        est = check_sweep(exp, str(resolve_experiment_path(args.exp)), trials, why)
+        # Ray, RLlib and Tune add their terminal log handlers when first imported: before quiet_logging routes them
+        import ray.rllib
+        import ray.tune  # noqa: F401
+
         quiet_logging(None, args.verbose)  # building the plan builds RLlib's config: its notices stay off the terminal
-        plan = build_plan(exp)
+        plan = build_plan(exp) | {"memory": describe(est, here)}
     except ExperimentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_plan(plan), flush=True)
     if args.dry_run:
         return 0
-    exp_path = _exp_path(storage, exp.name)
     # Summaries of a sweep stored on a URI go to a local folder.
-    exp_dir = Path("results_summary") / exp.name if "://" in str(storage) else Path(storage) / exp.name
+    exp_dir = Path("results_summary") / exp.name if remote else Path(storage) / exp.name
+    new_dir = _outermost_missing(exp_dir.absolute())
+    try:
+        if remote:
+            check_remote_storage(args.storage, "--storage")
+        check_output_dir(exp_dir, "--storage")
+        # Held until the command ends: a second sweep into this directory is refused, not run over this one.
+        lock = lock_dir(
+            exp_dir,
+            lambda pid: (
+                f"{exp_dir}: another trainer.tune is running a sweep of {exp.name} there{holder_text(pid)}; "
+                "wait for it to finish, or use another --storage"
+            ),
+        )
+    except (ExperimentError, OSError) as exc:  # OSError: the directory could not be created (a full disk)
+        print(f"error: {os_error_text(exc) if isinstance(exc, OSError) else exc}", file=sys.stderr)
+        return 2
+    try:
+        return _sweep(args, exp, plan, est if here else None, storage, exp_dir, new_dir, address)
+    finally:
+        lock.release()
+
+
+def _sweep(
+    args: argparse.Namespace,
+    exp: Experiment,
+    plan: dict[str, Any],
+    est: MemoryEstimate | None,
+    storage: Path | str,
+    exp_dir: Path,
+    new_dir: Path | None,
+    address: str | None,
+) -> int:
+    """The sweep, in its locked directory: Ray, the checks that need the cluster (``est``: the memory of a trial,
+    None when the trials run on a cluster's nodes), Tune, the summary."""
+    from trainer.evaluation.sweep_report import summarize_sweep
+    from trainer.evaluation.sweep_tables import print_summary
+    from trainer.runtime.console import quiet_logging
+
+    exp_path = _exp_path(storage, exp.name)
     try:
         check_storage(exp_path, args.resume)
         if args.resume:
             check_same_experiment(exp, exp_dir)
     except ExperimentError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        _remove_unstarted(exp_dir, new_dir)
         return 2
-    new_dir = not exp_dir.exists()
     quiet_logging(exp_dir / DRIVER_LOG, args.verbose)
     # Tune's classic progress table (our columns: env steps, validation Sharpe, critic loss, entropy)
     # instead of the new output engine, which ignores progress_reporter and prints every config key.
@@ -320,9 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from trainer.runtime.monitoring import dashboard_access_message, install_grafana_dashboard
-    from trainer.runtime.ray_init import cluster_address, init_ray
+    from trainer.runtime.ray_init import init_ray
 
-    address = cluster_address(args.address)
     # A Ctrl-C while Ray starts is remembered and acted on once it is up (in the middle of Ray's start-up it
     # would be lost, and the sweep would run to its end).
     startup_signals: list[int] = []
@@ -348,19 +330,6 @@ def main(argv: list[str] | None = None) -> int:
     print(dashboard, flush=True)
     # SIGTERM gets Tune's graceful SIGINT handling: experiment state saved, resumable with --resume.
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
-    try:
-        check_resources(plan, ray.cluster_resources())
-        if not args.resume:
-            save_experiment(exp, exp_dir)
-        results = run_sweep(exp, storage, resume=args.resume)
-    except ExperimentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        _remove_unstarted(exp_dir, new_dir)  # nothing started: leave no directory of our own behind
-        return 2
-    # Tune leaves its SIGINT handler installed after the sweep (it would swallow a Ctrl-C from here on)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    n_trials = exp.sweep.n_trials(exp.sac.population)
-    outcome, finished = sweep_outcome(trial_statuses(exp_path, results), n_trials)
     # quoted, so the line can be pasted into a shell as it is (--set values may hold spaces and braces)
     sets = (f" --data {shlex.quote(args.data)}" if args.data else "") + "".join(
         f" --set {shlex.quote(s)}" for s in args.set
@@ -368,6 +337,29 @@ def main(argv: list[str] | None = None) -> int:
     resume = (
         f"python -m trainer.tune --exp {shlex.quote(args.exp)} --storage {shlex.quote(args.storage)}{sets} --resume"
     )
+    try:
+        cluster = ray.cluster_resources()
+        check_resources(plan, cluster)
+        if est is not None:  # the trials run on this machine, and how many at once is known now
+            trials, why = sweep_trials_at_once(exp, plan["resources_per_trial"], cluster)
+            check_memory(est, available_memory(), THIS_MACHINE, trials, why)
+        if not args.resume:
+            save_experiment(exp, exp_dir)
+        results = run_sweep(exp, storage, resume=args.resume)
+    except ExperimentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        _remove_unstarted(exp_dir, new_dir)  # nothing started: leave no directory of our own behind
+        return 2
+    except OSError as exc:  # a full disk or a storage that went away while Tune wrote its state
+        print(
+            f"error: {os_error_text(exc)}; the sweep's state is in {exp_path}; continue with:\n  {resume}",
+            file=sys.stderr,
+        )
+        return 1
+    # Tune leaves its SIGINT handler installed after the sweep (it would swallow a Ctrl-C from here on)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    n_trials = exp.sweep.n_trials(exp.sac.population)
+    outcome, finished = sweep_outcome(trial_statuses(exp_path, results), n_trials)
     if outcome == "interrupted":
         print(
             f"\nsweep interrupted: {finished} of {n_trials} trials finished; the state is saved in {exp_path}. "
@@ -386,6 +378,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    except OSError as exc:
+        print(
+            f"error: {os_error_text(exc)}: the summary is incomplete; the trials are saved in {exp_path}; write the "
+            f"summary again with:\n  {resume}",
+            file=sys.stderr,
+        )
+        return 1
     if outcome == "failed":
         first = next((str(r.error).splitlines()[0] for r in results if r.error is not None), "")
         print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tests.conftest import checkpoints, synthetic_prices, train_cli, write_wide_csv
@@ -31,6 +32,14 @@ SETTINGS = {
     "data.max_turnover": 0.3,
 }
 
+TINY_TRAIN = {
+    "sac.population": 2,
+    "seed": 4,
+    "model.hidden": [16],
+    "sac.learning_starts": 100,
+    "stopping.steps_per_iteration": 200,
+}
+
 
 @pytest.fixture(scope="session")
 def limited_run(ray_session, tmp_path_factory):
@@ -41,3 +50,29 @@ def limited_run(ray_session, tmp_path_factory):
     res = train_cli(base / "run", ray_session, "--exp", "smoke", "--data", data, "--steps", "600", *sets)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return checkpoints(base / "run"), data
+
+
+@pytest.fixture(scope="session")
+def population_run(ray_session, tmp_path_factory):
+    """A population of 2 (seeds 4, 5) trained one iteration in process, saved, and its live deterministic
+    actions along a validation episode (side-by-side raw observations and the population policy's actions)."""
+    from trainer.evaluation.policy import policy_from_algorithm
+
+    exp = load_experiment("smoke", TINY_TRAIN, sweep=False)
+    algo = build_sac_config(exp).build_algo()
+    try:
+        algo.train()
+        ckpt = tmp_path_factory.mktemp("population") / "checkpoint_000001"
+        algo.save_to_path(str(ckpt))
+        policy, env = policy_from_algorithm(algo), algo._eval_env
+        obs, _ = env.reset(seed=0)
+        observations, actions = [], []
+        for _ in range(20):
+            action = policy(obs)
+            observations.append(obs)
+            actions.append(action)
+            obs, *_ = env.step(action)
+        dims = (env.envs[0].observation_space.shape[0], env.envs[0].action_space.shape[0])
+    finally:
+        algo.stop()
+    return ckpt, np.array(observations), np.array(actions), dims

@@ -122,6 +122,7 @@ def test_round_trip_train_smoke_then_backtest(smoke_run, tmp_path):
     assert set(result["strategies"]) == STRATEGIES
     assert result["split"] == "test" and result["checkpoint"] == str(ckpt)
     assert result["warnings"] == [] and result["not_fitted"] == {}
+    assert result["benchmark"] is None  # no --benchmark, no comparison with one
     assert not [line for line in res.stderr.splitlines() if line.startswith("WARNING: ")]
     values = pd.read_parquet(out1 / "values.parquet")
     for name, m in result["strategies"].items():
@@ -393,9 +394,85 @@ def test_a_checkpoint_knows_its_data_and_warns_when_a_backtest_reads_other_price
     )
     assert f"WARNING: {changed}" in res.stderr.splitlines()
     assert json.loads((tmp_path / "bt1" / "backtest.json").read_text())["warnings"] == [changed]
+    # a decision says so too, and a resume is refused (nothing of the run changed) unless told to go on
+    from trainer.evaluation.decision import Member, decide
+
+    decision = decide([Member(ckpt)], data, as_of=edited.index[-1])
+    assert changed in decision.warnings
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    res = train_cli(tmp_path / "run", ray_session, "--resume", str(ckpt))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"error: --resume {ckpt}: {changed}; the run would go on training on other prices than it started with: "
+        "restore the data file, or pass --allow-changed-data to continue on it anyway"
+    )
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
 
     write_wide_csv(tmp_path / "prices.csv", prices.iloc[:640])  # the new test window lies in the old training one
     res = _backtest([str(ckpt), "--out", str(tmp_path / "bt2")])
     assert res.returncode == 0, res.stderr[-3000:]
     (warning,) = json.loads((tmp_path / "bt2" / "backtest.json").read_text())["warnings"]
     assert f"overlaps the checkpoint's training window {train['start']} .. {train['end']} ({data})" in warning
+
+
+def _backtest_cli(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "trainer.backtest", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def test_an_output_folder_through_a_file_is_refused_before_the_simulation(smoke_run, tmp_path, monkeypatch, capsys):
+    import trainer.backtest as B
+
+    ckpt = checkpoints(smoke_run[0])[-1]
+    afile = tmp_path / "report.txt"
+    afile.write_text("mine")
+    for out, where in ((afile, f"{afile}: is"), (afile / "sub", f"{afile / 'sub'}: {afile} is")):
+        res = _backtest_cli(str(ckpt), "--out", str(out))
+        assert res.returncode == 2 and res.stdout == ""
+        assert res.stderr == f"error: {where} a file, not a directory; pass a directory (or a new path) as --out\n"
+    assert afile.read_text() == "mine"
+
+    def never(*args, **kwargs):
+        raise AssertionError("the simulation ran")
+
+    monkeypatch.setattr(B, "run_backtest", never)  # the refusal comes before it
+    assert B.main([str(ckpt), "--out", str(afile)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {afile}: is a file")
+
+
+def test_a_checkpoint_trained_on_a_ticker_named_cash_is_refused(smoke_run, tmp_path):
+    from trainer.runtime.checkpoint import STATE_FILE, write_manifest
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run[0], run)
+    ckpt = checkpoints(run)[-1]
+    state = json.loads((ckpt / STATE_FILE).read_text())
+    state["tickers"][3] = "cash"  # as a checkpoint trained before such data was refused
+    (ckpt / STATE_FILE).write_text(json.dumps(state))
+    write_manifest(ckpt)
+    res = _backtest_cli(str(ckpt))
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr == (
+        f"error: {ckpt}: its training data: ticker 'cash' has the name of the portfolio's cash position (a column of "
+        "the backtest's weights beside the tickers); rename that column (or that ticker in a long file), e.g. to "
+        "'cash_asset', and train again\n"
+    )
+    assert not list(run.glob("backtest_*"))
+
+
+def test_a_full_disk_while_the_report_is_written_is_one_line(smoke_run, tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+
+    import trainer.backtest as B
+
+    def full(self, path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full)
+    out = tmp_path / "report"
+    assert B.main([str(checkpoints(smoke_run[0])[-1]), "--out", str(out)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: {out}: not written ({out / 'values.parquet'}: No space left on device): make room, then backtest "
+        "again\n"
+    )

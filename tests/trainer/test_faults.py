@@ -1,10 +1,12 @@
-"""Faults with real processes: SIGTERM mid-iteration, SIGKILL mid-checkpoint, a reused run directory, and
-resumes (overrides a resume may and may not change, a missing replay buffer, progress numbering)."""
+"""Faults with real processes: SIGTERM mid-iteration, SIGKILL mid-checkpoint, a full disk mid-checkpoint, two
+runs into one directory at once, a reused run directory, and resumes (overrides a resume may and may not change,
+a refused resume that changes nothing, a missing replay buffer, progress numbering)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,6 +18,7 @@ import pytest
 from tests.conftest import LOOPBACK, checkpoints, cli_env, listening_addresses, train_cli
 from trainer.evaluation.policy import load_policy
 from trainer.runtime.checkpoint import BUFFER_FILE, MANIFEST_FILE, STATE_FILE, read_usable_state, resume_state
+from trainer.runtime.locks import LOCK_FILE
 
 TINY = ("--set", "stopping.steps_per_iteration=100", "--set", "checkpoint.frequency=1")
 
@@ -96,9 +99,13 @@ def test_killed_mid_checkpoint_keeps_the_previous_one_and_the_resume_cleans_up(r
     policy, _ = load_policy(previous)
     assert callable(policy)
     assert _iterations(run) == [1, 2]  # iteration 2 finished before its checkpoint was cut short
+    killed = int((run / LOCK_FILE).read_text())  # the killed run's lock file stays behind, naming it ...
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed, 0)  # ... a process that is gone, so the OS released its lock
 
     res = train_cli(run, ray_session, "--resume", str(previous), "--additional-steps", "200")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert not (run / LOCK_FILE).exists()  # the killed run blocked nothing; this one released its lock
     assert f"removed {tmp}: a temporary checkpoint directory left by a save that was killed\n" in res.stdout
     assert (
         f"moved 1 row(s) after iteration 1 from {run / 'progress.jsonl'} to {run / 'progress.superseded.jsonl'}: "
@@ -238,3 +245,105 @@ def test_resume_applies_safe_overrides_and_a_missing_buffer_only_when_allowed(sm
     saved = yaml.safe_load((smoke_copy / "experiment.yaml").read_text())
     assert saved["evaluation"]["interval"] == 1 and saved["sac"]["training_intensity"] == 32.0
     assert saved["sac"]["batch_size"] == 64 and saved["model"]["hidden"] == [32, 32]
+
+
+FULL_DISK_IN_SECOND_SAVE = """
+import errno, os, sys
+from trainer.runtime import checkpoint
+real = checkpoint.write_manifest
+calls = []
+def write_manifest(path):
+    calls.append(path)
+    if len(calls) == 2:  # the disk fills up while the second checkpoint is written (its other files are there)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(path, "manifest.json.tmp"))
+    return real(path)
+checkpoint.write_manifest = write_manifest
+from trainer.train import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_full_disk_mid_checkpoint_stops_with_how_to_continue_and_leaves_no_partial_checkpoint(ray_session, tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-c", FULL_DISK_IN_SECOND_SAVE, "--exp", "smoke", "--steps", "1000", "--out", str(run)]
+    res = subprocess.run([*cmd, *TINY], capture_output=True, text=True, env=cli_env(ray_session), timeout=300)
+    ckpt_dir = run / "checkpoints"
+    first = ckpt_dir / "checkpoint_000001"
+    resume = f"python -m trainer.train --resume {first} --additional-steps 900"
+    assert res.returncode == 1, res.stdout[-2000:] + res.stderr[-2000:]
+    assert res.stderr.splitlines()[-1] == (
+        f"error: {ckpt_dir / 'checkpoint_000002'}: not written (No space left on device); training stopped at "
+        f"iteration 2; the last complete checkpoint is {first}, intact: make room, then continue with: {resume}"
+    )
+    assert "Traceback" not in res.stderr
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["checkpoint_000001"]  # no temporary directory left
+    assert read_usable_state(first)["training_iteration"] == 1 and resume_state(first)[1] is None  # intact
+    assert _iterations(run) == [1, 2] and not (run / LOCK_FILE).exists()
+
+    res = train_cli(run, ray_session, *resume.split()[3:])  # the printed command, once there is room
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert _iterations(run) == list(range(1, 11)) and _iterations(run, "progress.superseded.jsonl") == [2]
+    assert json.loads((run / "summary.json").read_text())["env_steps"] == 1000
+
+
+def _files(run: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_a_refused_resume_or_overwrite_changes_nothing(smoke_copy, ray_session):
+    """A resume (or an --overwrite run) the cluster cannot place leaves every file as it was, so the plain resume
+    afterwards runs; a killed save's temporary directory is removed only by the resume that runs."""
+    ckpt = checkpoints(smoke_copy)[-1]
+    stale = smoke_copy / "checkpoints" / ".tmp-checkpoint_000006-4194303-1"  # of a writer that is gone
+    stale.mkdir()
+    (stale / "part").write_text("half a checkpoint")
+    before = _files(smoke_copy)
+    too_many = ("--set", "resources.num_env_runners=3")
+    cpus = (
+        "error: this run needs CPU=3 but the Ray cluster has CPU=2 in total; its env runners and learners could "
+        "never start (it takes one CPU per env runner and per remote learner: use fewer, e.g. --set "
+        "resources.num_env_runners=1; or add nodes that have it)"
+    )
+    for args in (("--resume", str(ckpt), *too_many), ("--exp", "smoke", "--overwrite", *too_many)):
+        res = train_cli(smoke_copy, ray_session, *args, timeout=120)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+        assert res.stderr.splitlines()[-1] == cpus
+        assert _files(smoke_copy) == before  # experiment.yaml, train.log, progress, checkpoints: byte for byte
+        assert not list(smoke_copy.glob("previous-run-*")) and not (smoke_copy / LOCK_FILE).exists()
+
+    res = train_cli(smoke_copy, ray_session, "--resume", str(ckpt), "--additional-steps", "300")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert f"removed {stale}: a temporary checkpoint directory left by a save that was killed\n" in res.stdout
+    assert _iterations(smoke_copy) == [1, 2, 3, 4, 5, 6]
+
+
+def test_two_runs_into_one_directory_at_once_the_second_is_refused_and_the_first_runs_on(ray_session, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "trainer.train", "--exp", "smoke", "--steps", "3000", "--out", str(out), *TINY]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env(ray_session))
+    lines = []
+    try:
+        for line in first.stdout:
+            lines.append(line)
+            if line.startswith("[iter    1]"):  # the first run is training in its locked directory
+                break
+        second = train_cli(out, ray_session, "--exp", "smoke", timeout=120)
+        assert first.poll() is None, "the first run ended before the second was refused: raise its --steps"
+        rest, _ = first.communicate(timeout=400)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert second.returncode == 2 and second.stdout == ""
+    assert second.stderr == (
+        f"error: {out}: another trainer.train run is writing there (pid {first.pid}); wait for it to finish, or pass "
+        "another --out\n"
+    )
+    output = "".join(lines) + rest
+    assert first.returncode == 0, output[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["env_steps"] == 3000
+    assert _iterations(out) == list(range(1, 31))
+    assert re.search(r"^status: completed$", output, re.M) and not (out / LOCK_FILE).exists()
+    # once the first has finished, the same command is refused for what is there, not for a lock
+    res = train_cli(out, ray_session, "--exp", "smoke", timeout=120)
+    assert res.returncode == 2 and "run directory is not empty" in res.stderr

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import cli_env
+from tests.conftest import cli_env, relative_by_hand, sharpe_by_hand
 from trainer.experiment.config import ENV_CONFIG_GRID
 from trainer.experiment.loading import ExperimentError, load_experiment
 from trainer.rl.sac_config import build_sac_config
@@ -76,6 +76,8 @@ TINY = [
     "model.hidden=[16]",
     "--set",
     "sweep.bootstrap_samples=200",
+    "--set",
+    "sweep.benchmark=sp500",
 ]
 
 
@@ -118,6 +120,10 @@ def test_tiny_real_study_writes_every_field_of_the_summary_contract(ray_session,
         set(returns["trial"]) == set(trials["trial"]) and (returns.groupby("trial").size() == 251).all()
     )  # 252 days, 251 steps
     _check_figures_against_the_returns_file(config, trials, returns, n_boot=200)
+    _check_the_benchmark_against_skfolios_index(summary, config, trials, returns, n_boot=200)
+    assert "against the benchmark S&P 500 price index (sp500), test windows, medians over runs:" in res.stdout
+    best = json.loads((exp_dir / "best_backtest" / "backtest.json").read_text())
+    assert best["benchmark"]["spec"] == "sp500" and set(best["benchmark"]["strategies"]) == set(best["strategies"])
     # a decision from the study directory: the selected configuration's seeds in the latest fold, averaged
     args = ["--as-of", "2100-01-01", "--max-stale-days", "100000", "--json", str(tmp_path / "d.json")]
     res = subprocess.run(
@@ -136,6 +142,8 @@ def test_tiny_real_study_writes_every_field_of_the_summary_contract(ray_session,
         assert (exp_dir / png).stat().st_size > 10_000
     md = (exp_dir / "summary.md").read_text()
     assert "| variant=tilt_band [seed ensemble] |" in md and "| fold | validation | test |" in md
+    assert "Against the benchmark S&P 500 price index (`sp500`) on each run's test window" in md
+    assert "| configuration | runs | test Sharpe - benchmark | beat benchmark | Excess return |" in md
 
 
 def _check_figures_against_the_returns_file(config: dict, trials: pd.DataFrame, returns: pd.DataFrame, n_boot: int):
@@ -144,7 +152,6 @@ def _check_figures_against_the_returns_file(config: dict, trials: pd.DataFrame, 
     fold's days resampled for all its seeds and EW together, folds pooled) and the deflated Sharpe ratio (one
     configuration: Bailey & Lopez de Prado's probabilistic Sharpe ratio of the pooled daily excess against 0)."""
     from scipy import stats as st
-    from skfolio.utils.bootstrap import stationary_bootstrap
 
     def sharpe(x):
         return x.mean() / x.std(ddof=1) * np.sqrt(252)
@@ -156,17 +163,60 @@ def _check_figures_against_the_returns_file(config: dict, trials: pd.DataFrame, 
         diff = sharpe(r["sac"].to_numpy()) - sharpe(r["equal_weight"].to_numpy())
         assert t["test_sharpe_minus_ew"] == pytest.approx(diff, rel=1e-9, abs=1e-12)
     ordered = trials.sort_values(["fold", "seed", "trial"])
-    medians = []
-    per_fold = []
-    for i, (_, fold) in enumerate(ordered.groupby("fold", sort=True)):
-        cols = [by_trial[fold["trial"].iloc[0]]["equal_weight"].to_numpy()]
-        cols += [by_trial[trial]["sac"].to_numpy() for trial in fold["trial"]]
-        boot = stationary_bootstrap(np.column_stack(cols), n_boot, block_size=20.0, seed=i)
-        per_fold.append([[sharpe(b[:, j]) - sharpe(b[:, 0]) for j in range(1, b.shape[1])] for b in boot])
-    medians = np.median(np.concatenate([np.asarray(f) for f in per_fold], axis=1), axis=1)
-    assert config["test_sharpe_minus_ew"]["ci95"] == pytest.approx(list(np.percentile(medians, [2.5, 97.5])), rel=1e-9)
+    ci = _bootstrap_interval(ordered, {k: r["equal_weight"].to_numpy() for k, r in by_trial.items()}, by_trial, n_boot)
+    assert config["test_sharpe_minus_ew"]["ci95"] == pytest.approx(ci, rel=1e-9)
     excess = np.concatenate([(by_trial[k]["sac"] - by_trial[k]["equal_weight"]).to_numpy() for k in ordered["trial"]])
     sr = excess.mean() / excess.std(ddof=1)
     g3, g4 = st.skew(excess), st.kurtosis(excess, fisher=False)
     psr = st.norm.cdf(sr * np.sqrt(excess.size - 1) / np.sqrt(1 - g3 * sr + (g4 - 1) / 4 * sr**2))
     assert config["deflated_sharpe_vs_ew"] == pytest.approx(psr, rel=1e-9)
+
+
+def _bootstrap_interval(ordered: pd.DataFrame, against: dict, by_trial: dict, n_boot: int) -> list[float]:
+    """The 95% interval of the median over runs of (Sharpe - the reference's Sharpe): each fold's days resampled
+    in blocks for all its seeds and the reference together (``against``: the reference's returns by trial), folds
+    pooled."""
+    from skfolio.utils.bootstrap import stationary_bootstrap
+
+    per_fold = []
+    for i, (_, fold) in enumerate(ordered.groupby("fold", sort=True)):
+        cols = [against[fold["trial"].iloc[0]]] + [by_trial[trial]["sac"].to_numpy() for trial in fold["trial"]]
+        boot = stationary_bootstrap(np.column_stack(cols), n_boot, block_size=20.0, seed=i)
+        per_fold.append(
+            [[sharpe_by_hand(b[:, j]) - sharpe_by_hand(b[:, 0]) for j in range(1, b.shape[1])] for b in boot]
+        )
+    medians = np.median(np.concatenate([np.asarray(f) for f in per_fold], axis=1), axis=1)
+    return list(np.percentile(medians, [2.5, 97.5]))
+
+
+def _check_the_benchmark_against_skfolios_index(summary, config, trials, returns, n_boot):
+    """``sweep.benchmark=sp500`` recomputed from skfolio's index and dataset, not our code: each run's test window
+    is the bundled data's days from its fold's first to last test day, the index's returns between them are paired
+    with the run's daily returns, and the figures, medians and interval follow by hand."""
+    from skfolio.datasets import load_sp500_dataset, load_sp500_index
+
+    section = summary["benchmark"]
+    assert (section["spec"], section["error"], section["label"]) == ("sp500", None, "S&P 500 price index")
+    index, dates = load_sp500_index()["SP500"], load_sp500_dataset().index
+    windows = {f["fold"]: f["test"] for f in summary["folds"]}
+    by_trial = {k: g.sort_values("day") for k, g in returns.groupby("trial")}
+    bench = {}
+    for _, t in trials.iterrows():
+        start, end = windows[t["fold"]]
+        days = dates[(dates >= start) & (dates <= end)]
+        prices = index.loc[days].to_numpy()
+        b = bench[t["trial"]] = prices[1:] / prices[:-1] - 1.0
+        r = by_trial[t["trial"]]["sac"].to_numpy()
+        np.testing.assert_allclose(by_trial[t["trial"]]["benchmark"].to_numpy(), b, rtol=1e-12)
+        expected = relative_by_hand(r, b)
+        for key, value in expected.items():  # summary.json's trials keep 10 decimals (pandas' to_json)
+            assert t[f"test_{key}"] == pytest.approx(value, rel=1e-9, abs=1e-10), key
+        (fold,) = [f for f in section["folds"] if f["test"] == [start, end]]
+        assert fold["test_sharpe"] == pytest.approx(sharpe_by_hand(b), rel=1e-9)
+    for key in expected:
+        assert config[f"test_{key}"]["median"] == pytest.approx(trials[f"test_{key}"].median(), rel=1e-9, abs=1e-10)
+        assert config[f"test_{key}"]["n"] == 4
+    assert config["beat_benchmark_fraction"] == (trials["test_sharpe_minus_benchmark"] > 0).mean()
+    ordered = trials.sort_values(["fold", "seed", "trial"])
+    ci = _bootstrap_interval(ordered, bench, by_trial, n_boot)
+    assert config["test_sharpe_minus_benchmark"]["ci95"] == pytest.approx(ci, rel=1e-9)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -252,13 +253,13 @@ def test_a_run_the_cluster_cannot_place_is_refused_in_one_line_and_leaves_nothin
 def test_a_signal_while_the_inputs_are_checked_leaves_no_run_directory(tmp_path, monkeypatch, signals_restored, capsys):
     import trainer.train as T
 
-    check = T._check_data
+    check = T.check_run
 
     def check_then_signal(exp):
         check(exp)
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C before training started
 
-    monkeypatch.setattr(T, "_check_data", check_then_signal)
+    monkeypatch.setattr(T, "check_run", check_then_signal)
     out = tmp_path / "run"
     assert T.main(["--exp", "smoke", "--out", str(out)]) == 130
     assert (
@@ -369,3 +370,63 @@ def test_overlapped_sampling_keeps_the_replay_ratio(ray_session):
         algo.stop()
     with pytest.raises(Exception, match="overlap_sampling needs num_env_runners >= 1"):
         load_experiment("smoke", {"resources.overlap_sampling": True})
+
+
+def _train_alone(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``trainer.train ARGS`` as a user starts it (no RAY_ADDRESS: it would start its own Ray instance)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    cmd = [sys.executable, "-m", "trainer.train", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=cwd)
+
+
+def test_a_run_that_cannot_fit_in_memory_is_refused_before_ray_starts_and_writes_nothing(tmp_path):
+    out = tmp_path / "run"
+    res = _train_alone(["--out", str(out), "--set", "sac.buffer_size=1000000000000"])
+    assert res.returncode == 2 and res.stdout == ""  # refused before Ray started (it prints the run's first line)
+    # the available figure is this machine's at the time; the rest is fixed by the smoke experiment on sp500
+    assert re.fullmatch(
+        r"error: this run needs about 1\.7 PB of memory \(replay buffer 1\.7 PB: sac\.buffer_size "
+        r"1,000,000,000,000 transitions x 1,700 bytes; features 8\.6 MB \(8,313 days x 20 assets, 1 process\); 2 "
+        r"env copies 3\.1 MB\) but this machine has [0-9.]+ [MGT]B available; lower sac\.buffer_size \(at most "
+        r"[0-9,]+ transitions fit\)\n",
+        res.stderr,
+    ), res.stderr
+    assert not out.exists()  # nothing written: the same command runs once the setting is fixed
+
+
+def test_an_output_path_through_a_file_is_refused_before_anything_starts(tmp_path):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("mine")
+    res = _train_alone(["--out", str(afile / "run")])
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr == (
+        f"error: {afile / 'run'}: {afile} is a file, not a directory; pass a directory (or a new path) as --out\n"
+    )
+    # the default run directory (runs/<exp>/<time>-seed<S>) where 'runs' is a file
+    (tmp_path / "runs").write_text("not a folder")
+    res = _train_alone(["--exp", "smoke"], cwd=tmp_path)
+    assert res.returncode == 2 and res.stdout == ""
+    assert re.fullmatch(
+        rf"error: {re.escape(str(tmp_path))}/runs/smoke/\d{{8}}-\d{{6}}-seed0: {re.escape(str(tmp_path))}/runs is a "
+        r"file, not a directory; pass a directory \(or a new path\) as --out\n",
+        res.stderr,
+    ), res.stderr
+    assert afile.read_text() == "mine" and (tmp_path / "runs").read_text() == "not a folder"
+
+
+def test_a_ticker_named_cash_is_refused_at_data_load(tmp_path):
+    prices = synthetic_prices()
+    prices.columns = ["A0", " cash", "A2"]  # as written in the header; the data layer strips names
+    csv = write_wide_csv(tmp_path / "cash.csv", prices)
+    res = _train_alone(["--data", csv, "--out", str(tmp_path / "run")])
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr == (
+        f"error: {csv}: ticker 'cash' has the name of the portfolio's cash position (a column of the backtest's "
+        "weights beside the tickers); rename that column (or that ticker in a long file), e.g. to 'cash_asset'\n"
+    )
+    assert not (tmp_path / "run").exists()
+    prices.columns = ["A0", "CASH", "A2"]  # a real ticker (names are case-sensitive): no collision
+    csv = write_wide_csv(tmp_path / "upper.csv", prices)
+    from trainer.experiment.preflight import checked_prices
+
+    assert checked_prices(load_experiment("smoke", {"data.source": csv}, sweep=False)).tickers == ["A0", "CASH", "A2"]

@@ -20,9 +20,11 @@ from tests.conftest import tune_results as _results
 from trainer.evaluation.sweep_report import latest_history
 from trainer.experiment.config import SELECTION_METRICS, SweepConfig
 from trainer.experiment.loading import CONFIG_DIR, ExperimentError, available_experiments, load_experiment
+from trainer.experiment.preflight import check_sweep
 from trainer.experiment.sweep_state import sweep_outcome
 from trainer.metrics.registry import ENV_STEPS_METRIC
-from trainer.tune import DivergenceOrBudgetStopper, build_plan, check_data, check_resources
+from trainer.runtime.locks import LOCK_FILE
+from trainer.tune import DivergenceOrBudgetStopper, build_plan, check_resources
 
 
 def _tune(
@@ -222,14 +224,14 @@ def test_every_swept_fold_is_checked_in_the_driver(price_csv):
     first, last = prices.index[0].date(), prices.index[-1].date()
     folds = {"data.source": price_csv, "sweep.search_space": {"data.fold": {"grid_search": [0, 1]}}}
     with pytest.raises(ExperimentError) as info:
-        check_data(load_experiment("smoke", folds), "exp.yaml")
+        check_sweep(load_experiment("smoke", folds), "exp.yaml")
     assert str(info.value) == (
         f"exp.yaml: key 'data' (data.fold=0): {price_csv}: 3 expanding walk-forward fold(s) need 1944 rows up to "
         f"{last} (60 feature lookback + 756 train + 60 purge + 252 validation + 60 purge + 3 x 252 test), the "
         f"data has 600 rows ({first}..{last}); use fewer or shorter folds (data.folds) or more history"
     )
     small = {"data.folds": {"n_folds": 2, "test_days": 60, "validation_days": 60, "train_days": 200}}
-    check_data(load_experiment("smoke", folds | small), "exp.yaml")  # both folds fit: no error
+    check_sweep(load_experiment("smoke", folds | small), "exp.yaml")  # both folds fit: no error
 
 
 def test_sweep_outcome():
@@ -473,6 +475,10 @@ def test_batch_size_sweep_labels_and_unfittable_baseline(ray_session, tmp_path):
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     header = next(line for line in res.stdout.splitlines() if line.startswith("| Trial name"))
     assert [c.strip() for c in header.strip("|").split("|")][:4] == ["Trial name", "status", "loc", "sac.batch_size"]
+    # the best-trial line names the experiment's key and the results' folder, not RLlib's path or /tmp/ray
+    assert "_train_batch_size_per_learner" not in res.stdout and "Result logdir" not in res.stdout
+    assert re.search(r"^Current best trial: .*parameters=\{'sac.batch_size': (16|32)\}", res.stdout, re.M)
+    assert f"Results: {exp_dir}" in res.stdout
     summary = json.loads((exp_dir / "summary.json").read_text())
     assert [g["config"] for g in summary["configurations"]] == ["sac.batch_size=16", "sac.batch_size=32"]
     trials = pd.read_parquet(exp_dir / "trials.parquet")
@@ -492,15 +498,14 @@ def test_batch_size_sweep_labels_and_unfittable_baseline(ray_session, tmp_path):
 
 
 def test_gpu_request_on_cpu_only_cluster_is_a_clear_error(ray_session, tmp_path):
-    res = _tune(
-        ["--exp", "smoke", "--storage", str(tmp_path), "--set", "resources.num_gpus_per_learner=1"], ray_session
-    )
+    storage = tmp_path / "new" / "results"  # a storage this command creates: removed again when refused
+    res = _tune(["--exp", "smoke", "--storage", str(storage), "--set", "resources.num_gpus_per_learner=1"], ray_session)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().endswith(
         "error: each trial needs GPU=1 but the Ray cluster has GPU=0 in total; no trial could ever start "
         "(train on CPUs with --set resources.num_gpus_per_learner=0; or add nodes that have it)"
     )
-    assert not (tmp_path / "smoke").exists()  # nothing started, nothing written
+    assert list(tmp_path.iterdir()) == []  # nothing started, nothing written, no empty folder left
 
 
 def test_latest_history_keeps_the_rows_of_the_run_that_resumed_from_a_checkpoint():
@@ -612,3 +617,133 @@ def test_configurations_whose_trials_failed_before_reporting_keep_their_labels(r
     text = (exp_dir / "summary.md").read_text()
     assert "\x1b[" not in text and "None" not in text
     assert "**One seed per configuration**" in text and "**One test window**" in text
+
+
+# --- memory, storage and concurrency ---------------------------------------------------------------------------
+SMOKE_PARTS = (
+    r"replay buffer {buffer}: sac\.buffer_size {transitions} transitions x 1,700 bytes; features 8\.6 MB \(8,313 "
+    r"days x 20 assets, 1 process\); 2 env copies 3\.1 MB"
+)
+AVAILABLE = r"this machine has [0-9.]+ [MGT]B available"
+
+
+def test_the_plan_shows_the_memory_and_a_sweep_that_cannot_fit_is_refused_before_ray(tmp_path):
+    res = _tune(["--exp", "smoke", "--dry-run"])
+    assert res.returncode == 0, res.stderr[-2000:]
+    parts = SMOKE_PARTS.format(buffer=r"8\.5 MB", transitions="5,000")
+    assert re.search(rf"^memory: about 20\.2 MB per trial \({parts}\); {AVAILABLE}$", res.stdout, re.M), res.stdout
+    big = ["--exp", "smoke", "--storage", str(tmp_path / "runs"), "--set", "sac.buffer_size=1000000000000"]
+    parts = SMOKE_PARTS.format(buffer=r"1\.7 PB", transitions="1,000,000,000,000")
+    for args in ([*big, "--dry-run"], big):
+        res = _tune(args)
+        assert res.returncode == 2 and res.stdout == "" and "Traceback" not in res.stderr
+        assert re.fullmatch(
+            rf"error: each trial of the sweep needs about 1\.7 PB of memory \({parts}\) but {AVAILABLE}; lower "
+            r"sac\.buffer_size \(at most [0-9,]+ transitions fit\)",
+            res.stderr.strip().splitlines()[-1],
+        ), res.stderr[-2000:]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_trials_that_fit_alone_but_not_together_are_refused_once_ray_is_up(ray_session, tmp_path):
+    """Before Ray starts one trial fits; once the cluster (2 CPUs) shows that both trials run at once, the sweep is
+    refused before any trial starts, offering one at a time. Nothing is allocated: the figures are estimates."""
+    import psutil
+
+    transitions = int(0.6 * psutil.virtual_memory().available) // 1700
+    args = tune_args(tmp_path, f"sac.buffer_size={transitions}", "sweep.max_concurrent_trials=null")
+    res = _tune(args, ray_session, timeout=300)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stdout[-2000:] + res.stderr[-2000:]
+    assert f"Ray: joined {ray_session}" in res.stdout
+    assert re.fullmatch(
+        r"error: the sweep needs about [0-9.]+ GB of memory: 2 trial\(s\) at once \(all 2 trials of the sweep\) of "
+        rf"about [0-9.]+ GB each \({SMOKE_PARTS.format(buffer='[0-9.]+ GB', transitions=f'{transitions:,}')}\) but "
+        rf"{AVAILABLE}; lower sac\.buffer_size \(at most [0-9,]+ transitions fit\) or set "
+        r"sweep\.max_concurrent_trials=1",
+        res.stderr.strip().splitlines()[-1],
+    ), res.stderr[-2000:]
+    assert not (tmp_path / "smoke").exists()  # nothing started, nothing left
+
+
+def test_a_file_as_storage_and_a_ticker_named_cash_are_refused_before_anything_starts(tmp_path):
+    afile = tmp_path / "results"
+    afile.write_text("mine")
+    res = _tune(["--exp", "smoke", "--storage", str(afile)])
+    assert res.returncode == 2 and "Ray:" not in res.stdout and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"error: {afile / 'smoke'}: {afile} is a file, not a directory; pass a directory (or a new path) as --storage"
+    )
+    assert afile.read_text() == "mine"
+    prices = synthetic_prices()
+    prices.columns = ["A0", "cash", "A2"]
+    csv = write_wide_csv(tmp_path / "cash.csv", prices)
+    res = _tune(["--exp", "smoke", "--dry-run", "--data", csv])
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"error: {CONFIG_DIR / 'smoke.yaml'}: key 'data': {csv}: ticker 'cash' has the name of the portfolio's cash "
+        "position (a column of the backtest's weights beside the tickers); rename that column (or that ticker in a "
+        "long file), e.g. to 'cash_asset'"
+    )
+
+
+_UNREACHABLE_S3 = """
+import sys
+import pyarrow.fs
+
+class Unreachable:  # what pyarrow raises for a bucket whose name does not resolve, without any network traffic
+    @staticmethod
+    def from_uri(uri):
+        raise OSError("When resolving region for bucket 'no-such-bucket': AWS Error NETWORK_CONNECTION during "
+                      "HeadBucket operation: curlCode: 6, Couldn't resolve host name")
+
+pyarrow.fs.FileSystem = Unreachable
+import trainer.tune
+sys.exit(trainer.tune.main(sys.argv[1:]))
+"""
+
+
+def test_an_unreachable_remote_storage_is_refused_at_once(tmp_path):
+    script = tmp_path / "unreachable.py"
+    script.write_text(_UNREACHABLE_S3)
+    start = time.time()
+    res = subprocess.run(
+        [sys.executable, str(script), "--exp", "smoke", "--storage", "s3://no-such-bucket/sweeps"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert res.stderr.strip().splitlines()[-1] == (
+        "error: s3://no-such-bucket/sweeps: cannot reach this storage (When resolving region for bucket "
+        "'no-such-bucket': AWS Error NETWORK_CONNECTION during HeadBucket operation: curlCode: 6, Couldn't resolve "
+        "host name); check the bucket name, the credentials and the network, or pass a local folder as --storage"
+    )
+    assert "Ray:" not in res.stdout and not (tmp_path / "results_summary").exists()  # before Ray, nothing written
+    assert time.time() - start < 120
+
+
+def test_two_sweeps_into_one_storage_at_once_the_second_is_refused_and_the_first_finishes(ray_session, tmp_path):
+    args = tune_args(tmp_path, "stopping.env_steps=900", "sweep.scheduler.type=fifo")
+    exp_dir = tmp_path / "smoke"
+    first = _popen_tune(args, ray_session)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and first.poll() is None and not (exp_dir / LOCK_FILE).exists():
+            time.sleep(0.1)
+        second = _tune(args, ray_session, timeout=120)
+        still_running = first.poll() is None
+        out, _ = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert still_running, "the first sweep ended before the second was refused: raise its stopping.env_steps"
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    assert second.stderr.strip().splitlines()[-1] == (
+        f"error: {exp_dir}: another trainer.tune is running a sweep of smoke there (pid {first.pid}); wait for it to "
+        "finish, or use another --storage"
+    )
+    assert first.returncode == 0, out[-3000:]
+    summary = json.loads((exp_dir / "summary.json").read_text())
+    assert [t["status"] for t in summary["trials"]] == ["completed", "completed"]  # both of its own trials
+    assert not (exp_dir / LOCK_FILE).exists()

@@ -10,13 +10,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from envs.settings import LIMIT_NAMES
 from trainer.evaluation import report as R
 from trainer.evaluation.baselines import LOOKAHEAD, descriptions
 from trainer.evaluation.policy import population_seeds
-from trainer.evaluation.simulation import SAC, Simulation, simulate
+from trainer.evaluation.relative import benchmark_section, report_section
+from trainer.evaluation.simulation import SAC, BacktestError, Simulation, simulate
 from trainer.metrics import registry as M
 
 
@@ -46,15 +48,32 @@ def run_backtest(
     out_dir: Path | None = None,
     fold: int | None = None,
     agent: int | None = None,
+    benchmark: str | None = None,
 ) -> dict[str, Any]:
     """Backtest ``checkpoint`` on ``split``, write the report; returns the ``backtest.json`` content.
 
     ``agent`` picks one agent of a population checkpoint (see ``simulate``). Without ``out_dir`` the report goes
-    to ``<run dir>/<default_report_name(...)>``.
+    to ``<run dir>/<default_report_name(...)>``. ``benchmark`` (``sp500`` or ``FILE:COLUMN``, ``envs.benchmark``)
+    adds every strategy's figures against that series over the same days; a benchmark that cannot be read or
+    does not cover the window is refused before anything is written.
     """
+    from envs.benchmark import benchmark_returns, load_benchmark, window_days
+    from envs.data import DataError
+
+    try:
+        bench = load_benchmark(benchmark) if benchmark is not None else None
+    except DataError as exc:
+        raise BacktestError(str(exc)) from None
     sim = simulate(checkpoint, split, data, cost_bps, fold=fold, agent=agent)
     checkpoint, state, env_cfg, market, runs = sim.checkpoint, sim.state, sim.env_config, sim.market, sim.runs
     strategies = {name: M.performance(r) for name, r in runs.items()}
+    relative = None
+    if bench is not None:
+        try:
+            bench_returns = benchmark_returns(bench, window_days(market, split))
+        except DataError as exc:
+            raise BacktestError(str(exc)) from None
+        relative = benchmark_section(bench, bench_returns, {name: r.net_returns for name, r in runs.items()})
     limits = {name: env_cfg[name] for name in LIMIT_NAMES if env_cfg.get(name) is not None}
     for name in strategies:
         strategies[name]["lookahead"] = name in LOOKAHEAD
@@ -76,8 +95,13 @@ def run_backtest(
 
     rng = market.splits[split]
     first, last = market.dates[rng.start], market.dates[rng.end]
+    bench_values = None
+    if relative is not None:
+        bench_values = pd.Series(np.cumprod(1.0 + bench_returns), index=dates, name=f"benchmark: {bench.label}")
     plots = {
-        "Equity curves": R.plot_equity(values, out_dir / "equity.png", f"{split} split, after costs").name,
+        "Equity curves": R.plot_equity(
+            values, out_dir / "equity.png", f"{split} split, after costs", bench_values
+        ).name,
         "Drawdowns": R.plot_drawdowns(values, out_dir / "drawdowns.png").name,
         "Agent weights": R.plot_weights(weights, out_dir / "weights.png").name,
         "Training curves": R.plot_training(state.get("history") or [], out_dir / "training.png").name,
@@ -103,6 +127,7 @@ def run_backtest(
         strategies=strategies,
         descriptions={SAC: "the trained agent", **descriptions(bool(limits))},
         plots=plots,
+        relative=report_section(relative, rng.n_rows - 1) if relative is not None else None,
     )
     result = {
         "strategies": strategies,
@@ -117,6 +142,7 @@ def run_backtest(
         "agent": sim.agent,
         "seed": sim.seed,
         "not_fitted": sim.not_fitted,
+        "benchmark": relative,
         "warnings": sim.warnings,
         "out_dir": str(out_dir),
     }

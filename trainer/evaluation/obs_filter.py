@@ -2,7 +2,8 @@
 
 The training-time filter (``trainer.rl.connectors.RawObsMeanStdFilter``) learns the statistics; evaluation,
 backtests and the replay buffer's sampled batches normalise with the formula here, so every path applies
-the same numbers.
+the same numbers. RLlib is imported only to find a live filter: a policy read from its policy files
+(``trainer.evaluation.policy_file``) is normalised without RLlib.
 """
 
 from __future__ import annotations
@@ -12,19 +13,23 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from ray.rllib.connectors.env_to_module import MeanStdFilter
-from ray.rllib.utils.filter import SMALL_NUMBER
+
+# What RLlib's MeanStdFilter adds to the standard deviation (ray.rllib.utils.filter.SMALL_NUMBER; a test pins
+# the two together): here so that reading a saved policy needs no RLlib, and written into each policy file.
+FILTER_EPSILON = 1e-6
 
 
-def normalize_with(obs: NDArray[np.float32], mean: NDArray, std: NDArray, clip: float | None) -> NDArray[np.float32]:
-    """``clip((obs - mean) / (std + SMALL_NUMBER))``: RLlib's filter formula, vectorised over a batch.
+def normalize_with(
+    obs: NDArray[np.float32], mean: NDArray, std: NDArray, clip: float | None, epsilon: float = FILTER_EPSILON
+) -> NDArray[np.float32]:
+    """``clip((obs - mean) / (std + epsilon))``: RLlib's filter formula, vectorised over a batch.
 
     In float32 and in place (RLlib's filter computes in float64 and returns float32): within one float32
     rounding of the filter's output, and ~4x faster on the 2 x 2,048 x 201 values normalised per sampling
     round of the reference configuration.
     """
     out = np.subtract(obs, np.asarray(mean, np.float32), dtype=np.float32)
-    np.divide(out, np.asarray(std + SMALL_NUMBER, np.float32), out=out)
+    np.divide(out, np.asarray(std + epsilon, np.float32), out=out)
     if clip:
         np.clip(out, -clip, clip, out=out)
     return out
@@ -38,6 +43,8 @@ def find_obs_filter(pipeline: Any) -> Any:
     """
     if pipeline is None:
         return None
+    from ray.rllib.connectors.env_to_module import MeanStdFilter
+
     for piece in getattr(pipeline, "connectors", []):
         if isinstance(piece, MeanStdFilter) and hasattr(piece, "stats"):
             return piece
@@ -48,12 +55,13 @@ def find_obs_filter(pipeline: Any) -> Any:
 class FrozenObsFilter:
     """A snapshot of a filter's statistics, applied without updating them (evaluation, backtests, replay).
 
-    The float32 mean and ``std + SMALL_NUMBER`` are computed once here, not on every call.
+    ``epsilon`` is what the formula adds to ``std`` (RLlib's, unless a policy file says otherwise).
     """
 
     mean: NDArray[np.float32]
     std: NDArray[np.float32]
     clip: float | None
+    epsilon: float = FILTER_EPSILON
 
     @classmethod
     def of(cls, filt: Any) -> FrozenObsFilter | None:
@@ -64,4 +72,4 @@ class FrozenObsFilter:
         return cls(np.asarray(mean, np.float32), np.asarray(std, np.float32), filt.clip_by_value)
 
     def __call__(self, obs: NDArray[np.float32]) -> NDArray[np.float32]:
-        return normalize_with(obs, self.mean, self.std, self.clip)
+        return normalize_with(obs, self.mean, self.std, self.clip, self.epsilon)

@@ -1,8 +1,11 @@
 """Deterministic policies: tanh of the Gaussian mean on frozen-filter observations, from a live algorithm or
-restored from a checkpoint (without building an Algorithm or a Ray cluster).
+read from a checkpoint's policy files (without RLlib, an Algorithm or a Ray cluster).
 
-The same policies serve training-time validation, ``trainer.backtest`` and the sweep report, so a backtest
-cannot silently differ from what training reported; ``trainer.evaluation.runs`` runs them through the env.
+Training-time validation acts with the live RLlib module; ``trainer.backtest`` and the sweep report read the
+checkpoint's ``policy/`` files (``trainer.evaluation.policy_file``: JSON and plain arrays, never a pickle, so a
+checkpoint from someone else cannot run code here) into ``trainer.evaluation.policy_net.PolicyNetwork``,
+which computes the same actions (tested against the RLlib module, a single agent's and each agent of a
+population's); ``trainer.evaluation.runs`` runs them through the env.
 """
 
 from __future__ import annotations
@@ -16,14 +19,18 @@ import torch
 from numpy.typing import NDArray
 
 from envs.population import SEEDS_KEY, agents_text
-from trainer.evaluation.obs_filter import FrozenObsFilter, find_obs_filter
+from trainer.evaluation.obs_filter import FrozenObsFilter
+from trainer.evaluation.policy_file import POLICY_JSON, PolicyFiles, read_policy_files
+from trainer.evaluation.policy_net import PolicyNetwork
 from trainer.runtime.checkpoint import (
     DIVERGED_AGENTS_KEY,
-    OBS_FILTER_DIR,
+    STATE_FILE,
+    USE_ANOTHER,
     CheckpointError,
     absolute,
     needs_obs_filter,
     no_obs_filter,
+    read_manifest,
     read_state,
     usable_state,
 )
@@ -61,7 +68,9 @@ def make_agent_policy(module: Any, obs_filter: FrozenObsFilter | None, agent: in
     module.eval()
     dim = module.obs_dim
     sl = slice(agent * dim, (agent + 1) * dim)
-    own = None if obs_filter is None else FrozenObsFilter(obs_filter.mean[sl], obs_filter.std[sl], obs_filter.clip)
+    own = None
+    if obs_filter is not None:
+        own = FrozenObsFilter(obs_filter.mean[sl], obs_filter.std[sl], obs_filter.clip, obs_filter.epsilon)
 
     def policy(raw_obs: NDArray[np.float32]) -> NDArray[np.float32]:
         obs = raw_obs if own is None else own(raw_obs)
@@ -78,11 +87,8 @@ def policy_from_algorithm(algo: Any) -> Policy:
 def load_policy(
     checkpoint: Path | str, usable: bool = False, agent: int | None = None
 ) -> tuple[Policy, dict[str, Any]]:
-    """Restore the RL module and the frozen filter statistics of a checkpoint, without building an Algorithm.
-
-    The checkpoint is verified first (``read_state``; with ``usable``, ``read_usable_state``), once. A
-    checkpoint trained with the observation filter but without its statistics is refused: its policy would
-    act on unnormalised observations.
+    """The deterministic policy of a checkpoint, read from its policy files only: never a pickle (checked as
+    ``load_policy_files`` says).
 
     Args:
         checkpoint: a checkpoint directory.
@@ -96,33 +102,38 @@ def load_policy(
         the checkpoint's ``portfolio_state.json``.
 
     Raises:
-        CheckpointError: the checkpoint is not usable, or ``agent`` does not fit it.
+        CheckpointError: the checkpoint or its policy files are not usable, or ``agent`` does not fit it.
     """
-    from ray.rllib.core import (
-        COMPONENT_LEARNER,
-        COMPONENT_LEARNER_GROUP,
-        COMPONENT_RL_MODULE,
-        DEFAULT_MODULE_ID,
-    )
-    from ray.rllib.core.rl_module.rl_module import RLModule
+    files, state = load_policy_files(checkpoint, usable, agent)
+    return PolicyNetwork(files, agent or 0).act, state
 
+
+def load_policy_files(
+    checkpoint: Path | str, usable: bool = False, agent: int | None = None
+) -> tuple[PolicyFiles, dict[str, Any]]:
+    """A checkpoint's checked policy files and its ``portfolio_state.json`` (arguments as ``load_policy``).
+
+    The checkpoint is verified first (``read_state``; with ``usable``, ``read_usable_state``), once; then
+    ``policy/policy.json`` and ``policy/weights.npz`` are read and checked (``read_policy_files``) and must
+    agree with ``portfolio_state.json`` (the agents, the observation filter). A checkpoint without policy
+    files (an older version wrote it) is refused with how to convert it.
+
+    Raises:
+        CheckpointError: the checkpoint or its policy files are not usable, or ``agent`` does not fit it.
+    """
     ck = Path(absolute(checkpoint))
     state = usable_state(ck, read_state(ck)) if usable else read_state(ck)
     check_agent(ck, state, agent, usable)
-    module = RLModule.from_checkpoint(
-        ck / COMPONENT_LEARNER_GROUP / COMPONENT_LEARNER / COMPONENT_RL_MODULE / DEFAULT_MODULE_ID
-    )
-    e2m_dir = ck / OBS_FILTER_DIR
-    filt = None
-    if e2m_dir.exists():
-        from ray.rllib.connectors.env_to_module import EnvToModulePipeline
-
-        filt = find_obs_filter(EnvToModulePipeline.from_checkpoint(e2m_dir))
-    if filt is None and needs_obs_filter(state):
-        raise no_obs_filter(ck)
-    if agent is not None:
-        return make_agent_policy(module, FrozenObsFilter.of(filt), agent), state
-    return make_policy(module, FrozenObsFilter.of(filt)), state
+    files = read_policy_files(ck, read_manifest(ck)["files"])
+    seeds = population_seeds(state)
+    if files.seeds != seeds or files.n_agents != len(seeds or [None]):
+        raise CheckpointError(
+            f"{ck / POLICY_JSON}: holds agents with seeds {files.seeds} ({files.n_agents}), {STATE_FILE} "
+            f"says {seeds}: the two disagree; {USE_ANOTHER}"
+        )
+    if files.spec["obs_filter"] is None and needs_obs_filter(state):
+        raise no_obs_filter(ck / POLICY_JSON)
+    return files, state
 
 
 def population_seeds(state: dict[str, Any]) -> list[int] | None:

@@ -15,24 +15,29 @@ import pandas as pd
 
 from trainer.metrics import registry as M
 
+Columns = tuple[M.Metric, ...]
+_RELATIVE = M.shown_in(M.BENCHMARK)  # a benchmark section's columns
 
-def _columns() -> tuple[M.Metric, ...]:
+
+def _columns() -> Columns:
     return M.shown_in(M.REPORT)
 
 
-def metrics_frame(strategies: dict[str, dict[str, float]]) -> pd.DataFrame:
-    rows = {name: {m.label: s[m.key] for m in _columns()} for name, s in strategies.items()}
+def metrics_frame(strategies: dict[str, dict[str, float]], columns: Columns | None = None) -> pd.DataFrame:
+    columns = columns or _columns()
+    rows = {name: {m.label: s[m.key] for m in columns} for name, s in strategies.items()}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def _rows(strategies: dict[str, dict[str, float]]) -> tuple[list[str], list[list[str]]]:
-    header = ["strategy"] + [m.label for m in _columns()]
-    return header, [[name] + [m.format(s[m.key]) for m in _columns()] for name, s in strategies.items()]
+def _rows(strategies: dict[str, dict[str, float]], columns: Columns | None) -> tuple[list[str], list[list[str]]]:
+    columns = columns or _columns()
+    header = ["strategy"] + [m.label for m in columns]
+    return header, [[name] + [m.format(s[m.key]) for m in columns] for name, s in strategies.items()]
 
 
-def text_table(strategies: dict[str, dict[str, float]]) -> str:
-    """Fixed-width table for the terminal."""
-    header, rows = _rows(strategies)
+def text_table(strategies: dict[str, dict[str, float]], columns: Columns | None = None) -> str:
+    """Fixed-width table for the terminal (``columns``: the registry's metrics, default those of ``REPORT``)."""
+    header, rows = _rows(strategies, columns)
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
 
     def line(cells: list[str]) -> str:
@@ -44,8 +49,8 @@ def text_table(strategies: dict[str, dict[str, float]]) -> str:
     return "\n".join([head, "-" * len(head), *(line(r) for r in rows)])
 
 
-def markdown_table(strategies: dict[str, dict[str, float]]) -> str:
-    header, rows = _rows(strategies)
+def markdown_table(strategies: dict[str, dict[str, float]], columns: Columns | None = None) -> str:
+    header, rows = _rows(strategies, columns)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
@@ -86,11 +91,19 @@ def _strategy_styles(columns: list[str]) -> dict[str, dict[str, Any]]:
     return styles
 
 
-def plot_equity(values: pd.DataFrame, path: Path, title: str) -> Path:
+# A benchmark series is not a strategy: black, dash-dotted, apart from the strategies' palette.
+_BENCHMARK_STYLE = {"color": "black", "linestyle": "-.", "linewidth": 1.6}
+
+
+def plot_equity(values: pd.DataFrame, path: Path, title: str, benchmark: pd.Series | None = None) -> Path:
+    """Each strategy's value over time; ``benchmark`` (its value on the same days, start = 1; the series' name
+    labels it) is drawn in its own style."""
     fig, ax = plt.subplots(figsize=(11, 5))
     styles = _strategy_styles(list(values.columns))
     for col in values.columns:
         ax.plot(values.index, values[col], label=col, **styles[col])
+    if benchmark is not None:
+        ax.plot(benchmark.index, benchmark.to_numpy(), label=str(benchmark.name), **_BENCHMARK_STYLE)
     ax.set_xlabel("date")
     return save_figure(fig, ax, path, title=title, ylabel="portfolio value (start = 1, after costs)")
 
@@ -174,11 +187,17 @@ def write_report(
     strategies: dict[str, dict[str, float]],
     descriptions: dict[str, str],
     plots: dict[str, str],
+    relative: tuple[list[str], dict[str, dict[str, float]]] | None = None,
 ) -> tuple[Path, Path]:
-    """``report.md`` and ``report.html``: facts, the table, what each strategy is, the plots."""
+    """``report.md`` and ``report.html``: facts, the table, what each strategy is, the plots; with ``relative``
+    (lines about a benchmark, each strategy's figures against it) a section against the benchmark."""
     md = [f"# {title}", ""]
     md += [f"- {f}" for f in facts]
-    md += ["", "## Results", "", markdown_table(strategies), "", "## Strategies", ""]
+    md += ["", "## Results", "", markdown_table(strategies), ""]
+    if relative is not None:
+        notes, figures = relative
+        md += ["## Against the benchmark", "", *(f"- {n}" for n in notes), "", markdown_table(figures, _RELATIVE), ""]
+    md += ["## Strategies", ""]
     md += [f"- **{name}**: {descriptions.get(name, '')}" for name in strategies]
     md += ["", "## Plots", ""]
     md += [f"### {caption}\n\n![{caption}]({file})\n" for caption, file in plots.items()]
@@ -188,6 +207,17 @@ def write_report(
     frame = metrics_frame(strategies)
     fmt = {m.label: m.format for m in _columns()}
     table_html = frame.to_html(formatters=fmt, escape=True, border=0, classes="metrics")
+    relative_html = []
+    if relative is not None:
+        notes, figures = relative
+        relative_html = [
+            "<h2>Against the benchmark</h2><ul>",
+            *[f"<li>{html.escape(n)}</li>" for n in notes],
+            "</ul>",
+            metrics_frame(figures, _RELATIVE).to_html(
+                formatters={m.label: m.format for m in _RELATIVE}, escape=True, border=0, classes="metrics"
+            ),
+        ]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
@@ -198,6 +228,7 @@ def write_report(
         *[f"<li>{html.escape(f)}</li>" for f in facts],
         "</ul><h2>Results</h2>",
         table_html,
+        *relative_html,
         "<h2>Strategies</h2><ul>",
         *[f"<li><b>{html.escape(n)}</b>: {html.escape(descriptions.get(n, ''))}</li>" for n in strategies],
         "</ul><h2>Plots</h2>",

@@ -13,8 +13,11 @@ A population trial (``sac.population``: K agents of one configuration) counts as
 validation score and evaluated as that agent alone, so every statistic across seeds and folds is the same as
 for K separate trials.
 
-Writes ``trials.parquet``, ``test_returns.parquet`` (daily test returns of every trial and of Equal Weight),
-``summary.json``, ``summary.md`` and the plots into the experiment directory.
+With ``sweep.benchmark`` every test window is also paired with a benchmark series, the same way
+(``trainer.evaluation.sweep_benchmark``). The statistics per configuration are in ``sweep_stats``.
+
+Writes ``trials.parquet``, ``test_returns.parquet`` (daily test returns of every trial and of Equal Weight, and of
+the benchmark when there is one), ``summary.json``, ``summary.md`` and the plots into the experiment directory.
 """
 
 from __future__ import annotations
@@ -28,10 +31,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from envs.data import TEST, VALIDATION
 from trainer.evaluation import stats
 from trainer.evaluation.baselines import EQUAL_WEIGHT, MAX_SHARPE, MIN_VOLATILITY, BaselineRuns, run_baselines
 from trainer.evaluation.report import nan_to_none
+from trainer.evaluation.sweep_benchmark import benchmark_trials, configuration_benchmark_stats
+from trainer.evaluation.sweep_stats import (
+    PAIRED,
+    SPLITS,
+    TRIAL_MEASURES,
+    configuration_stats,
+    ensemble_stats,
+    select_best,
+)
 from trainer.evaluation.sweep_trials import (
     agent_best_checkpoint,
     agent_diverged,
@@ -49,11 +60,7 @@ from trainer.evaluation.sweep_trials import (
 from trainer.experiment.config import FOLD_KEY, SEED_KEY, SWEEPABLE, Experiment
 from trainer.metrics import registry as M
 
-SPLITS = (VALIDATION, TEST)  # the windows every trial is evaluated on
 SUMMARY_BASELINES = (EQUAL_WEIGHT, MIN_VOLATILITY, MAX_SHARPE)
-# Per-trial measures on each split, and the ones paired with Equal Weight (difference agent - EW).
-TRIAL_MEASURES = tuple(m for m in M.shown_in(M.SUMMARY) if m.compute is not None)
-PAIRED = (M.SHARPE, M.TOTAL_RETURN)
 
 
 @dataclass
@@ -194,96 +201,6 @@ def _baselines_by_fold(baselines: _Baselines) -> list[dict[str, Any]]:
     return sorted(out, key=lambda x: str(x["fold"]))
 
 
-def configuration_stats(
-    trials: pd.DataFrame, returns: dict[str, tuple], n_boot: int, score: str, mode: str
-) -> list[dict[str, Any]]:
-    """Per configuration, across seeds and folds: quantiles, paired interval against EW, beat-EW fraction."""
-    groups = []
-    for name, g in trials.groupby("config", sort=True):
-        entry: dict[str, Any] = {"config": name, "trials": len(g)}
-        for status in (M.STATUS_COMPLETED, M.STATUS_EARLY, M.STATUS_DIVERGED, M.STATUS_ERROR):
-            entry[f"n_{status}"] = int((g["status"] == status).sum())
-        scored = g[g["best_checkpoint"].notna()]
-        entry["n_seeds"] = int(scored["seed"].nunique())
-        entry["n_folds"] = int(scored["fold"].nunique(dropna=False)) if len(scored) else 0
-        for split in SPLITS:
-            for m in TRIAL_MEASURES:
-                col = M.split_key(split, m.key)
-                entry[col] = stats.quantiles(g[col].tolist())
-            for key in PAIRED:
-                col = M.split_key(split, f"{key}_minus_ew")
-                entry[col] = stats.quantiles(g[col].tolist())
-        entry["best_checkpoint_score"] = stats.quantiles(g["best_checkpoint_score"].tolist())
-        by_fold: dict[Any, tuple] = {}
-        for trial_id in scored["trial"]:
-            fold, sac, ew = returns[trial_id]
-            by_fold.setdefault(fold, (ew, []))[1].append(sac)
-        diff = entry["test_sharpe_minus_ew"]
-        diff["ci95"] = list(stats.median_sharpe_difference_ci(by_fold, n_boot))
-        diffs = scored["test_sharpe_minus_ew"].to_numpy(dtype=float)
-        entry["beat_ew_fraction"] = float((diffs > 0).mean()) if diffs.size else math.nan
-        entry["_excess"] = np.concatenate([sac - ew for ew, sacs in by_fold.values() for sac in sacs] or [[]])
-        groups.append(entry)
-    return groups
-
-
-def ensemble_stats(trials: pd.DataFrame, extra: dict[str, Any], n_boot: int) -> dict[str, dict[str, Any]]:
-    """Per configuration: the seed ensemble of each fold (average of its seeds' target weights) on the test
-    window, paired with Equal Weight like the single seeds."""
-    from envs.portfolio import PortfolioEnv
-    from trainer.evaluation.policy import load_policy
-    from trainer.evaluation.runs import run_ensemble
-
-    out: dict[str, dict[str, Any]] = {}
-    scored = trials[trials["best_checkpoint"].notna()]
-    for name, g in scored.groupby("config", sort=True):
-        per_fold, by_fold = [], {}
-        for fold, members in g.groupby("fold", dropna=False, sort=True):
-            if len(members) < 2:
-                continue
-            env_config, market = extra["test_envs"][members["trial"].iloc[0]]
-            kwargs = {k: v for k, v in env_config.items() if k != "data"}
-            policies = [
-                load_policy(ckpt, agent=row_agent(agent))[0]
-                for ckpt, agent in zip(members["best_checkpoint"], members["agent"], strict=True)
-            ]
-            run = run_ensemble(PortfolioEnv(data=market, **kwargs), policies)
-            ew = extra["baselines"].runs_for(env_config, market)[EQUAL_WEIGHT]
-            perf, ew_perf = M.performance(run), M.performance(ew)
-            fold_key = None if pd.isna(fold) else fold
-            per_fold.append(
-                {
-                    "fold": fold_key,
-                    "seeds": len(members),
-                    "test_sharpe": perf[M.SHARPE],
-                    "test_sharpe_minus_ew": perf[M.SHARPE] - ew_perf[M.SHARPE],
-                    "test_total_return": perf[M.TOTAL_RETURN],
-                    "test_turnover_per_day": perf[M.TURNOVER],
-                    "test_total_costs": perf[M.TOTAL_COSTS],
-                }
-            )
-            by_fold[fold_key] = (ew.net_returns, [run.net_returns])
-        if not per_fold:
-            continue
-        diff = stats.quantiles([f["test_sharpe_minus_ew"] for f in per_fold])
-        diff["ci95"] = list(stats.median_sharpe_difference_ci(by_fold, n_boot))
-        out[name] = {
-            "folds": per_fold,
-            "test_sharpe": stats.quantiles([f["test_sharpe"] for f in per_fold]),
-            "test_sharpe_minus_ew": diff,
-            "beat_ew_fraction": float(np.mean([f["test_sharpe_minus_ew"] > 0 for f in per_fold])),
-            "test_turnover_per_day": stats.quantiles([f["test_turnover_per_day"] for f in per_fold]),
-        }
-    return out
-
-
-def select_best(groups: list[dict[str, Any]], mode: str) -> dict[str, Any] | None:
-    """The configuration with the best median validation score (the sweep's metric); never reads test."""
-    sign = 1 if mode == "max" else -1
-    candidates = [g for g in groups if np.isfinite(g["best_checkpoint_score"]["median"])]
-    return max(candidates, key=lambda g: sign * g["best_checkpoint_score"]["median"], default=None)
-
-
 def summarize_sweep(results: Any, exp: Experiment, exp_dir: Path) -> dict[str, Any]:
     """Evaluate every trial, compute the statistics, write the summary files; returns ``summary.json``."""
     from trainer.evaluation.sweep_tables import summary_markdown, sweep_plots
@@ -291,9 +208,12 @@ def summarize_sweep(results: Any, exp: Experiment, exp_dir: Path) -> dict[str, A
     sweep = exp.sweep
     stored = stored_configs(exp_dir)
     trials, returns, extra = collect_trials(results, exp, sweep.metric, sweep.mode, stored)
+    bench = benchmark_trials(sweep.benchmark, trials, returns, extra["test_envs"]) if sweep.benchmark else None
     trials.to_parquet(exp_dir / "trials.parquet")
-    _write_returns(returns, exp_dir / "test_returns.parquet")
+    _write_returns(returns, exp_dir / "test_returns.parquet", bench.returns if bench else {})
     groups = configuration_stats(trials, returns, sweep.bootstrap_samples, sweep.metric, sweep.mode)
+    if bench is not None and bench.section["error"] is None:
+        configuration_benchmark_stats(groups, trials, returns, bench.returns, sweep.bootstrap_samples)
     best_group = select_best(groups, sweep.mode)
     if best_group is not None:
         best_group["deflated_sharpe_vs_ew"] = stats.deflated_sharpe(
@@ -323,6 +243,7 @@ def summarize_sweep(results: Any, exp: Experiment, exp_dir: Path) -> dict[str, A
             "test",
             out_dir=exp_dir / "best_backtest",
             agent=row_agent(best_trial["agent"]),
+            benchmark=sweep.benchmark if bench is not None and bench.section["error"] is None else None,
         )
     summary = {
         "experiment": exp.name,
@@ -337,6 +258,7 @@ def summarize_sweep(results: Any, exp: Experiment, exp_dir: Path) -> dict[str, A
         "baselines": baselines,
         "baselines_by_fold": by_fold,
         "baselines_not_fitted": _not_fitted(extra["baselines"]),
+        "benchmark": bench.section if bench is not None else None,
         "best_configuration": best_group["config"] if best_group else None,
         "best_trial": best_trial,
         "best_backtest_report": str(Path(backtest["out_dir"]) / "report.md") if backtest else None,
@@ -348,9 +270,13 @@ def summarize_sweep(results: Any, exp: Experiment, exp_dir: Path) -> dict[str, A
     return summary
 
 
-def _write_returns(returns: dict[str, tuple], path: Path) -> None:
+def _write_returns(returns: dict[str, tuple], path: Path, benchmark: dict[str, np.ndarray]) -> None:
+    """Each run's daily test returns beside Equal Weight's (and the benchmark's, with ``sweep.benchmark``)."""
     frames = [
-        pd.DataFrame({"trial": t, "fold": fold, "day": np.arange(len(sac)), "sac": sac, "equal_weight": ew})
+        pd.DataFrame(
+            {"trial": t, "fold": fold, "day": np.arange(len(sac)), "sac": sac, "equal_weight": ew}
+            | ({"benchmark": benchmark[t]} if t in benchmark else {})
+        )
         for t, (fold, sac, ew) in returns.items()
     ]
     (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()).to_parquet(path)

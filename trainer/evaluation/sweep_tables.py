@@ -96,6 +96,61 @@ def interval_note(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _relative_columns() -> list[tuple[str, M.Metric]]:
+    """The figures against a benchmark other than the Sharpe difference: (summary key, metric)."""
+    return [(M.split_key("test", m.key), m) for m in M.shown_in(M.BENCHMARK) if m.key != M.SHARPE_MINUS_BENCHMARK]
+
+
+def benchmark_markdown(summary: dict[str, Any]) -> list[str]:
+    """The section against ``sweep.benchmark``: per configuration the paired Sharpe difference with its interval,
+    the share of runs above the benchmark and the other figures (median [IQR]); the benchmark on each window."""
+    b = summary.get("benchmark")
+    if not b:
+        return []
+    if b["error"]:
+        return ["", f"Benchmark `{b['spec']}`: not compared, {b['error']}"]
+    diff = M.split_key("test", M.SHARPE_MINUS_BENCHMARK)
+    header = ["configuration", "runs", "test Sharpe - benchmark", "beat benchmark"]
+    header += [m.label for _, m in _relative_columns()]
+    lines = [
+        "",
+        f"Against the benchmark {b['label']} (`{b['spec']}`) on each run's test window, the same days paired as with "
+        "Equal Weight (median [interquartile range]; the Sharpe difference with its 95% block-bootstrap interval):",
+        "",
+        *(f"- {line}" for line in (b["conventions"], *b["notes"])),
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for g in summary["configurations"]:
+        cells = [g["config"], str(g[diff]["n"]), _ci(g[diff]), _num(g["beat_benchmark_fraction"], ".0%")]
+        cells += [_iqr(g[key], m.fmt) for key, m in _relative_columns()]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| fold | test window | benchmark Sharpe | benchmark total return |", "|---|---|---|---|"]
+    for f in b["folds"]:
+        lines.append(
+            f"| {_fold(f['fold'])} | {f['test'][0]} .. {f['test'][1]} | {_num(f.get('test_sharpe'), '+.2f')} | "
+            f"{_num(f.get('test_total_return'), '+.1%')} |"
+        )
+    return lines
+
+
+def benchmark_lines(summary: dict[str, Any]) -> list[str]:
+    """The comparison with ``sweep.benchmark`` on the terminal: one line per configuration (medians)."""
+    b = summary.get("benchmark")
+    if not b:
+        return []
+    if b["error"]:
+        return [f"benchmark {b['spec']}: not compared, {b['error']}"]
+    diff = M.split_key("test", M.SHARPE_MINUS_BENCHMARK)
+    lines = [f"\nagainst the benchmark {b['label']} ({b['spec']}), test windows, medians over runs:"]
+    for g in summary["configurations"]:
+        figures = ", ".join(f"{m.label} {m.format(g[key]['median'])}" for key, m in _relative_columns())
+        beat = _num(g["beat_benchmark_fraction"], ".0%")
+        lines.append(f"  {g['config']}: Sharpe - benchmark {_ci(g[diff])}, beat {beat}; {figures}")
+    return lines + [f"  note: {n}" for n in b["notes"]]
+
+
 def best_text(summary: dict[str, Any]) -> str:
     best = summary["best_configuration"]
     return best if best is not None else "none (no configuration has a scored checkpoint)"
@@ -137,6 +192,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         )
     for name, reasons in summary.get("baselines_not_fitted", {}).items():
         lines.append(f"| {name} | not fitted: {'; '.join(reasons)} | | |")
+    lines += benchmark_markdown(summary)
     failed = [t for t in summary["trials"] if t["status"] == M.STATUS_ERROR]
     if failed:
         lines += ["", f"**{len(failed)} of {len(summary['trials'])} trial(s) failed** (their errors are below)."]
@@ -191,6 +247,8 @@ def print_summary(summary: dict[str, Any], exp_dir: Path) -> None:
             print("-" * (sum(widths) + 2 * (len(widths) - 1)))
     for name, reasons in summary.get("baselines_not_fitted", {}).items():
         print(f"baseline {name}: not fitted, {'; '.join(reasons)}")
+    for line in benchmark_lines(summary):
+        print(line)
     failed = [t for t in summary["trials"] if t["status"] == M.STATUS_ERROR]
     if failed:
         print(

@@ -13,16 +13,16 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from envs.data import SPLITS, VALIDATION
 from envs.rewards import REWARD_CLIP
 from envs.settings import SETTING_NAMES
 from trainer.experiment.data_config import DataConfig
 from trainer.experiment.resources import ResourcesConfig
-from trainer.experiment.schema import Strict, auto_or_number, value_types
+from trainer.experiment.schema import Strict, auto_or_number, benchmark_spec, value_types
 from trainer.metrics import registry as M
 
 
@@ -134,9 +134,10 @@ GRID_DOMAINS = ("grid_search", "choice")
 REAL_DOMAINS = ("uniform", "loguniform")  # sample real numbers: not for integer keys
 
 # What a sweep can select on (and ASHA compare): the numbers every training result reports in its portfolio
-# section, by their flattened Tune keys. Registry measures that only backtests compute are not reported there.
+# section, by their flattened Tune keys. Registry measures that only backtests compute (of a run, or against a
+# benchmark) are not reported there.
 SELECTION_METRICS: tuple[str, ...] = (
-    *(m.tune_key for m in M.REGISTRY if m.compute is None or m.path),
+    *(m.tune_key for m in M.REGISTRY if (m.compute is None and m.relative is None) or m.path),
     *(f"{M.PORTFOLIO}/{key}" for key in (M.TRAIN_SHARPE, M.TRAIN_TURNOVER)),
 )
 
@@ -187,6 +188,8 @@ class SweepConfig(Strict):
     checkpoint_num_to_keep: int = Field(2, ge=1)
     backtest_best: bool = True
     bootstrap_samples: int = Field(2000, ge=100)
+    # Summary only: each configuration's test windows also against this series (sp500 or FILE:COLUMN).
+    benchmark: Annotated[str | None, AfterValidator(benchmark_spec)] = None
 
     @field_validator("metric")
     @classmethod

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from trainer.runtime.errors import ExperimentError
 
-__all__ = ["ExperimentError", "Strict", "auto_or_number", "value_types"]
+__all__ = ["ExperimentError", "Strict", "auto_or_number", "benchmark_spec", "value_types"]
 
 
 class Strict(BaseModel):
@@ -43,3 +43,13 @@ def auto_or_number(value: Any, info: ValidationInfo) -> Any:
     ):
         return value
     raise ValueError(f"{info.field_name} must be 'auto' or a finite number, got {value!r}")
+
+
+def benchmark_spec(value: str | None) -> str | None:
+    """A benchmark series in its form, ``sp500`` or ``FILE:COLUMN`` (``envs.benchmark``), or None; the file is read
+    where the benchmark is used (a sweep's driver checks it covers every test window before any trial starts)."""
+    from envs.benchmark import parse_benchmark
+
+    if value is not None:
+        parse_benchmark(value)
+    return value

@@ -73,3 +73,45 @@ def experiment_for_resume(checkpoint: Path, overrides: dict[str, Any]) -> tuple[
             f"run instead (a resume may change {', '.join(SAFE_ON_RESUME)})"
         )
     return exp, changed
+
+
+def data_changes(state: dict[str, Any], exp: Experiment) -> list[str]:
+    """The recorded windows of a checkpoint (``envs.fingerprint``) whose prices differ in the data the experiment
+    reads now (empty for a checkpoint written before records were kept)."""
+    from envs.fingerprint import changed_windows
+    from envs.market import load_market_for
+    from trainer.runtime.checkpoint import DATA_KEY
+
+    record = state.get(DATA_KEY)
+    return changed_windows(record, load_market_for(exp.data.env_config())) if record else []
+
+
+def resume_inputs(
+    checkpoint: Path, overrides: dict[str, Any], allow_missing_buffer: bool, allow_changed_data: bool = False
+) -> tuple[Experiment, int, bool, list[str]]:
+    """What a resume from ``checkpoint`` continues with: the checkpoint verified (its replay buffer too, unless
+    ``allow_missing_buffer``), and the experiment it was trained with, with the overrides a resume may change.
+
+    Returns:
+        ``(experiment, the checkpoint's iteration, restore the replay buffer, notes to print)``.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be used.
+        ExperimentError: an override a resume may not change, no readable ``experiment.yaml``, or (without
+            ``allow_changed_data``) prices of a recorded window that changed since the checkpoint was written.
+    """
+    from trainer.runtime.checkpoint import resume_state
+
+    state, buffer_note = resume_state(checkpoint, allow_missing_buffer)
+    exp, changed = experiment_for_resume(checkpoint, overrides)
+    notes = [f"on resume: {k} {old!r} -> {new!r}" for k, (old, new) in changed.items()]
+    for change in data_changes(state, exp):
+        if not allow_changed_data:
+            raise ExperimentError(
+                f"--resume {checkpoint}: {change}; the run would go on training on other prices than it started "
+                "with: restore the data file, or pass --allow-changed-data to continue on it anyway"
+            )
+        notes.append(f"warning: {change} (--allow-changed-data)")
+    if buffer_note:
+        notes.append(f"warning: {buffer_note}")
+    return exp, int(state.get("training_iteration") or 0), buffer_note is None, notes

@@ -17,7 +17,7 @@ from trainer.experiment.schema import ExperimentError
 # The validated experiment a sweep was started with, in its directory: ``--resume`` must run the same one.
 EXPERIMENT_FILE = "experiment.json"
 # Settings only the driver's summary reads: they may change between a sweep and its resumption.
-SUMMARY_ONLY_KEYS = ("name", "description", "sweep.backtest_best", "sweep.bootstrap_samples")
+SUMMARY_ONLY_KEYS = ("name", "description", "sweep.backtest_best", "sweep.bootstrap_samples", "sweep.benchmark")
 TRIAL_DIR_PREFIX = "trial_"
 
 

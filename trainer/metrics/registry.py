@@ -2,37 +2,43 @@
 
 Each ``Metric`` says where its value lives, its label, unit and format, whether higher is better, and where it
 is shown: the progress table of ``trainer.train`` / ``trainer.tune`` (``PROGRESS``), the Ray dashboard gauges
-(``GAUGE``), the backtest report (``REPORT``), the sweep summary (``SUMMARY``). The backtest measures also carry
-the function that computes them from an evaluation run, so adding a metric is one entry in ``REGISTRY``.
+(``GAUGE``), the backtest report (``REPORT``), the sweep summary (``SUMMARY``), the figures against a benchmark
+series of the backtest and the sweep summary (``BENCHMARK``). The backtest measures also carry the function that
+computes them from an evaluation run (or, against a benchmark, from the daily returns of a strategy and of the
+benchmark), so adding a metric is one entry in ``REGISTRY``.
 
-The measures themselves are in ``trainer.metrics.measures``.
+The measures themselves are in ``trainer.metrics.measures``; what a metric declares, in
+``trainer.metrics.metric``.
 """
 
 from __future__ import annotations
-
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from trainer.metrics.measures import (
+    Run,
     annualized_return,
     annualized_volatility,
     as_array,
+    beta,
     calmar,
-    effective_number_assets,
+    excess_return,
+    information_ratio,
     max_drawdown,
+    run_effective_n,
+    run_final_value,
+    run_total_costs,
+    run_turnover_per_day,
     sharpe_annualized,
+    sharpe_difference,
     sortino_annualized,
     total_return,
+    tracking_error,
 )
+from trainer.metrics.metric import PORTFOLIO, VALIDATION, Metric
 
 # --- where values live in a training result (RLlib's nested result dict; Tune flattens with "/") ----------
-PORTFOLIO = "portfolio"  # our top-level result section
-VALIDATION = "validation"  # sub-section of PORTFOLIO holding the deterministic evaluation pass
 # In PORTFOLIO and the training history: this iteration ran a validation pass (else VALIDATION repeats the last).
 VALIDATED = "validated"
 TRAINING_ITERATION = "training_iteration"  # Tune's iteration counter (ray.tune.result.TRAINING_ITERATION)
@@ -40,9 +46,16 @@ TRAINING_ITERATION = "training_iteration"  # Tune's iteration counter (ray.tune.
 # --- keys (the registry below says what each one is) ---------------------------------------------------------
 SHARPE = "sharpe"
 TOTAL_RETURN = "total_return"
+ANNUALIZED_RETURN = "annualized_return"
 MAX_DRAWDOWN = "max_drawdown"
 TURNOVER = "turnover_per_day"
 SHARPE_MINUS_EW = "sharpe_minus_ew"  # Sharpe minus Equal Weight's over the same days and costs
+# against a benchmark series over the same days (BENCHMARK below)
+SHARPE_MINUS_BENCHMARK = "sharpe_minus_benchmark"
+EXCESS_RETURN = "excess_return"
+TRACKING_ERROR = "tracking_error"
+INFORMATION_RATIO = "information_ratio"
+BETA = "beta"
 TOTAL_COSTS = "total_costs"
 TRAIN_SHARPE = "train_episode_sharpe"
 TRAIN_FINAL_VALUE = "train_episode_final_value"
@@ -74,103 +87,13 @@ PROGRESS = "progress"
 GAUGE = "gauge"
 REPORT = "report"
 SUMMARY = "summary"
-
-
-class Run(Protocol):
-    """An evaluation run (``trainer.evaluation.policy.EvalRun``): per-day arrays of one strategy."""
-
-    net_returns: NDArray[np.float64]
-    turnovers: NDArray[np.float64]
-    costs: NDArray[np.float64]
-    values: NDArray[np.float64]
-    weights: NDArray[np.float64]
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One metric.
-
-    Attributes:
-        key: its key in the result section, the backtest JSON and the summary.
-        label: short column label.
-        fmt: format spec for tables.
-        unit: what the number is measured in.
-        higher_is_better: True / False, or None where it is neither (a rate, a count).
-        shown: where it is shown (``PROGRESS``, ``GAUGE``, ``REPORT``, ``SUMMARY``).
-        description: one line for dashboards and docs.
-        path: where it lives below the ``portfolio`` result section (default: ``(key,)``).
-        compute: for evaluation measures, the function of an evaluation run.
-        gauge: the Ray gauge's name where it differs from ``portfolio_<path>``.
-    """
-
-    key: str
-    label: str
-    fmt: str
-    unit: str
-    higher_is_better: bool | None
-    shown: frozenset[str]
-    description: str
-    path: tuple[str, ...] = ()
-    compute: Callable[[Run], float] | None = None
-    gauge: str = ""
-
-    @property
-    def section_path(self) -> tuple[str, ...]:
-        return self.path or (self.key,)
-
-    @property
-    def tune_key(self) -> str:
-        """The flattened key Tune uses for it (``portfolio/...``)."""
-        return "/".join((PORTFOLIO, *self.section_path))
-
-    @property
-    def gauge_name(self) -> str:
-        """The Ray metric name (Prometheus adds the ``ray_`` prefix)."""
-        return self.gauge or "portfolio_" + "_".join(self.section_path)
-
-    @property
-    def progress_label(self) -> str:
-        """Its label in the progress table: validation-pass measures say so."""
-        return f"val {self.label}" if self.section_path[:1] == (VALIDATION,) else self.label
-
-    def format(self, value: Any) -> str:
-        if value is None or (isinstance(value, float) and not math.isfinite(value)):
-            return "n/a"
-        return format(value, self.fmt)
-
-    def read(self, section: dict[str, Any]) -> Any:
-        """Its value in a ``portfolio`` result section (None when absent)."""
-        node: Any = section
-        for part in self.section_path:
-            node = node.get(part) if isinstance(node, dict) else None
-        return node
-
-
-def _turnover_per_day(run: Run) -> float:
-    t = as_array(run.turnovers)
-    return float(t.mean()) if t.size else 0.0
-
-
-def _total_costs(run: Run) -> float:
-    """Costs paid, as a fraction of the starting value: each day's cost rate times the value before it."""
-    v = as_array(run.values)
-    before = np.concatenate([[1.0], v[:-1]]) if v.size else v
-    return float(np.sum(as_array(run.costs) * before))
-
-
-def _effective_n(run: Run) -> float:
-    w = np.asarray(run.weights, dtype=np.float64)
-    return effective_number_assets(w[:, :-1]) if w.size else 0.0
-
-
-def _final_value(run: Run) -> float:
-    v = as_array(run.values)
-    return float(v[-1]) if v.size else 1.0
+BENCHMARK = "benchmark"
 
 
 _EVAL = frozenset({REPORT, SUMMARY})
 _REPORT = frozenset({REPORT})
 _TRAINING = frozenset({PROGRESS, GAUGE})
+_BENCH = frozenset({BENCHMARK})
 _V = (VALIDATION,)
 
 REGISTRY: tuple[Metric, ...] = (
@@ -187,7 +110,7 @@ REGISTRY: tuple[Metric, ...] = (
         lambda r: total_return(r.net_returns),
     ),
     Metric(
-        "annualized_return",
+        ANNUALIZED_RETURN,
         "Ann. return",
         "+.1%",
         "fraction/year",
@@ -257,7 +180,7 @@ REGISTRY: tuple[Metric, ...] = (
         _EVAL,
         "mean one-way turnover per day",
         (*_V, TURNOVER),
-        _turnover_per_day,
+        run_turnover_per_day,
     ),
     Metric(
         TOTAL_COSTS,
@@ -268,7 +191,7 @@ REGISTRY: tuple[Metric, ...] = (
         _EVAL,
         "transaction costs paid over the split",
         (*_V, TOTAL_COSTS),
-        _total_costs,
+        run_total_costs,
     ),
     Metric(
         "effective_number_assets",
@@ -278,7 +201,7 @@ REGISTRY: tuple[Metric, ...] = (
         None,
         _REPORT,
         "mean inverse Herfindahl index of the asset weights",
-        compute=_effective_n,
+        compute=run_effective_n,
     ),
     Metric(
         "final_value",
@@ -288,7 +211,7 @@ REGISTRY: tuple[Metric, ...] = (
         True,
         frozenset(),
         "portfolio value at the end",
-        compute=_final_value,
+        compute=run_final_value,
     ),
     Metric(
         "n_days",
@@ -310,6 +233,48 @@ REGISTRY: tuple[Metric, ...] = (
         "Sharpe ratio minus Equal Weight's over the same days and costs (latest validation pass)",
         (*_V, SHARPE_MINUS_EW),
     ),
+    # against a benchmark series over the same days (``relative_performance``)
+    Metric(
+        SHARPE_MINUS_BENCHMARK,
+        "Sharpe - bench",
+        "+.2f",
+        "ratio",
+        True,
+        _BENCH,
+        "Sharpe ratio minus the benchmark's over the same days",
+        relative=sharpe_difference,
+    ),
+    Metric(
+        EXCESS_RETURN,
+        "Excess return",
+        "+.1%",
+        "fraction/year",
+        True,
+        _BENCH,
+        "mean daily (net return - benchmark return) x 252",
+        relative=excess_return,
+    ),
+    Metric(
+        TRACKING_ERROR,
+        "Tracking error",
+        ".1%",
+        "fraction/sqrt(year)",
+        None,
+        _BENCH,
+        "sample std of the daily differences to the benchmark x sqrt(252)",
+        relative=tracking_error,
+    ),
+    Metric(
+        INFORMATION_RATIO,
+        "Info ratio",
+        "+.2f",
+        "ratio",
+        True,
+        _BENCH,
+        "excess return / tracking error",
+        relative=information_ratio,
+    ),
+    Metric(BETA, "Beta", ".2f", "ratio", None, _BENCH, "cov(return, benchmark) / var(benchmark)", relative=beta),
     # training progress (the portfolio section of each training result)
     Metric(ENV_STEPS, "env steps", ",d", "steps", None, frozenset({PROGRESS}), "env steps sampled so far"),
     Metric(ENV_STEPS_PER_S, "steps/s", ",.0f", "steps/s", True, _TRAINING, "env steps sampled per second"),
@@ -382,6 +347,11 @@ def summarize(run: Run) -> dict[str, float]:
 def performance(run: Run) -> dict[str, float]:
     """Every measure of one strategy over a split (the backtest's table and JSON)."""
     return {m.key: m.compute(run) for m in REGISTRY if m.compute is not None}
+
+
+def relative_performance(returns: NDArray[np.float64], benchmark: NDArray[np.float64]) -> dict[str, float]:
+    """Every measure of daily returns against a benchmark's daily returns over the same days."""
+    return {m.key: m.relative(returns, benchmark) for m in REGISTRY if m.relative is not None}
 
 
 VALIDATION_SHARPE_METRIC = BY_KEY[SHARPE].tune_key

@@ -11,8 +11,9 @@ What differs from ``ray.rllib.algorithms.sac.SAC`` and why:
 - ``step``, the validation passes and the divergence guard: ``trainer.rl.validation.ValidationReporting``.
 - ``save_to_path`` / ``restore_from_path`` also write/read the replay buffer and our counters (RLlib does
   not checkpoint the buffer on the new stack, docs/rllib-notes.md), so a resumed run continues as an uninterrupted
-  one would; ``save_to_path`` writes the manifest last and ``restore_from_path`` verifies it before anything
-  is unpickled (``trainer.runtime.checkpoint``).
+  one would; ``save_to_path`` also writes the policy files (``trainer.rl.policy_export``: what a backtest reads,
+  no pickle) and the manifest last, and ``restore_from_path`` verifies it before anything is unpickled
+  (``trainer.runtime.checkpoint``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from trainer.evaluation.obs_filter import FrozenObsFilter, find_obs_filter
 from trainer.experiment.config import AlgorithmSettings
 from trainer.rl.buffer import FlatReplayBuffer, PopulationReplayBuffer
 from trainer.rl.connectors import RawObsMeanStdFilter
+from trainer.rl.policy_export import write_from_algorithm
 from trainer.rl.validation import ValidationReporting
 from trainer.runtime import checkpoint
 from trainer.runtime.checkpoint import DATA_KEY
@@ -355,6 +357,7 @@ class PortfolioSAC(ValidationReporting, SAC):
             extra[checkpoint.DIVERGED_AGENTS_KEY] = {str(i): reason for i, reason in self.diverged_agents.items()}
             extra[checkpoint.AGENT_EVALUATIONS_KEY] = self.agent_evaluations
         checkpoint.write_state(out, extra)
+        write_from_algorithm(self, out)  # the policy without pickle: what backtests (and decisions) read
         checkpoint.write_manifest(out)  # last: it covers every file above
         return out
 

@@ -1,23 +1,30 @@
-"""Our checkpoints, in one place: layout, manifest, verification, atomic save, pruning, loading the policy.
+"""Our checkpoints, in one place: layout, manifest, verification, atomic save, pruning.
 
 A checkpoint is RLlib's checkpoint directory (``rllib_checkpoint.json`` and the component folders) plus our
 files: ``portfolio_state.json`` (counters, last evaluation, tickers, the env config and settings, training
-curves), the replay buffer (``trainer.rl.buffer``) and, written last, ``manifest.json``: every file's size and
+curves), the replay buffer (``trainer.rl.buffer``), the policy file set ``policy/`` (``policy.json`` and
+``weights.npz``: the deterministic policy, its frozen observation filter and its settings as JSON and plain
+arrays, ``trainer.evaluation.policy_file``) and, written last, ``manifest.json``: every file's size and
 SHA-256 and the versions of Ray, torch and this package that wrote it. ``PortfolioSAC.save_to_path`` writes
 them (for ``trainer.train`` and for Tune trials alike).
 
-Reading any checkpoint starts with ``read_state``, which checks the manifest before anything is unpickled:
+Reading any checkpoint starts with ``read_state``, which checks the manifest before anything else is read:
 a missing, truncated or changed file, or a checkpoint of another Ray minor version, is refused with a
 ``CheckpointError`` naming the file and what to do, never a raw decoding error. The backtest does not read
 the replay buffer, so only a resume checks it (``resume_state``).
 
 ``save_atomic`` writes a checkpoint under a temporary name and renames it, so a ``checkpoint_<iteration>``
-directory either is complete or does not exist; ``remove_stale_temp_dirs`` deletes what a killed save left.
+directory either is complete or does not exist; a save that fails removes its temporary directory, and
+``remove_stale_temp_dirs`` deletes what a killed save left.
 The deterministic policy is restored from a checkpoint by ``trainer.evaluation.policy.load_policy``.
 
-Loading a checkpoint runs code: RLlib stores its module, optimiser and connector state as pickles. Our own
-parts are read without pickle (JSON, and ``np.load(allow_pickle=False)`` for the buffer), and the manifest
-catches damage, not tampering: load only checkpoints you trust.
+The trust boundary: RLlib stores its module, optimiser and connector state as pickles, and unpickling can
+run any code; the manifest catches damage, not tampering (whoever changes a file can rewrite the manifest).
+So the paths that read other people's checkpoints (``trainer.backtest``, the sweep report, and deciding,
+exporting or serving a policy) read only JSON and ``policy/`` (``trainer.evaluation.policy.load_policy``),
+never a pickle. A resume (``trainer.train --resume``, Tune's resume) restores RLlib's pickles and so runs
+code from the checkpoint: resume only checkpoints you trust. Our own files are never pickles (JSON, and
+``np.load(allow_pickle=False)`` for the buffer and the policy weights).
 """
 
 from __future__ import annotations
@@ -46,14 +53,17 @@ TMP_PREFIX = ".tmp-"
 PACKAGE = "portfolio-rl"
 # Where the observation-filter statistics live in RLlib's layout (ray.rllib.core COMPONENT_* names).
 OBS_FILTER_DIR = "env_runner/env_to_module_connector"
+# The policy file set (trainer.evaluation.policy_file): what a backtest reads, no pickle.
+POLICY_DIR = "policy"
 _ROLES = (  # what a file is for, so that a message about it says what is lost
+    (POLICY_DIR + "/", "policy weights, filter and settings"),
     (OBS_FILTER_DIR, "observation-filter statistics"),
     ("learner_group/learner/rl_module", "policy and Q networks"),
     ("learner_group", "learner and optimiser state"),
     (BUFFER_FILE, "replay buffer"),
     (STATE_FILE, "counters and settings"),
 )
-_USE_ANOTHER = "use another checkpoint of the run"
+USE_ANOTHER = "use another checkpoint of the run"
 
 
 class CheckpointError(ValueError):
@@ -129,14 +139,14 @@ def read_manifest(path: Path | str) -> dict[str, Any]:
     if not file.exists():
         raise CheckpointError(
             f"{path}: no {MANIFEST_FILE}, so it cannot be checked (the save did not finish, or an older version "
-            f"of this project wrote it); {_USE_ANOTHER}, or train again"
+            f"of this project wrote it); {USE_ANOTHER}, or train again"
         )
     try:
         manifest = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{file}: damaged ({exc}); {_USE_ANOTHER}") from None
+        raise CheckpointError(f"{file}: damaged ({exc}); {USE_ANOTHER}") from None
     if not isinstance(manifest, dict) or not all(isinstance(manifest.get(k), dict) for k in ("files", "versions")):
-        raise CheckpointError(f"{file}: damaged (no 'files' or 'versions' mapping); {_USE_ANOTHER}")
+        raise CheckpointError(f"{file}: damaged (no 'files' or 'versions' mapping); {USE_ANOTHER}")
     saved_ray = str(manifest["versions"].get("ray", "unknown"))
     here = software_versions()["ray"]
     if _minor(saved_ray) != _minor(here):
@@ -158,7 +168,7 @@ def verify_files(path: Path | str, manifest: dict[str, Any], skip: tuple[str, ..
     for rel, entry in sorted(manifest["files"].items()):
         problem = None if rel in skip else file_problem(path, rel, entry)
         if problem is not None:
-            raise CheckpointError(f"{problem}; {_USE_ANOTHER}")
+            raise CheckpointError(f"{problem}; {USE_ANOTHER}")
 
 
 def file_problem(path: Path, rel: str, entry: Any) -> str | None:
@@ -181,7 +191,7 @@ def file_problem(path: Path, rel: str, entry: Any) -> str | None:
 def read_state(path: Path | str, *, replay_buffer: bool = False) -> dict[str, Any]:
     """Check that ``path`` is a complete, unchanged checkpoint of this project; return ``portfolio_state.json``.
 
-    Every file the manifest lists is checked (size and SHA-256) before anything is unpickled; the replay
+    Every file the manifest lists is checked (size and SHA-256) before anything else is read; the replay
     buffer only when ``replay_buffer`` (a resume reads it, a backtest does not).
     """
     path = Path(path)
@@ -198,11 +208,11 @@ def read_state(path: Path | str, *, replay_buffer: bool = False) -> dict[str, An
     try:
         state = json.loads(state_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{state_file}: damaged ({exc}); {_USE_ANOTHER}") from None
+        raise CheckpointError(f"{state_file}: damaged ({exc}); {USE_ANOTHER}") from None
     if not isinstance(state, dict):
-        raise CheckpointError(f"{state_file}: damaged (not a JSON object); {_USE_ANOTHER}")
+        raise CheckpointError(f"{state_file}: damaged (not a JSON object); {USE_ANOTHER}")
     if needs_obs_filter(state) and not any(p.is_file() for p in (path / OBS_FILTER_DIR).rglob("*")):
-        raise no_obs_filter(path)
+        raise no_obs_filter(path / OBS_FILTER_DIR)
     return state
 
 
@@ -211,10 +221,11 @@ def needs_obs_filter(state: dict[str, Any]) -> bool:
     return bool(state.get("obs_filter", state.get("obs_filter_count", 0) > 0))
 
 
-def no_obs_filter(path: Path) -> CheckpointError:
+def no_obs_filter(where: Path) -> CheckpointError:
+    """The error for a policy trained on normalised observations whose statistics are not at ``where``."""
     return CheckpointError(
-        f"{path / OBS_FILTER_DIR}: no observation-filter statistics, but the policy was trained on normalised "
-        f"observations (it would act on raw ones); {_USE_ANOTHER}"
+        f"{where}: no observation-filter statistics, but the policy was trained on normalised "
+        f"observations (it would act on raw ones); {USE_ANOTHER}"
     )
 
 
@@ -258,7 +269,7 @@ def resume_state(path: Path | str, allow_missing_buffer: bool = False) -> tuple[
     if not allow_missing_buffer:
         raise CheckpointError(
             f"{problem}; pass --allow-missing-buffer to resume with an empty replay buffer (networks, "
-            f"optimisers, filter statistics and step counts come from the rest of the checkpoint), or {_USE_ANOTHER}"
+            f"optimisers, filter statistics and step counts come from the rest of the checkpoint), or {USE_ANOTHER}"
         )
     return state, f"{problem}: resuming with an EMPTY replay buffer (--allow-missing-buffer)"
 
@@ -279,8 +290,9 @@ def write_state(path: Path | str, state: dict[str, Any]) -> None:
 def save_atomic(algo: Any, checkpoint_dir: Path, iteration: int, num_to_keep: int | None) -> Path:
     """Save ``algo`` to ``checkpoint_dir/checkpoint_<iteration>`` via a temporary directory and a rename.
 
-    Never replaces an existing checkpoint. Then keeps the newest ``num_to_keep`` of the run's checkpoints
-    (all when None); see ``prune``.
+    Never replaces an existing checkpoint. A save that fails (``OSError``: a full disk) removes its temporary
+    directory and raises; the run's earlier checkpoints are untouched. Then keeps the newest ``num_to_keep`` of
+    the run's checkpoints (all when None); see ``prune``.
     """
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     final = checkpoint_dir / f"{CHECKPOINT_PREFIX}{iteration:06d}"
@@ -288,8 +300,13 @@ def save_atomic(algo: Any, checkpoint_dir: Path, iteration: int, num_to_keep: in
         raise CheckpointError(f"{final}: already exists; refusing to replace it (resume from it, or use --out)")
     # The writer's pid in the name lets remove_stale_temp_dirs tell a killed save from a running one.
     tmp = checkpoint_dir / f"{TMP_PREFIX}{final.name}-{os.getpid()}-{time.time_ns()}"
-    algo.save_to_path(str(tmp))  # PortfolioSAC writes the manifest last
-    tmp.rename(final)
+    try:
+        algo.save_to_path(str(tmp))  # PortfolioSAC writes the manifest last
+        tmp.rename(final)
+    except BaseException:
+        # A save that failed (a full disk) leaves no partial directory behind, and frees what it took.
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if num_to_keep:
         prune(checkpoint_dir, num_to_keep)
     return final

@@ -9,6 +9,8 @@ Ray's session logs. ``--verbose`` on the command line shows everything as before
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 import warnings
 from pathlib import Path
@@ -21,6 +23,10 @@ def quiet_logging(log_file: Path | None, verbose: bool = False) -> None:
     """Route library log records and warnings to ``log_file`` (terminal gets errors only), unless verbose."""
     if verbose:
         return
+    # RLlib adds a terminal handler to its logger when it is first imported (ray/rllib/__init__.py): import it
+    # now (about 0.1 s), so that the handlers set below stay the last word whenever a command imports RLlib.
+    if importlib.util.find_spec("ray.rllib") is not None:
+        importlib.import_module("ray.rllib")
     logging.captureWarnings(True)
     warnings.simplefilter("default")
     handlers: list[logging.Handler] = []

@@ -1,8 +1,31 @@
-"""What a run or a sweep asks of the Ray cluster, checked against what the cluster has before anything starts."""
+"""What a run or a sweep asks of the Ray cluster, checked against what the cluster has before anything starts;
+the memory this machine has available, and how many trials run at once."""
 
 from __future__ import annotations
 
+import math
+
 from trainer.runtime.errors import ExperimentError
+
+THIS_MACHINE = "this machine"
+
+
+def available_memory() -> int:
+    """Bytes of memory this machine can give a new allocation now (free, plus caches it can drop)."""
+    # Ray ships psutil in its own third-party folder, which importing Ray puts on sys.path: Ray first.
+    import ray  # noqa: F401, I001
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def trials_at_once(need: dict[str, float], cluster: dict[str, float], n_trials: int, limit: int | None) -> int:
+    """How many trials of a sweep Tune runs at once: as many as the cluster's totals of every resource a trial
+    asks for allow, at most ``limit`` (``sweep.max_concurrent_trials``) and the sweep's ``n_trials``; at least 1.
+    """
+    bounds = [n_trials, *([limit] if limit else [])]
+    bounds += [math.floor(cluster.get(key, 0.0) / amount + 1e-9) for key, amount in need.items() if amount > 0]
+    return max(1, min(bounds))
 
 
 def run_request(bundles: list[dict[str, float]]) -> dict[str, float]:

@@ -40,7 +40,9 @@ def module():
     config = build_sac_config(load_experiment("smoke"))
     spec = config.rl_module_spec
     spec.observation_space, spec.action_space, spec.model_config = OBS_SPACE, ACT_SPACE, config.model_config
-    module = spec.build()
+    with torch.random.fork_rng():  # the same weights whatever ran (or was collected) before
+        torch.manual_seed(0)
+        module = spec.build()
     with torch.no_grad():  # larger policy means, so that tanh and a clip to [-1, 1] clearly differ
         module.pi.net.mlp[-1].weight.mul_(30.0)
     return module
@@ -139,27 +141,39 @@ def test_policy_from_algorithm_uses_the_live_filter_statistics():
     np.testing.assert_array_equal(no_filter.module.seen[0], raw[None])
 
 
-def test_load_policy_restores_module_and_frozen_filter(module, tmp_path):
+def _write_checkpoint(path, module, filt, state) -> None:
+    """A checkpoint of ``module`` as PortfolioSAC writes one, in miniature: RLlib's pickles, our state, the policy
+    files (from the module's weights and the filter's statistics) and the manifest."""
     from ray.rllib.connectors.env_to_module import EnvToModulePipeline
 
+    from trainer.evaluation.policy_file import write_policy_files
+    from trainer.rl.policy_export import actor_layers
     from trainer.runtime.checkpoint import RLLIB_CHECKPOINT_FILE, STATE_FILE, write_manifest
 
-    learner_dir = tmp_path / COMPONENT_LEARNER_GROUP / COMPONENT_LEARNER
-    module.save_to_path(learner_dir / COMPONENT_RL_MODULE / DEFAULT_MODULE_ID)
-    (tmp_path / STATE_FILE).write_text(json.dumps({"tickers": ["A", "B"]}))
-    (tmp_path / RLLIB_CHECKPOINT_FILE).write_text("{}")
-    write_manifest(tmp_path)
-    raw = np.array([6.0, 20.0, 6.0, -1.0], np.float32)
+    module.save_to_path(path / COMPONENT_LEARNER_GROUP / COMPONENT_LEARNER / COMPONENT_RL_MODULE / DEFAULT_MODULE_ID)
+    if filt is not None:
+        pipeline = EnvToModulePipeline(
+            input_observation_space=OBS_SPACE, input_action_space=ACT_SPACE, connectors=[filt]
+        )
+        pipeline.save_to_path(path / COMPONENT_ENV_RUNNER / COMPONENT_ENV_TO_MODULE_CONNECTOR)
+    (path / STATE_FILE).write_text(json.dumps(state))
+    (path / RLLIB_CHECKPOINT_FILE).write_text("{}")
+    layers, activation = actor_layers(module, module.get_state())
+    info = {"seeds": None, "filter_count": 20, "tickers": state["tickers"], "env_config": {}, "windows": {}}
+    write_policy_files(path, layers, activation, FrozenObsFilter.of(filt), {**info, "training_iteration": 1})
+    write_manifest(path)
 
-    policy, state = load_policy(tmp_path)  # no connector saved: raw observations go to the net
+
+def test_load_policy_reads_the_policy_files_and_the_frozen_filter(module, tmp_path):
+    raw = np.array([6.0, 20.0, 6.0, -1.0], np.float32)
+    _write_checkpoint(tmp_path / "raw", module, None, {"tickers": ["A", "B"]})
+    policy, state = load_policy(tmp_path / "raw")  # no filter: raw observations go to the net
     assert state == {"tickers": ["A", "B"]}
     np.testing.assert_allclose(policy(raw), np.tanh(_policy_mean_by_hand(module, raw)[0]), rtol=1e-5, atol=1e-6)
 
     filt = _trained_filter(clip=5.0)
-    pipeline = EnvToModulePipeline(input_observation_space=OBS_SPACE, input_action_space=ACT_SPACE, connectors=[filt])
-    pipeline.save_to_path(tmp_path / COMPONENT_ENV_RUNNER / COMPONENT_ENV_TO_MODULE_CONNECTOR)
-    write_manifest(tmp_path)
-    policy, _ = load_policy(tmp_path)
+    _write_checkpoint(tmp_path / "filtered", module, filt, {"tickers": ["A", "B"], "obs_filter": True})
+    policy, _ = load_policy(tmp_path / "filtered")
     stats = filt.stats()
     norm = normalize_with(raw[None], stats.mean, stats.std, 5.0)
     assert np.abs(norm).max() == 5.0  # the saved clip is applied too

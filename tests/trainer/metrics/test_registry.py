@@ -9,6 +9,7 @@ import pytest
 
 from trainer.evaluation.runs import EvalRun
 from trainer.metrics import registry as M
+from trainer.metrics.measures import effective_number_assets
 
 # Daily returns +1%, -2%, +3%: mean 1/150; deviations 1/300, -8/300, 7/300 -> sample variance 57/90000;
 # values 1.01, 0.9898, 1.019494; the only drawdown is day 2's -2% from the 1.01 peak.
@@ -54,11 +55,11 @@ def test_calmar_is_annualized_return_over_max_drawdown():
 
 def test_effective_number_assets_is_the_mean_inverse_herfindahl_of_normalised_rows():
     # [0.25, 0.25, 0.5] -> 1 / 0.375 = 8/3; [1, 0, 0] -> 1; an all-zero row (all cash) is skipped
-    assert M.effective_number_assets([[0.25, 0.25, 0.5], [1, 0, 0], [0, 0, 0]]) == pytest.approx((8 / 3 + 1) / 2)
+    assert effective_number_assets([[0.25, 0.25, 0.5], [1, 0, 0], [0, 0, 0]]) == pytest.approx((8 / 3 + 1) / 2)
     # rows are normalised first: 10% + 10% risky (80% cash, dropped by the caller) is two equal assets
-    assert M.effective_number_assets([[0.1, 0.1]]) == pytest.approx(2.0)
-    assert M.effective_number_assets([0.5, 0.5, 0.0, 0.0]) == pytest.approx(2.0)  # one day as a 1-D array
-    assert M.effective_number_assets([[0.0, 0.0]]) == 0.0
+    assert effective_number_assets([[0.1, 0.1]]) == pytest.approx(2.0)
+    assert effective_number_assets([0.5, 0.5, 0.0, 0.0]) == pytest.approx(2.0)  # one day as a 1-D array
+    assert effective_number_assets([[0.0, 0.0]]) == 0.0
 
 
 @pytest.mark.parametrize(
@@ -164,3 +165,41 @@ def test_tune_metric_paths_are_the_keys_tune_flattens_results_to():
     assert flattened[M.VALIDATION_SHARPE_METRIC] == 1.5
     assert flattened[M.ENV_STEPS_METRIC] == 300
     assert flattened[M.DIVERGED_METRIC] is False
+
+
+# Against a benchmark B = +0.5%, -1%, +2% (mean 0.005, deviations 0, -0.015, 0.015: sample variance 2.25e-4):
+# daily differences R - B = 0.005, -0.01, 0.01 (mean 1/600, deviations 2/600, -7/600, 5/600: sample variance
+# 39/360000); cov(R, B) = (0 + 8/300 * 0.015 + 7/300 * 0.015) / 2 = 3.75e-4, so beta = 3.75e-4 / 2.25e-4 = 5/3.
+B = [0.005, -0.01, 0.02]
+
+
+def test_figures_against_a_benchmark_by_hand():
+    rel = M.relative_performance(np.array(R), np.array(B))
+    assert list(rel) == [m.key for m in M.shown_in(M.BENCHMARK)]
+    expected = {
+        M.SHARPE_MINUS_BENCHMARK: 2 * math.sqrt(252 / 57) - SQRT_252 / 3,
+        M.EXCESS_RETURN: 252 / 600,
+        M.TRACKING_ERROR: math.sqrt(39) / 600 * SQRT_252,
+        M.INFORMATION_RATIO: math.sqrt(252 / 39),
+        M.BETA: 5 / 3,
+    }
+    assert set(rel) == set(expected)
+    for key, value in expected.items():
+        assert rel[key] == pytest.approx(value, rel=1e-12), key
+    # the excess return is exactly the difference of the two annualised (arithmetic) returns
+    assert rel[M.EXCESS_RETURN] == pytest.approx(M.annualized_return(R) - M.annualized_return(B), rel=1e-12)
+
+
+def test_figures_against_a_benchmark_invariants_and_undefined_cases():
+    b = np.array(B)
+    same = M.relative_performance(b, b)
+    assert same[M.EXCESS_RETURN] == 0.0 and same[M.TRACKING_ERROR] == 0.0 and same[M.SHARPE_MINUS_BENCHMARK] == 0.0
+    assert math.isnan(same[M.INFORMATION_RATIO]) and same[M.BETA] == pytest.approx(1.0, rel=1e-12)
+    assert M.BY_KEY[M.INFORMATION_RATIO].format(same[M.INFORMATION_RATIO]) == "n/a"
+    shifted = M.relative_performance(b + 0.001, b)  # a constant daily gap: no tracking error, beta 1
+    assert shifted[M.EXCESS_RETURN] == pytest.approx(0.252, rel=1e-12) and shifted[M.TRACKING_ERROR] < 1e-12
+    assert math.isnan(shifted[M.INFORMATION_RATIO]) and shifted[M.BETA] == pytest.approx(1.0, rel=1e-12)
+    assert M.relative_performance(2 * b, b)[M.BETA] == pytest.approx(2.0, rel=1e-12)
+    assert math.isnan(M.relative_performance(np.array(R), np.full(3, 0.001))[M.BETA])  # a flat benchmark
+    with pytest.raises(ValueError, match="returns and benchmark must cover the same days, got 3 and 2"):
+        M.relative_performance(np.array(R), b[:2])

@@ -79,6 +79,13 @@ def test_statistics_equal_numpy_mean_and_sample_std_of_what_it_saw():
     assert count == stats.count and mean is stats.mean and std is stats.std
 
 
+def test_the_filter_epsilon_is_rllibs():
+    """Policy files carry the epsilon, and reading them needs no RLlib: the copy must be RLlib's number."""
+    from trainer.evaluation.obs_filter import FILTER_EPSILON
+
+    assert FILTER_EPSILON == SMALL_NUMBER
+
+
 def test_normalize_with_is_the_filter_formula_within_float32_rounding():
     rng = np.random.default_rng(2)
     mean = np.array([0.5, -2.0, 100.0])

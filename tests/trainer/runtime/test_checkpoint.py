@@ -20,6 +20,7 @@ from trainer.runtime.checkpoint import (
     BUFFER_FILE,
     MANIFEST_FILE,
     OBS_FILTER_DIR,
+    POLICY_DIR,
     STATE_FILE,
     CheckpointError,
     checkpoint_iteration,
@@ -58,7 +59,8 @@ def test_manifest_lists_every_file_with_its_size_hash_and_versions(smoke_run):
     manifest = _manifest(ckpt)
     on_disk = {p.relative_to(ckpt).as_posix() for p in ckpt.rglob("*") if p.is_file()}
     assert set(manifest["files"]) == on_disk - {MANIFEST_FILE}
-    assert {STATE_FILE, BUFFER_FILE, MODULE_STATE, "rllib_checkpoint.json"} <= set(manifest["files"])
+    policy_files = {f"{POLICY_DIR}/policy.json", f"{POLICY_DIR}/weights.npz"}
+    assert {STATE_FILE, BUFFER_FILE, MODULE_STATE, "rllib_checkpoint.json", *policy_files} <= set(manifest["files"])
     assert any(rel.startswith(OBS_FILTER_DIR) for rel in manifest["files"])
     for rel, entry in manifest["files"].items():
         data = (ckpt / rel).read_bytes()
@@ -102,6 +104,13 @@ def _damage(case: str, ckpt: Path) -> str:
             f"{ckpt / MODULE_STATE}: changed since it was written (SHA-256 mismatch; policy and Q networks); "
             f"{USE_ANOTHER}"
         )
+    if case == "policy json garbled":
+        rel = f"{POLICY_DIR}/policy.json"
+        _garble(ckpt, rel)
+        return (
+            f"{ckpt / rel}: changed since it was written (SHA-256 mismatch; policy weights, filter and settings); "
+            f"{USE_ANOTHER}"
+        )
     if case == "rllib json garbled":
         _garble(ckpt, "rllib_checkpoint.json")
         return f"{ckpt / 'rllib_checkpoint.json'}: changed since it was written (SHA-256 mismatch); {USE_ANOTHER}"
@@ -132,6 +141,7 @@ DAMAGE = [
     "filter statistics deleted",
     "state truncated",
     "module pickle garbled",
+    "policy json garbled",
     "rllib json garbled",
     "manifest truncated",
     "manifest missing",

@@ -1,0 +1,342 @@
+"""A checkpoint's policy file set, ``policy/``: the deterministic policy as JSON and plain arrays, which
+cannot run code when read (no pickle anywhere).
+
+``policy/policy.json`` (``format`` ``FORMAT``, ``format_version`` ``FORMAT_VERSION``):
+
+- ``network``: ``obs_dim``, ``act_dim``, ``layer_sizes`` (``[obs_dim, h1, ..., 2 * act_dim]``) and
+  ``activation``, one of ``ACTIVATIONS`` (torch's functions of those names; ELU with alpha 1);
+- ``agents``: ``count`` K (1 for a single agent), ``seeds`` (a population's, ``sac.population``; null for a
+  single agent) and ``diverged`` (agent index -> why it diverged);
+- ``obs_filter``: ``clip`` (null: none), ``epsilon`` and ``count`` (observations seen), or null when the policy
+  acts on raw observations;
+- ``tickers``; ``env_config``: one agent's env keyword arguments (data, split dates or folds, features, action
+  mapping, no-trade band, costs, reward: ``envs.portfolio.PortfolioEnv``), to rebuild its env for a decision;
+  ``windows``: each split's first and last date; ``diverged``; ``training_iteration``.
+
+``policy/weights.npz``, float32, agent-major (K = 1 for a single agent): ``layer<i>.weight`` ``[K, out, in]``
+and ``layer<i>.bias`` ``[K, out]`` for each layer ``i``, and with a filter ``obs_filter.mean`` and
+``obs_filter.std``, ``[K, obs_dim]``. Agent ``k``'s action for a raw observation ``o`` of its env::
+
+    x = clip((o - mean[k]) / (std[k] + epsilon), -clip, clip)        # no filter: x = o
+    x = activation(x @ weight_i[k].T + bias_i[k])                    # every layer but the last
+    y = x @ weight_last[k].T + bias_last[k]
+    action = tanh(y[:act_dim])   # the mode of the squashed Gaussian; y[act_dim:] is its log-std, unused
+
+That is all a reader needs (torch or numpy; neither RLlib nor this package's training code):
+``trainer.evaluation.policy_net`` builds it in plain torch, for backtests and what serves or exports a policy.
+
+The writer lives here with the reader so that one module defines the file names, keys, array names and
+checks: what is written is what is read, tested as a round trip. What to write comes from RLlib's modules,
+which evaluation never imports: ``trainer.rl.policy_export`` extracts the actor's layers and calls
+``write_policy_files``. Reading checks everything before any number is used (format and version, each
+field's type and range, the activation by name from a fixed table, never looked up as code; each array's
+name, storage, size, dtype, shape and finiteness); a bad file is a ``CheckpointError`` naming the file and what
+is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zipfile
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from torch import nn
+
+from trainer.evaluation.obs_filter import FrozenObsFilter
+from trainer.runtime.checkpoint import MANIFEST_FILE, POLICY_DIR, USE_ANOTHER, CheckpointError
+
+POLICY_FILE = "policy.json"
+WEIGHTS_FILE = "weights.npz"
+# the two files' paths in the checkpoint, as its manifest lists them
+POLICY_JSON, POLICY_WEIGHTS = f"{POLICY_DIR}/{POLICY_FILE}", f"{POLICY_DIR}/{WEIGHTS_FILE}"
+FORMAT = "portfolio-rl policy"
+FORMAT_VERSION = 1
+# The activations a policy file may name (model.activation's choices), with the torch module each one means.
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU, "elu": nn.ELU}
+FILTER_MEAN, FILTER_STD = "obs_filter.mean", "obs_filter.std"
+_NPY_HEADER = 4096  # an .npy entry holds its array plus a header well under this
+
+
+def weight_name(layer: int) -> str:
+    return f"layer{layer}.weight"
+
+
+def bias_name(layer: int) -> str:
+    return f"layer{layer}.bias"
+
+
+def convert_hint(checkpoint: Path) -> str:
+    """How to write the policy files of a checkpoint that lacks them (from RLlib's pickles: trusted only)."""
+    return (
+        "its policy is only in RLlib's pickles, which can run code; if you trust this checkpoint, convert it once "
+        f"with: python -m trainer.backtest {checkpoint} --trust-pickle"
+    )
+
+
+@dataclass(frozen=True)
+class PolicyFiles:
+    """A checked policy file set: ``spec`` is ``policy.json``; the arrays are ``weights.npz``'s, agent-major."""
+
+    spec: dict[str, Any]
+    weights: list[NDArray[np.float32]]  # per layer, [K, out, in]
+    biases: list[NDArray[np.float32]]  # per layer, [K, out]
+    filter_mean: NDArray[np.float32] | None  # [K, obs_dim]
+    filter_std: NDArray[np.float32] | None
+
+    @property
+    def network(self) -> dict[str, Any]:
+        return self.spec["network"]
+
+    @property
+    def n_agents(self) -> int:
+        return int(self.spec["agents"]["count"])
+
+    @property
+    def seeds(self) -> list[int] | None:
+        return self.spec["agents"]["seeds"]
+
+    def layers(self, agent: int) -> list[tuple[NDArray[np.float32], NDArray[np.float32]]]:
+        """Agent ``agent``'s layers: ``(weight [out, in], bias [out])``, input to output."""
+        return [(w[agent], b[agent]) for w, b in zip(self.weights, self.biases, strict=True)]
+
+    def obs_filter(self, agent: int) -> FrozenObsFilter | None:
+        """Agent ``agent``'s frozen observation filter (None: the policy acts on raw observations)."""
+        spec = self.spec["obs_filter"]
+        if spec is None or self.filter_mean is None or self.filter_std is None:
+            return None
+        return FrozenObsFilter(self.filter_mean[agent], self.filter_std[agent], spec["clip"], spec["epsilon"])
+
+
+# --- writing ----------------------------------------------------------------------------------------------
+def write_policy_files(
+    checkpoint: Path | str,
+    layers: Sequence[tuple[NDArray, NDArray]],
+    activation: str,
+    obs_filter: FrozenObsFilter | None,
+    info: dict[str, Any],
+) -> Path:
+    """Write ``policy/policy.json`` and ``policy/weights.npz`` into checkpoint directory ``checkpoint``.
+
+    Args:
+        checkpoint: the checkpoint directory (its manifest, written after, must cover these files).
+        layers: the actor's layers, input to output, agent-major: ``(weight [K, out, in], bias [K, out])``.
+        activation: the activation between layers, a key of ``ACTIVATIONS``.
+        obs_filter: the frozen filter, its statistics the K agents' side by side (``[K * obs_dim]``), or None.
+        info: ``seeds`` (None for a single agent), ``diverged_agents``, ``filter_count``, ``tickers``,
+            ``env_config``, ``windows``, ``diverged``, ``training_iteration`` (see the module docstring).
+
+    Returns:
+        The ``policy`` directory.
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation {activation!r} cannot be written to a policy file (one of {_names()})")
+    arrays: dict[str, NDArray[np.float32]] = {}
+    for i, (w, b) in enumerate(layers):
+        arrays[weight_name(i)], arrays[bias_name(i)] = np.asarray(w, np.float32), np.asarray(b, np.float32)
+    k, _, obs_dim = arrays[weight_name(0)].shape
+    act_dim = arrays[bias_name(len(layers) - 1)].shape[1] // 2
+    filter_spec = None
+    if obs_filter is not None:
+        arrays[FILTER_MEAN] = np.asarray(obs_filter.mean, np.float32).reshape(k, obs_dim)
+        arrays[FILTER_STD] = np.asarray(obs_filter.std, np.float32).reshape(k, obs_dim)
+        clip = float(obs_filter.clip) if obs_filter.clip else None
+        filter_spec = {"clip": clip, "epsilon": float(obs_filter.epsilon), "count": int(info["filter_count"])}
+    seeds = info["seeds"]
+    spec = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "network": {
+            "obs_dim": int(obs_dim),
+            "act_dim": int(act_dim),
+            "layer_sizes": [int(obs_dim), *(int(arrays[bias_name(i)].shape[1]) for i in range(len(layers)))],
+            "activation": activation,
+        },
+        "agents": {
+            "count": int(k),
+            "seeds": [int(s) for s in seeds] if seeds else None,
+            "diverged": {str(i): str(why) for i, why in (info.get("diverged_agents") or {}).items()},
+        },
+        "obs_filter": filter_spec,
+        "tickers": [str(t) for t in info["tickers"]],
+        "env_config": dict(info["env_config"]),
+        "windows": dict(info["windows"]),
+        "diverged": info.get("diverged"),
+        "training_iteration": int(info["training_iteration"]),
+    }
+    out = Path(checkpoint) / POLICY_DIR
+    out.mkdir(exist_ok=True)
+    with open(out / WEIGHTS_FILE, "wb") as fh:
+        np.savez(fh, **arrays)
+    (out / POLICY_FILE).write_text(json.dumps(spec, indent=1, default=str))
+    return out
+
+
+# --- reading ----------------------------------------------------------------------------------------------
+def has_policy_files(manifest_files: Collection[str]) -> bool:
+    """The manifest covers both policy files (so they were checked with the rest of the checkpoint)."""
+    return all(rel in manifest_files for rel in (POLICY_JSON, POLICY_WEIGHTS))
+
+
+def read_policy_files(checkpoint: Path, manifest_files: Collection[str]) -> PolicyFiles:
+    """Read and check the policy files of ``checkpoint``, whose manifest (already verified) lists
+    ``manifest_files``; never unpickles anything.
+
+    Raises:
+        CheckpointError: the files are absent (an older version wrote the checkpoint: how to convert it),
+            not covered by the manifest, or not a policy this format can express (what is wrong, by file).
+    """
+    if not has_policy_files(manifest_files):
+        if not any((checkpoint / rel).exists() for rel in (POLICY_JSON, POLICY_WEIGHTS)):
+            raise CheckpointError(
+                f"{checkpoint / POLICY_DIR}: missing (an older version of this project wrote this checkpoint); "
+                + convert_hint(checkpoint)
+            )
+        missing = next(rel for rel in (POLICY_JSON, POLICY_WEIGHTS) if rel not in manifest_files)
+        raise CheckpointError(
+            f"{checkpoint / missing}: not listed in {MANIFEST_FILE}, so it cannot be checked (a conversion did not "
+            f"finish?); {convert_hint(checkpoint)}, or {USE_ANOTHER}"
+        )
+    file = checkpoint / POLICY_JSON
+    try:
+        spec = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _bad(file, f"damaged ({exc})") from None
+    _check_spec(spec, file)
+    return _read_arrays(spec, checkpoint / POLICY_WEIGHTS)
+
+
+def _names() -> str:
+    return ", ".join(sorted(ACTIVATIONS))
+
+
+def _bad(file: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"{file}: {what}; {USE_ANOTHER}")
+
+
+def _field(spec: dict[str, Any], key: str, file: Path) -> Any:
+    node: Any = spec
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise _bad(file, f"no '{key}'")
+        node = node[part]
+    return node
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_spec(spec: Any, file: Path) -> None:
+    """Check ``policy.json``'s form and values; raise a ``CheckpointError`` naming the first bad key."""
+    if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+        raise _bad(file, f"not a policy file of this project (no 'format': {FORMAT!r})")
+    version = spec.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{file}: policy format version {version!r}, this version of the project reads {FORMAT_VERSION}; "
+            "read it with the version that wrote it"
+        )
+    sizes = _field(spec, "network.layer_sizes", file)
+    if not isinstance(sizes, list) or len(sizes) < 2 or not all(_count(n) for n in sizes):
+        raise _bad(file, f"network.layer_sizes must be a list of at least two sizes >= 1, got {sizes!r}")
+    for key in ("network.obs_dim", "network.act_dim", "agents.count"):
+        if not _count(_field(spec, key, file)):
+            raise _bad(file, f"{key} must be an integer >= 1, got {_field(spec, key, file)!r}")
+    net = spec["network"]
+    if sizes[0] != net["obs_dim"] or sizes[-1] != 2 * net["act_dim"]:
+        raise _bad(
+            file,
+            f"network.layer_sizes {sizes} must run from obs_dim {net['obs_dim']} to 2 * act_dim {2 * net['act_dim']} "
+            "(the Gaussian's mean and log-std)",
+        )
+    activation = _field(spec, "network.activation", file)
+    if activation not in ACTIVATIONS:
+        raise _bad(file, f"network.activation {activation!r} is not one of {_names()}")
+    agents = spec["agents"]
+    seeds = _field(spec, "agents.seeds", file)
+    if seeds is not None and (
+        not isinstance(seeds, list) or len(seeds) != agents["count"] or not all(isinstance(s, int) for s in seeds)
+    ):
+        raise _bad(file, f"agents.seeds must be null or {agents['count']} integers (agents.count), got {seeds!r}")
+    if not isinstance(_field(spec, "agents.diverged", file), dict):
+        raise _bad(file, "agents.diverged must be a mapping (agent -> why)")
+    filt = _field(spec, "obs_filter", file)
+    if filt is not None:
+        clip, epsilon = _field(spec, "obs_filter.clip", file), _field(spec, "obs_filter.epsilon", file)
+        if clip is not None and not (_number(clip) and clip > 0):
+            raise _bad(file, f"obs_filter.clip must be null or a number > 0, got {clip!r}")
+        if not (_number(epsilon) and epsilon >= 0):
+            raise _bad(file, f"obs_filter.epsilon must be a number >= 0, got {epsilon!r}")
+    tickers = _field(spec, "tickers", file)
+    if not isinstance(tickers, list) or not all(isinstance(t, str) for t in tickers):
+        raise _bad(file, "tickers must be a list of names")
+    for key in ("env_config", "windows"):
+        if not isinstance(_field(spec, key, file), dict):
+            raise _bad(file, f"{key} must be a mapping")
+
+
+def _expected_shapes(spec: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    net, k = spec["network"], spec["agents"]["count"]
+    sizes = net["layer_sizes"]
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i in range(len(sizes) - 1):
+        shapes[weight_name(i)], shapes[bias_name(i)] = (k, sizes[i + 1], sizes[i]), (k, sizes[i + 1])
+    if spec["obs_filter"] is not None:
+        shapes[FILTER_MEAN] = shapes[FILTER_STD] = (k, net["obs_dim"])
+    return shapes
+
+
+def _read_arrays(spec: dict[str, Any], file: Path) -> PolicyFiles:
+    """``weights.npz`` checked against ``spec``: exactly the expected arrays, float32, shapes, finite values."""
+    shapes = _expected_shapes(spec)
+    try:
+        loaded = np.load(file, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise _bad(file, "not an .npz archive of arrays")
+        with loaded as npz:
+            if sorted(npz.files) != sorted(shapes):
+                raise _bad(file, f"holds arrays {sorted(npz.files)}, {POLICY_JSON} needs {sorted(shapes)}")
+            arrays = {}
+            for name, shape in shapes.items():
+                # checked before the array is read, so that a forged entry cannot take the memory: stored
+                # uncompressed (as written), an entry takes no more memory than the file's bytes
+                info = npz.zip.getinfo(f"{name}.npy")
+                if info.compress_type != zipfile.ZIP_STORED:
+                    raise _bad(file, f"{name} is compressed; a policy file stores its arrays uncompressed")
+                if info.file_size > 4 * math.prod(shape) + _NPY_HEADER:
+                    raise _bad(file, f"{name} takes {info.file_size:,} bytes, more than its shape {list(shape)} needs")
+                arrays[name] = npz[name]
+    except CheckpointError:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc):  # numpy refused a pickled file or object array (allow_pickle=False)
+            raise _bad(file, "holds pickled data, which is never loaded (it could run code)") from None
+        raise _bad(file, f"not an .npz archive of arrays ({exc})") from None
+    except (OSError, zipfile.BadZipFile, KeyError, EOFError) as exc:
+        raise _bad(file, f"not an .npz archive of arrays ({exc})") from None
+    for name, shape in shapes.items():
+        arr = arrays[name]
+        if arr.dtype != np.float32 or arr.shape != shape:
+            raise _bad(file, f"{name} is {arr.dtype} {list(arr.shape)}, {POLICY_JSON} needs float32 {list(shape)}")
+        if not np.isfinite(arr).all():
+            raise _bad(file, f"{name} holds non-finite values")
+    if FILTER_STD in arrays and (arrays[FILTER_STD] < 0).any():
+        raise _bad(file, f"{FILTER_STD} holds negative values")
+    layers = range(len(spec["network"]["layer_sizes"]) - 1)
+    return PolicyFiles(
+        spec,
+        [arrays[weight_name(i)] for i in layers],
+        [arrays[bias_name(i)] for i in layers],
+        arrays.get(FILTER_MEAN),
+        arrays.get(FILTER_STD),
+    )
