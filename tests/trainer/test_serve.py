@@ -18,6 +18,7 @@ pytest.importorskip("ray.serve", reason='Ray Serve is the serve extra: pip insta
 from envs.data import load_prices
 from tests.conftest import cli_env, free_port, write_wide_csv
 from tests.trainer.evaluation.test_decision_request import rows_of
+from tests.trainer.test_decide import _decide
 from trainer.evaluation import decision_service
 from trainer.evaluation.decision_sources import resolve
 
@@ -79,30 +80,10 @@ def test_an_answer_is_what_decide_writes(served, tmp_path):
     # the command on the same prices (a file of the request's rows) and holdings
     tail = load_prices(data).prices.iloc[-ROWS:]
     prices = write_wide_csv(tmp_path / "tail.csv", tail)
-    (tmp_path / "h.csv").write_text("ticker,weight\nA3,0.6\nA0,0.3\ncash,0.1\n")
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trainer.decide",
-            str(run_dir),
-            "--data",
-            prices,
-            "--holdings",
-            str(tmp_path / "h.csv"),
-            "--value",
-            "50000",
-            "--as-of",
-            request["as_of"],
-            "--json",
-            str(tmp_path / "d.json"),
-            "--out",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    holdings = tmp_path / "h.csv"
+    holdings.write_text("ticker,weight\nA3,0.6\nA0,0.3\ncash,0.1\n")
+    args = ["--data", prices, "--holdings", str(holdings), "--value", "50000", "--as-of", request["as_of"]]
+    res = _decide(str(run_dir), *args, "--json", str(tmp_path / "d.json"), "--out", str(tmp_path / "out"))
     assert res.returncode == 0, res.stderr[-3000:]
     written = json.loads((tmp_path / "d.json").read_text())
     assert written.pop("holdings") == str(tmp_path / "h.csv") and answer.pop("holdings") == "holdings"
