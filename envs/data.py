@@ -11,6 +11,8 @@ Sources:
   its dates in the index instead of a column. A two-level ``(field, ticker)`` header (``yfinance``'s layout)
   is read from its adjusted close, else its close, with a warning (:mod:`envs.price_headers`). Two columns
   or tickers whose names differ only in case or surrounding spaces are refused.
+- A table already in memory in either form (:func:`prices_from_frame`: rows sent to a service), through the
+  same checks as a file.
 
 Every validation failure raises :class:`DataError` with one line naming the file, the column or ticker, the
 row or date(s) and saying how to fix it. Nothing is guessed silently:
@@ -55,7 +57,16 @@ import pandas as pd
 from envs.errors import DataError, fail, fmt_dates
 from envs.frequency import check_daily, flat_rows_note
 from envs.price_dates import check_order
-from envs.price_files import FORM_BUNDLED, FORM_LONG, FORM_WIDE, load_bundled, read_table, to_numeric, to_wide
+from envs.price_files import (
+    FORM_BUNDLED,
+    FORM_LONG,
+    FORM_WIDE,
+    load_bundled,
+    read_table,
+    table_of,
+    to_numeric,
+    to_wide,
+)
 
 # The public face of the data layer: reading (envs.price_files, envs.price_dates) and errors (envs.errors)
 # live in their own modules; callers import these names from here.
@@ -79,6 +90,7 @@ __all__ = [
     "default_split_dates",
     "load_prices",
     "main",
+    "prices_from_frame",
     "split_ranges",
 ]
 
@@ -266,6 +278,33 @@ def load_prices(source: str | Path = SP500, *, date_format: str | None = None, s
         where = str(source)
         wide, form = to_wide(read_table(path, notes), where, date_format, sort_dates, notes)
         prices = to_numeric(wide, where)
+    return _validated(prices, where, str(source), form, date_format, notes)
+
+
+def prices_from_frame(
+    frame: pd.DataFrame, where: str, *, first_row: int = 1, date_format: str | None = None, sort_dates: bool = False
+) -> PriceData:
+    """Validate prices already in memory (rows sent to a service, say) exactly as a file's are validated.
+
+    Args:
+        frame: the table as a file would hold it: a date column and one price column per ticker (wide
+            form), or ``date``, ``ticker`` and a price column (long form); cells as numbers, text or missing.
+        where: the name of the source in messages (and ``PriceData.source``).
+        first_row: the number messages give the first row (0 for the items of a JSON array).
+        date_format, sort_dates: as for :func:`load_prices`.
+
+    Raises:
+        DataError: anything :func:`load_prices` refuses in a file, in the same one-line messages.
+    """
+    notes: list[str] = []
+    wide, form = to_wide(table_of(frame, where, first_row), where, date_format, sort_dates, notes)
+    return _validated(to_numeric(wide, where), where, where, form, date_format, notes)
+
+
+def _validated(
+    prices: pd.DataFrame, where: str, source: str, form: str, date_format: str | None, notes: list[str]
+) -> PriceData:
+    """The checks every source's wide numeric table goes through: dates, frequency, values, assets."""
     if prices.index.duplicated().any():
         dups = prices.index[prices.index.duplicated()].unique()
         raise fail(where, f"duplicate dates: {fmt_dates(dups)}; keep one row per date")
@@ -278,8 +317,8 @@ def load_prices(source: str | Path = SP500, *, date_format: str | None = None, s
         names = ", ".join(repr(c) for c in prices.columns) or "none"
         raise fail(where, f"found {prices.shape[1]} asset(s) ({names}); at least 2 are needed")
     for note in notes:
-        warnings.warn(f"{where}: {note}", stacklevel=2)
-    return PriceData(source=str(source), form=form, prices=prices, warnings=notes)
+        warnings.warn(f"{where}: {note}", stacklevel=3)
+    return PriceData(source=source, form=form, prices=prices, warnings=notes)
 
 
 def default_split_dates(data: PriceData) -> dict[str, tuple[str, str]]:

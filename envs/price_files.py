@@ -132,10 +132,21 @@ def read_table(path: Path, notes: list[str]) -> _Table:
                 "per header column (no title lines above the header, no trailing separators)",
             ) from None
         raise fail(where, f"not a readable {suffix.lstrip('.').upper()} table ({reason})") from None
+    return table_of(frame, where, first_row)
+
+
+def table_of(frame: pd.DataFrame, where: str, first_row: int) -> _Table:
+    """A table read from anywhere (a file, or rows already in memory), its header checked and names stripped.
+
+    Args:
+        frame: the cells, one column per header name (names are text).
+        where: the source, for messages.
+        first_row: the number messages give the first data row (2 in a CSV with one header line).
+    """
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise fail(where, "table has no rows or no columns; expected a date column and price columns")
-    check_header(list(frame.columns), where)
-    frame.columns = [c.strip() for c in frame.columns]
+    check_header([str(c) for c in frame.columns], where)
+    frame = frame.set_axis([str(c).strip() for c in frame.columns], axis=1)
     return _Table(frame, first_row)
 
 

@@ -93,7 +93,7 @@ def load_members(members: list[Member]) -> tuple[list[Policy], dict[str, Any]]:
         states.append(state)
     first = states[0]
     for m, state in zip(members[1:], states[1:], strict=True):
-        if state["tickers"] != first["tickers"] or _settings(state) != _settings(first):
+        if state["tickers"] != first["tickers"] or env_settings(state) != env_settings(first):
             raise DecisionError(
                 f"{m.checkpoint}: an ensemble's members must share one universe and one set of env settings; "
                 f"{members[0].checkpoint} differs"
@@ -101,7 +101,8 @@ def load_members(members: list[Member]) -> tuple[list[Policy], dict[str, Any]]:
     return policies, first
 
 
-def _settings(state: dict[str, Any]) -> dict[str, Any]:
+def env_settings(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's env settings (costs, action mapping, band, limits, ...) without its data windows."""
     env_config = dict(state["env_config"])
     return {k: v for k, v in env_config.items() if k not in (*_WINDOW_KEYS, "population_seeds")}
 
@@ -185,8 +186,7 @@ def decide(
     current = holdings.weights if holdings is not None else np.append(np.zeros(n), 1.0)
     if current.shape != (n + 1,):
         raise DecisionError(f"holdings: {current.shape[0]} weights for a universe of {n} assets and cash")
-    env_kwargs = {k: v for k, v in state["env_config"].items() if k not in _WINDOW_KEYS and k != "population_seeds"}
-    env = PortfolioEnv(data=market, split="test", **env_kwargs)
+    env = PortfolioEnv(data=market, split="test", **env_settings(state))
     t = len(market.dates) - 1
     obs = env.place(t, current)
     targets = [env.weights_from_action(policy(obs)) for policy in policies]

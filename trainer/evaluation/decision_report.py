@@ -138,9 +138,14 @@ def decision_markdown(result: dict[str, Any], chosen: str) -> str:
     return "\n".join(lines)
 
 
+def json_text(result: dict[str, Any]) -> str:
+    """``decision.json``'s text (finite numbers only), as written to the file and answered by the service."""
+    return json.dumps(result, indent=2, allow_nan=False, default=_finite)
+
+
 def write_decision(result: dict[str, Any], chosen: str, json_path: Path, markdown_path: Path) -> None:
     """Write both files (their folders must exist: checked before the decision is made)."""
-    json_path.write_text(json.dumps(result, indent=2, allow_nan=False, default=_finite) + "\n")
+    json_path.write_text(json_text(result) + "\n")
     markdown_path.write_text(decision_markdown(result, chosen))
 
 

@@ -3,13 +3,15 @@
 A holdings CSV has a header ``ticker,weight`` (one row per asset and a ``cash`` row; the weights are >= 0 and
 sum to 1) or ``ticker,shares`` (share counts, and a ``cash`` row in currency; the weights follow from the
 last prices). Tickers are matched to the policy's universe by name, in any order; an asset left out holds
-nothing. Every problem is a ``HoldingsError`` naming the file, the row or ticker, and the fix.
+nothing. A service's request gives the weights as a mapping (``holdings_from_weights``), checked the same way.
+Every problem is a ``HoldingsError`` naming the file (or the request's field), the row or ticker, and the fix.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,22 +51,23 @@ def all_cash(n_assets: int, value: float | None) -> Holdings:
     return Holdings(weights, value, None, "all cash (no --holdings given)")
 
 
-def _number(path: Path, line: int, ticker: str, column: str, text: str) -> float:
+def _number(at: str, column: str, written: object) -> float:
+    """A holding's amount (text from a file, a number from a request); ``at`` says where, for the message."""
     try:
-        value = float(text)
-    except ValueError:
-        raise HoldingsError(f"{path}: line {line} ({ticker}): {column} {text!r} is not a number") from None
+        if isinstance(written, bool):  # a JSON true is no amount
+            raise TypeError
+        value = float(written)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise HoldingsError(f"{at}: {column} {written!r} is not a number") from None
     if not math.isfinite(value):
-        raise HoldingsError(f"{path}: line {line} ({ticker}): {column} {text!r} is not a finite number")
+        raise HoldingsError(f"{at}: {column} {written!r} is not a finite number")
     if value < 0:
-        raise HoldingsError(
-            f"{path}: line {line} ({ticker}): {column} {value:g} is negative; holdings are long-only (>= 0)"
-        )
+        raise HoldingsError(f"{at}: {column} {value:g} is negative; holdings are long-only (>= 0)")
     return value
 
 
-def _rows(path: Path) -> tuple[str, dict[str, tuple[int, float]]]:
-    """The file's value column (``weight`` or ``shares``) and ``{ticker: (line, value)}``."""
+def _rows(path: Path) -> tuple[str, dict[str, float]]:
+    """The file's value column (``weight`` or ``shares``) and ``{ticker: value}``."""
     if not path.is_file():
         raise HoldingsError(f"{path}: holdings file not found; give a CSV with a header ticker,weight or ticker,shares")
     try:
@@ -78,7 +81,7 @@ def _rows(path: Path) -> tuple[str, dict[str, tuple[int, float]]]:
             f"{path}: header {','.join(header) or '(empty)'!r}; a holdings CSV starts with ticker,weight (a row per "
             "asset and a cash row, summing to 1) or ticker,shares (share counts and a cash row in currency)"
         )
-    column, rows = header[1], {}
+    column, lines, rows = header[1], {}, {}
     for line, row in enumerate(reader, start=2):
         if not row or all(not cell.strip() for cell in row):
             continue
@@ -86,10 +89,52 @@ def _rows(path: Path) -> tuple[str, dict[str, tuple[int, float]]]:
             raise HoldingsError(f"{path}: line {line}: expected 2 values (ticker,{column}), got {len(row)}")
         ticker = row[0].strip()
         key = CASH if ticker.lower() == CASH else ticker
-        if key in rows:
-            raise HoldingsError(f"{path}: line {line}: {ticker} is listed twice (first on line {rows[key][0]})")
-        rows[key] = (line, _number(path, line, ticker, column, row[1].strip()))
+        if key in lines:
+            raise HoldingsError(f"{path}: line {line}: {ticker} is listed twice (first on line {lines[key]})")
+        lines[key] = line
+        rows[key] = _number(f"{path}: line {line} ({ticker})", column, row[1].strip())
     return column, rows
+
+
+def _held(
+    where: str,
+    column: str,
+    rows: dict[str, float],
+    tickers: list[str],
+    last_prices: NDArray[np.float64] | None,
+    value: float | None,
+    cash_entry: str,
+) -> Holdings:
+    """The holdings of ``rows`` (``{ticker or cash: weight or shares}``) over ``tickers``; ``cash_entry``
+    formats the missing cash weight the way ``where`` spells a cash entry, for the message."""
+    unknown = [t for t in rows if t != CASH and t not in tickers]
+    if unknown:
+        lowered = {t.lower(): t for t in tickers}
+        hints = [f"{u} (did you mean {lowered[u.lower()]}?)" if u.lower() in lowered else u for u in unknown]
+        raise HoldingsError(
+            f"{where}: {', '.join(hints)} not in the policy's universe of {len(tickers)} assets "
+            f"({', '.join(tickers[:8])}{', ...' if len(tickers) > 8 else ''}); list only those tickers, and cash"
+        )
+    amounts = np.array([rows.get(t, 0.0) for t in tickers] + [rows.get(CASH, 0.0)])
+    if column == WEIGHT:
+        total = float(amounts.sum())
+        if abs(total - 1.0) > SUM_TOLERANCE:
+            raise HoldingsError(
+                f"{where}: the weights sum to {total:.6g}, not 1; add the "
+                f"{cash_entry.format(max(0.0, 1 - total))} or rescale them"
+            )
+        return Holdings(amounts / total, value, None, where)
+    if value is not None:
+        raise HoldingsError(
+            f"--value {value:g} with share counts in {where}: the value is the shares' market value plus cash; drop "
+            "--value"
+        )
+    shares = amounts[:-1]
+    positions = np.append(shares * np.asarray(last_prices, dtype=np.float64), amounts[-1])
+    total = float(positions.sum())
+    if total <= 0:
+        raise HoldingsError(f"{where}: nothing is held (every share count and the cash are 0)")
+    return Holdings(positions / total, total, shares, where)
 
 
 def read_holdings(
@@ -110,34 +155,32 @@ def read_holdings(
     """
     path = Path(path)
     column, rows = _rows(path)
-    unknown = [t for t in rows if t != CASH and t not in tickers]
-    if unknown:
-        lowered = {t.lower(): t for t in tickers}
-        hints = [f"{u} (did you mean {lowered[u.lower()]}?)" if u.lower() in lowered else u for u in unknown]
-        raise HoldingsError(
-            f"{path}: {', '.join(hints)} not in the policy's universe of {len(tickers)} assets "
-            f"({', '.join(tickers[:8])}{', ...' if len(tickers) > 8 else ''}); list only those tickers, and cash"
-        )
-    amounts = np.array([rows.get(t, (0, 0.0))[1] for t in tickers] + [rows.get(CASH, (0, 0.0))[1]])
-    if column == WEIGHT:
-        total = float(amounts.sum())
-        if abs(total - 1.0) > SUM_TOLERANCE:
-            raise HoldingsError(
-                f"{path}: the weights sum to {total:.6g}, not 1; add the cash row (cash,{max(0.0, 1 - total):.6g}) "
-                "or rescale them"
-            )
-        return Holdings(amounts / total, value, None, str(path))
-    if value is not None:
-        raise HoldingsError(
-            f"--value {value:g} with share counts in {path}: the value is the shares' market value plus cash; drop "
-            "--value"
-        )
-    shares = amounts[:-1]
-    positions = np.append(shares * np.asarray(last_prices, dtype=np.float64), amounts[-1])
-    total = float(positions.sum())
-    if total <= 0:
-        raise HoldingsError(f"{path}: nothing is held (every share count and the cash are 0)")
-    return Holdings(positions / total, total, shares, str(path))
+    return _held(str(path), column, rows, tickers, last_prices, value, "cash row (cash,{:.6g})")
+
+
+def holdings_from_weights(
+    weights: Mapping[str, object], tickers: list[str], value: float | None = None, where: str = "holdings"
+) -> Holdings:
+    """Holdings given as ``{ticker: weight, ..., "cash": weight}`` (a request's), checked as a weights file is.
+
+    Args:
+        weights: each held asset's weight and the cash weight (any order; an asset left out holds nothing).
+        tickers: the policy's assets, in the order of its weights.
+        value: the portfolio's value in currency, for notional trades.
+        where: the holdings' name in messages (and ``Holdings.source``).
+
+    Raises:
+        HoldingsError: a negative, non-numeric or non-finite weight, a ticker listed twice (up to the case of
+            cash) or outside the universe, or weights that do not sum to 1.
+    """
+    rows: dict[str, float] = {}
+    for written, weight in weights.items():
+        ticker = str(written).strip()
+        key = CASH if ticker.lower() == CASH else ticker
+        if key in rows:
+            raise HoldingsError(f"{where}: {ticker} is listed twice; give each ticker, and cash, once")
+        rows[key] = _number(f"{where}: {ticker}", WEIGHT, weight)
+    return _held(where, WEIGHT, rows, tickers, None, value, '"cash": {:.6g}')
 
 
 def check_value(value: float | None) -> float | None:

@@ -49,7 +49,6 @@ from trainer.rl.connectors import RawObsMeanStdFilter
 from trainer.rl.policy_export import write_from_algorithm
 from trainer.rl.validation import ValidationReporting
 from trainer.runtime import checkpoint
-from trainer.runtime.checkpoint import DATA_KEY
 from trainer.runtime.threads import set_torch_threads
 
 _SAMPLE_TAG = "portfolio_sample"
@@ -348,7 +347,7 @@ class PortfolioSAC(ValidationReporting, SAC):
             "diverged": self.diverged,
             "last_evaluation": self.last_evaluation,
             "tickers": self.tickers,
-            DATA_KEY: self.data_record,
+            checkpoint.DATA_KEY: self.data_record,
             "env_config": dict(self.config.env_config),
             "experiment": self.config.portfolio,
             # a policy trained on normalised observations must never be loaded without the statistics

@@ -15,7 +15,7 @@ import logging
 import warnings
 from pathlib import Path
 
-_LIBRARY_LOGGERS = ("ray", "ray.rllib", "ray.tune", "ray.train", "ray.data", "py.warnings")
+_LIBRARY_LOGGERS = ("ray", "ray.rllib", "ray.tune", "ray.train", "ray.data", "ray.serve", "py.warnings")
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 

@@ -105,12 +105,10 @@ def test_dead_trial_process_is_retried_from_its_checkpoint(ray_session, tmp_path
         rows = next(iter(_results(exp_dir).values()), []) if exp_dir.exists() else []
         ckpts = list(exp_dir.glob("trial_*/checkpoint_*"))
         if rows and rows[-1]["training_iteration"] >= 3 and ckpts:
-            pids = subprocess.run(["pgrep", "-f", "ray::PortfolioSAC"], capture_output=True, text=True).stdout.split()
-            if pids:
-                killed = rows[-1]["training_iteration"]
-                for pid in pids:
-                    os.kill(int(pid), signal.SIGKILL)
-                break
+            # this sweep's one trial process (Tune records its pid in every result row), never another Ray's
+            killed = rows[-1]["training_iteration"]
+            os.kill(int(rows[-1]["pid"]), signal.SIGKILL)
+            break
         time.sleep(0.2)
     out, _ = proc.communicate(timeout=300)
     assert killed is not None, out[-3000:]
