@@ -20,10 +20,12 @@ One round, for the last date D of PRICES:
 ``--rollback ROUND`` makes an earlier promoted round's model live again. ``--simulate --start DATE`` replays
 rounds from DATE every ``rolling.every`` rows, each on the prices up to its date only (a Parquet file per round
 under ``prices/``), then reports the live models' track record stitched day by day against Equal Weight and
-never retraining (``trainer.evaluation.stitch``); the same command continues an interrupted replay. Ctrl-C or SIGTERM stops the training
-run at the end of its iteration, records the round as interrupted (the live model and every other round are
-untouched) and exits 130 / 143; the same command starts the round again. Exit codes: 0 decided (promoted or
-not) or not due, 1 no usable candidate or a training run that failed, 2 bad input, 130 / 143 interrupted.
+never retraining (``trainer.evaluation.stitch``); the same command continues an interrupted replay.
+
+Ctrl-C or SIGTERM stops the training run at the end of its iteration, records the round as interrupted (the
+live model and every other round are untouched) and exits 130 / 143; the same command starts the round again.
+Exit codes: 0 decided (promoted or not) or not due, 1 no usable candidate or a training run that failed, 2 bad
+input, 130 / 143 interrupted.
 """
 
 from __future__ import annotations
