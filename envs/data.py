@@ -45,7 +45,6 @@ see ``envs.folds``) are printed too; SOURCE then defaults to the experiment's ``
 
 from __future__ import annotations
 
-import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,7 +88,6 @@ __all__ = [
     "SplitRange",
     "default_split_dates",
     "load_prices",
-    "main",
     "prices_from_frame",
     "split_ranges",
 ]
@@ -396,7 +394,7 @@ def split_ranges(
     return out
 
 
-if __name__ == "__main__":  # ``python -m envs.data``: the command lives in envs.summary
-    from envs.summary import main
+if __name__ == "__main__":  # ``python -m envs.data`` runs the command of envs.summary (which imports this module)
+    import runpy
 
-    sys.exit(main())
+    runpy.run_module("envs.summary", run_name="__main__")
