@@ -18,7 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from trainer.evaluation.decision import DEFAULT_MAX_STALE_DAYS, DecisionError, Member, decide, load_members
+from trainer.evaluation.decision import (
+    DEFAULT_MAX_STALE_DAYS,
+    DecisionError,
+    Member,
+    decide,
+    load_members,
+    read_prices,
+)
 from trainer.evaluation.decision_report import decision_json, decision_text, write_decision
 from trainer.evaluation.decision_sources import resolve
 from trainer.evaluation.holdings import HoldingsError, all_cash, check_value, read_holdings
@@ -92,17 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         members, chosen = _members(args)
         loaded = load_members(members)
         state = loaded[1]
+        data = read_prices(args.data, state)  # read once: the holdings' prices and the decision's
         holdings = None
         if args.holdings is not None:
-            from trainer.evaluation.decision import read_market
-
-            last = read_market(args.data, state).data.prices.iloc[-1].to_numpy()
+            last = data.prices[list(state["tickers"])].iloc[-1].to_numpy()
             holdings = read_holdings(args.holdings, list(state["tickers"]), last, value)
         elif value is not None:
             holdings = all_cash(len(state["tickers"]), value)
-        decision = decide(
-            members, args.data, holdings, as_of=args.as_of, max_stale_days=args.max_stale_days, loaded=loaded
-        )
+        decision = decide(members, data, holdings, as_of=args.as_of, max_stale_days=args.max_stale_days, loaded=loaded)
     except (DecisionError, HoldingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -21,11 +21,11 @@ from numpy.typing import NDArray
 
 from envs.data import PriceData, load_prices
 from envs.fingerprint import WINDOWS_KEY, changed_windows
-from envs.market import MarketData, market_for_decision
+from envs.market import MarketData, market_for_decision, reorder
 from envs.portfolio import PortfolioEnv
 from trainer.evaluation.holdings import Holdings
 from trainer.evaluation.policy import Policy, load_policy, population_seeds
-from trainer.evaluation.universe import align
+from trainer.evaluation.universe import universe_problem
 from trainer.runtime.checkpoint import DATA_KEY, CheckpointError
 
 DEFAULT_MAX_STALE_DAYS = 5  # business days between the last price and --as-of before a decision is refused
@@ -107,24 +107,42 @@ def env_settings(state: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in env_config.items() if k not in (*_WINDOW_KEYS, "population_seeds")}
 
 
-def read_market(prices: Path | str | PriceData, state: dict[str, Any]) -> MarketData:
+def read_prices(prices: Path | str | PriceData, state: dict[str, Any]) -> PriceData:
     """The price file through the training data's reader and validation (or prices already read that way),
-    columns in the policy's order.
+    holding exactly the policy's tickers (in any column order).
 
     Raises:
-        DecisionError: unreadable or invalid prices, other tickers than the policy's, or too little history.
+        DecisionError: unreadable or invalid prices, or other tickers than the policy's.
     """
     from envs.data import DataError
 
-    env_config = state["env_config"]
-    try:
-        if isinstance(prices, PriceData):
-            data = prices
-        else:
+    if isinstance(prices, PriceData):
+        data = prices
+    else:
+        env_config = state["env_config"]
+        try:
             data = load_prices(
                 prices, date_format=env_config.get("date_format"), sort_dates=bool(env_config.get("sort_dates"))
             )
-        return align(market_for_decision(data), state["tickers"], data.source)
+        except (DataError, ValueError) as exc:
+            raise DecisionError(str(exc)) from None
+    problem = universe_problem(list(state["tickers"]), data.tickers, data.source)
+    if problem:
+        raise DecisionError(problem)
+    return data
+
+
+def read_market(prices: Path | str | PriceData, state: dict[str, Any]) -> MarketData:
+    """``read_prices``' prices as a market for a decision on their last day, columns in the policy's order.
+
+    Raises:
+        DecisionError: ``read_prices``' problems, or too little history for the features.
+    """
+    from envs.data import DataError
+
+    data = read_prices(prices, state)
+    try:
+        return reorder(market_for_decision(data), list(state["tickers"]))
     except (DataError, ValueError) as exc:
         raise DecisionError(str(exc)) from None
 
