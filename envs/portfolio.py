@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 
 from envs.data import SP500, SPLITS, TRAIN
 from envs.folds import FoldSpec
+from envs.layout import ObservationLayout
 from envs.limits import PositionLimits
 from envs.market import MarketData, describe_selection, load_market, selection_key
 from envs.rewards import EpisodeStats, get_reward, update_stats
@@ -175,6 +176,7 @@ class PortfolioEnv(gym.Env):
         self.n_assets = n_assets
         t_rows = self.market.features.shape[0]
         self._feat = np.ascontiguousarray(self.market.features.reshape(t_rows, -1))
+        self.layout = ObservationLayout(n_assets, tuple(self.market.feature_config.names))
         # growth[t] = [1 + r_{t-1 -> t} per asset, 1 for cash]: one dot product gives 1 + gross return.
         growth = np.ones((t_rows, n_assets + 1))
         growth[:, :n_assets] += self.market.simple_returns
@@ -200,7 +202,7 @@ class PortfolioEnv(gym.Env):
         self.limits = PositionLimits.build(n_assets, s.max_weight, s.max_cash, s.max_turnover)
 
         self.action_space = spaces.Box(-1.0, 1.0, (n_assets + 1,), np.float32)
-        self.observation_space = spaces.Box(-np.inf, np.inf, (self._n_feat + n_assets + 1,), np.float32)
+        self.observation_space = spaces.Box(-np.inf, np.inf, (self.layout.size,), np.float32)
         self._cash_only = np.zeros(n_assets + 1)
         self._cash_only[n_assets] = 1.0
         self._t = self._first
