@@ -35,6 +35,7 @@ from trainer.evaluation.decision_report import json_text
 from trainer.evaluation.decision_request import answer, parse_request
 from trainer.evaluation.decision_sources import resolve
 from trainer.evaluation.holdings import CASH, holdings_from_weights
+from trainer.runtime.serve_ingress import HAPROXY, INGRESSES, PROXY, IngressError, use_haproxy_ingress
 from trainer.serve import EXIT_BAD_INPUT, INSTALL_HINT
 
 TARGET_P99_MS, TARGET_CLIENTS = 50.0, 8
@@ -56,6 +57,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.serve", description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", type=Path, help="a checkpoint, a run directory or a sweep directory")
     p.add_argument("--data", help="the price file the requests' rows come from (default: the training data)")
+    p.add_argument(
+        "--ingress", choices=INGRESSES, default=PROXY, help="as trainer.serve --ingress (default proxy: Serve's own)"
+    )
     p.add_argument("--rows", type=positive_int, default=100, help="price rows per request (default 100)")
     p.add_argument("--requests", type=positive_int, default=400, help="requests per client count (default 400)")
     p.add_argument("--clients", type=client_counts, default=[1, 8, 32], help="concurrent clients (default 1,8,32)")
@@ -159,6 +163,12 @@ def load(port: int, body: bytes, expected: dict[str, Any], clients: int, request
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.ingress == HAPROXY:  # as trainer.serve --ingress haproxy does: before Serve is imported and Ray starts
+        try:
+            use_haproxy_ingress()
+        except IngressError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     try:
         from trainer.evaluation import decision_service as service
     except ImportError:
@@ -195,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint": chosen,
         "rows_per_request": args.rows,
         "replicas": 1,
+        "ingress": args.ingress,
         "runs": runs,
         **timing,
         "target_p99_ms_at_8_clients": TARGET_P99_MS,
@@ -202,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
     }
-    print(f"decision service, one replica, {args.rows} price rows per request ({chosen}); {result['machine']}")
+    print(
+        f"decision service, one replica, {result['ingress']} ingress, {args.rows} price rows per request ({chosen}); "
+        f"{result['machine']}"
+    )
     print(f"{'clients':>8} {'requests/s':>11} {'p50 ms':>8} {'p99 ms':>8}")
     for r in runs:
         print(f"{r['clients']:>8} {r['requests_per_s']:>11.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}")

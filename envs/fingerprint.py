@@ -60,12 +60,18 @@ def changed_windows(record: dict[str, Any], market: MarketData) -> list[str]:
     tickers = record.get("tickers") or []
     if not tickers or set(tickers) - set(prices.columns):
         return []
+    first, last = prices.index[0], prices.index[-1]
+    covered = {
+        name: window
+        for name, window in (record.get(WINDOWS_KEY) or {}).items()
+        if first <= pd.Timestamp(window["start"]) and pd.Timestamp(window["end"]) <= last
+    }
+    if not covered:  # a decision's recent rows: nothing to compare, and no copy of the prices made
+        return []
     prices = prices[tickers]
     changed = []
-    for name, window in (record.get(WINDOWS_KEY) or {}).items():
+    for name, window in covered.items():
         start, end = pd.Timestamp(window["start"]), pd.Timestamp(window["end"])
-        if prices.index[0] > start or prices.index[-1] < end:
-            continue
         rows = _window_prices(prices, start, end, int(record.get("lookback", 0)))
         if prices_fingerprint(rows) != window["sha256"]:
             changed.append(

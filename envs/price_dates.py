@@ -174,6 +174,9 @@ def parse_dates(
 
 def _first_backwards(dates: pd.DatetimeIndex, groups: pd.Series | None = None) -> tuple[int, int] | None:
     """Positions ``(previous, current)`` of the first date earlier than the one before it (per group)."""
+    if groups is None:  # one series: the comparison of neighbours, without a frame
+        back = np.flatnonzero(dates.asi8[1:] < dates.asi8[:-1])
+        return None if back.size == 0 else (int(back[0]), int(back[0]) + 1)
     frame = pd.DataFrame({"date": dates, "pos": np.arange(len(dates))})
     grouped = frame.groupby(groups.to_numpy(), sort=False) if groups is not None else None
     prev_date = grouped["date"].shift() if grouped is not None else frame["date"].shift()

@@ -25,6 +25,7 @@ from trainer.evaluation.decision_sources import resolve
 from trainer.runtime.console import quiet_logging
 from trainer.runtime.errors import ExperimentError
 from trainer.runtime.ray_init import cluster_address, init_ray
+from trainer.runtime.serve_ingress import HA_PROXY_ENV, HAPROXY, INGRESSES, PROXY, IngressError, use_haproxy_ingress
 
 EXIT_BAD_INPUT = 2
 INSTALL_HINT = 'Ray Serve is not installed; install it with: pip install -e ".[serve]"'
@@ -56,6 +57,13 @@ def parser() -> argparse.ArgumentParser:
         "--replicas", type=_bounded(1, None, "a whole number"), default=1, help="replicas (one CPU each; default 1)"
     )
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local instance)")
+    p.add_argument(
+        "--ingress",
+        choices=INGRESSES,
+        default=PROXY,
+        help="a local instance's HTTP ingress: Serve's proxy (default; listens on --host only) or HAProxy (much "
+        "faster; also opens its statistics and metrics ports on every interface, see the README)",
+    )
     p.add_argument("--agent", type=int, help="of a population checkpoint: the agent to decide with, 0 .. K-1")
     p.add_argument("--ensemble", action="store_true", help="of a population checkpoint: average every agent")
     p.add_argument("--verbose", action="store_true", help="show Ray and Serve log output on the terminal")
@@ -111,6 +119,18 @@ def _prepare(args: argparse.Namespace) -> tuple[list, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    local = cluster_address(args.address) is None
+    if args.ingress == HAPROXY:  # before Ray Serve is imported and a local instance starts
+        try:
+            if not local:
+                raise IngressError(
+                    "--ingress haproxy: a cluster (--address or RAY_ADDRESS) uses the ingress its nodes were started "
+                    f"with; start them with {HA_PROXY_ENV}=1 for HAProxy"
+                )
+            use_haproxy_ingress()
+        except IngressError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     try:
         from trainer.evaluation import decision_service as service
     except ImportError as exc:
@@ -128,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     try:
         url = service.start(members, chosen, host=args.host, port=args.port, replicas=args.replicas)
-        print(f"Serving {chosen} at {url} ({args.replicas} replica(s))", flush=True)
+        ingress = {PROXY: "Serve's proxy", HAPROXY: "HAProxy"}[args.ingress] if local else "the cluster's"
+        print(f"Serving {chosen} at {url} ({args.replicas} replica(s), {ingress} ingress)", flush=True)
         print(f"  POST {url}/decide | GET {url}/healthz | GET {url}/model | Ctrl-C stops it", flush=True)
         received = _wait_for_stop()
         print(f"{received} received: stopping the application...", flush=True)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from envs import features as features_module
 from envs.data import load_prices
 from envs.features import FeatureConfig, cache_dir, cache_key, compute_features, load_features
 from tests.conftest import synthetic_prices
@@ -140,3 +141,45 @@ def test_cache_round_trip_with_memory_linear_in_the_array(tmp_path, layout):
     assert back is not None and back.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(back, values)
     assert written < 3 * array.nbytes and read < 3 * array.nbytes, (written, read, array.nbytes)
+
+
+def _pandas_reference(prices: pd.DataFrame, cfg: FeatureConfig) -> np.ndarray:
+    """The features as pandas formulas per column: the definition ``compute_features`` must match bit for bit."""
+    log_p = np.log(prices.astype("float64"))
+    daily = log_p.diff()
+    cols = [log_p - log_p.shift(h) for h in cfg.return_horizons]
+    cols += [daily.rolling(w, min_periods=w).std(ddof=1) for w in cfg.vol_windows]
+    cols += [prices / prices.rolling(w, min_periods=w).mean() - 1.0 for w in cfg.ma_windows]
+    change = prices.diff()
+    n = cfg.rsi_window
+    gain = change.clip(lower=0.0).rolling(n, min_periods=n).mean()
+    loss = (-change.clip(upper=0.0)).rolling(n, min_periods=n).mean()
+    total = gain + loss
+    rsi = (gain / total.where(total > 0)).fillna(0.5) * 2.0 - 1.0
+    rsi.iloc[:n] = 0.0
+    cols.append(rsi)
+    out = np.stack([c.to_numpy() for c in cols], axis=-1)
+    out[: cfg.lookback] = 0.0
+    return out.astype(np.float32)
+
+
+def test_identical_to_the_pandas_formulas_bit_for_bit():
+    cfg = FeatureConfig()
+    bundled = load_prices("sp500").prices
+    np.testing.assert_array_equal(compute_features(bundled, cfg), _pandas_reference(bundled, cfg))
+    for start, rows in ((0, cfg.lookback + 1), (1234, 100), (7000, 300)):  # a decision's short histories
+        window = bundled.iloc[start : start + rows]
+        np.testing.assert_array_equal(compute_features(window, cfg), _pandas_reference(window, cfg))
+    rng = np.random.default_rng(7)
+    prices = pd.DataFrame(np.exp(np.cumsum(rng.normal(0, 0.02, (300, 5)), axis=0)) * rng.uniform(1, 500, 5))
+    prices.iloc[50:80, 2] = prices.iloc[49, 2]  # a flat stretch: zero moves, a neutral RSI, zero volatility
+    other = FeatureConfig(return_horizons=(1, 3), vol_windows=(5,), ma_windows=(7, 30), rsi_window=9)
+    for c in (cfg, other):
+        np.testing.assert_array_equal(compute_features(prices, c), _pandas_reference(prices, c))
+
+
+def test_the_public_rolling_path_gives_the_same_values(monkeypatch):
+    prices = load_prices("sp500").prices.iloc[:400]
+    fast = compute_features(prices)
+    monkeypatch.setattr(features_module, "_KERNELS", None)  # as on a pandas without those internals
+    np.testing.assert_array_equal(compute_features(prices), fast)

@@ -80,3 +80,13 @@ def test_rows_are_numbered_as_the_caller_says_and_a_late_starter_is_trimmed_with
     with pytest.raises(DataError) as empty:
         prices_from_frame(pd.DataFrame(), "prices")
     assert str(empty.value) == "prices: table has no rows or no columns; expected a date column and price columns"
+
+
+def test_numeric_columns_read_at_once_equal_the_column_by_column_path():
+    prices = synthetic_prices(n_days=80, n_assets=4, seed=9)
+    rows = pd.DataFrame({"date": [str(d.date()) for d in prices.index], **{t: prices[t].to_numpy() for t in prices}})
+    rows["A1"] = rows["A1"].round().astype("int64")  # whole numbers: an int column
+    as_text = rows.astype({t: object for t in prices})  # the same cells as Python objects: the per-column path
+    fast, slow = prices_from_frame(rows, "prices"), prices_from_frame(as_text, "prices")
+    pd.testing.assert_frame_equal(fast.prices, slow.prices)
+    assert fast.prices.dtypes.eq("float64").all() and list(fast.prices.columns) == ["A0", "A1", "A2", "A3"]

@@ -57,6 +57,35 @@ def test_argument_errors_are_one_line(tmp_path):
     )
 
 
+def test_haproxy_ingress_refusals_are_one_line(tmp_path):
+    joined = _serve(str(tmp_path), "--ingress", "haproxy", "--address", "127.0.0.1:1")
+    assert _one_line(joined) == (
+        "error: --ingress haproxy: a cluster (--address or RAY_ADDRESS) uses the ingress its nodes were started "
+        "with; start them with RAY_SERVE_ENABLE_HA_PROXY=1 for HAProxy"
+    )
+    # a machine without the HAProxy binary
+    code = (
+        "import sys; import trainer.runtime.serve_ingress as s; s.haproxy_available = lambda: False; "
+        "from trainer.serve import main; sys.exit(main(sys.argv[1:]))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path), "--ingress", "haproxy"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_local_env(),
+    )
+    assert _one_line(res) == (
+        "error: --ingress haproxy: no HAProxy binary (it comes with ray[serve] on Linux, or put haproxy on PATH); "
+        "use --ingress proxy"
+    )
+    res = _serve(str(tmp_path), "--ingress", "nginx")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1] == (
+        "python -m trainer.serve: error: argument --ingress: invalid choice: 'nginx' (choose from 'proxy', 'haproxy')"
+    )
+
+
 def test_without_ray_serve_it_says_how_to_install_it(tmp_path):
     # Ray Serve's import failing, as it does where the serve extra is not installed
     code = "import sys; sys.modules['ray.serve'] = None; from trainer.serve import main; sys.exit(main(sys.argv[1:]))"
@@ -126,7 +155,7 @@ def test_the_command_serves_until_ctrl_c_then_stops_cleanly(limited_run, ray_ses
     # ours, and nothing else but Ray's own note on the Serve controller it kills while shutting Serve down
     lines = [line for line in log.read_text().splitlines() if "(raylet)" not in line]
     assert lines == [
-        f"Serving checkpoint {ckpts[-1].name} at {url} (1 replica(s))",
+        f"Serving checkpoint {ckpts[-1].name} at {url} (1 replica(s), the cluster's ingress)",
         f"  POST {url}/decide | GET {url}/healthz | GET {url}/model | Ctrl-C stops it",
         "SIGINT received: stopping the application...",
         "stopped",
