@@ -133,10 +133,10 @@ def test_cache_round_trip_with_memory_linear_in_the_array(tmp_path, layout):
         _write_cache(path, array, "key", columns)
         written = tracemalloc.get_traced_memory()[1]
         tracemalloc.reset_peak()
-        back = _read_cache(path, "key", (t, a, f))
+        back, _ = _read_cache(path, "key", (t, a, f))
         read = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert back is not None and back.flags["C_CONTIGUOUS"]
+    assert back.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(back, values)
     assert written < 3 * array.nbytes and read < 3 * array.nbytes, (written, read, array.nbytes)
