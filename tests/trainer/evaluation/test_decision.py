@@ -42,6 +42,10 @@ def test_decide_with_every_feature_set_gives_the_backtests_weights(rich_run):
     _, state = load_members(members)
     assert state["env_config"]["features"] == "asset+rank+market"  # the checkpoint records its set
     assert load_market_for(state["env_config"]).shared.shape[1] == 6
+    # the frozen observation filter covers every value of the richer observation, the shared block included
+    with np.load(ckpts[-1] / "policy" / "weights.npz") as arrays:
+        std = arrays["obs_filter.std"][0]
+    assert std.shape == (4 * 18 + 6 + 5,) and (std[4 * 18 : 4 * 18 + 6] > 0).all()
     _decide_every_day(members, data)
 
 

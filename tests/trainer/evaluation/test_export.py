@@ -214,7 +214,7 @@ def test_the_onnx_export_is_decide_on_every_day_of_the_test_window(exported):
 
 
 def test_every_feature_set_exports_as_decide_on_every_day(exported_rich):
-    out, checkpoint, days = exported_rich
+    out, _, days = exported_rich
     policy, meta = _load(out / "policy.pt")
     assert meta["window"] == 253 and meta["features"]["features"] == "asset+rank+market"
     assert meta["features"]["lookback"] == 252 and len(meta["features"]["names"]) == 18
