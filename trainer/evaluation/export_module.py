@@ -6,8 +6,9 @@ the metadata's ``window``) from the held weights (float64 ``[N + 1]``, cash last
 (float64 ``[N + 1]``). The same steps, in the env's precision: the features of the last row
 (``export_features``, float64, then float32 as the env stores them), the float32 observation (``envs.layout``:
 features asset-major, the shared features, then the weights), the frozen filter and the actor (``policy_net``,
-float32, tanh of the mean), then in float64 the action mapping, the no-trade band, partial rebalancing and the position limits (``export_trading``). It
-agrees with ``decide`` to 1e-6 on every day of a window (``tests/trainer/evaluation/test_export.py``).
+float32, tanh of the mean), then in float64 the action mapping, the no-trade band, partial rebalancing and the
+position limits (``export_trading``). It agrees with ``decide`` to 1e-6 on every day of a window
+(``tests/trainer/evaluation/test_export.py``).
 
 Inputs are checked inside ``forward``: a bad shape, dtype, too few rows, a price that is not finite or outside
 the training data's range, or weights that are negative or do not sum to 1 raise a ``RuntimeError`` saying
