@@ -21,7 +21,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from envs.data import SP500, PriceData, SplitRange, load_prices, split_ranges
-from envs.features import FeatureConfig, compute_features, load_features
+from envs.features import FeatureConfig, compute_features, compute_shared_features, load_feature_arrays
 from envs.folds import FoldSpec, as_fold_spec, check_fold, fold_ranges
 from envs.limits import check_feasible
 
@@ -35,12 +35,15 @@ class MarketData:
 
     Attributes:
         data: the validated prices (pandas, for reports and baselines only).
-        features: ``[T, n_assets, n_features]`` float32, causal.
+        features: ``[T, n_assets, n_features]`` float32, causal: each asset's features
+            (``feature_config.names``).
         simple_returns: ``[T, n_assets]`` float64; row ``t`` is the return from ``t-1`` to ``t`` (row 0 is 0).
         splits: row ranges of train / validation / test (a fold's, when loaded for a fold).
         feature_config: the feature settings (its lookback is the purge gap).
         selection: which windows ``splits`` are (see :func:`selection_key`); ``None`` for a market built
             by hand, whose windows are not checked against an env's arguments.
+        shared: ``[T, S]`` float32, causal: the features shared by all assets (``feature_config.shared_names``);
+            ``None`` (a market built by hand) is none, ``S = 0``.
     """
 
     data: PriceData
@@ -49,6 +52,11 @@ class MarketData:
     splits: dict[str, SplitRange]
     feature_config: FeatureConfig
     selection: Selection | None = None
+    shared: NDArray[np.float32] | None = None
+
+    def __post_init__(self) -> None:
+        if self.shared is None:
+            object.__setattr__(self, "shared", np.zeros((self.features.shape[0], 0), np.float32))
 
     @property
     def tickers(self) -> list[str]:
@@ -97,29 +105,35 @@ def _stamp(source: str) -> tuple:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_arrays(
-    source: str, stamp: tuple, date_format: str | None, sort_dates: bool
-) -> tuple[PriceData, NDArray[np.float32], NDArray[np.float64], FeatureConfig]:
+def _load_prices(source: str, stamp: tuple, date_format: str | None, sort_dates: bool) -> PriceData:
     del stamp  # part of the cache key only
-    cfg = FeatureConfig()
-    data = load_prices(source, date_format=date_format, sort_dates=sort_dates)
-    features, _ = load_features(data.prices, cfg)
+    return load_prices(source, date_format=date_format, sort_dates=sort_dates)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_arrays(
+    source: str, stamp: tuple, date_format: str | None, sort_dates: bool, features: str | None
+) -> tuple[PriceData, NDArray[np.float32], NDArray[np.float32], NDArray[np.float64], FeatureConfig]:
+    cfg = FeatureConfig.of(features)
+    data = _load_prices(source, stamp, date_format, sort_dates)  # read once for every feature set
+    per_asset, shared, _ = load_feature_arrays(data.prices, cfg)
     rets = _returns(data.prices.to_numpy())
-    for arr in (features, rets):
+    for arr in (per_asset, shared, rets):
         arr.setflags(write=False)
-    return data, features, rets, cfg
+    return data, per_asset, shared, rets, cfg
 
 
 @functools.lru_cache(maxsize=16)
 def _load_market_cached(
-    source: str, stamp: tuple, selection: Selection, date_format: str | None, sort_dates: bool
+    source: str, stamp: tuple, selection: Selection, date_format: str | None, sort_dates: bool, features: str | None
 ) -> MarketData:
-    data, features, rets, cfg = _load_arrays(source, stamp, date_format, sort_dates)
+    data, per_asset, shared, rets, cfg = _load_arrays(source, stamp, date_format, sort_dates, features)
+    # the purge gap is this feature set's lookback: 252 rows with the market features, 60 without
     if selection[0] == "fold":
         splits = fold_ranges(data, cfg.lookback, selection[1])[selection[2]]
     else:
         splits = split_ranges(data, cfg.lookback, dict(selection[1]) if selection[1] else None)
-    return MarketData(data, features, rets, splits, cfg, selection)
+    return MarketData(data, per_asset, rets, splits, cfg, selection, shared)
 
 
 def load_market(
@@ -130,6 +144,7 @@ def load_market(
     *,
     date_format: str | None = None,
     sort_dates: bool = False,
+    features: str | None = None,
 ) -> MarketData:
     """Load prices, features and the windows of one run, once per process.
 
@@ -141,6 +156,8 @@ def load_market(
         fold: the fold whose windows become ``.splits``; ``None`` = the plain split.
         date_format: ``strptime`` format of the file's dates (see :func:`envs.data.load_prices`).
         sort_dates: sort rows by date instead of refusing a file whose dates are not increasing.
+        features: the feature set (``envs.settings.FEATURE_SETS``; ``None`` = the default); its lookback is
+            the purge gap between the windows.
 
     Raises:
         DataError: bad prices, or windows that do not fit in the data (the message has the numbers).
@@ -148,13 +165,14 @@ def load_market(
     """
     source = str(source)
     selection = selection_key(split_dates, folds, fold)
-    return _load_market_cached(source, _stamp(source), selection, date_format, bool(sort_dates))
+    features = FeatureConfig.of(features).features  # validated, and None and the default are one cache entry
+    return _load_market_cached(source, _stamp(source), selection, date_format, bool(sort_dates), features)
 
 
 def load_market_for(env_config: Mapping[str, Any]) -> MarketData:
     """The market an env built from ``env_config`` (its keyword arguments, e.g. a checkpoint's) runs on.
 
-    Reads ``data``, ``split_dates``, ``folds``, ``fold`` and the read options, so in-process evaluation
+    Reads ``data``, ``split_dates``, ``folds``, ``fold``, ``features`` and the read options, so in-process evaluation
     (backtests, sweep summaries) gets the same windows as the env runners whatever the config selects.
     Position limits that no portfolio of its assets can meet are refused here too (a ``ValueError``, as the env
     would raise), so that the commands' data check before anything starts reports them.
@@ -166,6 +184,7 @@ def load_market_for(env_config: Mapping[str, Any]) -> MarketData:
         env_config.get("fold"),
         date_format=env_config.get("date_format"),
         sort_dates=bool(env_config.get("sort_dates", False)),
+        features=env_config.get("features"),
     )
     check_feasible(len(market.tickers), env_config.get("max_weight"), env_config.get("max_cash"))
     return market
@@ -179,7 +198,8 @@ def _returns(prices: NDArray[np.float64]) -> NDArray[np.float64]:
 
 def reorder(market: MarketData, tickers: list[str]) -> MarketData:
     """``market`` with its assets in the order of ``tickers`` (the same set): prices, features and returns
-    permuted together, the windows unchanged. A policy's inputs and outputs follow its own column order."""
+    permuted together, the windows and the shared features unchanged. A policy's inputs and outputs follow its
+    own column order."""
     if list(market.tickers) == list(tickers):
         return market
     order = [market.tickers.index(t) for t in tickers]
@@ -188,12 +208,13 @@ def reorder(market: MarketData, tickers: list[str]) -> MarketData:
     rets = np.ascontiguousarray(market.simple_returns[:, order])
     for arr in (features, rets):
         arr.setflags(write=False)
-    return MarketData(data, features, rets, market.splits, market.feature_config, market.selection)
+    return MarketData(data, features, rets, market.splits, market.feature_config, market.selection, market.shared)
 
 
-def market_for_decision(data: PriceData) -> MarketData:
-    """A market over every row of ``data`` for a decision on its last day: the same features and returns an
-    env computes, and every window is that last day (no split is needed to decide, only the feature lookback).
+def market_for_decision(data: PriceData, features: str | None = None) -> MarketData:
+    """A market over every row of ``data`` for a decision on its last day: the same features (of the set
+    ``features``, ``None`` = the default) and returns an env computes, and every window is that last day (no
+    split is needed to decide, only the feature lookback).
 
     Raises:
         DataError: fewer rows than the feature lookback needs (the message gives both numbers).
@@ -201,7 +222,7 @@ def market_for_decision(data: PriceData) -> MarketData:
     from envs.data import SPLITS
     from envs.errors import fail
 
-    cfg = FeatureConfig()
+    cfg = FeatureConfig.of(features)
     prices = data.prices
     if len(prices) < cfg.lookback + 1:
         raise fail(
@@ -209,11 +230,12 @@ def market_for_decision(data: PriceData) -> MarketData:
             f"{len(prices)} rows of prices, but the features need {cfg.lookback + 1} (the {cfg.lookback}-day window "
             f"before the decision date and the day itself); give a longer price history",
         )
-    features = compute_features(prices, cfg)  # not cached: every decision day has other prices
+    per_asset = compute_features(prices, cfg)  # not cached: every decision day has other prices
+    shared = compute_shared_features(prices, cfg)
     rets = _returns(prices.to_numpy())
-    for arr in (features, rets):
+    for arr in (per_asset, shared, rets):
         arr.setflags(write=False)
     last = len(prices) - 1
     day = prices.index[last]
     splits = {name: SplitRange(name, last, last, day, day) for name in SPLITS}
-    return MarketData(data, features, rets, splits, cfg, None)
+    return MarketData(data, per_asset, rets, splits, cfg, None, shared)

@@ -70,9 +70,12 @@ class PortfolioEnv(gym.Env):
     caps under which no weights sum to 1 (``N * max_weight + max_cash < 1``) are refused on construction.
 
     ## Observation Space
-    ``Box(-inf, inf, (N * F + N + 1,), float32)``: the ``F`` features of each asset at day ``t``
-    (``envs.features``, asset-major), then the current weights (assets, then cash). No normalisation here:
-    the trainer's observation filter does that.
+    ``Box(-inf, inf, (N * F + S + N + 1,), float32)``, laid out by ``self.layout`` (``envs.layout``): the ``F``
+    features of each asset at day ``t`` (``envs.features``, asset-major: with ``features="asset+rank"`` each
+    asset's block is its own features, then their cross-sectional ranks), then the ``S`` features shared by all
+    assets (``features`` with ``market``: the Equal Weight index's returns, volatilities and drawdown and the
+    assets' average pairwise correlation; ``S = 0`` otherwise), then the current weights (assets, then cash).
+    No normalisation here: the trainer's observation filter does that.
 
     ## Rewards
     ``reward`` selects a function of ``envs.rewards``; the default is
@@ -146,6 +149,11 @@ class PortfolioEnv(gym.Env):
         # source string so every env runner loads the arrays itself (design: small env configs only).
         if isinstance(data, MarketData):
             self.market = data
+            if data.feature_config.features != s.features:
+                raise ValueError(
+                    f"data: the MarketData holds the features {data.feature_config.features!r} but the env's "
+                    f"features setting is {s.features!r}; load it with load_market(..., features={s.features!r})"
+                )
             if data.selection is not None and (split_dates, folds, fold) != (None, None, None):
                 wanted = selection_key(split_dates, folds, fold)
                 if wanted != data.selection:
@@ -156,7 +164,7 @@ class PortfolioEnv(gym.Env):
                     )
         else:
             self.market = load_market(
-                str(data), split_dates, folds, fold, date_format=date_format, sort_dates=sort_dates
+                str(data), split_dates, folds, fold, date_format=date_format, sort_dates=sort_dates, features=s.features
             )
         self.split = split
         self.cost_bps = s.cost_bps
@@ -176,7 +184,9 @@ class PortfolioEnv(gym.Env):
         self.n_assets = n_assets
         t_rows = self.market.features.shape[0]
         self._feat = np.ascontiguousarray(self.market.features.reshape(t_rows, -1))
-        self.layout = ObservationLayout(n_assets, tuple(self.market.feature_config.names))
+        cfg = self.market.feature_config
+        self.layout = ObservationLayout(n_assets, tuple(cfg.names), tuple(cfg.shared_names))
+        self._shared = self.market.shared
         # growth[t] = [1 + r_{t-1 -> t} per asset, 1 for cash]: one dot product gives 1 + gross return.
         growth = np.ones((t_rows, n_assets + 1))
         growth[:, :n_assets] += self.market.simple_returns
@@ -187,6 +197,7 @@ class PortfolioEnv(gym.Env):
         self._ew_gross = asset_growth.mean(axis=1)
         self._ew_turnover = np.abs(1.0 - asset_growth / self._ew_gross[:, None]).sum(axis=1) / n_assets
         self._n_feat = self._feat.shape[1]
+        self._n_obs_feat = self._n_feat + self._shared.shape[1]  # then the shared block, then the weights
         self._cost_rate = self.cost_bps * 1e-4
 
         self._tilt = s.action == ACTION_TILT
@@ -214,9 +225,11 @@ class PortfolioEnv(gym.Env):
         self._stats = EpisodeStats()
 
     def _obs(self) -> NDArray[np.float32]:
-        obs = np.empty(self._n_feat + self.n_assets + 1, np.float32)
+        obs = np.empty(self._n_obs_feat + self.n_assets + 1, np.float32)
         obs[: self._n_feat] = self._feat[self._t]
-        obs[self._n_feat :] = self._w
+        if self._n_obs_feat > self._n_feat:  # the shared block (envs.layout); none in the default set
+            obs[self._n_feat : self._n_obs_feat] = self._shared[self._t]
+        obs[self._n_obs_feat :] = self._w
         return obs
 
     def weights_from_action(self, action: NDArray) -> NDArray[np.float64]:

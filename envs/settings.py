@@ -28,6 +28,19 @@ ACTIONS = (ACTION_SOFTMAX, ACTION_TILT)
 TILT_EQUAL_WEIGHT = "equal_weight"
 TILT_PREVIOUS = "previous"
 TILT_REFERENCES = (TILT_EQUAL_WEIGHT, TILT_PREVIOUS)
+# The feature sets (``envs.features``): the per-asset set, always observed, plus cross-sectional ranks and/or
+# market-wide features. One value names the combination: a plain string, so ``--set data.features=asset+rank``,
+# YAML and Tune's grid_search all carry it unchanged.
+FEATURES_ASSET = "asset"
+FEATURES_RANK = "rank"
+FEATURES_MARKET = "market"
+FEATURE_SEPARATOR = "+"
+FEATURE_SETS = (
+    FEATURES_ASSET,
+    FEATURES_ASSET + FEATURE_SEPARATOR + FEATURES_RANK,
+    FEATURES_ASSET + FEATURE_SEPARATOR + FEATURES_MARKET,
+    FEATURE_SEPARATOR.join((FEATURES_ASSET, FEATURES_RANK, FEATURES_MARKET)),
+)
 
 
 def _is_real(value: Any) -> bool:
@@ -110,6 +123,7 @@ _CHECKS = {
     "max_weight": _check_max_weight,
     "max_cash": _check_max_cash,
     "max_turnover": _check_max_turnover,
+    "features": _one_of("features", FEATURE_SETS),
 }
 _FLOATS = (
     "cost_bps",
@@ -145,6 +159,10 @@ class PortfolioSettings:
         max_turnover: position limit: the day's turnover (as ``no_trade_band``: the L1 distance of the asset
             weights) is at most this, in ``(0, 2]``; ``None``: no limit. The caps win over it when the drift
             has pushed the portfolio over a cap (``envs.limits``).
+        features: the observed feature sets, one of ``FEATURE_SETS`` (``envs.features``): ``"asset"`` (each
+            asset's own features), ``"+rank"`` adds their cross-sectional ranks, ``"+market"`` the market-wide
+            features every asset shares. It selects the market's arrays, so an env built on a ``MarketData``
+            must be given that market's set.
     """
 
     cost_bps: float = 10.0
@@ -159,6 +177,7 @@ class PortfolioSettings:
     max_weight: float | None = None
     max_cash: float | None = None
     max_turnover: float | None = None
+    features: str = FEATURES_ASSET
 
     def __post_init__(self) -> None:
         for f in fields(self):

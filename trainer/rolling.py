@@ -102,7 +102,11 @@ def _windows(exp: Experiment, data: PriceData) -> dict[str, list[str]]:
     assert rolling is not None
     try:
         ranges = round_ranges(
-            data, FeatureConfig().lookback, rolling.validation_days, rolling.train_days, rolling.window
+            data,
+            FeatureConfig.of(exp.data.features).lookback,
+            rolling.validation_days,
+            rolling.train_days,
+            rolling.window,
         )
     except DataError as exc:
         raise ExperimentError(str(exc)) from None

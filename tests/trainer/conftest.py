@@ -52,6 +52,23 @@ def limited_run(ray_session, tmp_path_factory):
     return checkpoints(base / "run"), data
 
 
+# every feature set at once: per-asset features and their ranks, and the market features as the shared block
+ALL_FEATURES = "asset+rank+market"
+
+
+@pytest.fixture(scope="session")
+def rich_run(ray_session, tmp_path_factory):
+    """``limited_run`` with every feature set (``data.features``): a history long enough for the 252-day purge
+    gaps (2,400 days: 108 validation and test days); its price file."""
+    base = tmp_path_factory.mktemp("rich")
+    data = write_wide_csv(base / "prices.csv", synthetic_prices(n_days=2400, n_assets=4, seed=2))
+    sets = [arg for key, value in SETTINGS.items() for arg in ("--set", f"{key}={value}")]
+    sets += ["--set", f"data.features={ALL_FEATURES}"]
+    res = train_cli(base / "run", ray_session, "--exp", "smoke", "--data", data, "--steps", "600", *sets)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return checkpoints(base / "run"), data
+
+
 @pytest.fixture(scope="session")
 def population_run(ray_session, tmp_path_factory):
     """A population of 2 (seeds 4, 5) trained one iteration in process, saved, and its live deterministic

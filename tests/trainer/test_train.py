@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from envs.folds import CONFIG_DIR
 from tests.conftest import checkpoints as _checkpoints
 from tests.conftest import cli_env, synthetic_prices, write_wide_csv
 from tests.conftest import train_cli as _train_cli
@@ -430,3 +431,15 @@ def test_a_ticker_named_cash_is_refused_at_data_load(tmp_path):
     from trainer.experiment.preflight import checked_prices
 
     assert checked_prices(load_experiment("smoke", {"data.source": csv}, sweep=False)).tickers == ["A0", "CASH", "A2"]
+
+
+def test_a_bad_feature_set_is_refused_in_one_line_naming_the_key_the_value_and_the_choices(tmp_path):
+    out = tmp_path / "run"
+    res = _train_alone(["--out", str(out), "--set", "data.features=asset+volume"])
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr == (
+        f"error: {CONFIG_DIR / 'smoke.yaml'} with data.features=asset+volume from the command line: key "
+        "'data.features': Value error, features must be one of asset, asset+rank, asset+market, asset+rank+market, "
+        "got 'asset+volume'\n"
+    )
+    assert not out.exists()

@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from envs.data import PriceData, load_prices
 from envs.fingerprint import WINDOWS_KEY, changed_windows
-from envs.market import MarketData, market_for_decision, reorder
+from envs.market import MarketData, market_for_decision
 from envs.portfolio import PortfolioEnv
 from trainer.evaluation.holdings import Holdings
 from trainer.evaluation.policy import Policy, load_policy, population_seeds
@@ -133,7 +133,9 @@ def read_prices(prices: Path | str | PriceData, state: dict[str, Any]) -> PriceD
 
 
 def read_market(prices: Path | str | PriceData, state: dict[str, Any]) -> MarketData:
-    """``read_prices``' prices as a market for a decision on their last day, columns in the policy's order.
+    """``read_prices``' prices as a market for a decision on their last day, columns in the policy's order,
+    with the checkpoint's feature set (the columns ordered first: the shared features average over the assets in
+    the training data's order, to the last bit).
 
     Raises:
         DecisionError: ``read_prices``' problems, or too little history for the features.
@@ -141,8 +143,11 @@ def read_market(prices: Path | str | PriceData, state: dict[str, Any]) -> Market
     from envs.data import DataError
 
     data = read_prices(prices, state)
+    tickers = list(state["tickers"])
+    if data.tickers != tickers:
+        data = PriceData(data.source, data.form, data.prices[tickers], data.warnings)
     try:
-        return reorder(market_for_decision(data), list(state["tickers"]))
+        return market_for_decision(data, state["env_config"].get("features"))
     except (DataError, ValueError) as exc:
         raise DecisionError(str(exc)) from None
 

@@ -4,10 +4,11 @@
 row of ``prices`` (float64 ``[T, N]``, rows oldest first, columns in the metadata's ticker order, ``T`` at least
 the metadata's ``window``) from the held weights (float64 ``[N + 1]``, cash last), and returns the target weights
 (float64 ``[N + 1]``). The same steps, in the env's precision: the features of the last row
-(``export_features``, float64, then float32 as the env stores them), the float32 observation (features asset-major,
-then the weights), the frozen filter and the actor (``policy_net``, float32, tanh of the mean), then in float64
-the action mapping, the no-trade band, partial rebalancing and the position limits (``export_trading``). It
-agrees with ``decide`` to 1e-6 on every day of a window (``tests/trainer/evaluation/test_export.py``).
+(``export_features``, float64, then float32 as the env stores them), the float32 observation (``envs.layout``:
+features asset-major, the shared features, then the weights), the frozen filter and the actor (``policy_net``,
+float32, tanh of the mean), then in float64 the action mapping, the no-trade band, partial rebalancing and the
+position limits (``export_trading``). It agrees with ``decide`` to 1e-6 on every day of a window
+(``tests/trainer/evaluation/test_export.py``).
 
 Inputs are checked inside ``forward``: a bad shape, dtype, too few rows, a price that is not finite or outside
 the training data's range, or weights that are negative or do not sum to 1 raise a ``RuntimeError`` saying
@@ -33,9 +34,10 @@ from torch import Tensor, nn
 
 from envs.data import MAX_PRICE, MIN_PRICE
 from envs.features import FEATURE_VERSION, FeatureConfig
+from envs.layout import ObservationLayout
 from envs.portfolio import WEIGHT_SUM_TOLERANCE
 from envs.settings import SETTING_NAMES, PortfolioSettings
-from trainer.evaluation.export_features import LastRowFeatures
+from trainer.evaluation.export_features import LastRowFeatures, LastRowShared
 from trainer.evaluation.export_trading import Trading
 from trainer.evaluation.policy_file import POLICY_JSON, POLICY_WEIGHTS, PolicyFiles
 from trainer.evaluation.policy_net import PolicyNetwork
@@ -57,20 +59,24 @@ class PolicyCore(nn.Module):
         super().__init__()
         n_assets = len(files.spec["tickers"])
         self.features = LastRowFeatures(features)
+        self.shared = LastRowShared(features)
         self.rows = self.features.rows
         self.network = PolicyNetwork(files, agent).requires_grad_(False)
         self.trading = Trading(settings, n_assets)
-        n_features = len(features.names)
-        if int(files.network["obs_dim"]) != n_assets * (n_features + 1) + 1:
+        layout = ObservationLayout(n_assets, tuple(features.names), tuple(features.shared_names))
+        if int(files.network["obs_dim"]) != layout.size:
             raise ValueError(
                 f"{POLICY_JSON}: network.obs_dim {files.network['obs_dim']} is not {n_assets} assets x "
-                f"{n_features} features + {n_assets + 1} weights: the policy was trained on other features"
+                f"{layout.n_per_asset} features + {layout.n_shared} shared features + {n_assets + 1} weights "
+                f"(features {features.features!r}): the policy was trained on other features"
             )
         self.eval()
 
     def forward(self, prices: Tensor, weights: Tensor) -> Tensor:
-        features = self.features(prices[-self.rows :]).to(torch.float32)  # computed in float64, stored in float32
-        obs = torch.cat([features.reshape(-1), weights.to(torch.float32)])
+        window = prices[-self.rows :]
+        features = self.features(window).to(torch.float32)  # computed in float64, stored in float32
+        shared = self.shared(window).to(torch.float32)
+        obs = torch.cat([features.reshape(-1), shared, weights.to(torch.float32)])
         action = self.network(obs.unsqueeze(0))[0]
         return self.trading(action, weights)
 
@@ -153,15 +159,16 @@ def build_core(files: PolicyFiles, agent: int) -> PolicyCore:
     Raises:
         ValueError: settings the env would refuse, or a network that does not fit the features.
     """
-    return PolicyCore(files, agent, env_settings(files), FeatureConfig())
+    settings = env_settings(files)
+    return PolicyCore(files, agent, settings, FeatureConfig.of(settings.features))
 
 
 def metadata(
     files: PolicyFiles, agent: int | None, checkpoint: Path, hashes: dict[str, str], core: PolicyCore
 ) -> dict[str, Any]:
     """The exported file's ``metadata.json``: what to feed it, what it decides with, and where it came from."""
-    features = FeatureConfig()
     settings = env_settings(files)
+    features = FeatureConfig.of(settings.features)
     windows = files.spec["windows"]
     seeds = files.seeds
     return {
@@ -179,6 +186,7 @@ def metadata(
             **{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(features).items()},
             "lookback": features.lookback,
             "names": features.names,
+            "shared_names": features.shared_names,
         },
         "cost_bps": settings.cost_bps,
         "settings": settings.as_dict(),

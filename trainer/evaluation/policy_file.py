@@ -11,7 +11,9 @@ cannot run code when read (no pickle anywhere).
   acts on raw observations;
 - ``tickers``; ``env_config``: one agent's env keyword arguments (data, split dates or folds, features, action
   mapping, no-trade band, costs, reward: ``envs.portfolio.PortfolioEnv``), to rebuild its env for a decision;
-  ``windows``: each split's first and last date; ``diverged``; ``training_iteration``.
+  ``windows``: each split's first and last date; ``diverged``; ``training_iteration``. ``env_config.features``
+  is the feature set the policy observes (``envs.settings.FEATURE_SETS``; absent in older files: the default),
+  which a decision, a backtest and an export compute again (``envs.layout`` orders the observation).
 
 ``policy/weights.npz``, float32, agent-major (K = 1 for a single agent): ``layer<i>.weight`` ``[K, out, in]``
 and ``layer<i>.bias`` ``[K, out]`` for each layer ``i``, and with a filter ``obs_filter.mean`` and
@@ -48,6 +50,7 @@ import numpy as np
 from numpy.typing import NDArray
 from torch import nn
 
+from envs.settings import FEATURE_SETS, PortfolioSettings
 from trainer.evaluation.obs_filter import FrozenObsFilter
 from trainer.runtime.checkpoint import MANIFEST_FILE, POLICY_DIR, USE_ANOTHER, CheckpointError
 
@@ -283,6 +286,9 @@ def _check_spec(spec: Any, file: Path) -> None:
     for key in ("env_config", "windows"):
         if not isinstance(_field(spec, key, file), dict):
             raise _bad(file, f"{key} must be a mapping")
+    features = spec["env_config"].get("features", PortfolioSettings.features)  # older files: the default set
+    if features not in FEATURE_SETS:
+        raise _bad(file, f"env_config.features must be one of {', '.join(FEATURE_SETS)}, got {features!r}")
 
 
 def _expected_shapes(spec: dict[str, Any]) -> dict[str, tuple[int, ...]]:

@@ -63,6 +63,8 @@ class DataConfig(Strict):
     max_weight: float | None = PortfolioSettings.max_weight  # position limits (envs.limits); None: none
     max_cash: float | None = PortfolioSettings.max_cash
     max_turnover: float | None = PortfolioSettings.max_turnover
+    # the observed feature sets, one of envs.settings.FEATURE_SETS ("asset+rank+market": the names joined by +)
+    features: str = PortfolioSettings.features
 
     @field_validator("source")
     @classmethod
@@ -84,6 +86,11 @@ class DataConfig(Strict):
                 f"{SPLITS[1]} only: no {SPLITS[-1]} window)"
             )
         return v
+
+    @field_validator("features", mode="before")  # before the type: a list or number gets the choices too
+    @classmethod
+    def _features(cls, v: Any) -> Any:
+        return PortfolioSettings.check("features", v)
 
     @field_validator(*SETTING_NAMES)  # after the type: the names of a Literal pass its check too
     @classmethod

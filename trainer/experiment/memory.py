@@ -27,7 +27,7 @@ from trainer.experiment.schema import ExperimentError
 from trainer.runtime.resources import THIS_MACHINE, available_memory, trials_at_once
 
 FLOAT32, FLOAT64 = 4, 8
-N_FEATURES = len(FeatureConfig().names)
+FEATURES_KEY = "data.features"
 BUFFER_SIZE_KEY = "sac.buffer_size"
 POPULATION_KEY = "sac.population"
 CONCURRENCY_KEY = "sweep.max_concurrent_trials"
@@ -35,14 +35,16 @@ ENVS_KEY = "resources.num_envs_per_env_runner"
 RUNNERS_KEY = "resources.num_env_runners"
 
 
-def observation_size(n_assets: int) -> int:
-    """One agent's observation: ``N * F`` features, then ``N + 1`` weights (``envs.portfolio``'s space)."""
-    return n_assets * N_FEATURES + n_assets + 1
+def observation_size(n_assets: int, features: str | None = None) -> int:
+    """One agent's observation: ``N * F`` features, ``S`` shared features, then ``N + 1`` weights
+    (``envs.portfolio``'s space, ``envs.layout``) for the feature set ``features`` (None: the default)."""
+    cfg = FeatureConfig.of(features)
+    return n_assets * len(cfg.names) + len(cfg.shared_names) + n_assets + 1
 
 
-def transition_bytes(n_assets: int) -> int:
+def transition_bytes(n_assets: int, features: str | None = None) -> int:
     """One agent's transition in the replay buffer: obs and next_obs, the ``N + 1`` actions, reward, terminated."""
-    return (2 * observation_size(n_assets) + (n_assets + 1) + 2) * FLOAT32
+    return (2 * observation_size(n_assets, features) + (n_assets + 1) + 2) * FLOAT32
 
 
 def fmt_bytes(n: float) -> str:
@@ -65,15 +67,22 @@ class MemoryEstimate:
     env_runners: int  # remote env runners of a trial (processes that load the market too)
     envs_per_runner: int  # env copies per env runner (num_envs_per_env_runner x agents)
     main_envs: int  # env copies in the trial's main process (evaluation, and sampling without remote runners)
+    features: str | None = None  # the feature set (the largest a sweep can give a trial; None: the default)
+
+    @property
+    def n_features(self) -> int:
+        """Values per day and asset of the feature arrays (the few shared values counted as one more)."""
+        cfg = FeatureConfig.of(self.features)
+        return len(cfg.names) + (1 if cfg.shared_names else 0)
 
     @property
     def buffer(self) -> int:
-        return self.transitions * self.agents * transition_bytes(self.n_assets)
+        return self.transitions * self.agents * transition_bytes(self.n_assets, self.features)
 
     @property
     def market(self) -> int:
         """The market arrays of one process."""
-        return self.n_days * self.n_assets * (N_FEATURES * FLOAT32 + 2 * FLOAT64)
+        return self.n_days * self.n_assets * (self.n_features * FLOAT32 + 2 * FLOAT64)
 
     @property
     def env_copy(self) -> int:
@@ -82,7 +91,7 @@ class MemoryEstimate:
 
     @property
     def feature_build(self) -> int:
-        return self.n_days * self.n_assets * (3 * N_FEATURES + 2) * FLOAT64
+        return self.n_days * self.n_assets * (3 * self.n_features + 2) * FLOAT64
 
     @property
     def processes(self) -> int:
@@ -115,7 +124,8 @@ class MemoryEstimate:
         copies = f"{self.env_copies:,} env cop" + ("ies" if self.env_copies > 1 else "y")
         return (
             f"replay buffer {fmt_bytes(self.buffer)}: {BUFFER_SIZE_KEY} {self.transitions:,} transitions{agents} x "
-            f"{transition_bytes(self.n_assets):,} bytes; features {fmt_bytes(self.processes * self.market)} "
+            f"{transition_bytes(self.n_assets, self.features):,} bytes; "
+            f"features {fmt_bytes(self.processes * self.market)} "
             f"({self.n_days:,} days x {self.n_assets:,} assets, {processes}); {copies} "
             f"{fmt_bytes(self.env_copies * self.env_copy)}"
         )
@@ -129,6 +139,9 @@ def estimate_memory(exp: Experiment, n_days: int, n_assets: int) -> MemoryEstima
     swept = exp.sweep.extremes().get(BUFFER_SIZE_KEY, [])
     transitions = max([exp.sac.buffer_size, *(int(v) for v in swept)])
     agents = exp.sac.population or 1
+    features = max(
+        [exp.data.features, *exp.sweep.extremes().get(FEATURES_KEY, [])], key=lambda f: observation_size(1, f)
+    )
     res = exp.resources
     sampling_here = res.num_env_runners == 0  # without remote env runners the main process samples
     return MemoryEstimate(
@@ -139,6 +152,7 @@ def estimate_memory(exp: Experiment, n_days: int, n_assets: int) -> MemoryEstima
         env_runners=res.num_env_runners,
         envs_per_runner=res.num_envs_per_env_runner * agents,
         main_envs=agents + (res.num_envs_per_env_runner * agents if sampling_here else 0),
+        features=features,
     )
 
 

@@ -33,7 +33,23 @@ def _backtest_days(members: list[Member], split: str = "test") -> list[tuple[int
 @pytest.mark.parametrize("ensemble", [False, True], ids=["single", "ensemble"])
 def test_decide_gives_the_backtests_weights_on_every_day_of_its_window(limited_run, ensemble):
     ckpts, data = limited_run
-    members = [Member(c) for c in ckpts[-2:]] if ensemble else [Member(ckpts[-1])]
+    _decide_every_day([Member(c) for c in ckpts[-2:]] if ensemble else [Member(ckpts[-1])], data)
+
+
+def test_decide_with_every_feature_set_gives_the_backtests_weights(rich_run):
+    ckpts, data = rich_run
+    members = [Member(ckpts[-1])]
+    _, state = load_members(members)
+    assert state["env_config"]["features"] == "asset+rank+market"  # the checkpoint records its set
+    assert load_market_for(state["env_config"]).shared.shape[1] == 6
+    # the frozen observation filter covers every value of the richer observation, the shared block included
+    with np.load(ckpts[-1] / "policy" / "weights.npz") as arrays:
+        std = arrays["obs_filter.std"][0]
+    assert std.shape == (4 * 18 + 6 + 5,) and (std[4 * 18 : 4 * 18 + 6] > 0).all()
+    _decide_every_day(members, data)
+
+
+def _decide_every_day(members: list[Member], data) -> None:
     loaded = load_members(members)
     days = _backtest_days(members)
     assert len(days) > 60

@@ -29,7 +29,17 @@ NO_ONNXRUNTIME = "onnxruntime is not installed (the optional extra: pip install 
 def exported(limited_run, tmp_path_factory):
     """The limited run's latest checkpoint exported through the real CLI (and as ONNX where onnx installs), and
     each day of its test window: (prices up to that day, the weights held, decide's target)."""
-    ckpts, data = limited_run
+    return _export_and_decide(limited_run, tmp_path_factory, window=61)
+
+
+@pytest.fixture(scope="module")
+def exported_rich(rich_run, tmp_path_factory):
+    """``exported`` for the run with every feature set (ranks, and the market features: a 253-row window)."""
+    return _export_and_decide(rich_run, tmp_path_factory, window=253)
+
+
+def _export_and_decide(run, tmp_path_factory, window: int):
+    ckpts, data = run
     out = tmp_path_factory.mktemp("export")
     onnx_args = ["--onnx", str(out / "policy.onnx")] if HAS_ONNX else []
     res = subprocess.run(
@@ -48,7 +58,7 @@ def exported(limited_run, tmp_path_factory):
         timeout=300,
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    assert res.stdout.splitlines()[0] == f"exported {ckpts[-1]}: 4 tickers, at least 61 rows of prices"
+    assert res.stdout.splitlines()[0] == f"exported {ckpts[-1]}: 4 tickers, at least {window} rows of prices"
     members = [Member(ckpts[-1])]
     loaded = load_members(members)
     prices = load_prices(data)
@@ -201,3 +211,26 @@ def test_the_onnx_export_is_decide_on_every_day_of_the_test_window(exported):
         onnx_target = session.run(None, {"prices": prices, "weights": held})[0]
         script_target = policy(torch.from_numpy(prices), torch.from_numpy(held)).numpy()
         assert np.abs(onnx_target - script_target).max() <= PARITY
+
+
+def test_every_feature_set_exports_as_decide_on_every_day(exported_rich):
+    out, _, days = exported_rich
+    policy, meta = _load(out / "policy.pt")
+    assert meta["window"] == 253 and meta["features"]["features"] == "asset+rank+market"
+    assert meta["features"]["lookback"] == 252 and len(meta["features"]["names"]) == 18
+    assert meta["features"]["shared_names"][-1] == "avg_corr_60"
+    assert len(days) > 60
+    worst = max(
+        np.abs(policy(torch.from_numpy(prices), torch.from_numpy(held)).numpy() - target).max()
+        for prices, held, target in days
+    )
+    assert worst <= PARITY
+    if importlib.util.find_spec("onnxruntime") is not None:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(out / "policy.onnx"), providers=["CPUExecutionProvider"])
+        worst = max(
+            np.abs(session.run(None, {"prices": prices, "weights": held})[0] - target).max()
+            for prices, held, target in days
+        )
+        assert worst <= PARITY

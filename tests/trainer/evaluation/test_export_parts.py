@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from envs.data import PriceData
-from envs.features import FeatureConfig, compute_features
+from envs.features import FeatureConfig, compute_features, compute_shared_features
 from envs.limits import TOLERANCE, PositionLimits, repair
 from envs.market import market_for_decision
 from envs.portfolio import PortfolioEnv
 from envs.settings import PortfolioSettings
 from tests.conftest import synthetic_prices
-from trainer.evaluation.export_features import LastRowFeatures
+from trainer.evaluation.export_features import LastRowFeatures, LastRowShared
 from trainer.evaluation.export_limits import apply_limits, project_capped_simplex
 from trainer.evaluation.export_trading import Trading
 
@@ -43,6 +43,25 @@ def test_last_row_features_are_the_envs_to_float32_rounding():
     assert last[0, 3] == pytest.approx(np.log(p[-1] / p[-61]), abs=1e-15)
     assert last[0, 6] == pytest.approx(p[-1] / p[-20:].mean() - 1, abs=1e-15)
     np.testing.assert_array_equal(last[3], [0, 0, 0, 0, 0, 0, 0, 0, 0])  # the flat asset
+
+
+def test_ranks_and_market_features_are_the_envs_on_every_row():
+    prices = _prices(400)
+    prices["TWIN"] = prices.iloc[:, 0] * 2.0  # the same moves as the first asset: ties on every feature
+    cfg = FeatureConfig.of("asset+rank+market")
+    expected, expected_shared = compute_features(prices, cfg), compute_shared_features(prices, cfg)
+    features, shared = torch.jit.script(LastRowFeatures(cfg)), torch.jit.script(LastRowShared(cfg))
+    assert features.rows == 253
+    values = prices.to_numpy()
+    for t in range(cfg.lookback, len(prices)):
+        window = torch.from_numpy(values[t + 1 - features.rows : t + 1])
+        ours = features(window).numpy().astype(np.float32)
+        # the ranks exactly (comparisons of the same float32 values), the rest to a float32 rounding
+        np.testing.assert_array_equal(ours[:, 9:], expected[t, :, 9:])
+        assert (np.abs(ours[:, :9] - expected[t, :, :9]) <= np.spacing(np.abs(expected[t, :, :9]))).all(), t
+        np.testing.assert_allclose(shared(window).numpy().astype(np.float32), expected_shared[t], rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(ours[0, 9:], ours[4, 9:])  # the twins' ranks are equal
+    assert shared(window).shape == (6,) and LastRowShared(FeatureConfig())(window).shape == (0,)
 
 
 SETTINGS = {

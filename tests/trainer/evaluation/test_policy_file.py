@@ -299,6 +299,12 @@ def _case(case: str, ckpt: Path, marker: Path) -> str:
         arrays["obs_filter.std"][0, 0] = -1.0
         _save_npz(ckpt, **arrays)
         return f"{npz}: obs_filter.std holds negative values"
+    if case == "an unknown feature set":
+        _edit_json(ckpt, lambda s: s["env_config"].update(features="asset+volume"))
+        return (
+            f"{js}: env_config.features must be one of asset, asset+rank, asset+market, asset+rank+market, got "
+            "'asset+volume'"
+        )
     raise AssertionError(case)
 
 
@@ -320,6 +326,7 @@ CASES = [
     "a compressed giant",
     "a larger array than its shape",
     "a negative standard deviation",
+    "an unknown feature set",
 ]
 
 

@@ -453,6 +453,7 @@ def test_every_sweepable_key_reads_back_from_the_rllib_config():
         "data.max_weight": 0.3,
         "data.max_cash": 0.2,
         "data.max_turnover": 0.4,
+        "data.features": "asset+rank+market",
     }
     assert set(values) == set(SWEEPABLE)
     config = build_sac_config(load_experiment("smoke"), dict(values)).to_dict()

@@ -105,6 +105,11 @@ def test_env_config_builds_the_same_env(tmp_path):
             "turnover per day: the L1 distance of the asset weights), got 0.0",
         ),
         (
+            {"data.features": ["asset", "rank"]},
+            "key 'data.features': Value error, features must be one of asset, asset+rank, asset+market, "
+            "asset+rank+market, got ['asset', 'rank']",
+        ),
+        (
             {"data.max_weight": "10%"},
             "key 'data.max_weight': Input should be a valid number, unable to parse string as a number",
         ),
@@ -140,3 +145,32 @@ def test_position_limits_are_set_like_the_other_env_settings():
         },
     )
     assert swept.sweep.n_trials() == 6
+
+
+def test_the_feature_set_is_set_from_yaml_or_set_and_swept_with_grid_search(tmp_path):
+    from ray import tune
+
+    from trainer.rl.sac_config import build_sac_config
+
+    assert DataConfig().features == "asset" and DataConfig().env_config()["features"] == "asset"
+    exp = load_experiment("smoke", {"data.features": "asset+rank+market"})
+    assert (
+        exp.data.env_config()["features"] == "asset+rank+market" and exp.data.settings().features == exp.data.features
+    )
+    yaml_file = tmp_path / "exp.yaml"
+    yaml_file.write_text(
+        "data:\n  features: asset+market\nsweep:\n  search_space:\n"
+        "    data.features: {grid_search: [asset, asset+rank, asset+rank+market]}\n"
+    )
+    swept = load_experiment(str(yaml_file), sweep=True)
+    assert swept.data.features == "asset+market" and "data.features" in SWEEPABLE
+    assert [p["data.features"] for p in swept.sweep.points()] == ["asset", "asset+rank", "asset+rank+market"]
+    grid = tune.grid_search(["asset", "asset+rank+market"])
+    assert build_sac_config(swept, {"data.features": grid}).env_config["features"] is grid  # per trial
+    yaml_file.write_text("sweep:\n  search_space:\n    data.features: {grid_search: [asset, asset+rnk]}\n")
+    with pytest.raises(ExperimentError) as info:
+        load_experiment(str(yaml_file), sweep=True)
+    assert str(info.value) == (
+        f"{yaml_file}: key 'sweep.search_space.data.features': value 'asset+rnk' is invalid (key 'data.features': "
+        "Value error, features must be one of asset, asset+rank, asset+market, asset+rank+market, got 'asset+rnk')"
+    )

@@ -40,6 +40,16 @@ def test_sizes_by_hand():
     assert est.main_envs == 2 and est.env_runners == 0  # the evaluation env and the local sampling env
     assert est.trial() == est.buffer + est.market + 2 * est.env_copy
 
+    # every feature set: 18 per-asset values (9 and their ranks) and 6 shared ones; a sweep counts its largest
+    assert observation_size(20, "asset+rank+market") == 20 * 18 + 6 + 21 == 387
+    rich = estimate_memory(
+        load_experiment("smoke", {"sweep.search_space": {"data.features": {"grid_search": ["asset", "asset+rank"]}}}),
+        n_days=8313,
+        n_assets=20,
+    )
+    assert rich.features == "asset+rank" and rich.buffer == 5000 * (2 * (20 * 18 + 21) + 21 + 2) * 4
+    assert rich.market == 8313 * 20 * (18 * 4 + 8 + 8)
+
 
 def test_the_estimate_is_what_the_buffers_markets_and_envs_allocate():
     market = load_market()
