@@ -22,6 +22,8 @@ samples per env step (one gradient step per env step), measures in one run:
 - populations (``sac.population``) of ``--population`` sizes: aggregate trained samples/s of all agents,
   against one agent of the single-agent path taking turns with it three times, medians (K separate agents
   sharing these cores train, together, at one agent's rate);
+- with ``--model-types``: learner updates/s at the reference batch per ``model.type`` (``--model-types-only``:
+  that and nothing else);
 - wall-time estimates at the measured rates: the design's 1M-step reference run, and the ``study``
   experiment (its trials x env steps, as many trials at a time as this machine's CPUs and the sweep allow).
 
@@ -40,6 +42,7 @@ import argparse
 import json
 import os
 import resource
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,7 @@ from benchmarks.trainer_runs import (
     REFERENCE_OVERRIDES,
     buffer_memory,
     device_overrides,
+    model_type_rates,
     our_turn,
     population_rates,
     reference_gemms,
@@ -61,6 +65,9 @@ from benchmarks.trainer_runs import (
     study_plan,
     study_rate,
 )
+from trainer.experiment.config import ModelConfig
+
+MODEL_TYPES = typing.get_args(ModelConfig.model_fields["type"].annotation)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +92,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--population", default="1,4,8,16", help="population sizes K to measure in aggregate ('' for none)"
     )
+    parser.add_argument(
+        "--model-types",
+        default="",
+        help="also measure learner updates/s at the reference batch per model.type (e.g. mlp,per_asset,attention)",
+    )
+    parser.add_argument("--model-types-only", action="store_true", help="measure --model-types and nothing else")
     args = parser.parse_args(argv)
+    types = [t.strip() for t in args.model_types.split(",") if t.strip()]
+    unknown = [t for t in types if t not in MODEL_TYPES]
+    if unknown:
+        parser.error(f"--model-types must be among {', '.join(MODEL_TYPES)}, got {', '.join(unknown)}")
+    if args.model_types_only and not types:
+        parser.error("--model-types-only needs --model-types")
     if args.rounds < 1 or args.iterations < 1:
         parser.error("--rounds and --iterations must be at least 1")
     try:
@@ -101,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     if any(k < 1 for k in sizes):
         parser.error(f"--population sizes must be at least 1, got {args.population!r}")
     extra = device_overrides(args.device)
+    if args.model_types_only:
+        rates = model_type_rates(types, thread_counts[0], args.device, extra)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"model_type_learner_updates_per_s": rates}, indent=2))
+        return 0
     batch = REFERENCE_OVERRIDES["sac.batch_size"]
     gemms = reference_gemms()
     result: dict[str, Any] = {
@@ -126,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             + ", ".join(f"{k} {v:,.2f}" for k, v in row.items() if isinstance(v, float))
         )
     result.update(summary(result["rounds"]))
+    if types:
+        result["model_type_learner_updates_per_s"] = model_type_rates(types, thread_counts[0], args.device, extra)
     if sizes:
         result["population"] = population_rates(sizes, 1, args.device, extra)
     if not args.skip_study:

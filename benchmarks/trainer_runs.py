@@ -281,6 +281,28 @@ def population_rates(
     return out
 
 
+def model_type_rates(
+    types: list[str], threads: int, device: str, extra: dict[str, Any], calls: int = 8
+) -> dict[str, float]:
+    """Learner updates/s (``EndToEnd.learner_alone``) at the reference batch for each ``model.type`` in ``types``,
+    one warmed-up algorithm at a time, at ``threads`` torch threads."""
+    import ray
+
+    start_ray(device)
+    out: dict[str, float] = {}
+    try:
+        for kind in types:
+            run = EndToEnd({**extra, "model.type": kind})
+            try:
+                out[kind] = run.learner_alone(threads, calls)
+            finally:
+                run.stop()
+            print(f"model.type {kind}: {out[kind]:,.1f} learner updates/s ({threads} thread(s))")
+    finally:
+        ray.shutdown()
+    return out
+
+
 def study_plan(cpus: int) -> dict[str, float]:
     """The ``study`` sweep's size and how many of its trials run at a time on ``cpus`` CPUs: as many as
     their CPU requests fit, at most the sweep's ``max_concurrent_trials``."""

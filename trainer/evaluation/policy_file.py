@@ -24,6 +24,14 @@ and ``layer<i>.bias`` ``[K, out]`` for each layer ``i``, and with a filter ``obs
     y = x @ weight_last[k].T + bias_last[k]
     action = tanh(y[:act_dim])   # the mode of the squashed Gaussian; y[act_dim:] is its log-std, unused
 
+A per-asset or attention actor (``model.type``, ``trainer.evaluation.networks``) is format version
+``SET_FORMAT_VERSION``: ``network`` declares its architecture instead of ``layer_sizes`` (``type``, ``layout``:
+``n_assets``, ``per_asset`` and ``shared`` feature names; ``hidden``, ``activation``, ``attention_layers``,
+``heads``; ``obs_dim`` and ``act_dim``, which must be the layout's), and ``weights.npz`` holds
+``SetActor``'s parameters by name, ``actor.<name>`` ``[K, ...]``, each with exactly the shape the declared
+architecture gives it (computed without allocating). The reader builds ``SetActor`` from the declaration and
+loads the arrays into it: the declaration chooses among this project's classes, it never names code.
+
 That is all a reader needs (torch or numpy; neither RLlib nor this package's training code):
 ``trainer.evaluation.policy_net`` builds it in plain torch, for backtests and what serves or exports a policy.
 
@@ -48,9 +56,9 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from torch import nn
 
 from envs.settings import FEATURE_SETS, PortfolioSettings
+from trainer.evaluation.networks import ACTIVATIONS, SET_TYPES, SetSpec, actor_shapes
 from trainer.evaluation.obs_filter import FrozenObsFilter
 from trainer.runtime.checkpoint import MANIFEST_FILE, POLICY_DIR, USE_ANOTHER, CheckpointError
 
@@ -59,9 +67,9 @@ WEIGHTS_FILE = "weights.npz"
 # the two files' paths in the checkpoint, as its manifest lists them
 POLICY_JSON, POLICY_WEIGHTS = f"{POLICY_DIR}/{POLICY_FILE}", f"{POLICY_DIR}/{WEIGHTS_FILE}"
 FORMAT = "portfolio-rl policy"
-FORMAT_VERSION = 1
-# The activations a policy file may name (model.activation's choices), with the torch module each one means.
-ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU, "elu": nn.ELU}
+FORMAT_VERSION = 1  # an MLP actor's files (what earlier versions wrote and read)
+SET_FORMAT_VERSION = 2  # a per-asset or attention actor's
+ACTOR_PREFIX = "actor."  # a per-asset or attention actor's parameter arrays
 FILTER_MEAN, FILTER_STD = "obs_filter.mean", "obs_filter.std"
 _NPY_HEADER = 4096  # an .npy entry holds its array plus a header well under this
 
@@ -91,10 +99,20 @@ class PolicyFiles:
     biases: list[NDArray[np.float32]]  # per layer, [K, out]
     filter_mean: NDArray[np.float32] | None  # [K, obs_dim]
     filter_std: NDArray[np.float32] | None
+    actor: dict[str, NDArray[np.float32]] | None = None  # a per-asset or attention actor's, [K, ...] by name
 
     @property
     def network(self) -> dict[str, Any]:
         return self.spec["network"]
+
+    @property
+    def set_spec(self) -> SetSpec | None:
+        """The per-asset or attention actor's architecture; None for an MLP actor (``layers``)."""
+        return SetSpec.from_dict(self.network) if self.actor is not None else None
+
+    def actor_params(self, agent: int) -> dict[str, NDArray[np.float32]]:
+        """Agent ``agent``'s per-asset or attention actor parameters, by ``SetActor`` parameter name."""
+        return {name: value[agent] for name, value in (self.actor or {}).items()}
 
     @property
     def n_agents(self) -> int:
@@ -119,20 +137,23 @@ class PolicyFiles:
 # --- writing ----------------------------------------------------------------------------------------------
 def write_policy_files(
     checkpoint: Path | str,
-    layers: Sequence[tuple[NDArray, NDArray]],
+    layers: Sequence[tuple[NDArray, NDArray]] | dict[str, NDArray],
     activation: str,
     obs_filter: FrozenObsFilter | None,
     info: dict[str, Any],
+    set_spec: SetSpec | None = None,
 ) -> Path:
     """Write ``policy/policy.json`` and ``policy/weights.npz`` into checkpoint directory ``checkpoint``.
 
     Args:
         checkpoint: the checkpoint directory (its manifest, written after, must cover these files).
-        layers: the actor's layers, input to output, agent-major: ``(weight [K, out, in], bias [K, out])``.
+        layers: the actor's layers, input to output, agent-major: ``(weight [K, out, in], bias [K, out])``;
+            for a per-asset or attention actor (``set_spec``) its parameters by name, ``[K, ...]``.
         activation: the activation between layers, a key of ``ACTIVATIONS``.
         obs_filter: the frozen filter, its statistics the K agents' side by side (``[K * obs_dim]``), or None.
         info: ``seeds`` (None for a single agent), ``diverged_agents``, ``filter_count``, ``tickers``,
             ``env_config``, ``windows``, ``diverged``, ``training_iteration`` (see the module docstring).
+        set_spec: the per-asset or attention actor's architecture (None: an MLP actor).
 
     Returns:
         The ``policy`` directory.
@@ -140,10 +161,25 @@ def write_policy_files(
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation {activation!r} cannot be written to a policy file (one of {_names()})")
     arrays: dict[str, NDArray[np.float32]] = {}
-    for i, (w, b) in enumerate(layers):
-        arrays[weight_name(i)], arrays[bias_name(i)] = np.asarray(w, np.float32), np.asarray(b, np.float32)
-    k, _, obs_dim = arrays[weight_name(0)].shape
-    act_dim = arrays[bias_name(len(layers) - 1)].shape[1] // 2
+    version = FORMAT_VERSION
+    if set_spec is None:
+        assert not isinstance(layers, dict)
+        for i, (w, b) in enumerate(layers):
+            arrays[weight_name(i)], arrays[bias_name(i)] = np.asarray(w, np.float32), np.asarray(b, np.float32)
+        k, _, obs_dim = arrays[weight_name(0)].shape
+        act_dim = arrays[bias_name(len(layers) - 1)].shape[1] // 2
+        network: dict[str, Any] = {
+            "obs_dim": int(obs_dim),
+            "act_dim": int(act_dim),
+            "layer_sizes": [int(obs_dim), *(int(arrays[bias_name(i)].shape[1]) for i in range(len(layers)))],
+            "activation": activation,
+        }
+    else:
+        assert isinstance(layers, dict)
+        arrays = {ACTOR_PREFIX + name: np.asarray(v, np.float32) for name, v in layers.items()}
+        k, obs_dim, act_dim = next(iter(arrays.values())).shape[0], set_spec.layout.size, set_spec.layout.n_assets + 1
+        network = {"obs_dim": obs_dim, "act_dim": act_dim, **set_spec.to_dict()}
+        version = SET_FORMAT_VERSION
     filter_spec = None
     if obs_filter is not None:
         arrays[FILTER_MEAN] = np.asarray(obs_filter.mean, np.float32).reshape(k, obs_dim)
@@ -153,13 +189,8 @@ def write_policy_files(
     seeds = info["seeds"]
     spec = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "network": {
-            "obs_dim": int(obs_dim),
-            "act_dim": int(act_dim),
-            "layer_sizes": [int(obs_dim), *(int(arrays[bias_name(i)].shape[1]) for i in range(len(layers)))],
-            "activation": activation,
-        },
+        "format_version": version,
+        "network": network,
         "agents": {
             "count": int(k),
             "seeds": [int(s) for s in seeds] if seeds else None,
@@ -244,27 +275,21 @@ def _check_spec(spec: Any, file: Path) -> None:
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
         raise _bad(file, f"not a policy file of this project (no 'format': {FORMAT!r})")
     version = spec.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in (FORMAT_VERSION, SET_FORMAT_VERSION):
         raise CheckpointError(
-            f"{file}: policy format version {version!r}, this version of the project reads {FORMAT_VERSION}; "
-            "read it with the version that wrote it"
+            f"{file}: policy format version {version!r}, this version of the project reads {FORMAT_VERSION} and "
+            f"{SET_FORMAT_VERSION}; read it with the version that wrote it"
         )
-    sizes = _field(spec, "network.layer_sizes", file)
-    if not isinstance(sizes, list) or len(sizes) < 2 or not all(_count(n) for n in sizes):
-        raise _bad(file, f"network.layer_sizes must be a list of at least two sizes >= 1, got {sizes!r}")
     for key in ("network.obs_dim", "network.act_dim", "agents.count"):
         if not _count(_field(spec, key, file)):
             raise _bad(file, f"{key} must be an integer >= 1, got {_field(spec, key, file)!r}")
-    net = spec["network"]
-    if sizes[0] != net["obs_dim"] or sizes[-1] != 2 * net["act_dim"]:
-        raise _bad(
-            file,
-            f"network.layer_sizes {sizes} must run from obs_dim {net['obs_dim']} to 2 * act_dim {2 * net['act_dim']} "
-            "(the Gaussian's mean and log-std)",
-        )
     activation = _field(spec, "network.activation", file)
     if activation not in ACTIVATIONS:
         raise _bad(file, f"network.activation {activation!r} is not one of {_names()}")
+    if version == SET_FORMAT_VERSION:
+        _check_set_network(spec, file)
+    else:
+        _check_mlp_network(spec, file)
     agents = spec["agents"]
     seeds = _field(spec, "agents.seeds", file)
     if seeds is not None and (
@@ -291,12 +316,65 @@ def _check_spec(spec: Any, file: Path) -> None:
         raise _bad(file, f"env_config.features must be one of {', '.join(FEATURE_SETS)}, got {features!r}")
 
 
+def _check_mlp_network(spec: dict[str, Any], file: Path) -> None:
+    net = spec["network"]
+    sizes = _field(spec, "network.layer_sizes", file)
+    if not isinstance(sizes, list) or len(sizes) < 2 or not all(_count(n) for n in sizes):
+        raise _bad(file, f"network.layer_sizes must be a list of at least two sizes >= 1, got {sizes!r}")
+    if sizes[0] != net["obs_dim"] or sizes[-1] != 2 * net["act_dim"]:
+        raise _bad(
+            file,
+            f"network.layer_sizes {sizes} must run from obs_dim {net['obs_dim']} to 2 * act_dim {2 * net['act_dim']} "
+            "(the Gaussian's mean and log-std)",
+        )
+
+
+def _check_set_network(spec: dict[str, Any], file: Path) -> None:
+    """A per-asset or attention actor's declaration: its type, sizes, layout and heads, against each other."""
+    net = spec["network"]
+    kind = _field(spec, "network.type", file)
+    if kind not in SET_TYPES:
+        raise _bad(file, f"network.type {kind!r} is not one of {', '.join(SET_TYPES)}")
+    hidden = _field(spec, "network.hidden", file)
+    if not isinstance(hidden, list) or not hidden or not all(_count(h) for h in hidden):
+        raise _bad(file, f"network.hidden must be a list of sizes >= 1, got {hidden!r}")
+    layers = _field(spec, "network.attention_layers", file)
+    if layers not in ((1, 2) if kind == "attention" else (0,)):
+        raise _bad(file, f"network.attention_layers {layers!r} does not fit network.type {kind}")
+    layout = _field(spec, "network.layout", file)
+    names_ok = isinstance(layout, dict) and all(
+        isinstance(layout.get(key), list) and all(isinstance(n, str) for n in layout[key])
+        for key in ("per_asset", "shared")
+    )
+    if not names_ok or not _count(layout.get("n_assets")):
+        raise _bad(file, "network.layout must hold n_assets >= 1 and the per_asset and shared feature names")
+    try:
+        set_spec = SetSpec.from_dict(net)
+    except (ValueError, TypeError) as exc:
+        raise _bad(file, f"network does not declare an actor this version builds ({exc})") from None
+    if net["obs_dim"] != set_spec.layout.size or net["act_dim"] != set_spec.layout.n_assets + 1:
+        raise _bad(
+            file,
+            f"network.obs_dim {net['obs_dim']} and act_dim {net['act_dim']} are not the layout's "
+            f"{set_spec.layout.size} and {set_spec.layout.n_assets + 1}",
+        )
+    if _field(spec, "network.heads", file) != set_spec.heads:
+        raise _bad(file, f"network.heads must be {set_spec.heads} for width {set_spec.width}")
+    tickers = spec.get("tickers")
+    if isinstance(tickers, list) and len(tickers) != set_spec.layout.n_assets:
+        raise _bad(file, f"{len(tickers)} tickers for network.layout.n_assets {set_spec.layout.n_assets}")
+
+
 def _expected_shapes(spec: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     net, k = spec["network"], spec["agents"]["count"]
-    sizes = net["layer_sizes"]
     shapes: dict[str, tuple[int, ...]] = {}
-    for i in range(len(sizes) - 1):
-        shapes[weight_name(i)], shapes[bias_name(i)] = (k, sizes[i + 1], sizes[i]), (k, sizes[i + 1])
+    if spec["format_version"] == SET_FORMAT_VERSION:
+        for name, shape in actor_shapes(SetSpec.from_dict(net)).items():
+            shapes[ACTOR_PREFIX + name] = (k, *shape)
+    else:
+        sizes = net["layer_sizes"]
+        for i in range(len(sizes) - 1):
+            shapes[weight_name(i)], shapes[bias_name(i)] = (k, sizes[i + 1], sizes[i]), (k, sizes[i + 1])
     if spec["obs_filter"] is not None:
         shapes[FILTER_MEAN] = shapes[FILTER_STD] = (k, net["obs_dim"])
     return shapes
@@ -338,6 +416,9 @@ def _read_arrays(spec: dict[str, Any], file: Path) -> PolicyFiles:
             raise _bad(file, f"{name} holds non-finite values")
     if FILTER_STD in arrays and (arrays[FILTER_STD] < 0).any():
         raise _bad(file, f"{FILTER_STD} holds negative values")
+    if spec["format_version"] == SET_FORMAT_VERSION:
+        actor = {name.removeprefix(ACTOR_PREFIX): v for name, v in arrays.items() if name.startswith(ACTOR_PREFIX)}
+        return PolicyFiles(spec, [], [], arrays.get(FILTER_MEAN), arrays.get(FILTER_STD), actor)
     layers = range(len(spec["network"]["layer_sizes"]) - 1)
     return PolicyFiles(
         spec,

@@ -27,9 +27,17 @@ from trainer.experiment.rolling_config import RollingConfig
 from trainer.experiment.schema import Strict, auto_or_number, benchmark_spec, value_types
 from trainer.metrics import registry as M
 
+# The RLlib model-config keys of model.type and model.attention_layers (read by trainer.rl.set_modules); the
+# observation's layout travels under LAYOUT_KEY, set from the trial's env (trainer.rl.set_modules.with_layout).
+MODEL_TYPE_KEY, ATTENTION_LAYERS_KEY, LAYOUT_KEY = "portfolio_model_type", "attention_layers", "observation_layout"
+
 
 class ModelConfig(Strict):
-    """Policy and each Q network: an MLP of ``hidden`` with ``activation`` (Q nets on [obs, action]).
+    """Policy and each Q network: ``type`` (``trainer.evaluation.networks``) of ``hidden`` with ``activation``.
+
+    ``type``: ``mlp`` (the default), one MLP on the whole observation (Q nets on [obs, action]); ``per_asset``,
+    one shared encoder applied to each asset's inputs (equivariant to the assets' order); ``attention``, that
+    encoder followed by ``attention_layers`` self-attention layers across the assets (read by it only).
 
     ``init_from``: a checkpoint whose network weights the run starts from (a warm start, ``trainer.rl.warm_start``;
     it loads that checkpoint's RLlib pickles, as a resume does: only a checkpoint you trust).
@@ -37,6 +45,8 @@ class ModelConfig(Strict):
 
     hidden: list[int] = Field(default_factory=lambda: [256, 256], min_length=1)
     activation: Literal["relu", "tanh", "silu", "elu"] = "relu"
+    type: Literal["mlp", "per_asset", "attention"] = "mlp"
+    attention_layers: int = Field(1, ge=1, le=2)
     init_from: str | None = None
 
     @field_validator("init_from")
@@ -122,6 +132,8 @@ SWEEPABLE: dict[str, tuple[str, ...]] = {
     "seed": ("seed",),
     "model.hidden": ("_model_config", "fcnet_hiddens"),
     "model.activation": ("_model_config", "fcnet_activation"),
+    "model.type": ("_model_config", MODEL_TYPE_KEY),
+    "model.attention_layers": ("_model_config", ATTENTION_LAYERS_KEY),
     "sac.actor_lr": ("actor_lr",),
     "sac.critic_lr": ("critic_lr",),
     "sac.alpha_lr": ("alpha_lr",),

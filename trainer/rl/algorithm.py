@@ -47,6 +47,7 @@ from trainer.experiment.config import AlgorithmSettings
 from trainer.rl.buffer import FlatReplayBuffer, PopulationReplayBuffer
 from trainer.rl.connectors import RawObsMeanStdFilter
 from trainer.rl.policy_export import write_from_algorithm
+from trainer.rl.set_modules import with_layout
 from trainer.rl.validation import ValidationReporting
 from trainer.runtime import checkpoint
 from trainer.runtime.threads import set_torch_threads
@@ -117,7 +118,7 @@ class PortfolioSAC(ValidationReporting, SAC):
         from ray.tune.result import TRIAL_INFO
 
         trial_info = config.get(TRIAL_INFO) if isinstance(config, dict) else None
-        super().__init__(config=_with_agent_seeds(config), **kwargs)
+        super().__init__(config=with_layout(_with_agent_seeds(config)), **kwargs)
         if trial_info is not None:
             self._trial_info = trial_info
 

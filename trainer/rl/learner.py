@@ -33,6 +33,10 @@ faster than two matmuls), ``mm`` + in-place bias instead of ``addmm`` (no change
 With ``resources.compile`` the same step runs through ``torch.compile``, on a GPU as one captured CUDA graph
 (``trainer.rl.compiled``).
 
+The per-asset and attention networks (``model.type``, ``trainer.rl.set_modules``) take the same fused step,
+their forward passes through ``SetNet.call`` (no shared first-layer trick; the actor-loss pass uses the
+critics' detached parameters), without ``resources.compile`` (the eager step runs; a warning says so).
+
 Anything this fast path does not cover (discrete actions, no twin Q, gradient clipping, critics with
 parameterised normalisation layers) falls back to RLlib's own update, still with per-step target updates.
 ``tests/trainer/rl/test_learner.py`` checks that one fused step and one RLlib step from the same state and
@@ -42,6 +46,7 @@ stay identical.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -64,7 +69,10 @@ from trainer.rl.losses import (
 )
 from trainer.rl.optim import MergedAdam, all_reduce_mean
 from trainer.rl.population import PopulationSACModule, derived_seed
+from trainer.rl.set_modules import is_set_module
 from trainer.runtime.threads import set_torch_threads
+
+logger = logging.getLogger(__name__)
 
 
 class FusedSACTorchLearner(SACTorchLearner):
@@ -105,6 +113,11 @@ class FusedSACTorchLearner(SACTorchLearner):
         if self.config.learner_config_dict.get(COMPILE_KEY):
             check_backend(self._device)
             self._compiled_step = CompiledSACStep(self)
+            if any(is_set_module(m.unwrapped()) for _, m in self.module.items()):
+                logger.warning(
+                    "resources.compile: model.type per_asset/attention is trained by the eager fused step "
+                    "(torch.compile is applied to mlp networks only)"
+                )
 
     # --- which modules take the fast path -----------------------------------------------------------
     def _fused_plan(self, module_id: str) -> dict[str, Any] | None:
@@ -115,12 +128,22 @@ class FusedSACTorchLearner(SACTorchLearner):
         plan = None
         encoders = (module.qf_encoder, getattr(module, "qf_twin_encoder", None))
         population = isinstance(module, PopulationSACModule)
-        if (
-            config.twin_q
-            and isinstance(module.action_space, gym.spaces.Box)
-            and (population or all(isinstance(e, ConcatObsActionEncoder) for e in encoders))
-            and config.grad_clip is None
-        ):
+        fits = config.twin_q and isinstance(module.action_space, gym.spaces.Box) and config.grad_clip is None
+        if fits and is_set_module(module):
+            # per-asset or attention networks (trainer.rl.set_modules): the same losses through SetNet.call
+            pairs = module.get_target_network_pairs()
+            plan = {
+                "set": True,
+                "pi": module.pi_encoder,
+                "q": (module.qf_encoder, module.qf_twin_encoder),
+                "target": (module.target_qf_encoder, module.target_qf_twin_encoder),
+                "population": population,
+                "obs_dim": module.obs_dim if population else int(module.observation_space.shape[0]),
+                "act_dim": module.act_dim if population else int(module.action_space.shape[0]),
+                "main_params": [p for main, _ in pairs for p in main.parameters()],
+                "target_params": [p for _, target in pairs for p in target.parameters()],
+            }
+        elif fits and (population or all(isinstance(e, ConcatObsActionEncoder) for e in encoders)):
             q1, q2 = leaf_ops(module.qf_encoder, module.qf), leaf_ops(module.qf_twin_encoder, module.qf_twin)
             t1 = leaf_ops(module.target_qf_encoder, module.target_qf)
             t2 = leaf_ops(module.target_qf_twin_encoder, module.target_qf_twin)
@@ -189,6 +212,8 @@ class FusedSACTorchLearner(SACTorchLearner):
                 self._polyak(mid)
             return out
         step = self._compiled_step or self._fused_step
+        if self._compiled_step is not None and any(self._fused_plan(mid).get("set") for mid in batch):
+            step = self._fused_step  # not compiled for these networks (logged at build)
         losses = {mid: step(mid, b, with_metrics) for mid, b in batch.items()}
         return {}, losses, {}
 

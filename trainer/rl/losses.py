@@ -90,6 +90,28 @@ def _squashed_gaussian(logits: torch.Tensor, eps: torch.Tensor) -> tuple[torch.T
     return torch.tanh(u), logp
 
 
+def _mlp_critics(
+    plan: dict[str, Any], obs: torch.Tensor, actions: torch.Tensor, actions_pi: torch.Tensor
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Each MLP critic's Q of the replayed actions, and (with detached weights) of the policy's actions."""
+    x = torch.cat([obs, actions], dim=-1)
+    action_shift = actions_pi - actions
+    q_replay, q_policy = [], []
+    for ops in plan["q"]:
+        first = ops[0]
+        h = _linear(x, first)
+        # The first layer is linear, so W [obs, a_pi] + b = (W [obs, a] + b) + W_act (a_pi - a): the obs part
+        # (most of the layer's compute) is shared with the replay pass. Detached weights: RLlib computes the
+        # actor loss with the critics frozen. h_pi is a new tensor, so both may then be activated in place.
+        if plan["population"]:
+            h_pi = torch.baddbmm(h.detach(), action_shift, first.weight.detach()[:, plan["obs_dim"] :])
+        else:
+            h_pi = torch.addmm(h.detach(), action_shift, first.weight.detach()[:, plan["obs_dim"] :].t())
+        q_replay.append(_forward(h, ops[1:], fresh=True).squeeze(-1))
+        q_policy.append(_forward(h_pi, ops[1:], detach=True, fresh=True).squeeze(-1))
+    return q_replay, q_policy
+
+
 def sac_losses(
     plan: dict[str, Any],
     obs: torch.Tensor,
@@ -112,29 +134,26 @@ def sac_losses(
     # log-alpha is [1] for one agent and [K] for a population, whose tensors are [K, B, ...]: broadcast over B
     log_alpha_b = log_alpha.unsqueeze(-1) if plan["population"] else log_alpha
     alpha_b = torch.exp(log_alpha_b)
-    actions_pi, logp = _squashed_gaussian(_forward(obs, plan["pi"]), eps)
+    set_nets = bool(plan.get("set"))  # per-asset or attention networks (trainer.rl.set_modules.SetNet)
+    actor = plan["pi"].call if set_nets else lambda x: _forward(x, plan["pi"])
+    actions_pi, logp = _squashed_gaussian(actor(obs), eps)
     with torch.no_grad():
-        actions_next, logp_next = _squashed_gaussian(_forward(next_obs, plan["pi"]), eps_next)
-        x_next = torch.cat([next_obs, actions_next], dim=-1)
+        actions_next, logp_next = _squashed_gaussian(actor(next_obs), eps_next)
         t1, t2 = plan["target"]
-        q_target = torch.min(_forward(x_next, t1), _forward(x_next, t2)).squeeze(-1)
+        if set_nets:
+            q_next = (t1.call(next_obs, actions_next), t2.call(next_obs, actions_next))
+        else:
+            x_next = torch.cat([next_obs, actions_next], dim=-1)
+            q_next = (_forward(x_next, t1), _forward(x_next, t2))
+        q_target = torch.min(*q_next).squeeze(-1)
         target = rewards + discount * ((1.0 - terminated) * (q_target - alpha_b * logp_next))
 
-    x = torch.cat([obs, actions], dim=-1)
-    action_shift = actions_pi - actions
-    q_replay, q_policy = [], []
-    for ops in plan["q"]:
-        first = ops[0]
-        h = _linear(x, first)
-        # The first layer is linear, so W [obs, a_pi] + b = (W [obs, a] + b) + W_act (a_pi - a): the obs part
-        # (most of the layer's compute) is shared with the replay pass. Detached weights: RLlib computes the
-        # actor loss with the critics frozen. h_pi is a new tensor, so both may then be activated in place.
-        if plan["population"]:
-            h_pi = torch.baddbmm(h.detach(), action_shift, first.weight.detach()[:, plan["obs_dim"] :])
-        else:
-            h_pi = torch.addmm(h.detach(), action_shift, first.weight.detach()[:, plan["obs_dim"] :].t())
-        q_replay.append(_forward(h, ops[1:], fresh=True).squeeze(-1))
-        q_policy.append(_forward(h_pi, ops[1:], detach=True, fresh=True).squeeze(-1))
+    if set_nets:
+        # the actor-loss pass through each critic with its parameters detached (RLlib freezes them)
+        q_replay = [q.call(obs, actions).squeeze(-1) for q in plan["q"]]
+        q_policy = [q.call(obs, actions_pi, detach=True).squeeze(-1) for q in plan["q"]]
+    else:
+        q_replay, q_policy = _mlp_critics(plan, obs, actions, actions_pi)
 
     # Means over the batch (the last axis): one loss per agent in a population ([K]), the sum of which is
     # minimised, so each agent's parameters get the gradient of its own losses only.

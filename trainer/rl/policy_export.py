@@ -6,8 +6,9 @@ This lives in ``trainer.rl`` because it reads RLlib's modules (``DefaultSACTorch
 ``PopulationSACModule``), which evaluation never imports; the file format, its writer and its reader are
 ``trainer.evaluation.policy_file``, so this module only decides what goes in. The actor's layers are found by
 walking the module's own ``pi_encoder`` and ``pi`` (linear layers with the model's activation after every one
-but the last: RLlib's encoder, whose output layer has the activation too, then the linear head), and their
-values come from the learner's weights, which are what RLlib's checkpoint holds.
+but the last: RLlib's encoder, whose output layer has the activation too, then the linear head); a per-asset
+or attention actor (``trainer.rl.set_modules``) is written as its parameters by name with its architecture;
+their values come from the learner's weights, which are what RLlib's checkpoint holds.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from envs.population import SEEDS_KEY
 from trainer.evaluation.obs_filter import FrozenObsFilter, find_obs_filter
 from trainer.evaluation.policy_file import ACTIVATIONS, has_policy_files, write_policy_files
 from trainer.rl.population import PopulationLinear
+from trainer.rl.set_modules import is_set_module, set_spec
 from trainer.runtime import checkpoint as C
 
 Layers = list[tuple[NDArray[np.float32], NDArray[np.float32]]]
@@ -75,6 +77,30 @@ def actor_layers(module: Any, weights: Mapping[str, Any]) -> tuple[Layers, str]:
     return layers, activation
 
 
+def set_actor_arrays(module: Any, weights: Mapping[str, Any]) -> dict[str, NDArray[np.float32]]:
+    """A per-asset or attention actor's parameters by ``SetActor`` name, agent-major ``[K, ...]``."""
+    prefix = "pi_encoder.net."
+    names = [name for name, _ in module.pi_encoder.net.named_parameters()]
+    population = bool(module.pi_encoder.n_agents)
+    return {
+        name: np.ascontiguousarray(
+            _array(weights[prefix + name]) if population else _array(weights[prefix + name])[None]
+        )
+        for name in names
+    }
+
+
+def _write(path: Path | str, module: Any, weights: Mapping[str, Any], filt: Any, info: dict[str, Any]) -> Path:
+    """The policy files of ``module`` (an MLP's layers, or a per-asset or attention actor's parameters)."""
+    frozen = FrozenObsFilter.of(filt)
+    if is_set_module(module):
+        arrays = set_actor_arrays(module, weights)
+        spec = set_spec(module.model_config)
+        return write_policy_files(path, arrays, spec.activation, frozen, info, set_spec=spec)
+    layers, activation = actor_layers(module, weights)
+    return write_policy_files(path, layers, activation, frozen, info)
+
+
 def split_windows(market: MarketData) -> dict[str, dict[str, str]]:
     """Each split's first and last date (ISO), as the policy files record the training and other windows."""
     return {
@@ -92,7 +118,6 @@ def write_from_algorithm(algo: Any, path: Path | str) -> Path:
     from ray.rllib.core import DEFAULT_MODULE_ID
 
     weights = algo.learner_group.get_weights([DEFAULT_MODULE_ID])[DEFAULT_MODULE_ID]
-    layers, activation = actor_layers(algo.get_module(), weights)
     filt = algo.obs_filter()
     info = {
         "seeds": algo.population_seeds,
@@ -104,7 +129,7 @@ def write_from_algorithm(algo: Any, path: Path | str) -> Path:
         "diverged": algo.diverged,
         "training_iteration": algo.iteration,
     }
-    return write_policy_files(path, layers, activation, FrozenObsFilter.of(filt), info)
+    return _write(path, algo.get_module(), weights, filt, info)
 
 
 def convert_checkpoint(path: Path | str) -> Path | None:
@@ -144,7 +169,6 @@ def convert_checkpoint(path: Path | str) -> Path | None:
         filt = find_obs_filter(EnvToModulePipeline.from_checkpoint(ck / C.OBS_FILTER_DIR))
     if filt is None and C.needs_obs_filter(state):
         raise C.no_obs_filter(ck / C.OBS_FILTER_DIR)
-    layers, activation = actor_layers(module, module.get_state())
     info = {
         "seeds": state.get(SEEDS_KEY),
         "diverged_agents": state.get(C.DIVERGED_AGENTS_KEY),
@@ -155,6 +179,6 @@ def convert_checkpoint(path: Path | str) -> Path | None:
         "diverged": state.get("diverged"),
         "training_iteration": state["training_iteration"],
     }
-    out = write_policy_files(ck, layers, activation, FrozenObsFilter.of(filt), info)
+    out = _write(ck, module, module.get_state(), filt, info)
     C.write_manifest(ck)  # now covering the policy files
     return out

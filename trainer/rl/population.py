@@ -44,6 +44,7 @@ from ray.rllib.utils.numpy import MAX_LOG_NN_OUTPUT, MIN_LOG_NN_OUTPUT
 from torch import nn
 
 from envs.population import SEEDS_KEY, agent_seeds  # model config key: the same name as the env config's
+from trainer.rl.set_modules import build_set_networks, is_set_module, model_type
 
 __all__ = ["SEEDS_KEY", "PopulationLinear", "PopulationSACModule", "agent_seeds", "derived_seed", "population_size"]
 
@@ -116,6 +117,11 @@ class PopulationSACModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI):
             raise ValueError("a population needs a continuous (Box) action space")
         self.obs_dim = int(self.observation_space.shape[0]) // k
         self.act_dim = int(self.action_space.shape[0]) // k
+        self.noise_stream = 0
+        self._noise: list[torch.Generator] | None = None
+        if model_type(mc) != "mlp":  # per-asset or attention networks, stacked (trainer.rl.set_modules)
+            build_set_networks(self, [derived_seed(seed, "init") for seed in self.seeds])
+            return
         hidden = list(mc["fcnet_hiddens"])
         activation = mc["fcnet_activation"]
         self.twin_q = bool(mc.get("twin_q", True))
@@ -140,8 +146,6 @@ class PopulationSACModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI):
                 for layer in net:
                     if isinstance(layer, PopulationLinear):
                         layer.init_agent(agent, generator)
-        self.noise_stream = 0
-        self._noise: list[torch.Generator] | None = None
 
     # --- RLlib APIs ---------------------------------------------------------------------------------------
     def make_target_networks(self) -> None:
@@ -178,7 +182,8 @@ class PopulationSACModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI):
     # --- forward passes -----------------------------------------------------------------------------------
     def _loc_log_std(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each agent's Gaussian mean and clamped log-std on its observation slice, ``[K, B, A]`` each."""
-        out = self.pi(self.pi_encoder(agent_major(obs, self.n_agents)))
+        x = agent_major(obs, self.n_agents)
+        out = self.pi_encoder.call(x) if is_set_module(self) else self.pi(self.pi_encoder(x))
         loc, log_std = out.chunk(2, dim=-1)
         return loc, torch.clamp(log_std, MIN_LOG_NN_OUTPUT, MAX_LOG_NN_OUTPUT)
 
@@ -212,6 +217,8 @@ class PopulationSACModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI):
     def agent_action(self, agent: int, norm_obs: NDArray[np.float32]) -> NDArray[np.float32]:
         """Agent ``agent``'s deterministic action, ``tanh(mean)``, for normalised observations ``[B, D]``."""
         x = torch.as_tensor(np.atleast_2d(norm_obs), dtype=torch.float32)
+        if is_set_module(self):
+            return torch.tanh(self.pi_encoder.agent(agent, x)[:, : self.act_dim]).numpy()
         for layer in (*self.pi_encoder, *self.pi):
             if isinstance(layer, PopulationLinear):
                 x = torch.addmm(layer.bias[agent], x, layer.weight[agent])

@@ -4,6 +4,8 @@ Train, tune, backtest and benchmarks all call ``build_sac_config``. Where RLlib'
 reference configuration (docs/architecture.md) we override them here, explicitly:
 
 - activation: RLlib "tanh" -> "relu";
+- networks: ``model.type`` (``trainer.rl.set_modules``): ``mlp`` is RLlib's SAC module with the critic below;
+  ``per_asset`` and ``attention`` are ``trainer.evaluation.networks``'s, which read the observation's layout;
 - critic: RLlib builds each Q net from two streams (an MLP on obs and one on the action) plus a "fusion" MLP
   ([256, 256], tanh) -> one MLP of ``model.hidden`` on [obs, action] (``trainer.rl.catalog.ConcatQSACCatalog``,
   ``fusionnet_hiddens=[]``), as in the reference;
@@ -22,7 +24,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainer.experiment.config import ENV_CONFIG_GRID, AlgorithmSettings, Experiment
+from trainer.experiment.config import (
+    ATTENTION_LAYERS_KEY,
+    ENV_CONFIG_GRID,
+    MODEL_TYPE_KEY,
+    AlgorithmSettings,
+    Experiment,
+)
 from trainer.experiment.loading import ExperimentError
 from trainer.experiment.resources import NUM_CPUS_FOR_MAIN_PROCESS
 from trainer.runtime.threads import worker_environment
@@ -35,12 +43,11 @@ def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = N
         exp: a validated experiment.
         param_overrides: values that replace the experiment's at the RLlib level, possibly Ray Tune
             search-space domains (passed through untouched): keys ``"seed"``, ``"model.hidden"``,
-            ``"model.activation"``, ``"sac.<field>"``.
+            ``"model.activation"``, ``"model.type"``, ``"model.attention_layers"``, ``"sac.<field>"``.
 
     Returns:
         A ``SACConfig`` whose ``algo_class`` is ``trainer.rl.algorithm.PortfolioSAC``.
     """
-    from ray.rllib.algorithms.sac.torch.default_sac_torch_rl_module import DefaultSACTorchRLModule
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
     import envs  # registers "Portfolio-v0" with Tune
@@ -52,6 +59,7 @@ def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = N
     from trainer.rl.connectors import make_env_to_module_connector
     from trainer.rl.learner import FusedSACTorchLearner
     from trainer.rl.population import PopulationSACModule
+    from trainer.rl.set_modules import PortfolioSACModule
 
     po = dict(param_overrides or {})
 
@@ -61,6 +69,8 @@ def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = N
     sac = exp.sac
     hidden = pick("model.hidden", exp.model.hidden)
     activation = pick("model.activation", exp.model.activation)
+    net_type = pick("model.type", exp.model.type)
+    attention_layers = pick("model.attention_layers", exp.model.attention_layers)
     res = exp.resources
     # A plain dict, not DefaultModelConfig: Tune expands search spaces only in dicts (docs/rllib-notes.md).
     model_config = {
@@ -68,6 +78,9 @@ def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = N
         "fcnet_activation": activation,
         "head_fcnet_hiddens": [],
         "fusionnet_hiddens": [],
+        # read by trainer.rl.set_modules; the observation layout is added per trial (PortfolioSAC, with_layout)
+        MODEL_TYPE_KEY: net_type,
+        ATTENTION_LAYERS_KEY: attention_layers,
     }
     training = {
         "actor_lr": pick("sac.actor_lr", sac.actor_lr),
@@ -103,7 +116,7 @@ def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = N
         }
     seed = pick("seed", exp.seed)
     population = sac.population
-    module_class: type = DefaultSACTorchRLModule
+    module_class: type = PortfolioSACModule  # RLlib's own SAC module for model.type mlp
     if population is not None:
         # The agents' seeds follow the trial's seed (PortfolioSAC sets them from the resolved seed, which
         # may be a Tune domain here); the list's length tells the module and the env how many agents.

@@ -252,9 +252,9 @@ def _case(case: str, ckpt: Path, marker: Path) -> str:
         _edit_json(ckpt, lambda s: s["network"].update(obs_dim="4"))
         return f"{js}: network.obs_dim must be an integer >= 1, got '4'"
     if case == "a newer format":
-        _edit_json(ckpt, lambda s: s.update(format_version=2))
+        _edit_json(ckpt, lambda s: s.update(format_version=3))
         return (
-            f"{js}: policy format version 2, this version of the project reads 1; read it with the version that "
+            f"{js}: policy format version 3, this version of the project reads 1 and 2; read it with the version that "
             "wrote it"
         )
     if case == "not our format":

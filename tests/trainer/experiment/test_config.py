@@ -429,6 +429,8 @@ def test_every_sweepable_key_reads_back_from_the_rllib_config():
         "seed": 11,
         "model.hidden": [7],
         "model.activation": "tanh",
+        "model.type": "attention",
+        "model.attention_layers": 2,
         "sac.actor_lr": 0.123,
         "sac.critic_lr": 0.234,
         "sac.alpha_lr": 0.345,
