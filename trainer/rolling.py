@@ -49,7 +49,9 @@ from trainer.metrics import registry as M
 from trainer.runtime import registry as R
 from trainer.runtime.checkpoint import CheckpointError, list_checkpoints, read_state
 from trainer.runtime.child import ForwardingStopFlag, run_child
+from trainer.runtime.mlflow_registry import child_args, record_round
 from trainer.runtime.run_dir import CHECKPOINTS_DIR, EXPERIMENT_FILE, write_atomic
+from trainer.runtime.tracking import Store, add_argument, open_store
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -70,6 +72,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--start", type=_date, help="with --simulate: the first round's date (then every rolling.every days)"
     )
+    add_argument(p, "the registry directory (rounds: their model versions in MLflow's model registry)")
     return p
 
 
@@ -150,7 +153,9 @@ def _check_live_universe(live: R.LiveModel | None, data: PriceData) -> None:
 
 
 # --- training and the decision -------------------------------------------------------------------------------
-def _train(folder: Path, seeds: list[int], flag: ForwardingStopFlag) -> tuple[str, int, str | None]:
+def _train(
+    folder: Path, seeds: list[int], flag: ForwardingStopFlag, store: Store | None
+) -> tuple[str, int, str | None]:
     """Train every seed's run: ``(status, exit code, error line)``; status completed, interrupted or failed."""
     for seed in seeds:
         if flag.signum is not None:
@@ -158,7 +163,7 @@ def _train(folder: Path, seeds: list[int], flag: ForwardingStopFlag) -> tuple[st
         out = folder / RUNS_DIR / f"seed{seed}"
         print(f"--- training seed {seed} into {out}", flush=True)
         cmd = [sys.executable, "-m", "trainer.train", "--exp", str(folder / EXPERIMENT_FILE), "--out", str(out)]
-        result = run_child([*cmd, "--seed", str(seed)], flag)
+        result = run_child([*cmd, "--seed", str(seed), *child_args(store)], flag)
         if flag.signum is not None or result.returncode in (130, 143):
             return M.STATUS_INTERRUPTED, flag.exit_code if flag.signum else result.returncode, None
         if result.returncode not in (0, EXIT_DIVERGED):  # a diverged run's earlier checkpoints stay candidates
@@ -235,7 +240,13 @@ def _decide(
 
 
 def _round(
-    registry: Path, exp: Experiment, seeds: list[int], data: PriceData, source: str, flag: ForwardingStopFlag
+    registry: Path,
+    exp: Experiment,
+    seeds: list[int],
+    data: PriceData,
+    source: str,
+    flag: ForwardingStopFlag,
+    store: Store | None = None,
 ) -> int:
     """One round on ``data`` (read from ``source`` by its runs), the registry's lock held: start it, train,
     decide. Returns the command's exit code."""
@@ -268,7 +279,7 @@ def _round(
         f"{', '.join(map(str, seeds))} | live {live.round if live else 'none'}",
         flush=True,
     )
-    status, code, error = _train(folder, seeds, flag)
+    status, code, error = _train(folder, seeds, flag, store)
     if status == M.STATUS_INTERRUPTED:
         record.update(status=status, reason=f"interrupted by {flag.signal or 'a signal'} while training")
         R.write_round(registry, round_id, record)
@@ -283,7 +294,9 @@ def _round(
         R.write_round(registry, round_id, record)
         print(f"error: round {round_id}: {error}; the live model is unchanged", file=sys.stderr)
         return EXIT_BAD_INPUT if code == EXIT_BAD_INPUT else EXIT_FAILED
-    return _decide(registry, round_id, record, exp, live, source)
+    code = _decide(registry, round_id, record, exp, live, source)
+    record_round(store, registry, round_id)  # with --mlflow: its model version, and the alias live
+    return code
 
 
 def run_round(args: argparse.Namespace, flag: ForwardingStopFlag) -> int:
@@ -296,7 +309,7 @@ def run_round(args: argparse.Namespace, flag: ForwardingStopFlag) -> int:
         if not args.force and (why := _not_due(registry, data, exp.rolling.every)):
             print(why)
             return 0
-        return _round(registry, exp, seeds, data, exp.data.source, flag)
+        return _round(registry, exp, seeds, data, exp.data.source, flag, args.store)
 
 
 def _prefix(data: PriceData, rows: int, path: Path) -> PriceData:
@@ -340,7 +353,7 @@ def run_simulation(args: argparse.Namespace, flag: ForwardingStopFlag) -> int:
                 continue
             rows = int(dates.searchsorted(dt.datetime.fromisoformat(day))) + 1
             prices = _prefix(data, rows, registry / PRICES_DIR / f"{day}.parquet")
-            code = _round(registry, exp, seeds, prices, prices.source, flag)
+            code = _round(registry, exp, seeds, prices, prices.source, flag, args.store)
             if code != 0:
                 return code
         from trainer.evaluation.stitch import replay_report
@@ -358,6 +371,7 @@ def run_rollback(args: argparse.Namespace) -> int:
     with R.registry_lock(registry):
         before = R.live_record(registry)
         live, changed = R.rollback(registry, args.rollback)
+        record_round(args.store, registry, None)  # with --mlflow: the alias live follows
     if not changed:
         print(f"round {args.rollback} is already live: nothing changed")
         return 0
@@ -371,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     flag = ForwardingStopFlag()
     flag.install()
     try:
+        # --mlflow: MLflow installed and the store reached before anything is read (one line: the fix)
+        args.store = open_store(args.mlflow, R.registry_dir(args.registry, must_exist=False))
         if args.rollback is not None:
             return run_rollback(args)
         if args.simulate:

@@ -53,6 +53,7 @@ from trainer.runtime.paths import check_output_dir, os_error_text
 from trainer.runtime.progress import Eta, StopFlag, progress_line
 from trainer.runtime.run_dir import (
     CHECKPOINTS_DIR,
+    EXPERIMENT_FILE,
     LOG_FILE,
     PREVIOUS_RUN_PREFIX,
     PROGRESS_FILE,
@@ -66,6 +67,7 @@ from trainer.runtime.run_dir import (
     write_atomic,
     write_failed,
 )
+from trainer.runtime.tracking import Store, TrainingTracker, add_argument, flatten, open_store, require_mlflow
 
 DEFAULT_EXPERIMENT = "smoke"
 EXIT_WRITE_FAILED = 1
@@ -90,6 +92,7 @@ def run_training(
     verbose: bool = True,
     on_start: Callable[[], None] | None = None,
     log_file: Path | None = None,
+    on_iteration: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) and return the summary written to ``summary.json``.
 
@@ -104,6 +107,7 @@ def run_training(
         on_start: called once the run is accepted (the cluster can place it, it is built and restored), before
             it writes anything into ``out_dir``: a refusal before then changes nothing there.
         log_file: where library log output goes until ``on_start`` (default ``out_dir``'s ``train.log``).
+        on_iteration: called with each iteration's number and ``portfolio`` section (MLflow tracking).
 
     Raises:
         WriteFailed: a file of the run could not be written (a full disk); the message names the last complete
@@ -172,6 +176,8 @@ def run_training(
                 log.flush()
                 writing = None
                 print(progress_line(algo.iteration, p, target, eta(p[M.ENV_STEPS], target)), flush=True)
+                if on_iteration is not None:
+                    on_iteration(algo.iteration, p)
                 if p[M.DIVERGED]:
                     status, reason = M.STATUS_DIVERGED, p[M.DIVERGED_REASON]
                     print(
@@ -299,10 +305,13 @@ def main(argv: list[str] | None = None) -> int:
         help="with --resume: continue although the prices of the checkpoint's windows changed since it was written",
     )
     parser.add_argument("--verbose", action="store_true", help="show Ray/RLlib log output on the terminal")
+    add_argument(parser, "the run directory")
     args = parser.parse_args(argv)
     flag = StopFlag()
     flag.install()  # a signal while inputs are checked or Ray starts stops the run before its first iteration
     try:
+        if args.mlflow is not None:
+            require_mlflow()  # before anything is read: the one-line install command
         overrides = dict(parse_override(s) for s in args.set)
         if args.data:
             overrides["data.source"] = args.data
@@ -312,13 +321,14 @@ def main(argv: list[str] | None = None) -> int:
             overrides["seed"] = args.seed
         prepare = _prepare_new_run if args.resume is None else _prepare_resume
         exp, out_dir, iteration, replay_buffer, notes = prepare(args, overrides)
+        store = open_store(args.mlflow, out_dir)  # a server that does not answer is refused before any work
         # Held until the command ends: a second run into this directory is refused, not run over this one.
         run = lock_run_dir(out_dir)
     except (ValueError, OSError) as exc:  # ExperimentError, CheckpointError, RunError, a directory not created
         print(f"error: {os_error_text(exc) if isinstance(exc, OSError) else exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        return _run(args, flag, exp, run, iteration, replay_buffer, notes)
+        return _run(args, flag, exp, run, iteration, replay_buffer, notes, store)
     finally:
         run.release()
 
@@ -331,6 +341,7 @@ def _run(
     iteration: int,
     replay_buffer: bool,
     notes: list[str],
+    store: Store | None = None,
 ) -> int:
     """The run in its locked directory: the directory checked, then trained; the exit code."""
     try:
@@ -350,6 +361,13 @@ def _run(
     for note in notes:
         print(note, file=sys.stderr if note.startswith("warning:") else sys.stdout, flush=True)
     print(f"experiment {exp.name} | data {exp.data.source} | seed {exp.seed} | run dir {run.out_dir}", flush=True)
+    tracker, summary = TrainingTracker.of(store, exp.name, run.out_dir), None
+
+    def accepted() -> None:
+        _accept(run, exp, args.verbose)
+        if tracker is not None:  # the run's local store is created once its directory is ready
+            tracker.start(flatten(exp.model_dump(mode="json")))
+
     try:
         summary = run_training(
             exp,
@@ -359,8 +377,9 @@ def _run(
             replay_buffer=replay_buffer,
             stop_flag=flag,
             verbose=args.verbose,
-            on_start=lambda: _accept(run, exp, args.verbose),
+            on_start=accepted,
             log_file=run.pending_log,
+            on_iteration=tracker.iteration if tracker is not None else None,
         )
     except (CheckpointError, ExperimentError, MemoryError) as exc:  # refused (resources), or could not be built
         if not run.accepted:
@@ -375,6 +394,9 @@ def _run(
         if not run.accepted:
             run.undo()  # an unexpected error before the run started leaves nothing either
         raise
+    finally:
+        if tracker is not None:
+            tracker.end(summary, [run.out_dir / f for f in (SUMMARY_FILE, EXPERIMENT_FILE, PROGRESS_FILE)])
     print(f"status: {summary['status']}" + (f" ({summary['reason']})" if summary["reason"] else ""))
     print(f"final checkpoint: {summary['final_checkpoint']}")
     final = summary.get("validation") or {}

@@ -36,6 +36,7 @@ from trainer.runtime.locks import LOCK_FILE, holder_text, lock_dir
 from trainer.runtime.paths import check_output_dir, check_remote_storage, is_uri, os_error_text
 from trainer.runtime.resources import THIS_MACHINE, available_memory, check_request
 from trainer.runtime.sweep_progress import SweepReporter
+from trainer.runtime.tracking import Store, add_argument, open_store, require_mlflow
 
 DRIVER_LOG = "driver.log"
 
@@ -125,8 +126,8 @@ def _trial_dirname(trial: Any) -> str:
     return f"{TRIAL_DIR_PREFIX}{trial.trial_id}"
 
 
-def run_sweep(exp: Experiment, storage: Path | str, resume: bool = False) -> Any:
-    """Run (or resume) the Tuner; returns the ResultGrid."""
+def run_sweep(exp: Experiment, storage: Path | str, resume: bool = False, callbacks: list | None = None) -> Any:
+    """Run (or resume: Tune restores the callbacks the sweep started with) the Tuner; returns the ResultGrid."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -190,6 +191,7 @@ def run_sweep(exp: Experiment, storage: Path | str, resume: bool = False) -> Any
             ),
             failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
             progress_reporter=reporter,
+            callbacks=callbacks,
             verbose=1,
         ),
     )
@@ -223,12 +225,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any field")
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local instance)")
     parser.add_argument("--verbose", action="store_true", help="show Ray/RLlib log output on the terminal")
+    add_argument(parser, "the sweep's directory")
     args = parser.parse_args(argv)
     remote = is_uri(args.storage)
     storage: Path | str = args.storage if remote else Path(args.storage).resolve()
     address = cluster_address(args.address)
     here = address is None or is_loopback(address)  # the trials run on this machine: their memory is its memory
     try:
+        if args.mlflow is not None:
+            require_mlflow()  # before anything is read: the one-line install command
         overrides = dict(parse_override(s) for s in args.set)
         if args.data:
             overrides["data.source"] = args.data
@@ -254,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         if remote:
             check_remote_storage(args.storage, "--storage")
         check_output_dir(exp_dir, "--storage")
+        store = open_store(args.mlflow, exp_dir.absolute())  # a server that does not answer: refused now
         # Held until the command ends: a second sweep into this directory is refused, not run over this one.
         lock = lock_dir(
             exp_dir,
@@ -266,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {os_error_text(exc) if isinstance(exc, OSError) else exc}", file=sys.stderr)
         return 2
     try:
-        return _sweep(args, exp, plan, est if here else None, storage, exp_dir, new_dir, address)
+        return _sweep(args, exp, plan, est if here else None, storage, exp_dir, new_dir, address, store)
     finally:
         lock.release()
 
@@ -280,6 +286,7 @@ def _sweep(
     exp_dir: Path,
     new_dir: Path | None,
     address: str | None,
+    store: Store | None = None,
 ) -> int:
     """The sweep, in its locked directory: Ray, the checks that need the cluster (``est``: the memory of a trial,
     None when the trials run on a cluster's nodes), Tune, the summary."""
@@ -345,7 +352,12 @@ def _sweep(
             check_memory(est, available_memory(), THIS_MACHINE, trials, why)
         if not args.resume:
             save_experiment(exp, exp_dir)
-        results = run_sweep(exp, storage, resume=args.resume)
+        tracker = None
+        if store is not None:
+            from trainer.experiment.sweep_tracking import SweepTracker  # imports MLflow: only with --mlflow
+
+            tracker = SweepTracker(store, exp, exp_dir.absolute())
+        results = run_sweep(exp, storage, args.resume, tracker.callbacks() if tracker else None)
     except ExperimentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         _remove_unstarted(exp_dir, new_dir)  # nothing started: leave no directory of our own behind
@@ -361,6 +373,8 @@ def _sweep(
     n_trials = exp.sweep.n_trials(exp.sac.population)
     outcome, finished = sweep_outcome(trial_statuses(exp_path, results), n_trials)
     if outcome == "interrupted":
+        if tracker is not None:
+            tracker.end(None, outcome)
         print(
             f"\nsweep interrupted: {finished} of {n_trials} trials finished; the state is saved in {exp_path}. "
             f"Continue with:\n  {resume}",
@@ -368,6 +382,7 @@ def _sweep(
         )
         return 130
     exp_dir.mkdir(parents=True, exist_ok=True)
+    summary = None
     try:
         summary = summarize_sweep(results, exp, exp_dir)
         print_summary(summary, exp_dir)
@@ -385,6 +400,9 @@ def _sweep(
             file=sys.stderr,
         )
         return 1
+    finally:
+        if tracker is not None:  # the report's files and figures on the sweep's MLflow run, which ends here
+            tracker.end(summary, outcome)
     if outcome == "failed":
         first = next((str(r.error).splitlines()[0] for r in results if r.error is not None), "")
         print(
