@@ -48,6 +48,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -136,7 +137,11 @@ class PriceData:
 
     @property
     def tickers(self) -> list[str]:
-        return [str(c) for c in self.prices.columns]
+        return list(self._tickers)
+
+    @cached_property
+    def _tickers(self) -> tuple[str, ...]:  # read on every step of a decision: the column names once
+        return tuple(str(c) for c in self.prices.columns)
 
 
 @dataclass(frozen=True)

@@ -220,7 +220,7 @@ def to_wide(
     check_order(dates, where, first_row, date_format, sort_dates, notes)
     wide = frame.drop(columns=[date_col])
     wide.index = dates
-    return wide.sort_index(), FORM_WIDE
+    return (wide if dates.is_monotonic_increasing else wide.sort_index()), FORM_WIDE
 
 
 def to_numeric(wide: pd.DataFrame, where: str) -> pd.DataFrame:

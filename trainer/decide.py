@@ -27,11 +27,10 @@ from trainer.evaluation.decision import (
     read_prices,
 )
 from trainer.evaluation.decision_report import decision_json, decision_text, write_decision
-from trainer.evaluation.decision_sources import resolve
+from trainer.evaluation.decision_sources import members_of
 from trainer.evaluation.holdings import HoldingsError, all_cash, check_value, read_holdings
 from trainer.runtime.cli_types import whole_number
 from trainer.runtime.console import quiet_logging
-from trainer.runtime.registry import RegistryError, live_model
 
 EXIT_BAD_INPUT = 2
 
@@ -77,17 +76,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 def _members(args: argparse.Namespace) -> tuple[list[Member], str]:
     """The policies to decide with: SOURCE's, or the live model of ``--registry``."""
-    if (args.source is None) == (args.registry is None):
-        raise DecisionError("give SOURCE (a checkpoint, run or sweep directory) or --registry DIR, one of them")
-    if args.registry is None:
-        return resolve(args.source, args.agent, args.ensemble)
-    if args.agent is not None or args.ensemble:
-        raise DecisionError("--registry decides with the live model (its own agent); drop --agent / --ensemble")
-    try:
-        live = live_model(args.registry)
-    except RegistryError as exc:
-        raise DecisionError(str(exc)) from None
-    return [Member(live.checkpoint, live.agent)], f"the live model of {args.registry} (round {live.round})"
+    return members_of(args.source, args.registry, args.agent, args.ensemble)
 
 
 def main(argv: list[str] | None = None) -> int:

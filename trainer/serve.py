@@ -5,7 +5,8 @@ cluster of ``--address`` (or ``RAY_ADDRESS``), with HTTP on ``--host`` (127.0.0.
 and ``--port``: ``POST /decide`` answers what ``python -m trainer.decide --json`` writes, for the prices and
 holdings of the request; ``GET /healthz`` answers 200 once the replicas are ready; ``GET /model`` names the
 universe, the checkpoints, the training window and the env settings. Accepts what ``trainer.decide``
-accepts (a checkpoint, a run directory, a sweep or study directory; ``--agent`` / ``--ensemble``). Prints
+accepts (a checkpoint, a run directory, a sweep or study directory; ``--agent`` / ``--ensemble``; or
+``--registry DIR``: the live model of a ``trainer.rolling`` registry, followed as it changes). Prints
 the URL, serves until Ctrl-C (or SIGTERM), then deletes the application and stops what it started. Every
 refusal before serving is one line (exit 2); without Ray Serve installed, the line says how to install it.
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 
 from trainer.evaluation.decision import DecisionError, load_members
-from trainer.evaluation.decision_sources import resolve
+from trainer.evaluation.decision_sources import members_of
 from trainer.runtime.console import quiet_logging
 from trainer.runtime.errors import ExperimentError
 from trainer.runtime.ray_init import cluster_address, init_ray
@@ -48,7 +49,15 @@ def _bounded(low: int, high: int | None, what: str):
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainer.serve", description=__doc__.splitlines()[0])
-    p.add_argument("source", type=Path, help="a checkpoint, a trainer.train run directory, or a sweep/study directory")
+    p.add_argument(
+        "source", type=Path, nargs="?", help="a checkpoint, a trainer.train run directory, or a sweep/study directory"
+    )
+    p.add_argument(
+        "--registry",
+        type=Path,
+        help="instead of SOURCE: the live model of a trainer.rolling registry, followed as promotions and rollbacks "
+        "change it",
+    )
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST}: this machine)")
     p.add_argument(
         "--port", type=_bounded(1, 65535, "a port"), default=DEFAULT_PORT, help=f"HTTP port (default {DEFAULT_PORT})"
@@ -108,7 +117,7 @@ def _prepare(args: argparse.Namespace) -> tuple[list, str]:
     Raises:
         DecisionError, PortTaken, ExperimentError: the source, the port or the cluster address cannot be used.
     """
-    members, chosen = resolve(args.source, args.agent, args.ensemble)
+    members, chosen = members_of(args.source, args.registry, args.agent, args.ensemble)
     load_members(members)
     address = cluster_address(args.address)
     if address is None and _port_taken(args.host, args.port):  # a local Serve would bind here and fail late
@@ -147,10 +156,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        url = service.start(members, chosen, host=args.host, port=args.port, replicas=args.replicas)
+        url = service.start(
+            members, chosen, host=args.host, port=args.port, replicas=args.replicas, registry=args.registry
+        )
         ingress = {PROXY: "Serve's proxy", HAPROXY: "HAProxy"}[args.ingress] if local else "the cluster's"
         print(f"Serving {chosen} at {url} ({args.replicas} replica(s), {ingress} ingress)", flush=True)
         print(f"  POST {url}/decide | GET {url}/healthz | GET {url}/model | Ctrl-C stops it", flush=True)
+        if args.registry is not None:
+            print(f"  follows {args.registry}/live.json: a promotion or rollback is used from the next request")
         received = _wait_for_stop()
         print(f"{received} received: stopping the application...", flush=True)
         service.stop(shutdown_serve=cluster_address(args.address) is not None)

@@ -90,3 +90,17 @@ def test_numeric_columns_read_at_once_equal_the_column_by_column_path():
     fast, slow = prices_from_frame(rows, "prices"), prices_from_frame(as_text, "prices")
     pd.testing.assert_frame_equal(fast.prices, slow.prices)
     assert fast.prices.dtypes.eq("float64").all() and list(fast.prices.columns) == ["A0", "A1", "A2", "A3"]
+
+
+def test_plain_iso_dates_read_at_once_equal_the_general_path(monkeypatch):
+    from envs import price_dates
+
+    cells = pd.Series(["2021-03-01", "2021-03-02", "2021-03-04"], dtype=object)
+    fast = price_dates.parse_dates(cells, "prices", "date", 0, None, [])
+    monkeypatch.setattr(price_dates, "_plain_iso_dates", lambda values, date_format: None)
+    slow = price_dates.parse_dates(cells, "prices", "date", 0, None, [])
+    pd.testing.assert_index_equal(fast, slow, exact=True)
+    monkeypatch.undo()
+    # ISO-looking text that is no date takes the general path, and its message
+    with pytest.raises(DataError, match=r"prices: column 'date' has a value that is not a date in row 1: '2021-13-02'"):
+        price_dates.parse_dates(pd.Series(["2021-03-01", "2021-13-02"]), "prices", "date", 0, None, [])

@@ -138,8 +138,11 @@ def decision_markdown(result: dict[str, Any], chosen: str) -> str:
     return "\n".join(lines)
 
 
-def json_text(result: dict[str, Any]) -> str:
-    """``decision.json``'s text (finite numbers only), as written to the file and answered by the service."""
+def json_text(result: dict[str, Any], compact: bool = False) -> str:
+    """``decision.json``'s text (finite numbers only), as written to the file (indented) and answered by the
+    service (``compact``: no indentation, which lets Python's C encoder write it, 10x faster)."""
+    if compact:
+        return json.dumps(result, separators=(",", ":"), allow_nan=False, default=_finite)
     return json.dumps(result, indent=2, allow_nan=False, default=_finite)
 
 

@@ -88,10 +88,15 @@ def _price_rows(rows: Any) -> pd.DataFrame:
         if not isinstance(row.get(DATE), str):
             got = "no date" if DATE not in row else f"the date is {_type_name(row[DATE])}"
             raise RequestError(f"{PRICES}[{i}]: {got}; every row is {_ROW} with the date as text")
-        for ticker, price in row.items():
-            if ticker != DATE and price is not None and not _is_number(price):
-                raise RequestError(f"{PRICES}[{i}].{ticker}: expected a price (a number, or null), got {price!r}")
-    return pd.DataFrame.from_records(rows)
+    frame = pd.DataFrame.from_records(rows)
+    if not all(d.kind in "iuf" for c, d in frame.dtypes.items() if c != DATE):
+        # a column of other values (text, true/false, objects; or only nulls): the first cell that is not a
+        # price, row by row, is refused (columns of numbers, the usual request, need no look at each cell)
+        for i, row in enumerate(rows):
+            for ticker, price in row.items():
+                if ticker != DATE and price is not None and not _is_number(price):
+                    raise RequestError(f"{PRICES}[{i}].{ticker}: expected a price (a number, or null), got {price!r}")
+    return frame
 
 
 def _date(value: Any) -> pd.Timestamp:
@@ -185,7 +190,7 @@ def model_info(members: list[Member], state: dict[str, Any], chosen: str) -> dic
     """What a service decides with: the universe, the checkpoints, the training window and the env settings."""
     record = state.get(DATA_KEY) or {}
     windows = {name: {k: w.get(k) for k in ("start", "end")} for name, w in (record.get(WINDOWS_KEY) or {}).items()}
-    lookback = FeatureConfig().lookback
+    lookback = FeatureConfig.of(state["env_config"].get("features")).lookback  # the checkpoint's feature set
     return {
         "tickers": list(state["tickers"]),
         "checkpoint": str(members[0].checkpoint),

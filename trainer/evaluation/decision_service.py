@@ -11,7 +11,9 @@ Needs Ray Serve (``pip install -e ".[serve]"``): importing this module without i
 
 from __future__ import annotations
 
+import gc
 import logging
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -23,7 +25,9 @@ from starlette.responses import Response
 from trainer.evaluation.decision import DecisionError, Member, load_members
 from trainer.evaluation.decision_report import json_text
 from trainer.evaluation.decision_request import BAD_REQUEST, RequestError, answer, model_info, parse_request
+from trainer.evaluation.decision_sources import live_members
 from trainer.evaluation.holdings import HoldingsError
+from trainer.runtime.registry import LIVE_FILE
 
 APP_NAME = "portfolio-decide"
 REPLICA_CPUS = 1.0  # one decision at a time per replica: one core's work (torch runs one thread)
@@ -37,7 +41,7 @@ _log = logging.getLogger("ray.serve")
 
 
 def _json(body: dict[str, Any], status: int = 200) -> Response:
-    return Response(json_text(body), status_code=status, media_type="application/json")
+    return Response(json_text(body, compact=True), status_code=status, media_type="application/json")
 
 
 def _error(message: str, status: int) -> Response:
@@ -48,12 +52,37 @@ def _error(message: str, status: int) -> Response:
 class DecisionService:
     """One replica: the policies of ``members`` loaded once, answering the routes of ``ROUTES``."""
 
-    def __init__(self, members: list[Member], chosen: str) -> None:
-        self._members = members
-        self._loaded = load_members(members)
-        self._model = model_info(members, self._loaded[1], chosen)
+    def __init__(self, members: list[Member], chosen: str, registry: str | None = None) -> None:
+        self._registry = None if registry is None else Path(registry)
+        self._live_stamp = _stamp(self._registry)
+        self._use(members, chosen)
+        # Everything loaded so far (torch, pandas, the policies) lives as long as the replica: out of the
+        # collector's sight, so that its full collections, which would otherwise walk all of it in the middle
+        # of a request, stay short (the p99 latency).
+        gc.freeze()
+
+    def _use(self, members: list[Member], chosen: str) -> None:
+        loaded = load_members(members)
+        self._members, self._loaded, self._model = members, loaded, model_info(members, loaded[1], chosen)
+
+    def _follow_live(self) -> None:
+        """With a registry: a promotion or rollback since the last request (``live.json`` replaced) loads the
+        new live model before this request is answered. A registry that cannot be read keeps the model in use
+        (logged); the next change is tried again."""
+        stamp = _stamp(self._registry)
+        if self._registry is None or stamp == self._live_stamp:
+            return
+        self._live_stamp = stamp
+        try:
+            members, chosen = live_members(self._registry)
+            if members != self._members:
+                self._use(members, chosen)
+                _log.info("now deciding with %s", chosen)
+        except DecisionError as exc:
+            _log.warning("kept deciding with %s: %s", self._model["chosen"], exc)
 
     async def __call__(self, request: Request) -> Response:
+        self._follow_live()
         path = request.url.path.rstrip("/") or "/"
         if path not in ROUTES:
             return _error(f"{path}: no such route; the routes are {', '.join(ROUTES)}", NOT_FOUND)
@@ -77,14 +106,29 @@ class DecisionService:
             return _error(f"internal error ({type(exc).__name__}: {exc}); see the replica's log", INTERNAL_ERROR)
 
 
+def _stamp(registry: Path | None) -> tuple[int, int, int] | None:
+    """What changes when ``live.json`` is replaced (atomically: a new file), read in microseconds per request."""
+    if registry is None:
+        return None
+    try:
+        st = (registry / LIVE_FILE).stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 class ServeError(RuntimeError):
     """Serve cannot run the application as asked; the message says why and what to do."""
 
 
-def start(members: list[Member], chosen: str, *, host: str, port: int, replicas: int = 1) -> str:
+def start(
+    members: list[Member], chosen: str, *, host: str, port: int, replicas: int = 1, registry: Path | None = None
+) -> str:
     """Start Serve (HTTP on ``host:port``) on the connected Ray cluster and deploy the application; its URL.
 
-    Returns once every replica has loaded the policies and answers.
+    Returns once every replica has loaded the policies and answers. With ``registry`` (whose live model
+    ``members`` is), every replica follows the registry's live model: a promotion or rollback is picked up by
+    the next request (the replicas must see the registry's directory: one machine, or a shared file system).
 
     Raises:
         ServeError: the cluster's CPUs cannot hold the replicas, or Serve already runs there with other HTTP
@@ -107,7 +151,7 @@ def start(members: list[Member], chosen: str, *, host: str, port: int, replicas:
         num_replicas=replicas,
         max_ongoing_requests=MAX_ONGOING_REQUESTS,
         ray_actor_options={"num_cpus": REPLICA_CPUS},
-    ).bind(members, chosen)
+    ).bind(members, chosen, None if registry is None else str(registry.resolve()))
     serve.run(app, name=APP_NAME, route_prefix="/")
     return f"http://{host}:{port}"
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from trainer.evaluation.decision import DecisionError, Member, population_members
 from trainer.runtime.checkpoint import CheckpointError, list_checkpoints, read_state
+from trainer.runtime.registry import RegistryError, live_model
 from trainer.runtime.run_dir import CHECKPOINTS_DIR
 
 SUMMARY_FILE = "summary.json"
@@ -77,3 +78,34 @@ def resolve(path: Path | str, agent: int | None = None, ensemble: bool = False) 
         members = _population_choice(found[-1], agent, ensemble)
         return members, f"the run's latest checkpoint {found[-1].name}"
     return _population_choice(path, agent, ensemble), f"checkpoint {path.name}"
+
+
+def live_members(registry: Path) -> tuple[list[Member], str]:
+    """The live model of a ``trainer.rolling`` registry (its own agent of a population), and its description.
+
+    Raises:
+        DecisionError: no registry there, no live model yet, or its checkpoint is missing.
+    """
+    try:
+        live = live_model(registry)
+    except RegistryError as exc:
+        raise DecisionError(str(exc)) from None
+    return [Member(live.checkpoint, live.agent)], f"the live model of {registry} (round {live.round})"
+
+
+def members_of(
+    source: Path | None, registry: Path | None, agent: int | None = None, ensemble: bool = False
+) -> tuple[list[Member], str]:
+    """The policies a command decides with: SOURCE's (``resolve``), or the live model of ``registry``.
+
+    Raises:
+        DecisionError: both or neither given, ``agent``/``ensemble`` with a registry, or ``resolve``'s and
+            ``live_members``' problems.
+    """
+    if (source is None) == (registry is None):
+        raise DecisionError("give SOURCE (a checkpoint, run or sweep directory) or --registry DIR, one of them")
+    if registry is None:
+        return resolve(source, agent, ensemble)
+    if agent is not None or ensemble:
+        raise DecisionError("--registry decides with the live model (its own agent); drop --agent / --ensemble")
+    return live_members(registry)
