@@ -102,6 +102,8 @@ def registry_lock(registry: Path) -> Iterator[None]:
     except LockedError as exc:
         raise RegistryError(str(exc)) from None
     try:
+        for note in finish_promotion(registry):  # what a killed holder of the lock left half done
+            print(note, flush=True)
         yield
     finally:
         lock.release()
@@ -215,6 +217,45 @@ def live_record(registry: Path) -> dict[str, Any] | None:
     """``live.json``, or None when no round has been promoted yet."""
     path = registry / LIVE_FILE
     return _read_json(path) if path.exists() else None
+
+
+def _history_rounds(registry: Path) -> set[str]:
+    path = registry / HISTORY_FILE
+    if not path.exists():
+        return set()
+    found = set()
+    for line in path.read_text().splitlines():
+        try:
+            found.add(str(json.loads(line).get("round")))
+        except (ValueError, AttributeError):
+            continue  # a line cut short by a kill: the round it named is found again below
+    return found
+
+
+def finish_promotion(registry: Path) -> list[str]:
+    """Complete a promotion a killed process left half done; what was done, as notes (none: nothing to do).
+
+    A promotion writes the round's record (promoted), then ``live.json``, then a line of ``history.jsonl``.
+    Killed after the record, the newest promoted round is in neither file: it is made live now. Killed after
+    ``live.json``, the history lacks its line: the line is added. A rollback is in the history, so a model
+    rolled back to is never replaced here. Called by ``registry_lock`` before every write.
+    """
+    base = registry / ROUNDS_DIR
+    if not base.is_dir():
+        return []
+    promoted = [(rid, rec) for rid, rec in rounds(registry) if rec.get("promoted") and rec.get("checkpoint")]
+    if not promoted:
+        return []
+    round_id, record = promoted[-1]
+    if round_id in _history_rounds(registry):
+        return []
+    live = live_record(registry)
+    if live is not None and live.get("round") == round_id:
+        with open(registry / HISTORY_FILE, "a") as fh:
+            fh.write(json.dumps(live) + "\n")
+        return [f"round {round_id}: its promotion's history line was missing (a killed process); added"]
+    set_live(registry, round_id, record, "promoted by the gate (completed after the promoting process was killed)")
+    return [f"round {round_id}: promoted, but the process was killed before live.json changed; it is live now"]
 
 
 def live_model(registry: Path | str) -> LiveModel:

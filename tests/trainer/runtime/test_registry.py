@@ -101,3 +101,38 @@ def test_one_writer_at_a_time(tmp_path):
         )
     with R.registry_lock(registry):  # released when the holder is done
         pass
+
+
+def _history(registry) -> list[str]:
+    return [json.loads(line)["round"] for line in (registry / R.HISTORY_FILE).read_text().splitlines()]
+
+
+def test_a_promotion_cut_short_by_a_kill_is_finished_by_the_next_writer(tmp_path, capsys):
+    registry = R.registry_dir(tmp_path / "reg", must_exist=False)
+    (registry / R.ROUNDS_DIR).mkdir(parents=True)
+    first, _ = R.start_round(registry, "2020-03-31")
+    _decided(registry, first, promoted=True)
+    # killed after the round's record said promoted, before live.json changed
+    second, _ = R.start_round(registry, "2020-06-30")
+    _decided(registry, second, promoted=False)
+    R.write_round(registry, second, {**R.read_round(registry, second), "promoted": True, "reason": "promoted: test"})
+    assert R.live_record(registry)["round"] == first
+    with R.registry_lock(registry):
+        pass
+    assert R.live_record(registry)["round"] == second and _history(registry) == [first, second]
+    assert "round 2020-06-30: promoted, but the process was killed before live.json changed" in capsys.readouterr().out
+    # killed after live.json, before the history line
+    third, _ = R.start_round(registry, "2020-09-30")
+    _decided(registry, third, promoted=False)
+    record = {**R.read_round(registry, third), "promoted": True}
+    R.write_round(registry, third, record)
+    (registry / R.LIVE_FILE).write_text(json.dumps({"round": third, "checkpoint": record["checkpoint"]}))
+    with R.registry_lock(registry):
+        pass
+    assert _history(registry) == [first, second, third] and R.live_record(registry)["round"] == third
+    # nothing half done: nothing changes, and a rollback is never undone
+    R.rollback(registry, first)
+    for _ in range(2):
+        with R.registry_lock(registry):
+            pass
+    assert R.live_record(registry)["round"] == first and _history(registry) == [first, second, third, first]
