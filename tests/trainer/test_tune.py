@@ -58,11 +58,12 @@ def test_dry_run_shows_grid_size_and_resources():
         (
             "  search_space:\n    sac.rollout_fragment_length: {grid_search: [1, 2]}\n",
             "key 'sweep': Value error, search_space key 'sac.rollout_fragment_length' cannot be swept; sweepable: "
-            "seed, model.hidden, model.activation, sac.actor_lr, sac.critic_lr, sac.alpha_lr, sac.tau, sac.gamma, "
-            "sac.initial_alpha, sac.target_entropy, sac.batch_size, sac.learning_starts, sac.training_intensity, "
-            "sac.buffer_size, data.fold, data.cost_bps, data.episode_len, data.reward, data.temperature, "
-            "data.action, data.tilt_reference, data.tilt_scale, data.no_trade_band, data.rebalance_fraction, "
-            "data.max_weight, data.max_cash, data.max_turnover",
+            "seed, model.hidden, model.activation, model.type, model.attention_layers, sac.actor_lr, sac.critic_lr, "
+            "sac.alpha_lr, sac.tau, sac.gamma, sac.initial_alpha, sac.target_entropy, sac.batch_size, "
+            "sac.learning_starts, sac.training_intensity, sac.buffer_size, data.fold, data.cost_bps, "
+            "data.episode_len, data.reward, data.temperature, data.action, data.tilt_reference, data.tilt_scale, "
+            "data.no_trade_band, data.rebalance_fraction, data.max_weight, data.max_cash, data.max_turnover, "
+            "data.features",
         ),
         (
             "  search_space:\n    sac.tau: {normal: [0, 1]}\n",
