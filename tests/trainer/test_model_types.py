@@ -6,8 +6,10 @@ backtest, a population of two, ``decide`` equal to the backtest day by day and t
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,3 +146,21 @@ def test_a_population_of_two_trains_saves_and_each_agent_acts_as_its_file(ray_se
         assert params.shape[0] == k and not torch.equal(params[0], params[1])
     finally:
         algo.stop()
+
+
+def test_the_cli_resumes_a_run_of_each_type(typed_run, ray_session, tmp_path):
+    kind, ckpts, data = typed_run
+    before = json.loads((ckpts[-1].parent.parent / "summary.json").read_text())
+    res = train_cli(tmp_path / "resumed", ray_session, "--resume", str(ckpts[-1]), "--additional-steps", "300")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "resumed" in res.stdout
+    summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+    assert (
+        summary["status"] == "completed" and summary["env_steps"] == before["env_steps"] + 300
+    )  # one iteration of 300
+    resumed = Path(summary["final_checkpoint"])
+    exp, _ = experiment_for_resume(resumed, {})
+    assert exp.model.type == kind  # the same network, trained on
+    policy, _ = load_policy(resumed)  # its policy files are that network's
+    market = load_prices(data)
+    assert policy is not None and market.tickers == ["A0", "A1", "A2", "A3"]
