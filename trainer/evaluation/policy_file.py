@@ -57,29 +57,29 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from envs.settings import FEATURE_SETS, PortfolioSettings
-from trainer.evaluation.networks import ACTIVATIONS, SET_TYPES, SetSpec, actor_shapes
+from trainer.evaluation.networks import ACTIVATIONS, SetSpec
 from trainer.evaluation.obs_filter import FrozenObsFilter
+from trainer.evaluation.policy_spec import (
+    ACTOR_PREFIX,
+    FILTER_MEAN,
+    FILTER_STD,
+    FORMAT,
+    FORMAT_VERSION,
+    POLICY_FILE,
+    POLICY_JSON,
+    POLICY_WEIGHTS,
+    SET_FORMAT_VERSION,
+    WEIGHTS_FILE,
+    activation_names,
+    bad,
+    bias_name,
+    check_spec,
+    expected_shapes,
+    weight_name,
+)
 from trainer.runtime.checkpoint import MANIFEST_FILE, POLICY_DIR, USE_ANOTHER, CheckpointError
 
-POLICY_FILE = "policy.json"
-WEIGHTS_FILE = "weights.npz"
-# the two files' paths in the checkpoint, as its manifest lists them
-POLICY_JSON, POLICY_WEIGHTS = f"{POLICY_DIR}/{POLICY_FILE}", f"{POLICY_DIR}/{WEIGHTS_FILE}"
-FORMAT = "portfolio-rl policy"
-FORMAT_VERSION = 1  # an MLP actor's files (what earlier versions wrote and read)
-SET_FORMAT_VERSION = 2  # a per-asset or attention actor's
-ACTOR_PREFIX = "actor."  # a per-asset or attention actor's parameter arrays
-FILTER_MEAN, FILTER_STD = "obs_filter.mean", "obs_filter.std"
 _NPY_HEADER = 4096  # an .npy entry holds its array plus a header well under this
-
-
-def weight_name(layer: int) -> str:
-    return f"layer{layer}.weight"
-
-
-def bias_name(layer: int) -> str:
-    return f"layer{layer}.bias"
 
 
 def convert_hint(checkpoint: Path) -> str:
@@ -159,7 +159,7 @@ def write_policy_files(
         The ``policy`` directory.
     """
     if activation not in ACTIVATIONS:
-        raise ValueError(f"activation {activation!r} cannot be written to a policy file (one of {_names()})")
+        raise ValueError(f"activation {activation!r} cannot be written to a policy file (one of {activation_names()})")
     arrays: dict[str, NDArray[np.float32]] = {}
     version = FORMAT_VERSION
     if set_spec is None:
@@ -240,182 +240,47 @@ def read_policy_files(checkpoint: Path, manifest_files: Collection[str]) -> Poli
     try:
         spec = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _bad(file, f"damaged ({exc})") from None
-    _check_spec(spec, file)
+        raise bad(file, f"damaged ({exc})") from None
+    check_spec(spec, file)
     return _read_arrays(spec, checkpoint / POLICY_WEIGHTS)
-
-
-def _names() -> str:
-    return ", ".join(sorted(ACTIVATIONS))
-
-
-def _bad(file: Path, what: str) -> CheckpointError:
-    return CheckpointError(f"{file}: {what}; {USE_ANOTHER}")
-
-
-def _field(spec: dict[str, Any], key: str, file: Path) -> Any:
-    node: Any = spec
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise _bad(file, f"no '{key}'")
-        node = node[part]
-    return node
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_spec(spec: Any, file: Path) -> None:
-    """Check ``policy.json``'s form and values; raise a ``CheckpointError`` naming the first bad key."""
-    if not isinstance(spec, dict) or spec.get("format") != FORMAT:
-        raise _bad(file, f"not a policy file of this project (no 'format': {FORMAT!r})")
-    version = spec.get("format_version")
-    if version not in (FORMAT_VERSION, SET_FORMAT_VERSION):
-        raise CheckpointError(
-            f"{file}: policy format version {version!r}, this version of the project reads {FORMAT_VERSION} and "
-            f"{SET_FORMAT_VERSION}; read it with the version that wrote it"
-        )
-    for key in ("network.obs_dim", "network.act_dim", "agents.count"):
-        if not _count(_field(spec, key, file)):
-            raise _bad(file, f"{key} must be an integer >= 1, got {_field(spec, key, file)!r}")
-    activation = _field(spec, "network.activation", file)
-    if activation not in ACTIVATIONS:
-        raise _bad(file, f"network.activation {activation!r} is not one of {_names()}")
-    if version == SET_FORMAT_VERSION:
-        _check_set_network(spec, file)
-    else:
-        _check_mlp_network(spec, file)
-    agents = spec["agents"]
-    seeds = _field(spec, "agents.seeds", file)
-    if seeds is not None and (
-        not isinstance(seeds, list) or len(seeds) != agents["count"] or not all(isinstance(s, int) for s in seeds)
-    ):
-        raise _bad(file, f"agents.seeds must be null or {agents['count']} integers (agents.count), got {seeds!r}")
-    if not isinstance(_field(spec, "agents.diverged", file), dict):
-        raise _bad(file, "agents.diverged must be a mapping (agent -> why)")
-    filt = _field(spec, "obs_filter", file)
-    if filt is not None:
-        clip, epsilon = _field(spec, "obs_filter.clip", file), _field(spec, "obs_filter.epsilon", file)
-        if clip is not None and not (_number(clip) and clip > 0):
-            raise _bad(file, f"obs_filter.clip must be null or a number > 0, got {clip!r}")
-        if not (_number(epsilon) and epsilon >= 0):
-            raise _bad(file, f"obs_filter.epsilon must be a number >= 0, got {epsilon!r}")
-    tickers = _field(spec, "tickers", file)
-    if not isinstance(tickers, list) or not all(isinstance(t, str) for t in tickers):
-        raise _bad(file, "tickers must be a list of names")
-    for key in ("env_config", "windows"):
-        if not isinstance(_field(spec, key, file), dict):
-            raise _bad(file, f"{key} must be a mapping")
-    features = spec["env_config"].get("features", PortfolioSettings.features)  # older files: the default set
-    if features not in FEATURE_SETS:
-        raise _bad(file, f"env_config.features must be one of {', '.join(FEATURE_SETS)}, got {features!r}")
-
-
-def _check_mlp_network(spec: dict[str, Any], file: Path) -> None:
-    net = spec["network"]
-    sizes = _field(spec, "network.layer_sizes", file)
-    if not isinstance(sizes, list) or len(sizes) < 2 or not all(_count(n) for n in sizes):
-        raise _bad(file, f"network.layer_sizes must be a list of at least two sizes >= 1, got {sizes!r}")
-    if sizes[0] != net["obs_dim"] or sizes[-1] != 2 * net["act_dim"]:
-        raise _bad(
-            file,
-            f"network.layer_sizes {sizes} must run from obs_dim {net['obs_dim']} to 2 * act_dim {2 * net['act_dim']} "
-            "(the Gaussian's mean and log-std)",
-        )
-
-
-def _check_set_network(spec: dict[str, Any], file: Path) -> None:
-    """A per-asset or attention actor's declaration: its type, sizes, layout and heads, against each other."""
-    net = spec["network"]
-    kind = _field(spec, "network.type", file)
-    if kind not in SET_TYPES:
-        raise _bad(file, f"network.type {kind!r} is not one of {', '.join(SET_TYPES)}")
-    hidden = _field(spec, "network.hidden", file)
-    if not isinstance(hidden, list) or not hidden or not all(_count(h) for h in hidden):
-        raise _bad(file, f"network.hidden must be a list of sizes >= 1, got {hidden!r}")
-    layers = _field(spec, "network.attention_layers", file)
-    if layers not in ((1, 2) if kind == "attention" else (0,)):
-        raise _bad(file, f"network.attention_layers {layers!r} does not fit network.type {kind}")
-    layout = _field(spec, "network.layout", file)
-    names_ok = isinstance(layout, dict) and all(
-        isinstance(layout.get(key), list) and all(isinstance(n, str) for n in layout[key])
-        for key in ("per_asset", "shared")
-    )
-    if not names_ok or not _count(layout.get("n_assets")):
-        raise _bad(file, "network.layout must hold n_assets >= 1 and the per_asset and shared feature names")
-    try:
-        set_spec = SetSpec.from_dict(net)
-    except (ValueError, TypeError) as exc:
-        raise _bad(file, f"network does not declare an actor this version builds ({exc})") from None
-    if net["obs_dim"] != set_spec.layout.size or net["act_dim"] != set_spec.layout.n_assets + 1:
-        raise _bad(
-            file,
-            f"network.obs_dim {net['obs_dim']} and act_dim {net['act_dim']} are not the layout's "
-            f"{set_spec.layout.size} and {set_spec.layout.n_assets + 1}",
-        )
-    if _field(spec, "network.heads", file) != set_spec.heads:
-        raise _bad(file, f"network.heads must be {set_spec.heads} for width {set_spec.width}")
-    tickers = spec.get("tickers")
-    if isinstance(tickers, list) and len(tickers) != set_spec.layout.n_assets:
-        raise _bad(file, f"{len(tickers)} tickers for network.layout.n_assets {set_spec.layout.n_assets}")
-
-
-def _expected_shapes(spec: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    net, k = spec["network"], spec["agents"]["count"]
-    shapes: dict[str, tuple[int, ...]] = {}
-    if spec["format_version"] == SET_FORMAT_VERSION:
-        for name, shape in actor_shapes(SetSpec.from_dict(net)).items():
-            shapes[ACTOR_PREFIX + name] = (k, *shape)
-    else:
-        sizes = net["layer_sizes"]
-        for i in range(len(sizes) - 1):
-            shapes[weight_name(i)], shapes[bias_name(i)] = (k, sizes[i + 1], sizes[i]), (k, sizes[i + 1])
-    if spec["obs_filter"] is not None:
-        shapes[FILTER_MEAN] = shapes[FILTER_STD] = (k, net["obs_dim"])
-    return shapes
 
 
 def _read_arrays(spec: dict[str, Any], file: Path) -> PolicyFiles:
     """``weights.npz`` checked against ``spec``: exactly the expected arrays, float32, shapes, finite values."""
-    shapes = _expected_shapes(spec)
+    shapes = expected_shapes(spec)
     try:
         loaded = np.load(file, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise _bad(file, "not an .npz archive of arrays")
+            raise bad(file, "not an .npz archive of arrays")
         with loaded as npz:
             if sorted(npz.files) != sorted(shapes):
-                raise _bad(file, f"holds arrays {sorted(npz.files)}, {POLICY_JSON} needs {sorted(shapes)}")
+                raise bad(file, f"holds arrays {sorted(npz.files)}, {POLICY_JSON} needs {sorted(shapes)}")
             arrays = {}
             for name, shape in shapes.items():
                 # checked before the array is read, so that a forged entry cannot take the memory: stored
                 # uncompressed (as written), an entry takes no more memory than the file's bytes
                 info = npz.zip.getinfo(f"{name}.npy")
                 if info.compress_type != zipfile.ZIP_STORED:
-                    raise _bad(file, f"{name} is compressed; a policy file stores its arrays uncompressed")
+                    raise bad(file, f"{name} is compressed; a policy file stores its arrays uncompressed")
                 if info.file_size > 4 * math.prod(shape) + _NPY_HEADER:
-                    raise _bad(file, f"{name} takes {info.file_size:,} bytes, more than its shape {list(shape)} needs")
+                    raise bad(file, f"{name} takes {info.file_size:,} bytes, more than its shape {list(shape)} needs")
                 arrays[name] = npz[name]
     except CheckpointError:
         raise
     except ValueError as exc:
         if "pickle" in str(exc):  # numpy refused a pickled file or object array (allow_pickle=False)
-            raise _bad(file, "holds pickled data, which is never loaded (it could run code)") from None
-        raise _bad(file, f"not an .npz archive of arrays ({exc})") from None
+            raise bad(file, "holds pickled data, which is never loaded (it could run code)") from None
+        raise bad(file, f"not an .npz archive of arrays ({exc})") from None
     except (OSError, zipfile.BadZipFile, KeyError, EOFError) as exc:
-        raise _bad(file, f"not an .npz archive of arrays ({exc})") from None
+        raise bad(file, f"not an .npz archive of arrays ({exc})") from None
     for name, shape in shapes.items():
         arr = arrays[name]
         if arr.dtype != np.float32 or arr.shape != shape:
-            raise _bad(file, f"{name} is {arr.dtype} {list(arr.shape)}, {POLICY_JSON} needs float32 {list(shape)}")
+            raise bad(file, f"{name} is {arr.dtype} {list(arr.shape)}, {POLICY_JSON} needs float32 {list(shape)}")
         if not np.isfinite(arr).all():
-            raise _bad(file, f"{name} holds non-finite values")
+            raise bad(file, f"{name} holds non-finite values")
     if FILTER_STD in arrays and (arrays[FILTER_STD] < 0).any():
-        raise _bad(file, f"{FILTER_STD} holds negative values")
+        raise bad(file, f"{FILTER_STD} holds negative values")
     if spec["format_version"] == SET_FORMAT_VERSION:
         actor = {name.removeprefix(ACTOR_PREFIX): v for name, v in arrays.items() if name.startswith(ACTOR_PREFIX)}
         return PolicyFiles(spec, [], [], arrays.get(FILTER_MEAN), arrays.get(FILTER_STD), actor)
