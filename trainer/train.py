@@ -42,14 +42,13 @@ from typing import Any
 import yaml
 
 from trainer.experiment.config import Experiment
-from trainer.experiment.loading import ExperimentError, load_experiment, parse_override
+from trainer.experiment.loading import ExperimentError, parse_override
 from trainer.experiment.memory import BUFFER_SIZE_KEY, POPULATION_KEY
-from trainer.experiment.preflight import check_run
-from trainer.experiment.stored import default_out_dir, resume_inputs
+from trainer.experiment.run_inputs import DEFAULT_EXPERIMENT, prepare_new_run, prepare_resume
 from trainer.metrics import registry as M
 from trainer.runtime.checkpoint import CHECKPOINT_PREFIX, CheckpointError
 from trainer.runtime.console import quiet_logging
-from trainer.runtime.paths import check_output_dir, os_error_text
+from trainer.runtime.paths import os_error_text
 from trainer.runtime.progress import Eta, StopFlag, progress_line
 from trainer.runtime.run_dir import (
     CHECKPOINTS_DIR,
@@ -69,7 +68,6 @@ from trainer.runtime.run_dir import (
 )
 from trainer.runtime.tracking import Store, TrainingTracker, add_argument, flatten, open_store, require_mlflow
 
-DEFAULT_EXPERIMENT = "smoke"
 EXIT_WRITE_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
@@ -225,51 +223,6 @@ def run_training(
         algo.stop()
 
 
-def _prepare_new_run(
-    args: argparse.Namespace, overrides: dict[str, Any]
-) -> tuple[Experiment, Path, int, bool, list[str]]:
-    """A new run: the validated experiment, its data and memory checked, its run directory's path checked
-    (returned as ``_prepare_resume`` returns a resume's)."""
-    given = {
-        "--additional-steps": args.additional_steps is not None,
-        "--allow-missing-buffer": args.allow_missing_buffer,
-        "--allow-changed-data": args.allow_changed_data,
-    }
-    flag = next((f for f, on in given.items() if on), None)
-    if flag:
-        raise RunError(f"{flag} continues a run: use it with --resume CHECKPOINT")
-    exp = load_experiment(args.exp or DEFAULT_EXPERIMENT, overrides, sweep=False)  # one run: no sweep
-    out_dir = (args.out or default_out_dir(exp)).absolute()  # the summary's paths hold wherever it is read from
-    check_output_dir(out_dir, "--out")
-    check_run(exp)
-    return exp, out_dir, 0, True, []
-
-
-def _prepare_resume(
-    args: argparse.Namespace, overrides: dict[str, Any]
-) -> tuple[Experiment, Path, int, bool, list[str]]:
-    """A resume: the checkpoint verified, the overrides a resume may change applied, its data and memory checked.
-
-    Returns:
-        ``(experiment, run directory, the checkpoint's iteration, restore the replay buffer, notes to print)``.
-    """
-    if args.exp is not None:
-        raise RunError(
-            f"--exp {args.exp} with --resume: a run continues with the experiment it was trained with; drop --exp "
-            "(--set changes what a resume may change)"
-        )
-    if args.additional_steps is not None and args.additional_steps < 1:
-        raise RunError(f"--additional-steps must be >= 1, got {args.additional_steps}")
-    ckpt = args.resume.resolve()
-    exp, iteration, replay_buffer, notes = resume_inputs(
-        ckpt, overrides, args.allow_missing_buffer, args.allow_changed_data
-    )
-    out_dir = (args.out or ckpt.parent.parent).absolute()
-    check_output_dir(out_dir, "--out")
-    check_run(exp)
-    return exp, out_dir, iteration, replay_buffer, notes
-
-
 def _accept(run: RunLock, exp: Experiment, verbose: bool) -> None:
     """The run starts: its directory made ready, its experiment and log written (``RunLock.accept``)."""
     for note in run.accept(yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False), verbose):
@@ -319,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides["stopping.env_steps"] = args.steps
         if args.seed is not None:
             overrides["seed"] = args.seed
-        prepare = _prepare_new_run if args.resume is None else _prepare_resume
+        prepare = prepare_new_run if args.resume is None else prepare_resume
         exp, out_dir, iteration, replay_buffer, notes = prepare(args, overrides)
         store = open_store(args.mlflow, out_dir)  # a server that does not answer is refused before any work
         # Held until the command ends: a second run into this directory is refused, not run over this one.

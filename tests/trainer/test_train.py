@@ -252,15 +252,16 @@ def test_a_run_the_cluster_cannot_place_is_refused_in_one_line_and_leaves_nothin
 
 
 def test_a_signal_while_the_inputs_are_checked_leaves_no_run_directory(tmp_path, monkeypatch, signals_restored, capsys):
+    import trainer.experiment.run_inputs as inputs
     import trainer.train as T
 
-    check = T.check_run
+    check = inputs.check_run
 
     def check_then_signal(exp):
         check(exp)
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C before training started
 
-    monkeypatch.setattr(T, "check_run", check_then_signal)
+    monkeypatch.setattr(inputs, "check_run", check_then_signal)
     out = tmp_path / "run"
     assert T.main(["--exp", "smoke", "--out", str(out)]) == 130
     assert (
