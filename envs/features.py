@@ -145,16 +145,16 @@ def _rolling(values: NDArray[np.float64], window: int, how: str) -> NDArray[np.f
     if _KERNELS is not None:
         start, end = _window_bounds(values.shape[0], window)
         try:
-            out = np.empty_like(values)
-            for j in range(values.shape[1]):
-                column = np.ascontiguousarray(values[:, j])
+            columns = np.ascontiguousarray(values.T)  # one copy: each column contiguous, as the kernels need
+            out = np.empty_like(columns)
+            for j, column in enumerate(columns):
                 if how == "std":  # pandas' zsqrt: the square root, 0 where rounding left a variance below 0
                     variance = _KERNELS.roll_var(column, start, end, window, ddof=1)
                     with np.errstate(invalid="ignore"):
-                        out[:, j] = np.where(variance < 0, 0.0, np.sqrt(variance))
+                        out[j] = np.where(variance < 0, 0.0, np.sqrt(variance))
                 else:
-                    out[:, j] = _KERNELS.roll_mean(column, start, end, window)
-            return out
+                    out[j] = _KERNELS.roll_mean(column, start, end, window)
+            return out.T
         except (TypeError, ValueError, AttributeError):
             pass
     rolling = pd.DataFrame(values, copy=False).rolling(window, min_periods=window)

@@ -69,8 +69,10 @@ class DecisionService:
         """With a registry: a promotion or rollback since the last request (``live.json`` replaced) loads the
         new live model before this request is answered. A registry that cannot be read keeps the model in use
         (logged); the next change is tried again."""
+        if self._registry is None:
+            return
         stamp = _stamp(self._registry)
-        if self._registry is None or stamp == self._live_stamp:
+        if stamp == self._live_stamp:
             return
         self._live_stamp = stamp
         try:

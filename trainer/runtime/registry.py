@@ -240,9 +240,6 @@ def finish_promotion(registry: Path) -> list[str]:
     ``live.json``, the history lacks its line: the line is added. A rollback is in the history, so a model
     rolled back to is never replaced here. Called by ``registry_lock`` before every write.
     """
-    base = registry / ROUNDS_DIR
-    if not base.is_dir():
-        return []
     promoted = [(rid, rec) for rid, rec in rounds(registry) if rec.get("promoted") and rec.get("checkpoint")]
     if not promoted:
         return []

@@ -66,8 +66,3 @@ def use_haproxy_ingress() -> None:
         os.environ.setdefault(key, value)
     for key in (STATS_PORT_ENV, METRICS_PORT_ENV):
         os.environ.setdefault(key, str(_free_port()))
-
-
-def haproxy_on() -> bool:
-    """Whether this process' environment asks Serve for the HAProxy ingress."""
-    return os.environ.get(HA_PROXY_ENV) == "1"
