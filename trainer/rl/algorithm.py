@@ -49,6 +49,7 @@ from trainer.rl.connectors import RawObsMeanStdFilter
 from trainer.rl.policy_export import write_from_algorithm
 from trainer.rl.set_modules import with_layout
 from trainer.rl.validation import ValidationReporting
+from trainer.rl.weight_sync import WeightSync
 from trainer.runtime import checkpoint
 from trainer.runtime.threads import set_torch_threads
 
@@ -157,6 +158,7 @@ class PortfolioSAC(ValidationReporting, SAC):
         # the windows' dates and price fingerprints: a backtest, decision or resume on other prices is told
         self.data_record = data_record(self._single_eval_env.market)
         self._inflight = False
+        self._weight_sync = WeightSync(self)
         self._update_credit = 0.0
         self.updates_lifetime = 0  # gradient steps done by this process (benchmarks)
         self.diverged: str | None = None
@@ -326,11 +328,7 @@ class PortfolioSAC(ValidationReporting, SAC):
             if self.diverged:
                 return
             with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
-                self.env_runner_group.sync_weights(
-                    from_worker_or_learner_group=self.learner_group,
-                    policies={DEFAULT_MODULE_ID},
-                    inference_only=True,
-                )
+                self._weight_sync.sync()
 
     # --- checkpoints ----------------------------------------------------------------------------------
     def save_to_path(

@@ -44,6 +44,7 @@ from ray.rllib.utils.numpy import MAX_LOG_NN_OUTPUT, MIN_LOG_NN_OUTPUT
 from torch import nn
 
 from envs.population import SEEDS_KEY, agent_seeds  # model config key: the same name as the env config's
+from trainer.rl.acting import ActsWithoutGrad
 from trainer.rl.set_modules import build_set_networks, is_set_module, model_type
 
 __all__ = ["SEEDS_KEY", "PopulationLinear", "PopulationSACModule", "agent_seeds", "derived_seed", "population_size"]
@@ -97,7 +98,7 @@ def side_by_side(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(0, 1).reshape(x.shape[1], -1)
 
 
-class PopulationSACModule(TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI):
+class PopulationSACModule(ActsWithoutGrad, TorchRLModule, InferenceOnlyAPI, TargetNetworkAPI):
     """SAC networks (actor, twin critics, their targets) of K agents, stacked; see the module docstring.
 
     The attribute names are those of RLlib's ``DefaultSACTorchRLModule`` (``pi_encoder``, ``pi``,

@@ -34,6 +34,7 @@ from envs.layout import ObservationLayout
 from envs.population import SEEDS_KEY
 from trainer.evaluation.networks import SET_TYPES, SetActor, SetCritic, SetSpec
 from trainer.experiment.config import ATTENTION_LAYERS_KEY, LAYOUT_KEY, MODEL_TYPE_KEY
+from trainer.rl.acting import ActsWithoutGrad
 
 
 def model_type(model_config: dict[str, Any]) -> str:
@@ -133,7 +134,7 @@ def _stack(nets: list[nn.Module]) -> SetNet:
     return SetNet(template, len(nets), critic=isinstance(template, SetCritic))
 
 
-class PortfolioSACModule(DefaultSACTorchRLModule):
+class PortfolioSACModule(ActsWithoutGrad, DefaultSACTorchRLModule):
     """RLlib's SAC module for ``mlp``; the per-asset or attention networks for the other ``model.type``."""
 
     def setup(self) -> None:
