@@ -88,7 +88,7 @@ def run_training(
     replay_buffer: bool = True,
     stop_flag: StopFlag | None = None,
     verbose: bool = True,
-    on_start: Callable[[], None] | None = None,
+    on_start: Callable[[Experiment], None] | None = None,
     log_file: Path | None = None,
     on_iteration: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
@@ -102,8 +102,9 @@ def run_training(
         replay_buffer: with ``resume``, restore the saved replay buffer (False: start with an empty one).
         stop_flag: set by SIGINT/SIGTERM; installed again after Ray starts.
         verbose: show Ray's log output on the terminal.
-        on_start: called once the run is accepted (the cluster can place it, it is built and restored), before
-            it writes anything into ``out_dir``: a refusal before then changes nothing there.
+        on_start: called with the experiment as it runs (its schedule decided, ``trainer.rl.schedule``) once the
+            run is accepted (the cluster can place it, it is built and restored), before it writes anything into
+            ``out_dir``: a refusal before then changes nothing there.
         log_file: where library log output goes until ``on_start`` (default ``out_dir``'s ``train.log``).
         on_iteration: called with each iteration's number and ``portfolio`` section (MLflow tracking).
 
@@ -115,19 +116,25 @@ def run_training(
 
     from trainer.rl.algorithm import PortfolioSAC
     from trainer.rl.sac_config import build_sac_config
+    from trainer.rl.schedule import choose
     from trainer.runtime.checkpoint import save_atomic
-    from trainer.runtime.ray_init import init_ray
+    from trainer.runtime.ray_init import cluster_address, init_ray
     from trainer.runtime.resources import check_request, run_request
 
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / CHECKPOINTS_DIR
     stop_flag = stop_flag or StopFlag()
     stop_flag.install()
+    own_cpus = 1  # the CPUs the schedule may share out: a joined cluster's placement is its owner's
     if not ray.is_initialized():
         # RAY_ADDRESS joins a cluster; otherwise an embedded local instance on 127.0.0.1.
+        own = cluster_address() is None
         init_ray(include_dashboard=False, log_to_driver=False)
         quiet_logging(log_file or out_dir / LOG_FILE, verbose)  # ray.init configures its loggers again
+        if own and resume is None:  # a resume keeps the schedule its run recorded
+            own_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     stop_flag.install()  # ray.init replaced the SIGTERM handler
+    exp = choose(exp, own_cpus)
     # The same config a checkpoint was written with (overrides a resume may change included), then its state.
     config = build_sac_config(exp)
     check_request(
@@ -149,7 +156,7 @@ def run_training(
             target = exp.stopping.env_steps
         saved_steps = env_steps_of(algo)  # at the last complete checkpoint
         if on_start is not None:
-            on_start()
+            on_start(exp)
         eta = Eta()
         freq, keep, max_iterations = exp.checkpoint.frequency, exp.checkpoint.num_to_keep, exp.stopping.iterations
         iterations_done = 0
@@ -316,10 +323,10 @@ def _run(
     print(f"experiment {exp.name} | data {exp.data.source} | seed {exp.seed} | run dir {run.out_dir}", flush=True)
     tracker, summary = TrainingTracker.of(store, exp.name, run.out_dir), None
 
-    def accepted() -> None:
-        _accept(run, exp, args.verbose)
+    def accepted(running: Experiment) -> None:
+        _accept(run, running, args.verbose)
         if tracker is not None:  # the run's local store is created once its directory is ready
-            tracker.start(flatten(exp.model_dump(mode="json")))
+            tracker.start(flatten(running.model_dump(mode="json")))
 
     try:
         summary = run_training(

@@ -193,6 +193,8 @@ def test_resume_continues_steps_buffer_and_filter(smoke_run, ray_session, tmp_pa
     rows = (tmp_path / "resumed" / "progress.jsonl").read_text().splitlines()
     assert [json.loads(r)["training_iteration"] for r in rows] == [6, 7]
     assert (tmp_path / "resumed" / "experiment.yaml").read_text() == (out / "experiment.yaml").read_text()
+    # on a joined cluster the runner settings decide the schedule, and the run records it
+    assert "  schedule: local\n" in (out / "experiment.yaml").read_text()
     new_ckpt = Path(summary["final_checkpoint"])
     new_state = json.loads((new_ckpt / "portfolio_state.json").read_text())
     with np.load(new_ckpt / "replay_buffer.npz") as data:

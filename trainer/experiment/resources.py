@@ -11,6 +11,10 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from trainer.experiment.schema import Strict, auto_or_number
 
 AUTO = "auto"
+# How a run's sampling and learning share its CPUs (resources.schedule): "local", the learner's process samples
+# a round, then learns; "remote", remote env runners sample while the learner waits, so a learner in the trial's
+# process gets their CPUs too; "overlap", remote runners sample the next round while the learner trains.
+SCHEDULES = ("local", "remote", "overlap")
 # RLlib's CPUs for an algorithm's main process (AlgorithmConfig.num_cpus_for_main_process); build_sac_config
 # passes this value, so the trial's request and learner_cpus agree.
 NUM_CPUS_FOR_MAIN_PROCESS = 1
@@ -38,6 +42,18 @@ class ResourcesConfig(Strict):
     # backward, Adam, target update) is then one captured CUDA graph (trainer.rl.compiled). Compiling costs
     # tens of seconds at start-up per learner process and gains nothing on a CPU (benchmarks/README.md).
     compile: bool = False
+    # One of SCHEDULES, or "auto": trainer.train on a Ray instance of its own times each schedule and learner
+    # thread count that fits this machine's CPUs at the run's shapes and takes the fastest (trainer.rl.schedule,
+    # cached per machine); anywhere else "auto" is the schedule num_env_runners and overlap_sampling describe.
+    # "remote" and "overlap" default num_env_runners to 1.
+    schedule: Literal["auto", "local", "remote", "overlap"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schedule_sets_runners(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("schedule") in ("remote", "overlap"):
+            data = {"num_env_runners": 1, "overlap_sampling": data["schedule"] == "overlap", **data}
+        return data
 
     @field_validator("num_cpus_per_learner", mode="before")
     @classmethod
@@ -82,6 +98,23 @@ class ResourcesConfig(Strict):
         if self.num_learners == 0 and not self.overlap_sampling:
             cpus += colocated_env_runners * self.num_cpus_per_env_runner
         return max(1, math.floor(cpus))
+
+    def schedule_in_effect(self) -> str:
+        """The schedule the runner settings describe: local, remote or overlap."""
+        if self.num_env_runners == 0:
+            return "local"
+        return "overlap" if self.overlap_sampling else "remote"
+
+    @model_validator(mode="after")
+    def _schedule_agrees(self) -> ResourcesConfig:
+        if self.schedule != AUTO and self.schedule != self.schedule_in_effect():
+            raise ValueError(
+                f"resources.schedule {self.schedule} disagrees with resources.num_env_runners="
+                f"{self.num_env_runners} and resources.overlap_sampling={self.overlap_sampling} (they describe "
+                f"{self.schedule_in_effect()}): local needs num_env_runners 0, remote needs num_env_runners >= 1 "
+                "without overlap_sampling, overlap needs both; change one, or set resources.schedule=auto"
+            )
+        return self
 
     @model_validator(mode="after")
     def _overlap_needs_remote_runners(self) -> ResourcesConfig:

@@ -1,0 +1,169 @@
+"""resources.schedule: the candidates that fit the CPUs, the fastest one taken and cached per machine and shapes,
+an explicit schedule or placement left alone, and a real measurement that builds, trains and stops a probe."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from trainer.experiment.loading import ExperimentError, load_experiment
+from trainer.rl import schedule as S
+
+SMALL = {"sac.learning_starts": 100, "model.hidden": [16]}
+
+
+def _exp(**overrides):
+    return load_experiment("smoke", {**SMALL, **overrides}, sweep=False)
+
+
+def _threads(exp) -> int:
+    r = exp.resources
+    return r.learner_torch_threads(r.num_env_runners)  # remote runners of a local run share its node
+
+
+def test_candidates_fit_the_cpus():
+    assert list(S.candidates(1)) == ["local, 1 learner thread(s)"]
+    two = S.candidates(2)
+    assert list(two) == [
+        "local, 1 learner thread(s)",
+        "local, 2 learner thread(s)",
+        "remote, 2 learner thread(s)",
+        "overlap, 1 learner thread(s)",
+    ]
+    exp = _exp()
+    for label, overrides in two.items():
+        chosen = S.with_overrides(exp, overrides)
+        schedule = label.split(",")[0]
+        assert chosen.resources.schedule == chosen.resources.schedule_in_effect() == schedule
+        assert _threads(chosen) == int(label.split(", ")[1].split()[0])  # the label's learner threads
+        cpus = chosen.resources.learner_cpus() + chosen.resources.num_env_runners  # what the run asks of Ray
+        assert cpus == 2 or label.startswith("local, 1")
+    assert "local, 8 learner thread(s)" in S.candidates(64) and "local, 16 learner thread(s)" not in S.candidates(64)
+    assert list(S.candidates(3))[:3] == [
+        "local, 1 learner thread(s)",
+        "local, 2 learner thread(s)",
+        "local, 3 learner thread(s)",
+    ]
+
+
+def test_the_fastest_is_taken_and_cached(tmp_path):
+    cache = tmp_path / "schedules.json"
+    rates = {"local": 100.0, "remote": 300.0, "overlap": 200.0}
+    measured: list[str] = []
+
+    def fake(exp):
+        measured.append(exp.resources.schedule)
+        return rates[exp.resources.schedule] + exp.resources.learner_cpus()
+
+    lines: list[str] = []
+    chosen = S.choose(_exp(), 2, fake, cache, lines.append)
+    assert sorted(measured) == ["local", "local", "overlap", "remote"]
+    assert chosen.resources.schedule == "remote" and _threads(chosen) == 2
+    assert chosen.resources.num_env_runners == 1 and not chosen.resources.overlap_sampling
+    assert lines[-1].startswith("schedule: remote, 2 learner thread(s) (301 trained samples/s; local, 1 learner")
+    stored = json.loads(cache.read_text())
+    (entry,) = stored.values()
+    assert entry["rates"]["remote, 2 learner thread(s)"] == 301.0
+
+    def refuse(exp):
+        raise AssertionError("measured again although cached")
+
+    again = S.choose(_exp(), 2, refuse, cache, lines.append)  # the same machine and shapes: read back
+    assert again.resources == chosen.resources and "from " + str(cache) in lines[-1]
+    measured.clear()
+    S.choose(_exp(**{"model.hidden": [32]}), 2, fake, cache, lines.append)  # other shapes: measured
+    assert len(measured) == 4 and len(json.loads(cache.read_text())) == 2
+
+
+def test_a_damaged_cache_is_measured_again(tmp_path):
+    cache = tmp_path / "schedules.json"
+    cache.write_text("{not json")
+    chosen = S.choose(_exp(), 2, lambda exp: float(_threads(exp)), cache, lambda line: None)
+    assert _threads(chosen) == 2 and json.loads(cache.read_text())
+
+
+@pytest.mark.parametrize(
+    "overrides, schedule, threads",
+    [
+        ({"resources.schedule": "local"}, "local", 1),  # forced
+        ({"resources.torch_threads": 1}, "local", 1),  # a placement of the user's own
+        ({"resources.num_env_runners": 1}, "remote", 2),
+        ({"resources.num_env_runners": 1, "resources.overlap_sampling": True}, "overlap", 1),
+        ({"resources.schedule": "overlap"}, "overlap", 1),
+    ],
+)
+def test_an_experiment_that_decides_is_not_measured(tmp_path, overrides, schedule, threads):
+    def refuse(exp):
+        raise AssertionError("measured")
+
+    chosen = S.choose(_exp(**overrides), 2, refuse, tmp_path / "c.json", lambda line: None)
+    assert chosen.resources.schedule == schedule and _threads(chosen) == threads
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_one_cpu_has_one_candidate(tmp_path):
+    chosen = S.choose(_exp(), 1, lambda exp: 1 / 0, tmp_path / "c.json", lambda line: None)
+    assert chosen.resources.schedule == "local" and _threads(chosen) == 1
+
+
+def test_a_schedule_that_disagrees_with_the_runners_is_refused():
+    with pytest.raises(ExperimentError) as err:
+        _exp(**{"resources.schedule": "local", "resources.num_env_runners": 2})
+    assert str(err.value).endswith(
+        "from the command line: key 'resources': Value error, resources.schedule local disagrees with "
+        "resources.num_env_runners=2 and resources.overlap_sampling=False (they describe remote): local needs "
+        "num_env_runners 0, remote needs num_env_runners >= 1 without overlap_sampling, overlap needs both; "
+        "change one, or set resources.schedule=auto"
+    )
+
+
+def test_a_real_measurement_trains_a_probe_and_stops_it(ray_session):
+    import ray
+
+    before = ray.available_resources().get("CPU")
+    rate = S.measure(S.with_overrides(_exp(), S.candidates(2)["remote, 2 learner thread(s)"]), seconds=0.2)
+    assert rate > 0
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("CPU") != before and time.monotonic() < deadline:
+        time.sleep(0.2)  # Ray returns a stopped actor's CPU a moment later
+    assert ray.available_resources().get("CPU") == before  # its env runner is gone again
+
+
+def test_train_on_its_own_instance_takes_the_cached_choice_and_records_it(tmp_path):
+    """``trainer.train`` with no cluster to join: its own Ray instance's CPUs are shared out by the measured
+    figures (seeded here, so the choice is known), the choice is printed and recorded, and the run trains with it."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    args = ["--set", "sac.learning_starts=100", "--set", "model.hidden=[16]", "--steps", "400"]
+    cpus = os.cpu_count() or 1
+    if cpus < 2:
+        pytest.skip("one CPU: there is no schedule to choose")
+    labels = list(S.candidates(cpus))
+    assert "overlap, 1 learner thread(s)" in labels
+    rates = {label: 10.0 for label in labels} | {"overlap, 1 learner thread(s)": 99.0}
+    key = f"{S.machine()} | {S.shape_key(_exp(), cpus)}"
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "schedules.json").write_text(json.dumps({key: {"rates": rates, "measured": "seeded"}}))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(PORTFOLIO_RL_CACHE=str(cache), PYTHONUNBUFFERED="1")
+    out = tmp_path / "run"
+    res = subprocess.run(
+        [sys.executable, "-m", "trainer.train", "--exp", "smoke", "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "schedule: overlap, 1 learner thread(s) (99 trained samples/s; local, 1 learner thread(s) 10" in res.stdout
+    resources = yaml.safe_load((out / "experiment.yaml").read_text())["resources"]
+    assert resources["schedule"] == "overlap" and resources["overlap_sampling"] is True
+    assert resources["num_env_runners"] == 1 and resources["num_cpus_per_learner"] == 1  # the runner has the other CPU
+    assert json.loads((out / "summary.json").read_text())["env_steps"] >= 400

@@ -1,0 +1,196 @@
+"""``resources.schedule: auto``: the sampling schedule and learner threads a run trains with, chosen by timing
+them on this machine at the run's own shapes.
+
+Which is fastest depends on the machine, not on the algorithm: on one 2-core CPU a second learner thread
+collapses whenever an env runner takes the other core (overlapped sampling with one thread wins), on another
+the learner alone gains 1.6x from it and sampling in the learner's process between updates wins
+(benchmarks/README.md, "Schedules"). So each candidate that fits the CPUs is built at the run's networks, batch,
+population and data, trained for a few rounds past a short fill of its replay buffer, and timed; the fastest
+is taken and the figures are kept in a cache file per machine and shapes, so later runs of the same shapes
+start at once. The run's experiment records the choice (``resources.schedule`` and its CPU settings), so a
+resume trains with the same schedule, whatever the machine measures then.
+
+Only ``trainer.train`` on a Ray instance of its own chooses: there the machine's CPUs are the run's. On a
+joined cluster, and for the trials of a sweep (which fill the cores side by side), "auto" keeps the schedule
+the runner settings describe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from trainer.experiment.config import Experiment
+from trainer.experiment.loading import apply_overrides, experiment_from_dict
+from trainer.experiment.resources import AUTO
+
+MAX_THREADS = 8  # learner threads tried at most; small SAC networks gain nothing from more on a CPU
+MEASURE_SECONDS = 1.5
+OVERLAP = "resources.overlap_sampling"  # timed per candidate, after its warm-up
+
+
+def cache_file() -> Path:
+    """Where measured schedules are kept (beside the feature cache)."""
+    root = os.environ.get("PORTFOLIO_RL_CACHE", Path.home() / ".cache" / "portfolio_rl")
+    return Path(root) / "schedules.json"
+
+
+def is_open(exp: Experiment) -> bool:
+    """Whether the experiment leaves the schedule to a measurement: ``auto`` and no placement of its own
+    (no env runners, learners, GPUs, learner CPUs or threads set)."""
+    r = exp.resources
+    return (
+        r.schedule == AUTO
+        and r.num_env_runners == 0
+        and not r.overlap_sampling
+        and r.num_learners == 0
+        and r.num_gpus_per_learner == 0
+        and r.num_cpus_per_learner == AUTO
+        and r.torch_threads == AUTO
+    )
+
+
+def candidates(cpus: int) -> dict[str, dict[str, Any]]:
+    """The schedules that fit ``cpus`` CPUs, by label, as experiment overrides: local sampling at 1, 2, 4, ...
+    learner threads; one synchronous remote runner with a learner of the remaining CPUs (which gets the
+    runner's CPU too while it waits: ``ResourcesConfig.learner_torch_threads``); one overlapping runner with a
+    learner of the remaining CPUs."""
+    counts = sorted({t for t in (1, 2, 4, 8) if t <= min(cpus, MAX_THREADS)} | {min(cpus, MAX_THREADS)})
+    out: dict[str, dict[str, Any]] = {}
+    for t in counts:
+        out[f"local, {t} learner thread(s)"] = {
+            "resources.schedule": "local",
+            "resources.num_env_runners": 0,
+            OVERLAP: False,
+            "resources.num_cpus_per_learner": t,
+        }
+    for t in counts:
+        if t >= 2:
+            base = {"resources.num_env_runners": 1, "resources.num_cpus_per_learner": t - 1}
+            out[f"remote, {t} learner thread(s)"] = {**base, "resources.schedule": "remote", OVERLAP: False}
+            out[f"overlap, {t - 1} learner thread(s)"] = {**base, "resources.schedule": "overlap", OVERLAP: True}
+    return out
+
+
+def with_overrides(exp: Experiment, overrides: dict[str, Any]) -> Experiment:
+    return experiment_from_dict(apply_overrides(exp.model_dump(mode="json"), overrides), exp.name)
+
+
+def measure(exp: Experiment, seconds: float = MEASURE_SECONDS) -> float:
+    """Trained samples/s of ``exp`` on this machine: built, its buffer filled to one batch, warmed up for two
+    rounds of updates, then timed for at least ``seconds`` (and four rounds). Nothing of it is kept."""
+    from trainer.rl.sac_config import build_sac_config
+
+    probe = with_overrides(
+        exp,
+        {"sac.learning_starts": exp.sac.batch_size, "model.init_from": None, "checkpoint.frequency": 0},
+    )
+    algo = build_sac_config(probe).build_algo()
+    try:
+        while algo.updates_lifetime == 0:
+            algo.training_step()
+        for _ in range(2):
+            algo.training_step()
+        u0, t0, rounds = algo.updates_lifetime, time.perf_counter(), 0
+        while rounds < 4 or time.perf_counter() - t0 < seconds:
+            algo.training_step()
+            rounds += 1
+        agents = len(algo.population_seeds or [None])
+        return (algo.updates_lifetime - u0) * agents * exp.sac.batch_size / (time.perf_counter() - t0)
+    finally:
+        algo.stop()
+
+
+def machine() -> str:
+    """The CPU model, its logical CPUs and torch's version: what the measured figures depend on."""
+    import torch
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model} | {os.cpu_count()} CPUs | torch {torch.__version__}"
+
+
+def shape_key(exp: Experiment, cpus: int) -> str:
+    """What the figures depend on besides the machine: networks, batch, replay ratio, population, data and the
+    CPUs shared out."""
+    parts = {
+        "model": exp.model.model_dump(mode="json", exclude={"init_from"}),
+        "sac": {k: getattr(exp.sac, k) for k in ("batch_size", "training_intensity", "rollout_fragment_length")},
+        "population": exp.sac.population,
+        "data": {k: getattr(exp.data, k) for k in ("source", "features", "assets") if hasattr(exp.data, k)},
+        "obs_filter": exp.obs_filter.model_dump(mode="json"),
+        "cpus": cpus,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):  # none yet, or damaged: measured again and rewritten
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_cache(path: Path, data: dict[str, Any]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:  # a cache that cannot be written costs a measurement next time, nothing else
+        pass
+
+
+def choose(
+    exp: Experiment,
+    cpus: int,
+    measure_fn: Callable[[Experiment], float] = measure,
+    cache: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> Experiment:
+    """``exp`` with its schedule decided: measured (or read from the cache) when ``is_open(exp)`` and there is
+    more than one candidate for ``cpus``; otherwise the schedule its runner settings describe."""
+    if not is_open(exp):
+        if exp.resources.schedule == AUTO:
+            return with_overrides(exp, {"resources.schedule": exp.resources.schedule_in_effect()})
+        return exp
+    options = candidates(cpus)
+    if len(options) == 1:
+        return with_overrides(exp, next(iter(options.values())))
+    path = cache or cache_file()
+    store = _read_cache(path)
+    key = f"{machine()} | {shape_key(exp, cpus)}"
+    rates: dict[str, float] | None = store.get(key, {}).get("rates")
+    if not rates or set(rates) != set(options):
+        log(
+            f"schedule: timing {len(options)} schedules at this run's shapes on {cpus} CPUs (once per machine and shapes)"
+        )
+        rates = {}
+        for label, overrides in options.items():
+            rates[label] = measure_fn(with_overrides(exp, overrides))
+            log(f"  {label}: {rates[label]:,.0f} trained samples/s")
+        store[key] = {"rates": rates, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+        _write_cache(path, store)
+        where = f"kept in {path}"
+    else:
+        where = f"measured {store[key].get('measured', '')}, from {path}"
+    best = max(rates, key=rates.__getitem__)
+    others = ", ".join(f"{label} {rate:,.0f}" for label, rate in rates.items() if label != best)
+    log(
+        f"schedule: {best} ({rates[best]:,.0f} trained samples/s; {others}; {where}); "
+        "force one with --set resources.schedule=local|remote|overlap"
+    )
+    return with_overrides(exp, options[best])
