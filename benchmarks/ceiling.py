@@ -93,22 +93,26 @@ def update_flops(gemms: list[Gemm]) -> int:
     return sum(g.flops for g in gemms)
 
 
-def _operands(g: Gemm, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Operands in the update's layout: ``mm(a, b)`` (``addmm`` with a bias for the forward product)."""
+def _operands(g: Gemm, device: str, agents: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Operands in the update's layout: ``mm(a, b)`` (``addmm`` with a bias for the forward product); with
+    ``agents`` > 1, a population's: one leading dimension of ``agents`` (``bmm`` / ``baddbmm``)."""
 
     def rand(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, device=device)
+        return torch.randn(*((agents,) if agents > 1 else ()), *shape, device=device)
 
     weight = rand(g.out_features, g.in_features)
+    if g.kind == FORWARD and agents > 1:  # a population's weights are stored [K, in, out] (PopulationLinear)
+        return rand(g.rows, g.in_features), rand(g.in_features, g.out_features), rand(1, g.out_features)
     if g.kind == FORWARD:
         return rand(g.rows, g.in_features), weight.t(), rand(g.out_features)
     if g.kind == INPUT_GRAD:
         return rand(g.rows, g.out_features), weight, None
-    return rand(g.rows, g.out_features).t(), rand(g.rows, g.in_features), None
+    return rand(g.rows, g.out_features).mT, rand(g.rows, g.in_features), None
 
 
-def time_gemms(gemms: list[Gemm], threads: int, device: str = "cpu", repeats: int = 20) -> float:
-    """Seconds this machine takes for all the products of one update, at ``threads`` torch threads.
+def time_gemms(gemms: list[Gemm], threads: int, device: str = "cpu", repeats: int = 20, agents: int = 1) -> float:
+    """Seconds this machine takes for all the products of one update (of ``agents`` agents batched as a
+    population's update batches them), at ``threads`` torch threads.
 
     Each distinct product is timed ``repeats`` times after a warm-up and its median time is counted
     ``count`` times. The caller's thread setting is restored.
@@ -117,12 +121,13 @@ def time_gemms(gemms: list[Gemm], threads: int, device: str = "cpu", repeats: in
     torch.set_num_threads(threads)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     total = 0.0
+    mm, addmm = (torch.bmm, torch.baddbmm) if agents > 1 else (torch.mm, torch.addmm)
     try:
         for g in gemms:
-            a, b, bias = _operands(g, device)
+            a, b, bias = _operands(g, device, agents)
 
             def run(a: torch.Tensor = a, b: torch.Tensor = b, bias: torch.Tensor | None = bias) -> torch.Tensor:
-                return torch.mm(a, b) if bias is None else torch.addmm(bias, a, b)
+                return mm(a, b) if bias is None else addmm(bias, a, b)
 
             for _ in range(3):
                 run()

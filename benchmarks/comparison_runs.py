@@ -48,6 +48,25 @@ def sb3_turn(sb3_path: str, steps: int, thread_counts: list[int]) -> dict[str, A
     return row
 
 
+def sb3_before_and_after(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """One round's SB3 figures from its turn before ours and its turn after: each turn's under ``sb3_before_``
+    and ``sb3_after_``, and SB3 at its best thread count in its better turn unsuffixed (what ours is divided
+    by: a slow minute during one of SB3's turns does not count against it)."""
+    row: dict[str, Any] = {}
+    for when, turn in (("before", before), ("after", after)):
+        row.update({k.replace("sb3_", f"sb3_{when}_", 1): v for k, v in turn.items()})
+    turns = [t for t in (before, after) if "sb3_trained_samples_per_s" in t]
+    if turns:
+        best = max(turns, key=lambda t: t["sb3_trained_samples_per_s"])
+        row.update(
+            sb3_trained_samples_per_s=best["sb3_trained_samples_per_s"], sb3_best_threads=best["sb3_best_threads"]
+        )
+        for key, value in best.items():
+            if key.startswith("sb3_trained_samples_per_s_"):
+                row[key] = value
+    return row
+
+
 def raw_eager_turn(script: Path) -> str:
     """The output of a bare eager-PyTorch SAC update script (arguments: threads, batch, obs and action sizes)."""
     args = ["1", "256", *(str(n) for n in env_dims())]

@@ -49,16 +49,18 @@ from typing import Any
 import trainer  # noqa: F401  sets OMP_NUM_THREADS before torch is imported
 from benchmarks import existing_file, json_path, positive_int
 from benchmarks.ceiling import update_flops
-from benchmarks.comparison_runs import raw_eager_turn, sb3_turn
+from benchmarks.comparison_runs import raw_eager_turn, sb3_before_and_after, sb3_turn
+from benchmarks.population_runs import population_rates
 from benchmarks.throughput_report import derive, machine, report, summary, wall_time_estimates
 from benchmarks.trainer_runs import (
     DEVICES,
+    HEADLINE,
     REFERENCE_OVERRIDES,
     buffer_memory,
+    chosen_schedule,
     device_overrides,
     model_type_rates,
     our_turn,
-    population_rates,
     reference_gemms,
     sampling,
     start_ray,
@@ -136,12 +138,20 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": [],
     }
     sb3_steps = args.iterations * REFERENCE_OVERRIDES["stopping.steps_per_iteration"]
+    chosen, chosen_rates = chosen_schedule(args.device, extra)
+    headline = chosen or HEADLINE
+    result.update(chosen_schedule=chosen, chosen_schedule_rates=chosen_rates)
+    print(f"resources.schedule auto chose {chosen} ({', '.join(f'{k} {v:,.0f}' for k, v in chosen_rates.items())})")
     for r in range(args.rounds):
-        # SB3 and our schedules take turns, so a slow minute on this shared machine hits all of them; Ray is
-        # down while SB3 runs (our_turn starts and stops it), so no process of ours competes with SB3.
-        row: dict[str, Any] = sb3_turn(args.sb3_path, sb3_steps, thread_counts) if args.sb3_path else {}
+        # SB3 and our schedules take turns, SB3 before and after ours, so a slow minute on this shared machine
+        # hits all of them; Ray is down while SB3 runs (our_turn starts and stops it), so no process of ours
+        # competes with SB3.
+        row: dict[str, Any] = {}
+        before = sb3_turn(args.sb3_path, sb3_steps, thread_counts) if args.sb3_path else {}
         row.update(our_turn(args.iterations, thread_counts, args.device, extra))
-        row.update(derive(row, batch))
+        if args.sb3_path:
+            row.update(sb3_before_and_after(before, sb3_turn(args.sb3_path, sb3_steps, thread_counts)))
+        row.update(derive(row, batch, headline))
         if args.raw_eager:
             row["raw_eager_output"] = raw_eager_turn(args.raw_eager)
         result["rounds"].append(row)
@@ -149,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             f"round {r + 1}/{args.rounds}: "
             + ", ".join(f"{k} {v:,.2f}" for k, v in row.items() if isinstance(v, float))
         )
-    result.update(summary(result["rounds"]))
+    result.update(summary(result["rounds"], headline))
     if types:
         result["model_type_learner_updates_per_s"] = model_type_rates(types, thread_counts[0], args.device, extra)
     if sizes:

@@ -16,12 +16,12 @@ REFERENCE_RUN_ENV_STEPS = 1_000_000  # the design's reference run
 SECONDS_PER_HOUR = 3600
 
 
-def derive(row: dict[str, Any], batch: int) -> dict[str, float]:
+def derive(row: dict[str, Any], batch: int, headline_schedule: str = HEADLINE) -> dict[str, float]:
     """Per-round figures: each schedule end to end as a fraction of the learner alone and of the ceiling at
     the thread count that schedule's learner ran with, and over SB3 at its best thread count; unsuffixed
     learner-alone and ceiling figures at the headline schedule's thread count."""
     out: dict[str, float] = {}
-    headline = int(row[f"torch_threads_{HEADLINE}"])
+    headline = int(row[f"torch_threads_{headline_schedule}"])
     for key in ("learner_only_updates_per_s", "ceiling_updates_per_s", "gemm_gflops"):
         if f"{key}_{headline}_threads" in row:
             out[key] = row[f"{key}_{headline}_threads"]
@@ -78,19 +78,24 @@ def _medians(rounds: list[dict[str, Any]]) -> dict[str, float]:
     return {k: float(statistics.median(row[k] for row in rounds if k in row)) for k in keys}  # SB3 may fail a round
 
 
-def summary(rounds: list[dict[str, Any]]) -> dict[str, float]:
+def summary(rounds: list[dict[str, Any]], headline: str = HEADLINE) -> dict[str, float]:
     """The medians over ``rounds``, the headline schedule's figures unsuffixed, and each schedule's lowest round
     against SB3."""
     out = _medians(rounds)
     out.update(
-        trained_samples_per_s=out[f"trained_samples_per_s_{HEADLINE}"],
-        env_steps_per_s=out[f"env_steps_per_s_{HEADLINE}"],
+        trained_samples_per_s=out[f"trained_samples_per_s_{headline}"],
+        env_steps_per_s=out[f"env_steps_per_s_{headline}"],
     )
-    if f"ratio_vs_sb3_{HEADLINE}" in out:
-        out["ratio_vs_sb3"] = out[f"ratio_vs_sb3_{HEADLINE}"]
+    if f"ratio_vs_sb3_{headline}" in out:
+        out["ratio_vs_sb3"] = out[f"ratio_vs_sb3_{headline}"]
+        out["ratio_vs_sb3_lowest_round"] = min(
+            row[f"ratio_vs_sb3_{headline}"] for row in rounds if f"ratio_vs_sb3_{headline}" in row
+        )
         for schedule in SCHEDULES:
             key = f"ratio_vs_sb3_{schedule}"
-            out[f"{key}_lowest_round"] = min(row[key] for row in rounds if key in row)
+            measured = [row[key] for row in rounds if key in row]
+            if measured:
+                out[f"{key}_lowest_round"] = min(measured)
     return out
 
 
@@ -100,8 +105,13 @@ def report(result: dict[str, Any], n_rounds: int, thread_counts: list[int]) -> s
     def per_thread_count(label: str, key: str) -> list[tuple[str, str]]:
         return [(label.format(t=t), f"{key}_{t}_threads") for t in thread_counts]
 
+    chosen = result.get("chosen_schedule")
+
     def per_schedule(label: str, key: str) -> list[tuple[str, str]]:
-        return [(label.format(s=what), key.format(name=name)) for name, (what, _) in SCHEDULES.items()]
+        return [
+            (label.format(s=what + (" [chosen by auto]" if name == chosen else "")), key.format(name=name))
+            for name, (what, _) in SCHEDULES.items()
+        ]
 
     rows: list[tuple[str, str]] = [
         *per_schedule("end to end, {s}: trained samples/s", "trained_samples_per_s_{name}"),
@@ -118,17 +128,23 @@ def report(result: dict[str, Any], n_rounds: int, thread_counts: list[int]) -> s
         ("replay buffer bytes / transition", "buffer_bytes_per_transition"),
         ("  raw float32 bytes / transition", "raw_bytes_per_transition"),
         ("peak RSS of the driver (MB)", "peak_rss_mb"),
-        *per_thread_count("SB3 SAC, {t} thread(s): trained samples/s", "sb3_trained_samples_per_s"),
-        ("SB3 SAC at its best thread count: trained samples/s", "sb3_trained_samples_per_s"),
+        *per_thread_count("SB3 SAC before ours, {t} thread(s): trained samples/s", "sb3_before_trained_samples_per_s"),
+        *per_thread_count("SB3 SAC after ours, {t} thread(s): trained samples/s", "sb3_after_trained_samples_per_s"),
+        ("SB3 SAC at its best thread count and turn: trained samples/s", "sb3_trained_samples_per_s"),
         *per_schedule("ours / SB3 best, {s}: median of rounds", "ratio_vs_sb3_{name}"),
         *per_schedule("ours / SB3 best, {s}: lowest round", "ratio_vs_sb3_{name}_lowest_round"),
-        ("design's 1M-step run at the overlapped rate (hours)", "reference_run_hours"),
+        ("ours at the chosen schedule / SB3 best: median of rounds", "ratio_vs_sb3"),
+        ("ours at the chosen schedule / SB3 best: lowest round", "ratio_vs_sb3_lowest_round"),
+        ("design's 1M-step run at the chosen schedule's rate (hours)", "reference_run_hours"),
         ("study: one trial, env steps/s", "study_env_steps_per_s"),
         ("study: trials", "study_trials"),
         ("study: trials at a time on this machine", "study_concurrent_trials"),
         ("study: wall time (hours)", "study_hours"),
     ]
     lines = [f"{result['machine']}; learner on {result['device']}", f"medians over {n_rounds} rounds:"]
+    if chosen:
+        rates = ", ".join(f"{k} {v:,.0f}" for k, v in result.get("chosen_schedule_rates", {}).items())
+        lines.append(f"resources.schedule auto chose: {SCHEDULES[chosen][0]} (its own timing: {rates})")
     lines += [f"{name:<72} {result[key]:>12,.2f}" for name, key in rows if key in result]
     for pop in result.get("population", []):
         lines.append(

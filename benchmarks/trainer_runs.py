@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import statistics
 import sys
 import time
 from typing import Any
@@ -35,8 +34,17 @@ SCHEDULES: dict[str, tuple[str, dict[str, Any]]] = {
     "overlap": ("overlapped sampling", OVERLAP),  # one remote runner samples the next round while the learner trains
     # one remote runner sampling synchronously: it waits while the learner trains, which gets its CPU (2 threads)
     "remote": ("synchronous remote sampling", {"resources.num_env_runners": 1}),
+    # sample, then learn, in one process whose learner has 2 CPUs (2 threads)
+    "local2": ("synchronous local sampling, 2 learner threads", {"resources.num_cpus_per_learner": 2}),
 }
-HEADLINE = "overlap"
+HEADLINE = "overlap"  # when no schedule was chosen (chosen_schedule)
+# resources.schedule: auto's candidates on 2 CPUs (trainer.rl.schedule.candidates) -> the schedules above
+CANDIDATES = {
+    "local, 1 learner thread(s)": "sync",
+    "local, 2 learner thread(s)": "local2",
+    "remote, 2 learner thread(s)": "remote",
+    "overlap, 1 learner thread(s)": "overlap",
+}
 DEVICES = ("cpu", "cuda")
 # The learner on one GPU; compiled where the schema has the switch (resources.compile).
 CUDA_OVERRIDES = {"resources.num_gpus_per_learner": 1}
@@ -205,6 +213,44 @@ def start_ray(device: str) -> None:
     quiet_logging(None)  # RLlib's notices would bury the figures; errors still show
 
 
+def chosen_schedule(device: str, extra: dict[str, Any]) -> tuple[str | None, dict[str, float]]:
+    """What ``resources.schedule: auto`` takes for the reference experiment on this machine (its own short
+    measurement, with a cache of its own so an earlier choice is not read back): the schedule's name in
+    ``SCHEDULES`` (None where it is none of them) and the rates it measured, by candidate label."""
+    import tempfile
+    from pathlib import Path
+
+    import ray
+
+    from trainer.rl.schedule import candidates, choose
+
+    start_ray(device)
+    try:
+        exp = _experiment(extra)
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        rates: dict[str, float] = {}
+
+        def measure(probe):
+            from trainer.rl.schedule import measure as timed
+
+            rate = timed(probe)
+            label = next(k for k, v in candidates(cpus).items() if _matches(probe, v))
+            rates[label] = rate
+            return rate
+
+        with tempfile.TemporaryDirectory() as tmp:
+            chosen = choose(exp, cpus, measure, Path(tmp) / "schedules.json")
+        label = next((k for k, v in candidates(cpus).items() if _matches(chosen, v)), None)
+        return CANDIDATES.get(label or ""), rates
+    finally:
+        ray.shutdown()
+
+
+def _matches(exp: Any, overrides: dict[str, Any]) -> bool:
+    r = exp.resources
+    return all(getattr(r, key.split(".", 1)[1]) == value for key, value in overrides.items())
+
+
 def our_turn(iterations: int, thread_counts: list[int], device: str, extra: dict[str, Any]) -> dict[str, float]:
     """Every schedule of ``SCHEDULES`` end to end, the learner alone and the GEMM ceiling per thread count: one round,
     from a fresh Ray instance to its shutdown."""
@@ -228,57 +274,6 @@ def our_turn(iterations: int, thread_counts: list[int], device: str, extra: dict
             run.stop()
         ray.shutdown()
     return row
-
-
-def population_rates(
-    sizes: list[int], iterations: int, device: str, extra: dict[str, Any], repeats: int = 3
-) -> list[dict[str, float]]:
-    """Aggregate trained samples/s (all agents together) of populations of ``sizes`` agents, each with the
-    reference schedule (synchronous local sampling, one process, the threads ``auto`` gives it), against one
-    agent of the single-agent path: K separate agents on the same cores share them, so together they train at
-    one agent's rate. The single agent and the population take turns ``repeats`` times (this machine's speed
-    drifts from minute to minute) and the medians are reported; the agents' env steps/s are K x the
-    population's."""
-    import ray
-
-    start_ray(device)
-    out = []
-    single = None
-    try:
-        single = EndToEnd(extra)
-        for k in sizes:
-            alone, together, steps = [], [], []
-            run = None
-            try:
-                run = EndToEnd({**extra, "sac.population": k})
-                for _ in range(repeats):
-                    alone.append(single.timed(iterations)["trained_samples_per_s"])
-                    timed = run.timed(iterations)
-                    together.append(timed["trained_samples_per_s"])
-                    steps.append(k * timed["env_steps_per_s"])
-            finally:
-                if run is not None:
-                    run.stop()
-            ratios = [t / a for t, a in zip(together, alone, strict=True)]
-            pop = {
-                "k": k,
-                "trained_samples_per_s": statistics.median(together),
-                "agent_env_steps_per_s": statistics.median(steps),
-                "single_agent_trained_samples_per_s": statistics.median(alone),
-                "vs_separate_agents": statistics.median(ratios),
-                "vs_separate_agents_lowest_turn": min(ratios),
-            }
-            out.append(pop)
-            print(
-                f"population of {k}: {pop['trained_samples_per_s']:,.0f} trained samples/s in aggregate, "
-                f"{pop['vs_separate_agents']:.2f}x one agent's "
-                f"(lowest turn {pop['vs_separate_agents_lowest_turn']:.2f}x)"
-            )
-    finally:
-        if single is not None:
-            single.stop()
-        ray.shutdown()
-    return out
 
 
 def model_type_rates(

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from benchmarks import comparison_runs as C
+from benchmarks import population_runs as P
 from benchmarks import throughput as T
 from benchmarks import throughput_report as R
 from benchmarks import trainer_runs as M
@@ -145,7 +146,7 @@ def test_population_rates_count_every_agents_samples(ray_session, monkeypatch):
     batches (each update trains every agent), compared with one agent of the single-agent path."""
     import ray
 
-    monkeypatch.setattr(M, "start_ray", lambda device: None)  # the session's Ray instance
+    monkeypatch.setattr(P, "start_ray", lambda device: None)  # the session's Ray instance
     monkeypatch.setattr(ray, "shutdown", lambda: None)
     tiny = {
         "model.hidden": [16],
@@ -156,12 +157,18 @@ def test_population_rates_count_every_agents_samples(ray_session, monkeypatch):
         "sac.rollout_fragment_length": 4,
         "stopping.steps_per_iteration": 40,
     }
-    rates = M.population_rates([2], iterations=1, device="cpu", extra=tiny, repeats=2)
+    rates = P.population_rates([2], iterations=1, device="cpu", extra=tiny, repeats=2)
     (pop,) = rates
     assert pop["k"] == 2 and pop["trained_samples_per_s"] > 0
     assert pop["vs_separate_agents_lowest_turn"] <= pop["vs_separate_agents"]
     # one gradient step per env step of 32 rows for each of the 2 agents: samples/s = 2 x 32 x env steps/s
     assert pop["trained_samples_per_s"] == pytest.approx(32 * pop["agent_env_steps_per_s"], rel=0.05)
+    # the learner alone and the bound its matrix products set, at the population's own shapes
+    assert pop["learner_vs_separate_agents"] > 0 and 0 < pop["gemm_share_of_single_update"] < 1
+    assert 0 < pop["gemm_share_of_population_update"] < 1 and pop["batched_gemms_vs_k_single"] > 0
+    assert pop["gemm_bound_vs_separate_agents"] == pytest.approx(
+        1 / (pop["gemm_share_of_single_update"] * pop["batched_gemms_vs_k_single"]), rel=1e-9
+    )
 
 
 @pytest.mark.parametrize(
@@ -202,3 +209,60 @@ def test_a_json_file_in_a_missing_folder_is_refused_before_measuring(tmp_path, c
     with pytest.raises(SystemExit):
         env_speed.main(["--json", str(tmp_path)])
     assert f"{tmp_path} is a folder; give a file name for the JSON results" in capsys.readouterr().err
+
+
+def test_sb3_runs_before_and_after_ours_and_its_better_turn_counts():
+    before = {"sb3_trained_samples_per_s_1_threads": 9000.0, "sb3_trained_samples_per_s_2_threads": 12000.0}
+    before.update(sb3_trained_samples_per_s=12000.0, sb3_best_threads=2.0)
+    after = {"sb3_trained_samples_per_s_1_threads": 13000.0, "sb3_trained_samples_per_s_2_threads": 10000.0}
+    after.update(sb3_trained_samples_per_s=13000.0, sb3_best_threads=1.0)
+    row = C.sb3_before_and_after(before, after)
+    assert row["sb3_before_trained_samples_per_s_2_threads"] == 12000.0
+    assert row["sb3_after_trained_samples_per_s_1_threads"] == 13000.0
+    assert row["sb3_trained_samples_per_s"] == 13000.0 and row["sb3_best_threads"] == 1.0  # the after turn
+    assert row["sb3_trained_samples_per_s_2_threads"] == 10000.0  # the counted turn's own figures
+    failed = C.sb3_before_and_after(before, {"sb3_error_1_threads": "boom"})
+    assert failed["sb3_trained_samples_per_s"] == 12000.0 and failed["sb3_after_error_1_threads"] == "boom"
+    assert "sb3_trained_samples_per_s" not in C.sb3_before_and_after({}, {})
+
+
+def test_the_chosen_schedule_is_the_headline_and_marked():
+    row = {
+        "torch_threads_overlap": 1.0,
+        "torch_threads_local2": 2.0,
+        "trained_samples_per_s_overlap": 256 * 60.0,
+        "trained_samples_per_s_local2": 256 * 90.0,
+        "env_steps_per_s_overlap": 60.0,
+        "env_steps_per_s_local2": 90.0,
+        "learner_only_updates_per_s_1_threads": 75.0,
+        "learner_only_updates_per_s_2_threads": 100.0,
+        "sb3_trained_samples_per_s": 256 * 75.0,
+    }
+    row.update(R.derive(row, 256, "local2"))
+    assert row["learner_only_updates_per_s"] == 100.0  # at the chosen schedule's 2 threads
+    assert row["fraction_of_learner_only_local2"] == pytest.approx(0.9)
+    out = R.summary([row], "local2")
+    assert out["trained_samples_per_s"] == 256 * 90.0 and out["ratio_vs_sb3"] == pytest.approx(1.2)
+    assert out["ratio_vs_sb3_lowest_round"] == pytest.approx(1.2)
+    result = {**out, "machine": "m", "device": "cpu", "rounds": [row], "chosen_schedule": "local2"}
+    result["chosen_schedule_rates"] = {"local, 2 learner thread(s)": 23000.0}
+    text = R.report(result, 1, [1, 2])
+    assert "synchronous local sampling, 2 learner threads [chosen by auto]: trained samples/s" in text
+    assert "resources.schedule auto chose: synchronous local sampling, 2 learner threads (its own timing: " in text
+    assert "overlapped sampling [chosen by auto]" not in text
+
+
+def test_autos_candidates_on_two_cpus_are_the_benchmarks_schedules():
+    from trainer.experiment.loading import load_experiment
+    from trainer.rl.schedule import candidates, with_overrides
+
+    exp = load_experiment("reference", M.REFERENCE_OVERRIDES)
+    assert set(M.CANDIDATES) == set(candidates(2))
+    for label, overrides in candidates(2).items():
+        ours = M._experiment(M.SCHEDULES[M.CANDIDATES[label]][1])  # what the benchmark times as that schedule
+        chosen = with_overrides(exp, overrides)
+        assert M._matches(chosen, overrides)
+        assert ours.resources.schedule_in_effect() == chosen.resources.schedule_in_effect()
+        assert ours.resources.learner_torch_threads(ours.resources.num_env_runners) == (
+            chosen.resources.learner_torch_threads(chosen.resources.num_env_runners)
+        )
