@@ -138,10 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": [],
     }
     sb3_steps = args.iterations * REFERENCE_OVERRIDES["stopping.steps_per_iteration"]
-    chosen, chosen_rates = chosen_schedule(args.device, extra)
+    chosen, label, chosen_rates = chosen_schedule(args.device, extra)
     headline = chosen or HEADLINE
-    result.update(chosen_schedule=chosen, chosen_schedule_rates=chosen_rates)
-    print(f"resources.schedule auto chose {chosen} ({', '.join(f'{k} {v:,.0f}' for k, v in chosen_rates.items())})")
+    result.update(chosen_schedule=chosen, chosen_schedule_label=label, chosen_schedule_rates=chosen_rates)
+    print(f"resources.schedule auto chose {label} ({', '.join(f'{k} {v:,.0f}' for k, v in chosen_rates.items())})")
     for r in range(args.rounds):
         # SB3 and our schedules take turns, SB3 before and after ours, so a slow minute on this shared machine
         # hits all of them; Ray is down while SB3 runs (our_turn starts and stops it), so no process of ours

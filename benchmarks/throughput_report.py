@@ -142,9 +142,10 @@ def report(result: dict[str, Any], n_rounds: int, thread_counts: list[int]) -> s
         ("study: wall time (hours)", "study_hours"),
     ]
     lines = [f"{result['machine']}; learner on {result['device']}", f"medians over {n_rounds} rounds:"]
-    if chosen:
+    if "chosen_schedule_label" in result:
         rates = ", ".join(f"{k} {v:,.0f}" for k, v in result.get("chosen_schedule_rates", {}).items())
-        lines.append(f"resources.schedule auto chose: {SCHEDULES[chosen][0]} (its own timing: {rates})")
+        what = SCHEDULES[chosen][0] if chosen else f"{result['chosen_schedule_label']} (not a schedule timed here)"
+        lines.append(f"resources.schedule auto chose: {what} (its own timing: {rates})")
     lines += [f"{name:<72} {result[key]:>12,.2f}" for name, key in rows if key in result]
     for pop in result.get("population", []):
         lines.append(

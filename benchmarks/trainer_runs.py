@@ -213,10 +213,11 @@ def start_ray(device: str) -> None:
     quiet_logging(None)  # RLlib's notices would bury the figures; errors still show
 
 
-def chosen_schedule(device: str, extra: dict[str, Any]) -> tuple[str | None, dict[str, float]]:
+def chosen_schedule(device: str, extra: dict[str, Any]) -> tuple[str | None, str, dict[str, float]]:
     """What ``resources.schedule: auto`` takes for the reference experiment on this machine (its own short
     measurement, with a cache of its own so an earlier choice is not read back): the schedule's name in
-    ``SCHEDULES`` (None where it is none of them) and the rates it measured, by candidate label."""
+    ``SCHEDULES`` (None where it is none of them: a machine with more CPUs), its label, and the rates it
+    measured, by candidate label."""
     import tempfile
     from pathlib import Path
 
@@ -240,8 +241,8 @@ def chosen_schedule(device: str, extra: dict[str, Any]) -> tuple[str | None, dic
 
         with tempfile.TemporaryDirectory() as tmp:
             chosen = choose(exp, cpus, measure, Path(tmp) / "schedules.json")
-        label = next((k for k, v in candidates(cpus).items() if _matches(chosen, v)), None)
-        return CANDIDATES.get(label or ""), rates
+        label = next((k for k, v in candidates(cpus).items() if _matches(chosen, v)), "")
+        return CANDIDATES.get(label), label, rates
     finally:
         ray.shutdown()
 

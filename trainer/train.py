@@ -44,12 +44,13 @@ import yaml
 from trainer.experiment.config import Experiment
 from trainer.experiment.loading import ExperimentError, parse_override
 from trainer.experiment.memory import BUFFER_SIZE_KEY, POPULATION_KEY
+from trainer.experiment.preflight import fits_this_machine
 from trainer.experiment.run_inputs import DEFAULT_EXPERIMENT, prepare_new_run, prepare_resume
 from trainer.metrics import registry as M
 from trainer.runtime.checkpoint import CHECKPOINT_PREFIX, CheckpointError
 from trainer.runtime.console import quiet_logging
 from trainer.runtime.paths import os_error_text
-from trainer.runtime.progress import Eta, StopFlag, progress_line
+from trainer.runtime.progress import NOT_STARTED, Eta, StopFlag, StoppedBeforeStart, progress_line
 from trainer.runtime.run_dir import (
     CHECKPOINTS_DIR,
     EXPERIMENT_FILE,
@@ -134,7 +135,9 @@ def run_training(
         if own and resume is None:  # a resume keeps the schedule its run recorded
             own_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     stop_flag.install()  # ray.init replaced the SIGTERM handler
-    exp = choose(exp, own_cpus)
+    exp = choose(exp, own_cpus, fits=fits_this_machine, stopped=lambda: bool(stop_flag.signal))
+    if stop_flag.signal:
+        raise StoppedBeforeStart(stop_flag.signal)
     # The same config a checkpoint was written with (overrides a resume may change included), then its state.
     config = build_sac_config(exp)
     check_request(
@@ -312,10 +315,7 @@ def _run(
         return EXIT_BAD_INPUT
     if flag.signal:
         run.undo()
-        print(
-            f"{flag.signal} received before training started: nothing was trained; run the command again",
-            file=sys.stderr,
-        )
+        print(NOT_STARTED.format(flag.signal), file=sys.stderr)
         return flag.exit_code
     quiet_logging(run.pending_log, args.verbose)
     for note in notes:
@@ -350,6 +350,10 @@ def _run(
     except WriteFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_WRITE_FAILED
+    except StoppedBeforeStart as exc:
+        run.undo()
+        print(NOT_STARTED.format(exc), file=sys.stderr)
+        return flag.exit_code
     except BaseException:
         if not run.accepted:
             run.undo()  # an unexpected error before the run started leaves nothing either

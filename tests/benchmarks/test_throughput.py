@@ -245,11 +245,14 @@ def test_the_chosen_schedule_is_the_headline_and_marked():
     assert out["trained_samples_per_s"] == 256 * 90.0 and out["ratio_vs_sb3"] == pytest.approx(1.2)
     assert out["ratio_vs_sb3_lowest_round"] == pytest.approx(1.2)
     result = {**out, "machine": "m", "device": "cpu", "rounds": [row], "chosen_schedule": "local2"}
+    result["chosen_schedule_label"] = "local, 2 learner thread(s)"
     result["chosen_schedule_rates"] = {"local, 2 learner thread(s)": 23000.0}
     text = R.report(result, 1, [1, 2])
     assert "synchronous local sampling, 2 learner threads [chosen by auto]: trained samples/s" in text
     assert "resources.schedule auto chose: synchronous local sampling, 2 learner threads (its own timing: " in text
     assert "overlapped sampling [chosen by auto]" not in text
+    result.update(chosen_schedule=None, chosen_schedule_label="local, 8 learner thread(s)")
+    assert "auto chose: local, 8 learner thread(s) (not a schedule timed here)" in R.report(result, 1, [1, 2])
 
 
 def test_autos_candidates_on_two_cpus_are_the_benchmarks_schedules():

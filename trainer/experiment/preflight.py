@@ -78,6 +78,15 @@ def check_run(exp: Experiment) -> MemoryEstimate:
     return est
 
 
+def fits_this_machine(exp: Experiment) -> bool:
+    """Whether a ``trainer.train`` run of ``exp`` (its env runners' processes included) passes ``check_run``."""
+    try:
+        check_run(exp)
+    except ExperimentError:
+        return False
+    return True
+
+
 def swept_folds(exp: Experiment) -> list[Any]:
     """The walk-forward folds a sweep's trials use (the experiment's own when ``data.fold`` is not swept)."""
     domains = exp.sweep.domains()

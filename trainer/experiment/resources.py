@@ -20,6 +20,24 @@ SCHEDULES = ("local", "remote", "overlap")
 NUM_CPUS_FOR_MAIN_PROCESS = 1
 
 
+RUNNER_KEYS = ("num_env_runners", "overlap_sampling")
+
+
+def schedule_overrides(recorded: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A recorded ``resources`` section with a resume's ``--set`` overrides able to change the schedule: a new
+    ``resources.schedule`` drops the recorded runner settings it decides (those not overridden too), and new
+    runner settings without one make the recorded schedule ``auto`` (what the runner settings describe)."""
+    given = {k.removeprefix("resources."): v for k, v in overrides.items() if k.startswith("resources.")}
+    section = dict(recorded)
+    if "schedule" in given:
+        for key in RUNNER_KEYS:
+            if key not in given:
+                section.pop(key, None)
+    elif any(key in given for key in RUNNER_KEYS):
+        section["schedule"] = AUTO
+    return section
+
+
 class ResourcesConfig(Strict):
     num_env_runners: int = Field(0, ge=0)
     num_envs_per_env_runner: int = Field(1, ge=1)

@@ -8,6 +8,7 @@ from typing import Any
 
 from trainer.experiment.config import Experiment
 from trainer.experiment.loading import ExperimentError, apply_overrides, experiment_from_dict, load_raw
+from trainer.experiment.resources import schedule_overrides
 from trainer.runtime.run_dir import CHECKPOINTS_DIR, EXPERIMENT_FILE
 
 # Settings a resume may change: budget, checkpointing, evaluation interval, divergence guard, resources
@@ -62,6 +63,8 @@ def experiment_for_resume(checkpoint: Path, overrides: dict[str, Any]) -> tuple[
         )
     raw, _ = load_raw(str(exp_file))
     before = experiment_from_dict(raw, where=str(exp_file)).model_dump(mode="json")
+    if isinstance(raw.get("resources"), dict):  # --set resources.schedule=... replaces the recorded runners
+        raw = {**raw, "resources": schedule_overrides(raw["resources"], overrides)}
     exp = experiment_from_dict(apply_overrides(raw, overrides), where=str(exp_file))
     after = exp.model_dump(mode="json")
     changed = {k: (_get(before, k), _get(after, k)) for k in overrides if _get(before, k) != _get(after, k)}

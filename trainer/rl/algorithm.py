@@ -393,6 +393,7 @@ class PortfolioSAC(ValidationReporting, SAC):
                 raise checkpoint.CheckpointError(
                     f"{exc}; resume without it with --allow-missing-buffer, or use another checkpoint of the run"
                 ) from None
+        self._weight_sync.reset()
         self._update_credit = float(extra.get("update_credit", 0.0))
         self.last_evaluation = dict(extra.get("last_evaluation") or {})
         self.history = list(extra.get("history") or [])

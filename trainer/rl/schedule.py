@@ -31,8 +31,25 @@ from trainer.experiment.loading import apply_overrides, experiment_from_dict
 from trainer.experiment.resources import AUTO
 
 MAX_THREADS = 8  # learner threads tried at most; small SAC networks gain nothing from more on a CPU
-MEASURE_SECONDS = 1.5
-OVERLAP = "resources.overlap_sampling"  # timed per candidate, after its warm-up
+MEASURE_SECONDS = 1.5  # timed per candidate, after its warm-up
+OVERLAP = "resources.overlap_sampling"
+# Settings that place a run's work: one given in the experiment (even at its default value) is the user's
+# placement, and the schedule is then what the settings describe.
+PLACEMENT = frozenset(
+    {
+        "schedule",
+        "num_env_runners",
+        "num_envs_per_env_runner",
+        "num_cpus_per_env_runner",
+        "num_learners",
+        "num_gpus_per_learner",
+        "num_cpus_per_learner",
+        "torch_threads",
+        "custom_resources_per_env_runner",
+        "custom_resources_per_learner",
+        "overlap_sampling",
+    }
+)
 
 
 def cache_file() -> Path:
@@ -42,18 +59,10 @@ def cache_file() -> Path:
 
 
 def is_open(exp: Experiment) -> bool:
-    """Whether the experiment leaves the schedule to a measurement: ``auto`` and no placement of its own
-    (no env runners, learners, GPUs, learner CPUs or threads set)."""
+    """Whether the experiment leaves the schedule to a measurement: ``auto`` and none of its ``PLACEMENT``
+    settings given (a recorded run's experiment gives them all, so a resume is never measured)."""
     r = exp.resources
-    return (
-        r.schedule == AUTO
-        and r.num_env_runners == 0
-        and not r.overlap_sampling
-        and r.num_learners == 0
-        and r.num_gpus_per_learner == 0
-        and r.num_cpus_per_learner == AUTO
-        and r.torch_threads == AUTO
-    )
+    return r.schedule == AUTO and not (r.model_fields_set & PLACEMENT)
 
 
 def candidates(cpus: int) -> dict[str, dict[str, Any]]:
@@ -129,19 +138,29 @@ def shape_key(exp: Experiment, cpus: int) -> str:
         "model": exp.model.model_dump(mode="json", exclude={"init_from"}),
         "sac": {k: getattr(exp.sac, k) for k in ("batch_size", "training_intensity", "rollout_fragment_length")},
         "population": exp.sac.population,
-        "data": {k: getattr(exp.data, k) for k in ("source", "features", "assets") if hasattr(exp.data, k)},
+        "data": {"source": exp.data.source, "features": exp.data.features},
         "obs_filter": exp.obs_filter.model_dump(mode="json"),
         "cpus": cpus,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _read_cache(path: Path) -> dict[str, Any]:
+def _read_cache(path: Path, key: str, labels: set[str]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The whole cache and this key's rates when they cover exactly ``labels`` with numbers (else None: a
+    missing, damaged or other-version file is measured again and rewritten)."""
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError):  # none yet, or damaged: measured again and rewritten
-        return {}
-    return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        data = {}
+    data = data if isinstance(data, dict) else {}
+    entry = data.get(key)
+    rates = entry.get("rates") if isinstance(entry, dict) else None
+    ok = (
+        isinstance(rates, dict)
+        and set(rates) == labels
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in rates.values())
+    )
+    return data, (entry if ok else None)
 
 
 def _write_cache(path: Path, data: dict[str, Any]) -> None:
@@ -160,33 +179,49 @@ def choose(
     measure_fn: Callable[[Experiment], float] = measure,
     cache: Path | None = None,
     log: Callable[[str], None] = print,
+    fits: Callable[[Experiment], bool] = lambda exp: True,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> Experiment:
-    """``exp`` with its schedule decided: measured (or read from the cache) when ``is_open(exp)`` and there is
-    more than one candidate for ``cpus``; otherwise the schedule its runner settings describe."""
+    """``exp`` with its schedule decided: measured (or read from the cache) when ``is_open(exp)`` and more than
+    one candidate for ``cpus`` fits (``fits``: the memory a candidate's processes need); otherwise the schedule
+    its runner settings describe. A candidate whose probe fails is skipped with one line; when ``stopped()``
+    turns true (a signal), the measuring stops and nothing is cached."""
+    in_effect = {"resources.schedule": exp.resources.schedule_in_effect()}
     if not is_open(exp):
-        if exp.resources.schedule == AUTO:
-            return with_overrides(exp, {"resources.schedule": exp.resources.schedule_in_effect()})
-        return exp
-    options = candidates(cpus)
+        return with_overrides(exp, in_effect) if exp.resources.schedule == AUTO else exp
+    options = {
+        label: o
+        for label, o in candidates(cpus).items()
+        if o.get("resources.num_env_runners", 0) == 0 or fits(with_overrides(exp, o))
+    }
     if len(options) == 1:
         return with_overrides(exp, next(iter(options.values())))
     path = cache or cache_file()
-    store = _read_cache(path)
     key = f"{machine()} | {shape_key(exp, cpus)}"
-    rates: dict[str, float] | None = store.get(key, {}).get("rates")
-    if not rates or set(rates) != set(options):
-        log(
-            f"schedule: timing {len(options)} schedules at this run's shapes on {cpus} CPUs (once per machine and shapes)"
-        )
-        rates = {}
+    store, entry = _read_cache(path, key, set(options))
+    if entry is None:
+        log(f"schedule: timing {len(options)} schedules at this run's shapes on {cpus} CPUs (once per machine, shapes)")
+        rates: dict[str, float] = {}
         for label, overrides in options.items():
-            rates[label] = measure_fn(with_overrides(exp, overrides))
+            if stopped():
+                return with_overrides(exp, in_effect)
+            try:
+                rates[label] = measure_fn(with_overrides(exp, overrides))
+            except Exception as exc:  # a schedule that cannot run here is not a candidate
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                log(f"  {label}: could not be timed ({reason}); skipped")
+                continue
             log(f"  {label}: {rates[label]:,.0f} trained samples/s")
-        store[key] = {"rates": rates, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
-        _write_cache(path, store)
+        if not rates:
+            log("schedule: no schedule could be timed; sampling in the learner's process (local)")
+            return with_overrides(exp, next(iter(options.values())))
+        if set(rates) == set(options):
+            store[key] = {"rates": rates, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+            _write_cache(path, store)
         where = f"kept in {path}"
     else:
-        where = f"measured {store[key].get('measured', '')}, from {path}"
+        rates = entry["rates"]
+        where = f"measured {entry.get('measured', '')}, from {path}"
     best = max(rates, key=rates.__getitem__)
     others = ", ".join(f"{label} {rate:,.0f}" for label, rate in rates.items() if label != best)
     log(

@@ -19,14 +19,13 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 def _pairs(runner_module: Any, learner_module: Any) -> list[tuple[Any, Any]] | None:
     """(runner tensor, learner tensor) for every parameter and buffer of the runner's module, paired by name;
     None where one has no partner of the same shape and dtype in the learner's module."""
-    source = dict(learner_module.named_parameters())
-    source.update(learner_module.named_buffers())
+    source = learner_module.state_dict(keep_vars=True)  # the names RLlib's state path loads by
     pairs = []
-    for name, dst in [*runner_module.named_parameters(), *runner_module.named_buffers()]:
+    for name, dst in runner_module.state_dict(keep_vars=True).items():
         src = source.get(name)
         if src is None or src.shape != dst.shape or src.dtype != dst.dtype or src.device != dst.device:
             return None
-        pairs.append((dst, src))
+        pairs.append((dst.data, src.data))
     return pairs
 
 
@@ -37,6 +36,10 @@ class WeightSync:
         self.algo = algo
         self._pairs: list[tuple[Any, Any]] | None = None
         self._checked = False
+
+    def reset(self) -> None:
+        """Pair the tensors again at the next sync (a restore may have replaced modules)."""
+        self._pairs, self._checked = None, False
 
     def in_process(self) -> bool:
         """Whether the learner and the only env runner live in this process with paired weights."""

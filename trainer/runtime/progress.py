@@ -11,6 +11,12 @@ from typing import Any
 
 from trainer.metrics import registry as M
 
+NOT_STARTED = "{} received before training started: nothing was trained; run the command again"
+
+
+class StoppedBeforeStart(Exception):
+    """A signal came before a run was built (while its schedule was timed): nothing was trained or written."""
+
 
 class StopFlag:
     """Set by SIGINT/SIGTERM; the loop checks it between iterations."""

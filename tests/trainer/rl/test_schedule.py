@@ -7,6 +7,7 @@ import json
 import time
 
 import pytest
+import yaml
 
 from trainer.experiment.loading import ExperimentError, load_experiment
 from trainer.rl import schedule as S
@@ -89,6 +90,8 @@ def test_a_damaged_cache_is_measured_again(tmp_path):
     [
         ({"resources.schedule": "local"}, "local", 1),  # forced
         ({"resources.torch_threads": 1}, "local", 1),  # a placement of the user's own
+        ({"resources.num_env_runners": 0}, "local", 1),  # given, even at its default value
+        ({"resources.num_cpus_per_env_runner": 2}, "local", 1),
         ({"resources.num_env_runners": 1}, "remote", 2),
         ({"resources.num_env_runners": 1, "resources.overlap_sampling": True}, "overlap", 1),
         ({"resources.schedule": "overlap"}, "overlap", 1),
@@ -101,6 +104,81 @@ def test_an_experiment_that_decides_is_not_measured(tmp_path, overrides, schedul
     chosen = S.choose(_exp(**overrides), 2, refuse, tmp_path / "c.json", lambda line: None)
     assert chosen.resources.schedule == schedule and _threads(chosen) == threads
     assert not (tmp_path / "c.json").exists()
+
+
+def test_a_failing_probe_is_skipped_and_a_partial_timing_not_cached(tmp_path):
+    cache, lines = tmp_path / "schedules.json", []
+
+    def flaky(exp):
+        if exp.resources.schedule == "remote":
+            raise RuntimeError("actor died\nlong traceback")
+        return float(_threads(exp))
+
+    chosen = S.choose(_exp(), 2, flaky, cache, lines.append)
+    assert "  remote, 2 learner thread(s): could not be timed (actor died); skipped" in lines
+    assert chosen.resources.schedule == "local" and _threads(chosen) == 2 and not cache.exists()
+    lines.clear()
+    chosen = S.choose(_exp(), 2, lambda exp: 1 / 0, cache, lines.append)  # nothing can be timed
+    assert lines[-1] == "schedule: no schedule could be timed; sampling in the learner's process (local)"
+    assert chosen.resources.schedule == "local" and _threads(chosen) == 1
+
+
+def test_a_signal_stops_the_timing(tmp_path):
+    measured = []
+
+    def once(exp):
+        measured.append(exp)
+        return 1.0
+
+    chosen = S.choose(_exp(), 2, once, tmp_path / "c.json", lambda line: None, stopped=lambda: bool(measured))
+    assert len(measured) == 1 and chosen.resources.schedule == "local" and _threads(chosen) == 1
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_schedules_that_do_not_fit_in_memory_are_not_candidates(tmp_path):
+    measured = []
+
+    def rate(exp):
+        measured.append(exp.resources.schedule)
+        return float(_threads(exp))
+
+    fits = lambda exp: exp.resources.num_env_runners == 0  # noqa: E731  the runners' processes do not fit
+    chosen = S.choose(_exp(), 2, rate, tmp_path / "c.json", lambda line: None, fits=fits)
+    assert measured == ["local", "local"] and _threads(chosen) == 2
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [[1, 2], {"rates": {"local, 1 learner thread(s)": "fast"}}, {"rates": None}, "text"],
+    ids=["a list", "text rates", "no rates", "text"],
+)
+def test_a_malformed_cache_entry_is_measured_again(tmp_path, entry):
+    cache = tmp_path / "schedules.json"
+    key = f"{S.machine()} | {S.shape_key(_exp(), 2)}"
+    cache.write_text(json.dumps({key: entry, "other machine": {"rates": {"x": 1.0}}}))
+    chosen = S.choose(_exp(), 2, lambda exp: float(_threads(exp)), cache, lambda line: None)
+    assert _threads(chosen) == 2
+    stored = json.loads(cache.read_text())
+    assert len(stored[key]["rates"]) == 4 and stored["other machine"] == {"rates": {"x": 1.0}}
+
+
+def test_a_resume_can_force_another_schedule(tmp_path):
+    from trainer.experiment.stored import experiment_for_resume
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    recorded = S.with_overrides(_exp(), S.candidates(2)["local, 2 learner thread(s)"])
+    (run / "experiment.yaml").write_text(yaml.safe_dump(recorded.model_dump(mode="json")))
+    ckpt = run / "checkpoints" / "checkpoint_000001"
+    same, _ = experiment_for_resume(ckpt, {})
+    assert same.resources == recorded.resources
+    remote, changed = experiment_for_resume(ckpt, {"resources.schedule": "remote"})
+    assert remote.resources.schedule_in_effect() == "remote" and remote.resources.num_env_runners == 1
+    assert changed == {"resources.schedule": ("local", "remote")}
+    overlap, _ = experiment_for_resume(ckpt, {"resources.num_env_runners": 1, "resources.overlap_sampling": True})
+    assert overlap.resources.schedule == "auto" and overlap.resources.schedule_in_effect() == "overlap"
+    with pytest.raises(ExperimentError, match=r"resources\.schedule local disagrees"):
+        experiment_for_resume(ckpt, {"resources.schedule": "local", "resources.num_env_runners": 2})
 
 
 def test_one_cpu_has_one_candidate(tmp_path):
