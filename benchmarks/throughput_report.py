@@ -7,10 +7,10 @@ from __future__ import annotations
 import math
 import os
 import statistics
-from pathlib import Path
 from typing import Any
 
 from benchmarks.trainer_runs import HEADLINE, SCHEDULES
+from trainer.runtime.resources import cpu_model_and_flags
 
 REFERENCE_RUN_ENV_STEPS = 1_000_000  # the design's reference run
 SECONDS_PER_HOUR = 3600
@@ -58,15 +58,7 @@ def machine() -> str:
     """CPU model, cores and the vector/matrix flags that matter for GEMMs, and the GPU (or none)."""
     import torch
 
-    model, flags = "unknown CPU", set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
+    model, flags = cpu_model_and_flags()
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
     shown = ", ".join(f for f in wanted if f in flags) or "no AVX2"
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"

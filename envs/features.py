@@ -225,8 +225,13 @@ def cache_key(prices: pd.DataFrame, config: FeatureConfig) -> str:
     return h.hexdigest()[:32]
 
 
+def cache_root() -> Path:
+    """The project's cache folder (``$PORTFOLIO_RL_CACHE``, else ``~/.cache/portfolio_rl``)."""
+    return Path(os.environ.get("PORTFOLIO_RL_CACHE", Path.home() / ".cache" / "portfolio_rl"))
+
+
 def cache_dir() -> Path:
-    return Path(os.environ.get("PORTFOLIO_RL_CACHE", Path.home() / ".cache" / "portfolio_rl")) / "features"
+    return cache_root() / "features"
 
 
 def _write_cache(

@@ -11,10 +11,6 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from trainer.experiment.schema import Strict, auto_or_number
 
 AUTO = "auto"
-# How a run's sampling and learning share its CPUs (resources.schedule): "local", the learner's process samples
-# a round, then learns; "remote", remote env runners sample while the learner waits, so a learner in the trial's
-# process gets their CPUs too; "overlap", remote runners sample the next round while the learner trains.
-SCHEDULES = ("local", "remote", "overlap")
 # RLlib's CPUs for an algorithm's main process (AlgorithmConfig.num_cpus_for_main_process); build_sac_config
 # passes this value, so the trial's request and learner_cpus agree.
 NUM_CPUS_FOR_MAIN_PROCESS = 1
@@ -60,7 +56,10 @@ class ResourcesConfig(Strict):
     # backward, Adam, target update) is then one captured CUDA graph (trainer.rl.compiled). Compiling costs
     # tens of seconds at start-up per learner process and gains nothing on a CPU (benchmarks/README.md).
     compile: bool = False
-    # One of SCHEDULES, or "auto": trainer.train on a Ray instance of its own times each schedule and learner
+    # How a run's sampling and learning share its CPUs: "local", the learner's process samples a round, then
+    # learns; "remote", remote env runners sample while the learner waits, so a learner in the trial's process
+    # gets their CPUs too; "overlap", remote runners sample the next round while the learner trains. Or
+    # "auto": trainer.train on a Ray instance of its own times each schedule and learner
     # thread count that fits this machine's CPUs at the run's shapes and takes the fastest (trainer.rl.schedule,
     # cached per machine); anywhere else "auto" is the schedule num_env_runners and overlap_sampling describe.
     # "remote" and "overlap" default num_env_runners to 1.

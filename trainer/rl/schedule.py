@@ -17,18 +17,21 @@ the runner settings describe.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from envs.features import cache_root
 from trainer.experiment.config import Experiment
 from trainer.experiment.loading import apply_overrides, experiment_from_dict
 from trainer.experiment.resources import AUTO
+from trainer.runtime.resources import cpu_model_and_flags
+from trainer.runtime.run_dir import write_atomic
 
 MAX_THREADS = 8  # learner threads tried at most; small SAC networks gain nothing from more on a CPU
 MEASURE_SECONDS = 1.5  # timed per candidate, after its warm-up
@@ -54,8 +57,7 @@ PLACEMENT = frozenset(
 
 def cache_file() -> Path:
     """Where measured schedules are kept (beside the feature cache)."""
-    root = os.environ.get("PORTFOLIO_RL_CACHE", Path.home() / ".cache" / "portfolio_rl")
-    return Path(root) / "schedules.json"
+    return cache_root() / "schedules.json"
 
 
 def is_open(exp: Experiment) -> bool:
@@ -120,15 +122,7 @@ def machine() -> str:
     """The CPU model, its logical CPUs and torch's version: what the measured figures depend on."""
     import torch
 
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model} | {os.cpu_count()} CPUs | torch {torch.__version__}"
+    return f"{cpu_model_and_flags()[0]} | {os.cpu_count()} CPUs | torch {torch.__version__}"
 
 
 def shape_key(exp: Experiment, cpus: int) -> str:
@@ -164,13 +158,9 @@ def _read_cache(path: Path, key: str, labels: set[str]) -> tuple[dict[str, Any],
 
 
 def _write_cache(path: Path, data: dict[str, Any]) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError:  # a cache that cannot be written costs a measurement next time, nothing else
-        pass
+    # a cache that cannot be written costs a measurement next time, nothing else
+    with contextlib.suppress(OSError):
+        write_atomic(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def choose(

@@ -13,20 +13,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from ray.rllib.core import DEFAULT_MODULE_ID
 
 
-def _pairs(runner_module: Any, learner_module: Any) -> list[tuple[Any, Any]] | None:
-    """(runner tensor, learner tensor) for every parameter and buffer of the runner's module, paired by name;
-    None where one has no partner of the same shape and dtype in the learner's module."""
+def _pairs(runner_module: Any, learner_module: Any) -> tuple[list[Any], list[Any]] | None:
+    """The runner module's tensors and the learner module's, paired by name (every entry of the runner's state);
+    None where one has no partner of the same shape, dtype and device in the learner's module."""
     source = learner_module.state_dict(keep_vars=True)  # the names RLlib's state path loads by
-    pairs = []
-    for name, dst in runner_module.state_dict(keep_vars=True).items():
-        src = source.get(name)
-        if src is None or src.shape != dst.shape or src.dtype != dst.dtype or src.device != dst.device:
+    dst, src = [], []
+    for name, tensor in runner_module.state_dict(keep_vars=True).items():
+        other = source.get(name)
+        if other is None or (other.shape, other.dtype, other.device) != (tensor.shape, tensor.dtype, tensor.device):
             return None
-        pairs.append((dst.data, src.data))
-    return pairs
+        dst.append(tensor.data)
+        src.append(other.data)
+    return dst, src
 
 
 class WeightSync:
@@ -34,7 +36,7 @@ class WeightSync:
 
     def __init__(self, algo: Any) -> None:
         self.algo = algo
-        self._pairs: list[tuple[Any, Any]] | None = None
+        self._pairs: tuple[list[Any], list[Any]] | None = None
         self._checked = False
 
     def reset(self) -> None:
@@ -64,11 +66,9 @@ class WeightSync:
                 inference_only=True,
             )
             return
-        import torch
-
-        dst, src = zip(*self._pairs, strict=True)
+        dst, src = self._pairs
         with torch.no_grad():
-            torch._foreach_copy_(list(dst), list(src))
+            torch._foreach_copy_(dst, src)
         runner = algo.env_runner_group.local_env_runner
         seq = algo.learner_group._learner._weights_seq_no
         if seq > 0:  # as SingleAgentEnvRunner.set_state: a sequence number of 0 is not stored

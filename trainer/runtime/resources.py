@@ -4,6 +4,8 @@ the memory this machine has available, and how many trials run at once."""
 from __future__ import annotations
 
 import math
+import platform
+from pathlib import Path
 
 from trainer.runtime.errors import ExperimentError
 
@@ -17,6 +19,23 @@ def available_memory() -> int:
     import psutil
 
     return int(psutil.virtual_memory().available)
+
+
+def cpu_model_and_flags() -> tuple[str, set[str]]:
+    """This machine's CPU model and feature flags (``/proc/cpuinfo``; where there is none, what ``platform`` says
+    and no flags)."""
+    model, flags = platform.processor() or platform.machine() or "unknown CPU", set()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return model, flags
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            model = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
+    return model, flags
 
 
 def trials_at_once(need: dict[str, float], cluster: dict[str, float], n_trials: int, limit: int | None) -> int:
