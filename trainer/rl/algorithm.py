@@ -228,9 +228,10 @@ class PortfolioSAC(ValidationReporting, SAC):
         frozen = FrozenObsFilter.of(self.obs_filter())
         obs, next_obs = raw["obs"], raw["next_obs"]
         if frozen is not None:
-            # the filter's statistics are per component of the agents' side-by-side observation
-            obs = frozen(obs.reshape(rows, -1)).reshape(obs.shape)
-            next_obs = frozen(next_obs.reshape(rows, -1)).reshape(next_obs.shape)
+            # the filter's statistics are per component of the agents' side-by-side observation; the sampled
+            # arrays are fresh copies of the buffer's rows, so they are normalised where they are
+            frozen.normalize_in_place(obs.reshape(rows, -1))
+            frozen.normalize_in_place(next_obs.reshape(rows, -1))
         rewards = raw["rewards"]
         if self.settings.reward.normalize:
             rewards = rewards / np.maximum(self.buffer.reward_std, 1e-8)

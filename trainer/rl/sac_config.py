@@ -17,7 +17,9 @@ reference configuration (docs/architecture.md) we override them here, explicitly
   compiled with ``resources.compile`` (``trainer.rl.compiled``; RLlib's own ``torch_compile_learner`` would
   compile the ``_update`` this learner replaces, so it is not used);
 - observation filter: RLlib's MeanStdFilter writes normalised observations into the episodes (so the buffer
-  would hold values normalised with stale statistics); ours keeps episodes raw (``trainer.rl.connectors``).
+  would hold values normalised with stale statistics); ours keeps episodes raw (``trainer.rl.connectors``);
+- env runner connectors: RLlib's default pieces -> two of ours that do the same work with less per-step
+  overhead (``trainer.rl.connectors``).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = N
     from trainer.rl.callbacks import PortfolioCallbacks
     from trainer.rl.catalog import ConcatQSACCatalog
     from trainer.rl.compiled import COMPILE_KEY
-    from trainer.rl.connectors import make_env_to_module_connector
+    from trainer.rl.connectors import make_env_to_module_connector, make_module_to_env_connector
     from trainer.rl.learner import FusedSACTorchLearner
     from trainer.rl.population import PopulationSACModule
     from trainer.rl.set_modules import PortfolioSACModule
@@ -137,6 +139,9 @@ def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = N
             rollout_fragment_length=sac.rollout_fragment_length,
             custom_resources_per_env_runner=res.custom_resources_per_env_runner,
             env_to_module_connector=make_env_to_module_connector(exp.obs_filter.enabled, exp.obs_filter.clip),
+            # the two pipelines are ours whole (trainer.rl.connectors): RLlib's default pieces are not added
+            add_default_connectors_to_env_to_module_pipeline=False,
+            add_default_connectors_to_module_to_env_pipeline=False,
         )
         .learners(
             num_learners=res.num_learners,
@@ -166,6 +171,9 @@ def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = N
         .fault_tolerance(restart_failed_env_runners=True)
         .debugging(seed=seed)
         .python_environment(extra_python_environs_for_worker=worker_environment())
+    )
+    config.env_runners(
+        module_to_env_connector=make_module_to_env_connector(config.normalize_actions, config.clip_actions)
     )
     config.portfolio = AlgorithmSettings.of(exp).model_dump(mode="json")
     return config

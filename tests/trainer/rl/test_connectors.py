@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+import pytest
 from ray.rllib.core.columns import Columns
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 from ray.rllib.utils.filter import SMALL_NUMBER
 
 from trainer.rl.connectors import (
     FilterStats,
+    FrozenObsFilter,
+    ObsToModule,
     RawObsMeanStdFilter,
     find_obs_filter,
     make_env_to_module_connector,
@@ -133,12 +136,30 @@ def test_frozen_filter_normalises_with_fixed_statistics_and_never_updates():
     np.testing.assert_array_equal(np.asarray(episode.get_observations(slice(0, 10))), new)
 
 
+@pytest.mark.parametrize("clip", [None, 10.0, 0.5])
+def test_normalising_in_place_gives_the_same_floats_as_normalize_with(clip):
+    rng = np.random.default_rng(4)
+    mean = rng.standard_normal(7).astype(np.float32)
+    std = np.concatenate([[0.0], rng.random(6) * 3]).astype(np.float32)  # a constant component: std 0 -> 1/epsilon
+    obs = (rng.standard_normal((2048, 7)) * 40).astype(np.float32)
+    obs[0, 1] = np.nan
+    frozen = FrozenObsFilter(mean, std, clip)
+    expected = frozen(obs)
+    work = obs.copy()
+    out = frozen.normalize_in_place(work)
+    assert out is work and out.dtype == np.float32
+    np.testing.assert_array_equal(out, expected)  # bit for bit, NaN where NaN
+    assert clip is None or (np.nanmax(np.abs(out)) == clip and np.isnan(out[0, 1]))
+
+
 def test_env_to_module_connector_factory():
-    assert make_env_to_module_connector(False, 10.0) is None
+    (no_filter,) = make_env_to_module_connector(False, 10.0)()
+    assert type(no_filter) is ObsToModule
     factory = make_env_to_module_connector(True, 4.0)
-    piece = factory(None, None, None)
+    piece, last = factory(None, None, None)
     assert isinstance(piece, RawObsMeanStdFilter) and piece.clip_by_value == 4.0
-    assert factory() is not piece  # a fresh filter per env runner
+    assert type(last) is ObsToModule
+    assert factory()[0] is not piece  # a fresh filter per env runner
 
 
 def test_find_obs_filter():
