@@ -7,8 +7,10 @@ samples per env step (one gradient step per env step), measures in one run:
   ``resources.torch_threads: auto`` gives it), after learning starts and excluding start-up: trained
   samples/s and env steps/s, with synchronous local sampling (the reference's schedule) and with one remote
   env runner sampling the next round while the learner trains (``resources.overlap_sampling``; the headline
-  ``trained_samples_per_s``), and with one remote env runner sampling synchronously (it waits while the
-  learner trains, so ``auto`` gives the learner its CPU: 2 threads on 2 cores) (``SCHEDULES``);
+  ``trained_samples_per_s``), with one remote env runner sampling synchronously (it waits while the
+  learner trains, so ``auto`` gives the learner its CPU: 2 threads on 2 cores), with local sampling and 2
+  learner threads, and with local sampling of each round's 8 env steps as one step of 8 envs at 1 and 2
+  learner threads (``SCHEDULES``); the one ``resources.schedule: auto`` chooses is marked and is the headline;
 - the learner update alone (``learner_group.update`` on pre-sampled batches, as the trainer sends them), at
   each thread count of ``--threads``;
 - the matrix-product ceiling of one update (``benchmarks.ceiling``: its FLOPs at the GEMM rate measured at

@@ -27,6 +27,11 @@ REFERENCE_OVERRIDES = {
     "evaluation.interval": 10_000,  # evaluation is not what we time here
 }
 OVERLAP = {"resources.num_env_runners": 1, "resources.overlap_sampling": True}
+# a round's rollout_fragment_length env steps as one step of that many envs (trainer.rl.schedule.candidates)
+VECTORISED = {
+    "resources.num_envs_per_env_runner": REFERENCE_OVERRIDES["sac.rollout_fragment_length"],
+    "sac.rollout_fragment_length": 1,
+}
 # The end-to-end schedules, by the suffix of their keys: what each adds to the reference experiment. One more
 # measurement is one more entry.
 SCHEDULES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -36,6 +41,15 @@ SCHEDULES: dict[str, tuple[str, dict[str, Any]]] = {
     "remote": ("synchronous remote sampling", {"resources.num_env_runners": 1}),
     # sample, then learn, in one process whose learner has 2 CPUs (2 threads)
     "local2": ("synchronous local sampling, 2 learner threads", {"resources.num_cpus_per_learner": 2}),
+    # the same, each round's 8 env steps taken as one step of 8 envs side by side
+    "local2x8": (
+        "synchronous local sampling of 8 envs at once, 2 learner threads",
+        {"resources.num_cpus_per_learner": 2, **VECTORISED},
+    ),
+    "local1x8": (
+        "synchronous local sampling of 8 envs at once, 1 learner thread",
+        {"resources.num_cpus_per_learner": 1, **VECTORISED},
+    ),
 }
 HEADLINE = "overlap"  # when no schedule was chosen (chosen_schedule)
 # resources.schedule: auto's candidates on 2 CPUs (trainer.rl.schedule.candidates) -> the schedules above
@@ -44,6 +58,8 @@ CANDIDATES = {
     "local, 2 learner thread(s)": "local2",
     "remote, 2 learner thread(s)": "remote",
     "overlap, 1 learner thread(s)": "overlap",
+    "local, 1 learner thread(s), 8 envs": "local1x8",
+    "local, 2 learner thread(s), 8 envs": "local2x8",
 }
 DEVICES = ("cpu", "cuda")
 # The learner on one GPU; compiled where the schema has the switch (resources.compile).
@@ -125,13 +141,15 @@ class EndToEnd:
 
     def learner_alone(self, threads: int, calls: int = 8) -> float:
         """Updates/s of ``learner_group.update`` on pre-sampled batches at ``threads`` torch threads, sent as
-        the trainer sends them: one call per sampling round (``rollout_fragment_length`` gradient steps)."""
+        the trainer sends them: one call per sampling round (a gradient step per env step of the round)."""
         import torch
         from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
         torch.set_num_threads(threads)
         algo = self.algo
-        per_call = self.exp.sac.rollout_fragment_length
+        per_call = (
+            self.exp.sac.rollout_fragment_length * self.exp.resources.num_envs_per_env_runner
+        )  # env steps a round
         sample = algo._sample_batch(per_call)
         timesteps = {NUM_ENV_STEPS_SAMPLED_LIFETIME: self._steps(algo)}
         algo.learner_group.update(batch=sample, timesteps=timesteps, num_epochs=1)  # warm at this thread count
@@ -223,33 +241,37 @@ def chosen_schedule(device: str, extra: dict[str, Any]) -> tuple[str | None, str
 
     import ray
 
-    from trainer.rl.schedule import candidates, choose
+    from trainer.rl.schedule import candidates, choose, round_steps
 
     start_ray(device)
     try:
         exp = _experiment(extra)
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        options = candidates(cpus, round_steps(exp))
         rates: dict[str, float] = {}
 
         def measure(probe):
             from trainer.rl.schedule import measure as timed
 
             rate = timed(probe)
-            label = next(k for k, v in candidates(cpus).items() if _matches(probe, v))
+            label = next(k for k, v in options.items() if _matches(probe, v))
             rates[label] = rate
             return rate
 
         with tempfile.TemporaryDirectory() as tmp:
             chosen = choose(exp, cpus, measure, Path(tmp) / "schedules.json")
-        label = next((k for k, v in candidates(cpus).items() if _matches(chosen, v)), "")
+        label = next((k for k, v in options.items() if _matches(chosen, v)), "")
         return CANDIDATES.get(label), label, rates
     finally:
         ray.shutdown()
 
 
 def _matches(exp: Any, overrides: dict[str, Any]) -> bool:
-    r = exp.resources
-    return all(getattr(r, key.split(".", 1)[1]) == value for key, value in overrides.items())
+    def value(key: str) -> Any:
+        section, field = key.split(".", 1)
+        return getattr(getattr(exp, section), field)
+
+    return all(value(key) == v for key, v in overrides.items())
 
 
 def our_turn(iterations: int, thread_counts: list[int], device: str, extra: dict[str, Any]) -> dict[str, float]:

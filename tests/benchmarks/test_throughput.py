@@ -257,11 +257,12 @@ def test_the_chosen_schedule_is_the_headline_and_marked():
 
 def test_autos_candidates_on_two_cpus_are_the_benchmarks_schedules():
     from trainer.experiment.loading import load_experiment
-    from trainer.rl.schedule import candidates, with_overrides
+    from trainer.rl.schedule import candidates, round_steps, with_overrides
 
     exp = load_experiment("reference", M.REFERENCE_OVERRIDES)
-    assert set(M.CANDIDATES) == set(candidates(2))
-    for label, overrides in candidates(2).items():
+    options = candidates(2, round_steps(exp))
+    assert set(M.CANDIDATES) == set(options)
+    for label, overrides in options.items():
         ours = M._experiment(M.SCHEDULES[M.CANDIDATES[label]][1])  # what the benchmark times as that schedule
         chosen = with_overrides(exp, overrides)
         assert M._matches(chosen, overrides)
@@ -269,3 +270,5 @@ def test_autos_candidates_on_two_cpus_are_the_benchmarks_schedules():
         assert ours.resources.learner_torch_threads(ours.resources.num_env_runners) == (
             chosen.resources.learner_torch_threads(chosen.resources.num_env_runners)
         )
+        assert ours.resources.num_envs_per_env_runner == chosen.resources.num_envs_per_env_runner
+        assert ours.sac.rollout_fragment_length == chosen.sac.rollout_fragment_length

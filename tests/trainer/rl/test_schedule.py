@@ -12,7 +12,7 @@ import yaml
 from trainer.experiment.loading import ExperimentError, load_experiment
 from trainer.rl import schedule as S
 
-SMALL = {"sac.learning_starts": 100, "model.hidden": [16]}
+SMALL = {"sac.learning_starts": 100, "model.hidden": [16], "sac.rollout_fragment_length": 1}
 
 
 def _exp(**overrides):
@@ -47,6 +47,32 @@ def test_candidates_fit_the_cpus():
         "local, 2 learner thread(s)",
         "local, 3 learner thread(s)",
     ]
+
+
+def test_a_round_of_several_env_steps_is_also_tried_as_one_step_of_that_many_envs():
+    exp = _exp(**{"sac.rollout_fragment_length": 8})
+    options = S.candidates(2, S.round_steps(exp))
+    assert list(options) == [
+        "local, 1 learner thread(s)",
+        "local, 1 learner thread(s), 8 envs",
+        "local, 2 learner thread(s)",
+        "local, 2 learner thread(s), 8 envs",
+        "remote, 2 learner thread(s)",
+        "overlap, 1 learner thread(s)",
+    ]
+    for label, overrides in options.items():
+        chosen = S.with_overrides(exp, overrides)
+        r = chosen.resources
+        # the same env steps, gradient steps and weight syncs per sampling round under every candidate
+        assert chosen.sac.rollout_fragment_length * r.num_envs_per_env_runner == 8, label
+        assert chosen.sac.training_intensity == exp.sac.training_intensity
+        assert r.schedule == r.schedule_in_effect() == label.split(",")[0]
+        assert (r.num_envs_per_env_runner == 8) == label.endswith("8 envs")
+    # one env step a round (the default), a population (its env batches the agents) or too many: no such candidate
+    assert not any("envs" in label for label in S.candidates(2, S.round_steps(_exp())))
+    population = _exp(**{"sac.rollout_fragment_length": 8, "sac.population": 2})
+    assert S.round_steps(population) == 1
+    assert not any("envs" in label for label in S.candidates(2, S.MAX_ENVS + 1))
 
 
 def test_the_fastest_is_taken_and_cached(tmp_path):
@@ -222,10 +248,13 @@ def test_train_on_its_own_instance_takes_the_cached_choice_and_records_it(tmp_pa
     cpus = os.cpu_count() or 1
     if cpus < 2:
         pytest.skip("one CPU: there is no schedule to choose")
+    run_exp = load_experiment("smoke", {"sac.learning_starts": 100, "model.hidden": [16]}, sweep=False)
+    assert run_exp.sac.rollout_fragment_length == 4  # smoke's rounds: 4 env steps, also tried as 4 envs at once
+    winner = "local, 2 learner thread(s), 4 envs"
     seeded = {}
     for n in range(2, max(cpus, 2) + 1):  # whatever CPU count Ray reports for its own instance (a cgroup may cap it)
-        rates = {label: 10.0 for label in S.candidates(n)} | {"overlap, 1 learner thread(s)": 99.0}
-        seeded[f"{S.machine()} | {S.shape_key(_exp(), n)}"] = {"rates": rates, "measured": "seeded"}
+        rates = {label: 10.0 for label in S.candidates(n, S.round_steps(run_exp))} | {winner: 99.0}
+        seeded[f"{S.machine()} | {S.shape_key(run_exp, n)}"] = {"rates": rates, "measured": "seeded"}
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "schedules.json").write_text(json.dumps(seeded))
@@ -240,8 +269,11 @@ def test_train_on_its_own_instance_takes_the_cached_choice_and_records_it(tmp_pa
         timeout=300,
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert "schedule: overlap, 1 learner thread(s) (99 trained samples/s; local, 1 learner thread(s) 10" in res.stdout
-    resources = yaml.safe_load((out / "experiment.yaml").read_text())["resources"]
-    assert resources["schedule"] == "overlap" and resources["overlap_sampling"] is True
-    assert resources["num_env_runners"] == 1 and resources["num_cpus_per_learner"] == 1  # the runner has the other CPU
+    assert f"schedule: {winner} (99 trained samples/s; local, 1 learner thread(s) 10" in res.stdout
+    recorded = yaml.safe_load((out / "experiment.yaml").read_text())
+    resources = recorded["resources"]
+    assert resources["schedule"] == "local" and resources["overlap_sampling"] is False
+    assert resources["num_env_runners"] == 0 and resources["num_cpus_per_learner"] == 2
+    # the round's 4 env steps as one step of 4 envs: what a resume trains with
+    assert resources["num_envs_per_env_runner"] == 4 and recorded["sac"]["rollout_fragment_length"] == 1
     assert json.loads((out / "summary.json").read_text())["env_steps"] >= 400
