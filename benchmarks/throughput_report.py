@@ -18,7 +18,8 @@ SECONDS_PER_HOUR = 3600
 
 def derive(row: dict[str, Any], batch: int, headline_schedule: str = HEADLINE) -> dict[str, float]:
     """Per-round figures: each schedule end to end as a fraction of the learner alone and of the ceiling at
-    the thread count that schedule's learner ran with, and over SB3 at its best thread count; unsuffixed
+    the thread count that schedule's learner ran with, as a fraction of its own learner timed alone right after
+    it, and over SB3 at its best thread count; unsuffixed
     learner-alone and ceiling figures at the headline schedule's thread count."""
     out: dict[str, float] = {}
     headline = int(row[f"torch_threads_{headline_schedule}"])
@@ -36,6 +37,8 @@ def derive(row: dict[str, Any], batch: int, headline_schedule: str = HEADLINE) -
         for name, key in (("learner_only", "learner_only_updates_per_s"), ("ceiling", "ceiling_updates_per_s")):
             if f"{key}_{threads}_threads" in row:
                 out[f"fraction_of_{name}_{schedule}"] = updates / row[f"{key}_{threads}_threads"]
+        if f"learner_alone_updates_per_s_{schedule}" in row:  # its own learner, timed right after it
+            out[f"fraction_of_own_learner_{schedule}"] = updates / row[f"learner_alone_updates_per_s_{schedule}"]
         if "sb3_trained_samples_per_s" in row:
             ours = row[f"trained_samples_per_s_{schedule}"]
             out[f"ratio_vs_sb3_{schedule}"] = ours / row["sb3_trained_samples_per_s"]
@@ -114,6 +117,8 @@ def report(result: dict[str, Any], n_rounds: int, thread_counts: list[int]) -> s
         *per_thread_count("ceiling (GEMMs only), {t} thread(s): updates/s", "ceiling_updates_per_s"),
         ("  FLOPs of one update (GFLOP)", "update_gflop"),
         *per_schedule("end to end / learner alone (same threads), {s}", "fraction_of_learner_only_{name}"),
+        *per_schedule("  its own learner alone right after it, {s}: updates/s", "learner_alone_updates_per_s_{name}"),
+        *per_schedule("end to end / its own learner alone right after it, {s}", "fraction_of_own_learner_{name}"),
         *per_schedule("end to end / ceiling (same threads), {s}", "fraction_of_ceiling_{name}"),
         ("sampling alone, 1 env runner: env steps/s", "sampler_env_steps_per_s_1_runner"),
         ("sampling alone, 2 env runners: env steps/s", "sampler_env_steps_per_s_2_runners"),

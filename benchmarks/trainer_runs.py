@@ -51,6 +51,8 @@ SCHEDULES: dict[str, tuple[str, dict[str, Any]]] = {
         {"resources.num_cpus_per_learner": 1, **VECTORISED},
     ),
 }
+# learner calls (one sampling round each) timed right after each schedule: about 2 s at the reference's 8 updates
+OWN_LEARNER_CALLS = 24
 HEADLINE = "overlap"  # when no schedule was chosen (chosen_schedule)
 # resources.schedule: auto's candidates on 2 CPUs (trainer.rl.schedule.candidates) -> the schedules above
 CANDIDATES = {
@@ -254,29 +256,29 @@ def chosen_schedule(device: str, extra: dict[str, Any]) -> tuple[str | None, str
             from trainer.rl.schedule import measure as timed
 
             rate = timed(probe)
-            label = next(k for k, v in options.items() if _matches(probe, v))
+            label = next(k for k, v in options.items() if _is(probe, exp, v))
             rates[label] = rate
             return rate
 
         with tempfile.TemporaryDirectory() as tmp:
             chosen = choose(exp, cpus, measure, Path(tmp) / "schedules.json")
-        label = next((k for k, v in options.items() if _matches(chosen, v)), "")
+        label = next((k for k, v in options.items() if _is(chosen, exp, v)), "")
         return CANDIDATES.get(label), label, rates
     finally:
         ray.shutdown()
 
 
-def _matches(exp: Any, overrides: dict[str, Any]) -> bool:
-    def value(key: str) -> Any:
-        section, field = key.split(".", 1)
-        return getattr(getattr(exp, section), field)
+def _is(candidate: Any, exp: Any, overrides: dict[str, Any]) -> bool:
+    """Whether ``candidate`` is ``exp`` with exactly ``overrides`` (a subset match would take a schedule for
+    one that sets more: local with 8 envs for plain local)."""
+    from trainer.rl.schedule import with_overrides
 
-    return all(value(key) == v for key, v in overrides.items())
+    return candidate.model_dump(mode="json") == with_overrides(exp, overrides).model_dump(mode="json")
 
 
 def our_turn(iterations: int, thread_counts: list[int], device: str, extra: dict[str, Any]) -> dict[str, float]:
-    """Every schedule of ``SCHEDULES`` end to end, the learner alone and the GEMM ceiling per thread count: one round,
-    from a fresh Ray instance to its shutdown."""
+    """Every schedule of ``SCHEDULES`` end to end, each followed by its own learner alone, then the learner alone
+    and the GEMM ceiling per thread count: one round, from a fresh Ray instance to its shutdown."""
     import ray
 
     start_ray(device)
@@ -286,6 +288,8 @@ def our_turn(iterations: int, thread_counts: list[int], device: str, extra: dict
         for name, run in runs.items():
             row.update({f"{k}_{name}": v for k, v in run.timed(iterations).items()})
             row[f"torch_threads_{name}"] = float(run.torch_threads)
+            # its own learner at its threads, in the same minute: the machine's speed drifts between minutes
+            row[f"learner_alone_updates_per_s_{name}"] = run.learner_alone(run.torch_threads, OWN_LEARNER_CALLS)
         gemms = reference_gemms()
         first = runs[next(iter(runs))]
         for threads in thread_counts:

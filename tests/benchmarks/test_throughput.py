@@ -41,6 +41,24 @@ def test_each_schedule_is_compared_at_its_own_thread_count():
     assert out["fraction_of_learner_only_remote"] == pytest.approx(90 / 100)  # its learner had 2 threads
     assert out["fraction_of_ceiling_remote"] == pytest.approx(90 / 300)
     assert out["ratio_vs_sb3_overlap"] == pytest.approx(2.0) and out["ratio_vs_sb3_remote"] == pytest.approx(3.0)
+    assert not any(k.startswith("fraction_of_own_learner") for k in out)  # none was timed
+
+
+def test_each_schedule_is_also_compared_with_its_own_learner_timed_right_after_it():
+    row = {
+        "torch_threads_sync": 1.0,
+        "torch_threads_local2": 2.0,
+        "trained_samples_per_s_sync": 256 * 40.0,
+        "trained_samples_per_s_local2": 256 * 90.0,
+        "learner_only_updates_per_s_1_threads": 75.0,
+        "learner_only_updates_per_s_2_threads": 120.0,
+        "learner_alone_updates_per_s_sync": 50.0,  # the machine was slower in that minute
+        "learner_alone_updates_per_s_local2": 100.0,
+    }
+    out = R.derive(row, batch=256, headline_schedule="local2")
+    assert out["fraction_of_own_learner_sync"] == pytest.approx(40 / 50)
+    assert out["fraction_of_own_learner_local2"] == pytest.approx(90 / 100)
+    assert out["fraction_of_learner_only_local2"] == pytest.approx(90 / 120)  # the figure per thread count, as before
 
 
 def test_without_sb3_there_is_no_ratio():
@@ -265,7 +283,8 @@ def test_autos_candidates_on_two_cpus_are_the_benchmarks_schedules():
     for label, overrides in options.items():
         ours = M._experiment(M.SCHEDULES[M.CANDIDATES[label]][1])  # what the benchmark times as that schedule
         chosen = with_overrides(exp, overrides)
-        assert M._matches(chosen, overrides)
+        # the benchmark names auto's pick by this: exactly one candidate is the chosen experiment
+        assert [other for other, o in options.items() if M._is(chosen, exp, o)] == [label]
         assert ours.resources.schedule_in_effect() == chosen.resources.schedule_in_effect()
         assert ours.resources.learner_torch_threads(ours.resources.num_env_runners) == (
             chosen.resources.learner_torch_threads(chosen.resources.num_env_runners)
