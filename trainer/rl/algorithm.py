@@ -230,8 +230,8 @@ class PortfolioSAC(ValidationReporting, SAC):
         if frozen is not None:
             # the filter's statistics are per component of the agents' side-by-side observation; the sampled
             # arrays are fresh copies of the buffer's rows, so they are normalised where they are
-            frozen.normalize_in_place(obs.reshape(rows, -1))
-            frozen.normalize_in_place(next_obs.reshape(rows, -1))
+            obs = frozen.normalize_in_place(obs.reshape(rows, -1)).reshape(obs.shape)
+            next_obs = frozen.normalize_in_place(next_obs.reshape(rows, -1)).reshape(next_obs.shape)
         rewards = raw["rewards"]
         if self.settings.reward.normalize:
             rewards = rewards / np.maximum(self.buffer.reward_std, 1e-8)

@@ -5,10 +5,11 @@ Which is fastest depends on the machine, not on the algorithm: on one 2-core CPU
 collapses whenever an env runner takes the other core (overlapped sampling with one thread wins), on another
 the learner alone gains 1.6x from it and sampling in the learner's process between updates wins
 (benchmarks/README.md, "Schedules"). So each candidate that fits the CPUs is built at the run's networks, batch,
-population and data, trained for a few rounds past a short fill of its replay buffer, and timed; the fastest
-is taken and the figures are kept in a cache file per machine and shapes, so later runs of the same shapes
-start at once. The run's experiment records the choice (``resources.schedule``, its CPU settings and envs per
-runner), so a resume trains with the same schedule, whatever the machine measures then.
+population and data, trained for a few rounds past a short fill of its replay buffer, and timed, twice, the
+second pass in reverse order (a machine whose speed drifts favours no candidate); the fastest mean is taken,
+and the figures are kept in a cache file per machine and shapes, so later runs of the same shapes start at once.
+The run's experiment records the choice (``resources.schedule``, its CPU settings and envs per runner), so a
+resume trains with the same schedule, whatever the machine measures then.
 
 Where a sampling round has several env steps (``sac.rollout_fragment_length`` > 1, one agent), local sampling is
 also tried as one step of that many envs side by side (``num_envs_per_env_runner``, with a fragment of 1): the
@@ -41,7 +42,8 @@ from trainer.runtime.resources import cpu_model_and_flags
 from trainer.runtime.run_dir import write_atomic
 
 MAX_THREADS = 8  # learner threads tried at most; small SAC networks gain nothing from more on a CPU
-MEASURE_SECONDS = 1.5  # timed per candidate, after its warm-up
+MEASURE_SECONDS = 1.5  # timed per candidate and pass, after its warm-up
+PASSES = 2  # timings per candidate, in alternating order (_timed)
 OVERLAP = "resources.overlap_sampling"
 ENVS = "resources.num_envs_per_env_runner"
 FRAGMENT = "sac.rollout_fragment_length"
@@ -186,6 +188,40 @@ def _write_cache(path: Path, data: dict[str, Any]) -> None:
         write_atomic(path, json.dumps(data, indent=1, sort_keys=True))
 
 
+def _timed(
+    exp: Experiment,
+    options: dict[str, dict[str, Any]],
+    measure_fn: Callable[[Experiment], float],
+    log: Callable[[str], None],
+    stopped: Callable[[], bool],
+) -> dict[str, float] | None:
+    """Each option's mean rate over ``PASSES`` timings, the passes in alternating order (first to last, then last
+    to first): a machine whose speed drifts during the timing favours none of them. A probe that fails is skipped
+    from then on; None when ``stopped()`` turned true."""
+    timings: dict[str, list[float]] = {}
+    failed: set[str] = set()
+    for n in range(PASSES):
+        order = list(options.items()) if n % 2 == 0 else list(reversed(options.items()))
+        for label, overrides in order:
+            if label in failed:
+                continue
+            if stopped():
+                return None
+            try:
+                rate = measure_fn(with_overrides(exp, overrides))
+            except Exception as exc:  # a schedule that cannot run here is not a candidate
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                log(f"  {label}: could not be timed ({reason}); skipped")
+                failed.add(label)
+                timings.pop(label, None)
+                continue
+            timings.setdefault(label, []).append(rate)
+            mean = sum(timings[label]) / len(timings[label])
+            again = f" (mean of {len(timings[label])}: {mean:,.0f})" if n else ""
+            log(f"  {label}: {rate:,.0f} trained samples/s{again}")
+    return {label: sum(v) / len(v) for label, v in timings.items()}
+
+
 def choose(
     exp: Experiment,
     cpus: int,
@@ -197,7 +233,8 @@ def choose(
 ) -> Experiment:
     """``exp`` with its schedule decided: measured (or read from the cache) when ``is_open(exp)`` and more than
     one candidate for ``cpus`` fits (``fits``: the memory a candidate's processes need); otherwise the schedule
-    its runner settings describe. A candidate whose probe fails is skipped with one line; when ``stopped()``
+    its runner settings describe. Each candidate is timed ``PASSES`` times (``_timed``). A candidate whose probe
+    fails is skipped with one line; when ``stopped()``
     turns true (a signal), the measuring stops and nothing is cached."""
     in_effect = {"resources.schedule": exp.resources.schedule_in_effect()}
     if not is_open(exp):
@@ -214,17 +251,9 @@ def choose(
     store, entry = _read_cache(path, key, set(options))
     if entry is None:
         log(f"schedule: timing {len(options)} schedules at this run's shapes on {cpus} CPUs (once per machine, shapes)")
-        rates: dict[str, float] = {}
-        for label, overrides in options.items():
-            if stopped():
-                return with_overrides(exp, in_effect)
-            try:
-                rates[label] = measure_fn(with_overrides(exp, overrides))
-            except Exception as exc:  # a schedule that cannot run here is not a candidate
-                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                log(f"  {label}: could not be timed ({reason}); skipped")
-                continue
-            log(f"  {label}: {rates[label]:,.0f} trained samples/s")
+        rates = _timed(exp, options, measure_fn, log, stopped)
+        if rates is None:
+            return with_overrides(exp, in_effect)
         if not rates:
             log("schedule: no schedule could be timed; sampling in the learner's process (local)")
             return with_overrides(exp, next(iter(options.values())))
