@@ -91,15 +91,15 @@ def candidates(cpus: int, round_steps: int = 1) -> dict[str, dict[str, Any]]:
     envs = round_steps if 2 <= round_steps <= MAX_ENVS else None
     out: dict[str, dict[str, Any]] = {}
     for t in counts:
-        local = {"resources.schedule": "local", "resources.num_env_runners": 0, OVERLAP: False}
-        out[f"local, {t} learner thread(s)"] = {**local, "resources.num_cpus_per_learner": t}
+        local = {
+            "resources.schedule": "local",
+            "resources.num_env_runners": 0,
+            OVERLAP: False,
+            "resources.num_cpus_per_learner": t,
+        }
+        out[f"local, {t} learner thread(s)"] = local
         if envs is not None:
-            out[f"local, {t} learner thread(s), {envs} envs"] = {
-                **local,
-                "resources.num_cpus_per_learner": t,
-                ENVS: envs,
-                FRAGMENT: 1,
-            }
+            out[f"local, {t} learner thread(s), {envs} envs"] = {**local, ENVS: envs, FRAGMENT: 1}
     for t in counts:
         if t >= 2:
             base = {"resources.num_env_runners": 1, "resources.num_cpus_per_learner": t - 1}
