@@ -46,6 +46,7 @@ from trainer.evaluation.obs_filter import FrozenObsFilter, find_obs_filter
 from trainer.experiment.config import AlgorithmSettings
 from trainer.rl.buffer import FlatReplayBuffer, PopulationReplayBuffer
 from trainer.rl.connectors import RawObsMeanStdFilter
+from trainer.rl.env_runner import Transitions
 from trainer.rl.policy_export import write_from_algorithm
 from trainer.rl.set_modules import with_layout
 from trainer.rl.validation import ValidationReporting
@@ -194,26 +195,27 @@ class PortfolioSAC(ValidationReporting, SAC):
 
     # --- training -------------------------------------------------------------------------------------
     def _add_episodes(self, episodes: list) -> int:
+        """Store a sampling round's transitions: ``Transitions`` (``PortfolioEnvRunner``) or RLlib's episode
+        chunks (RLlib's runner, checkpoints configured before it); returns the env steps stored."""
         added = 0
         for ep in episodes:
             n = len(ep)
             if n == 0:
                 continue
-            obs = np.asarray(ep.get_observations(slice(0, n + 1)), np.float32)
-            actions = np.asarray(ep.get_actions(slice(0, n)), np.float32)
+            rows = ep if isinstance(ep, Transitions) else Transitions.of_episode(ep)
+            obs, next_obs, actions, rewards = rows.obs, rows.next_obs, rows.actions, rows.rewards
+            terminateds = rows.terminateds
             if self.population_seeds:
                 # agents side by side -> [steps, K, ...]; each agent's reward from the step's info
                 k = len(self.population_seeds)
-                obs, actions = obs.reshape(n + 1, k, -1), actions.reshape(n, k, -1)
-                rewards = np.stack([info[REWARDS_INFO] for info in ep.get_infos(slice(1, n + 1))]).astype(np.float32)
-            else:
-                rewards = np.asarray(ep.get_rewards(slice(0, n)), np.float32)
+                obs, next_obs = obs.reshape(n, k, -1), next_obs.reshape(n, k, -1)
+                actions = actions.reshape(n, k, -1)
+                rewards = np.stack([info[REWARDS_INFO] for info in rows.infos]).astype(np.float32)
+                terminateds = np.repeat(terminateds[:, None], k, axis=1)
             clip = self.settings.reward.clip
             if clip is not None:
-                np.clip(rewards, -clip, clip, out=rewards)
-            terminateds = np.zeros(rewards.shape, np.float32)
-            terminateds[-1] = float(ep.is_terminated)  # truncation (end of data/episode) bootstraps
-            self.buffer.add(obs[:-1], actions, rewards, obs[1:], terminateds)
+                rewards = np.clip(rewards, -clip, clip)  # a copy: a remote runner's arrays are read-only
+            self.buffer.add(obs, actions, rewards, next_obs, terminateds)
             added += n
         return added
 

@@ -136,7 +136,15 @@ class _RingBuffer:
 
     def sample(self, batch_size: int) -> dict[str, NDArray]:
         """A uniform batch (with replacement) of raw transitions, ``[batch_size, *agent_shape, ...]``."""
-        idx = (self.sample_indices(batch_size), *self._agent_index)
+        rows = self.sample_indices(batch_size)
+        if not self._agent_shape:
+            # One agent: whole rows, gathered by torch's threads (numpy's fancy indexing copies on one thread,
+            # 0.2 against 0.1 ms per 2,048 observations on 2 cores); the same values, fresh arrays.
+            import torch
+
+            index = torch.from_numpy(rows)
+            return {f: torch.from_numpy(getattr(self, f)).index_select(0, index).numpy() for f in _FIELDS}
+        idx = (rows, *self._agent_index)
         return {f: getattr(self, f)[idx] for f in _FIELDS}
 
     @property

@@ -24,8 +24,9 @@ class PortfolioCallbacks(RLlibCallback):
     ) -> None:
         if metrics_logger is None:
             return
-        infos = [i for chunk in (prev_episode_chunks or []) for i in chunk.get_infos()]
-        infos += list(episode.get_infos())
+        # Each chunk's first info is the previous chunk's last (or the reset's): every step's info once.
+        chunks = [*(prev_episode_chunks or []), episode]
+        infos = [i for chunk in chunks for i in list(chunk.get_infos())[1:]]
         steps = [i for i in infos if "net_return" in i]
         if not steps:
             return

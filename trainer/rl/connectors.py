@@ -73,19 +73,20 @@ class RawObsMeanStdFilter(MeanStdFilter):
         super().__init__(**kwargs)
 
     def __call__(self, *, rl_module, batch, episodes, explore=None, persistent_data=None, **kwargs) -> Any:
+        sa_episodes = list(self.single_agent_episode_iterator(episodes))
+        items = self.normalize_each([sa_episode.get_observations(indices=-1) for sa_episode in sa_episodes])
+        for sa_episode, item in zip(sa_episodes, items, strict=True):
+            # The default AddObservationsFromEpisodesToBatch piece skips OBS when it is already present.
+            self.add_batch_item(batch, Columns.OBS, item_to_add=item, single_agent_episode=sa_episode)
+        return batch
+
+    def normalize_each(self, observations: list[NDArray]) -> list[NDArray]:
+        """What ``__call__`` puts in the batch for episodes whose latest observations these are, in order
+        (``PortfolioEnvRunner`` calls it without episodes)."""
         if self._filters is None:
             self._init_new_filters()
         filt = self._filters[None]
-        for sa_episode in self.single_agent_episode_iterator(episodes):
-            raw = sa_episode.get_observations(indices=-1)
-            # The default AddObservationsFromEpisodesToBatch piece skips OBS when it is already present.
-            self.add_batch_item(
-                batch,
-                Columns.OBS,
-                item_to_add=filt(raw, update=self._update_stats),
-                single_agent_episode=sa_episode,
-            )
-        return batch
+        return [filt(raw, update=self._update_stats) for raw in observations]
 
     def stats(self) -> FilterStats:
         """The statistics of the observations seen so far (normalise batches with ``normalize_with``)."""
@@ -114,6 +115,10 @@ class ObsToModule(ConnectorV2):
             items = [ep.get_observations(indices=-1) for ep in self.single_agent_episode_iterator(episodes)]
         else:
             items = [item for episode_items in per_episode.values() for item in episode_items]
+        return self.module_input(items)
+
+    def module_input(self, items: list[NDArray]) -> dict[str, Any]:
+        """``{OBS: tensor}`` of one observation per env, in env order (``PortfolioEnvRunner`` calls it directly)."""
         obs = batch_fn(items, individual_items_already_have_batch_dim="auto")
         return {Columns.OBS: convert_to_torch_tensor(obs, device=self._device)}
 

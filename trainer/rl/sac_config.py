@@ -59,6 +59,7 @@ def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = N
     from trainer.rl.catalog import ConcatQSACCatalog
     from trainer.rl.compiled import COMPILE_KEY
     from trainer.rl.connectors import make_env_to_module_connector, make_module_to_env_connector
+    from trainer.rl.env_runner import PortfolioEnvRunner
     from trainer.rl.learner import FusedSACTorchLearner
     from trainer.rl.population import PopulationSACModule
     from trainer.rl.set_modules import PortfolioSACModule
@@ -138,6 +139,7 @@ def build_sac_config(exp: Experiment, param_overrides: dict[str, Any] | None = N
             num_cpus_per_env_runner=res.num_cpus_per_env_runner,
             rollout_fragment_length=sac.rollout_fragment_length,
             custom_resources_per_env_runner=res.custom_resources_per_env_runner,
+            env_runner_cls=PortfolioEnvRunner,  # RLlib's runner, sampling rounds without episode objects
             env_to_module_connector=make_env_to_module_connector(exp.obs_filter.enabled, exp.obs_filter.clip),
             # the two pipelines are ours whole (trainer.rl.connectors): RLlib's default pieces are not added
             add_default_connectors_to_env_to_module_pipeline=False,

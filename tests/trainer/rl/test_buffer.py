@@ -48,6 +48,11 @@ def test_add_and_sample_shapes_dtypes_and_pairing():
     np.testing.assert_array_equal(batch["rewards"], (i / 10).astype(np.float32))
     np.testing.assert_array_equal(batch["terminateds"], (i % 3 == 0).astype(np.float32))
     assert buf.nbytes == 10 * (2 * OBS_DIM + ACT_DIM + 2) * 4
+    # the sampled arrays are copies: the learner's batch is normalised in place
+    for values in batch.values():
+        values += 100.0
+    np.testing.assert_array_equal(buf.obs[:4, 0], [0.0, 1.0, 2.0, 3.0])
+    assert buf.rewards[:4].max() < 1.0 and buf.actions[:4].max() <= 0.0
 
 
 @pytest.mark.parametrize("population", [False, True], ids=["single", "population"])

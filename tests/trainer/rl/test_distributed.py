@@ -170,7 +170,7 @@ def test_sweep_on_two_node_cluster_places_env_runners_on_the_worker_and_resumes(
     summary = json.loads((exp_dir / "summary.json").read_text())
     assert [t["status"] for t in summary["trials"]] == ["completed", "completed"]
     runners = list_actors(
-        address=two_node_cluster["dashboard"], filters=[("class_name", "=", "SingleAgentEnvRunner")], limit=1000
+        address=two_node_cluster["dashboard"], filters=[("class_name", "=", "PortfolioEnvRunner")], limit=1000
     )
     assert len(runners) >= 2  # one per trial run (plus the resumed one)
     assert {a.node_id for a in runners} == {two_node_cluster["worker_node_id"]}
