@@ -150,10 +150,16 @@ def machine() -> str:
     return f"{cpu_model_and_flags()[0]} | {os.cpu_count()} CPUs | torch {torch.__version__}"
 
 
+# What a schedule costs in this code (its sampling loop, its candidates): a new value measures again rather than
+# read figures of code that sampled otherwise.
+TIMING_VERSION = 2
+
+
 def shape_key(exp: Experiment, cpus: int) -> str:
-    """What the figures depend on besides the machine: networks, batch, replay ratio, population, data and the
-    CPUs shared out."""
+    """What the figures depend on besides the machine: networks, batch, replay ratio, population, data, the
+    CPUs shared out and ``TIMING_VERSION``."""
     parts = {
+        "timing": TIMING_VERSION,
         "model": exp.model.model_dump(mode="json", exclude={"init_from"}),
         "sac": {k: getattr(exp.sac, k) for k in ("batch_size", "training_intensity", "rollout_fragment_length")},
         "population": exp.sac.population,
