@@ -96,7 +96,7 @@ class _FinishedEpisode:
 class _Track:
     """One env's ongoing episode: its latest raw observation, this round's rows and the episode's totals."""
 
-    __slots__ = ("chunk_returns", "infos", "length", "obs", "return_", "rows", "start", "terminated", "truncated")
+    __slots__ = ("chunk_returns", "infos", "length", "obs", "return_", "rows", "start")
 
     def __init__(self) -> None:
         self.obs: NDArray | None = None  # None: the env resets at its next step (RLlib's autoreset)
@@ -105,15 +105,13 @@ class _Track:
     def begin(self, obs: NDArray, info: dict) -> None:
         self.obs, self.infos, self.length, self.start = obs, [info], 0, time.perf_counter()
         self.return_, self.chunk_returns = 0, []
-        self.terminated = self.truncated = False
 
-    def step(self, obs: NDArray, action: Any, reward: Any, terminated: Any, truncated: Any, info: dict) -> None:
+    def step(self, obs: NDArray, action: Any, reward: Any, terminated: Any, info: dict) -> None:
         self.rows.append((self.obs, action, reward, obs, terminated, info))
         self.obs = obs
         self.infos.append(info)
         self.length += 1
         self.return_ += reward  # as SingleAgentEpisode.get_return: a plain sum of this round's rewards
-        self.terminated, self.truncated = bool(terminated), bool(truncated)
 
     def cut(self) -> list[tuple]:
         """This round's rows; the episode goes on into the next round."""
@@ -188,17 +186,19 @@ class PortfolioEnvRunner(SingleAgentEnvRunner):
                 self._reset_tracks(explore)
                 continue
             observations, rewards, terminateds, truncateds, infos = results
+            done: list[int] = []
             for i, track in enumerate(self._tracks):
                 if track.obs is None:  # the env's reset after a finished episode: no env step
                     track.begin(observations[i], infos[i])
                 else:
                     ts += 1
-                    track.step(observations[i], actions[i], rewards[i], terminateds[i], truncateds[i], infos[i])
+                    track.step(observations[i], actions[i], rewards[i], terminateds[i], infos[i])
+                    if terminateds[i] or truncateds[i]:
+                        done.append(i)
             self._cached_to_module = self._module_input(list(observations))
-            for track in self._tracks:
-                if track.obs is not None and (track.terminated or track.truncated):
-                    finished += 1
-                    finished_rows.extend(self._finish(track))
+            for i in done:  # after the module input, as RLlib's loop: the filter also sees the last observation
+                finished_rows.extend(self._finish(i))
+            finished += len(done)
         rows = finished_rows + [row for track in self._tracks for row in track.cut()]
         self._log_env_steps(metric=self._metrics_num_env_steps_sampled, num_steps=ts)
         self._increase_sampled_metrics(ts, finished)
@@ -234,8 +234,10 @@ class PortfolioEnvRunner(SingleAgentEnvRunner):
             track.begin(episode.get_observations(indices=-1), episode.get_infos(indices=-1))
             self._tracks.append(track)
 
-    def _finish(self, track: _Track) -> list[tuple]:
-        """A finished episode's rows this round; its metrics and callback made as RLlib's loop makes them."""
+    def _finish(self, env_index: int) -> list[tuple]:
+        """Env ``env_index``'s finished episode: its rows this round; its metrics and callback made as RLlib's
+        loop makes them."""
+        track = self._tracks[env_index]
         make_callback(
             "on_episode_end",
             callbacks_objects=self._callbacks,
@@ -247,7 +249,7 @@ class PortfolioEnvRunner(SingleAgentEnvRunner):
                 "metrics_logger": self.metrics,
                 "env": self.env.unwrapped,
                 "rl_module": self.module,
-                "env_index": self._tracks.index(track),
+                "env_index": env_index,
             },
         )
         self._finished.append((track.length, track.episode_return(), time.perf_counter() - track.start))
