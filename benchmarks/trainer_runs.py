@@ -237,7 +237,8 @@ def chosen_schedule(device: str, extra: dict[str, Any]) -> tuple[str | None, str
     """What ``resources.schedule: auto`` takes for the reference experiment on this machine (its own short
     measurement, with a cache of its own so an earlier choice is not read back): the schedule's name in
     ``SCHEDULES`` (None where it is none of them: a machine with more CPUs), its label, and the rates it
-    measured, by candidate label."""
+    measured, by candidate label (the means of its passes; "<label>, side by side" where it timed close ones
+    side by side)."""
     import tempfile
     from pathlib import Path
 
@@ -260,10 +261,20 @@ def chosen_schedule(device: str, extra: dict[str, Any]) -> tuple[str | None, str
             timings.setdefault(label, []).append(rate)
             return rate
 
+        paired: dict[str, float] = {}
+
+        def pair(exps, stopped):
+            from trainer.rl.schedule import side_by_side
+
+            rates = side_by_side(exps, stopped)
+            paired.update({f"{k}, side by side": v for k, v in (rates or {}).items()})
+            return rates
+
         with tempfile.TemporaryDirectory() as tmp:
-            chosen = choose(exp, cpus, measure, Path(tmp) / "schedules.json")
+            chosen = choose(exp, cpus, measure, Path(tmp) / "schedules.json", side_by_side_fn=pair)
         label = next((k for k, v in options.items() if _is(chosen, exp, v)), "")
-        return CANDIDATES.get(label), label, {k: sum(v) / len(v) for k, v in timings.items()}  # what auto compared
+        means = {k: sum(v) / len(v) for k, v in timings.items()}
+        return CANDIDATES.get(label), label, means | paired  # what auto compared
     finally:
         ray.shutdown()
 

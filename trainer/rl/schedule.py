@@ -6,8 +6,11 @@ collapses whenever an env runner takes the other core (overlapped sampling with 
 the learner alone gains 1.6x from it and sampling in the learner's process between updates wins
 (benchmarks/README.md, "Schedules"). So each candidate that fits the CPUs is built at the run's networks, batch,
 population and data, trained for a few rounds past a short fill of its replay buffer, and timed, twice, the
-second pass in reverse order (a machine whose speed drifts favours no candidate); the fastest mean is taken,
-and the figures are kept in a cache file per machine and shapes, so later runs of the same shapes start at once.
+second pass in reverse order (a machine whose speed drifts favours no candidate). Where local candidates come
+within ``SIDE_BY_SIDE_WITHIN`` of the fastest mean, one pass of one candidate can move by more than that (14-25%
+seen on a 2-core VM), so those are built together and timed again in alternating slices of half a second
+(``side_by_side``): the machine's drift then falls on each alike. The fastest is taken, and the figures are kept
+in a cache file per machine and shapes, so later runs of the same shapes start at once.
 The run's experiment records the choice (``resources.schedule``, its CPU settings and envs per runner), so a
 resume trains with the same schedule, whatever the machine measures then.
 
@@ -44,6 +47,9 @@ from trainer.runtime.run_dir import write_atomic
 MAX_THREADS = 8  # learner threads tried at most; small SAC networks gain nothing from more on a CPU
 MEASURE_SECONDS = 4.0  # timed per candidate and pass, after its warm-up (1.5 s timings of one schedule differed by 25%)
 PASSES = 2  # timings per candidate, in alternating order (_timed)
+SIDE_BY_SIDE_WITHIN = 0.10  # local candidates this close to the fastest mean are timed again side by side
+SIDE_BY_SIDE_SECONDS = 8.0  # timed per candidate side by side, in slices of SLICE_SECONDS
+SLICE_SECONDS = 0.5
 OVERLAP = "resources.overlap_sampling"
 ENVS = "resources.num_envs_per_env_runner"
 FRAGMENT = "sac.rollout_fragment_length"
@@ -66,6 +72,10 @@ PLACEMENT = frozenset(
         "overlap_sampling",
     }
 )
+
+
+# side_by_side's signature: the experiments by label and a stop flag -> their rates (None: stopped)
+SideBySide = Callable[[dict[str, Experiment], Callable[[], bool]], dict[str, float] | None]
 
 
 def cache_file() -> Path:
@@ -118,9 +128,8 @@ def with_overrides(exp: Experiment, overrides: dict[str, Any]) -> Experiment:
     return experiment_from_dict(apply_overrides(exp.model_dump(mode="json"), overrides), exp.name)
 
 
-def measure(exp: Experiment, seconds: float = MEASURE_SECONDS) -> float:
-    """Trained samples/s of ``exp`` on this machine: built, its buffer filled to one batch, warmed up for two
-    rounds of updates, then timed for at least ``seconds`` (and four rounds). Nothing of it is kept."""
+def _probe(exp: Experiment) -> Any:
+    """``exp`` built, its buffer filled to one batch and warmed up for two rounds of updates."""
     from trainer.rl.sac_config import build_sac_config
 
     probe = with_overrides(
@@ -133,14 +142,65 @@ def measure(exp: Experiment, seconds: float = MEASURE_SECONDS) -> float:
             algo.training_step()
         for _ in range(2):
             algo.training_step()
-        u0, t0, rounds = algo.updates_lifetime, time.perf_counter(), 0
-        while rounds < 4 or time.perf_counter() - t0 < seconds:
-            algo.training_step()
-            rounds += 1
-        agents = len(algo.population_seeds or [None])
-        return (algo.updates_lifetime - u0) * agents * exp.sac.batch_size / (time.perf_counter() - t0)
+    except BaseException:
+        algo.stop()
+        raise
+    return algo
+
+
+def _rounds(algo: Any, seconds: float, min_rounds: int) -> tuple[float, float]:
+    """Trained samples and seconds of sampling rounds run for at least ``seconds`` and ``min_rounds``."""
+    u0, t0, rounds = algo.updates_lifetime, time.perf_counter(), 0
+    while rounds < min_rounds or time.perf_counter() - t0 < seconds:
+        algo.training_step()
+        rounds += 1
+    agents = len(algo.population_seeds or [None])
+    return (algo.updates_lifetime - u0) * agents * algo.config.total_train_batch_size, time.perf_counter() - t0
+
+
+def measure(exp: Experiment, seconds: float = MEASURE_SECONDS) -> float:
+    """Trained samples/s of ``exp`` on this machine: built, its buffer filled to one batch, warmed up for two
+    rounds of updates, then timed for at least ``seconds`` (and four rounds). Nothing of it is kept."""
+    algo = _probe(exp)
+    try:
+        samples, dt = _rounds(algo, seconds, 4)
+        return samples / dt
     finally:
         algo.stop()
+
+
+def side_by_side(
+    exps: dict[str, Experiment],
+    stopped: Callable[[], bool] = lambda: False,
+    seconds: float = SIDE_BY_SIDE_SECONDS,
+    slice_seconds: float = SLICE_SECONDS,
+) -> dict[str, float] | None:
+    """Trained samples/s of local schedules built together in this process and timed in turns of
+    ``slice_seconds`` (each turn's order the reverse of the last's) until each has run ``seconds``: a machine
+    whose speed drifts, minute to minute, slows each alike. Each turn sets its learner's torch threads. None when
+    ``stopped()`` turned true. Nothing of them is kept."""
+    from trainer.runtime.threads import set_torch_threads
+
+    algos: dict[str, Any] = {}
+    try:
+        for label, exp in exps.items():
+            algos[label] = _probe(exp)
+        samples, spent = dict.fromkeys(algos, 0.0), dict.fromkeys(algos, 0.0)
+        turn = 0
+        while min(spent.values()) < seconds:
+            order = list(algos) if turn % 2 == 0 else list(reversed(algos))
+            for label in order:
+                if stopped():
+                    return None
+                set_torch_threads(algos[label].torch_threads)
+                n, dt = _rounds(algos[label], slice_seconds, 1)
+                samples[label] += n
+                spent[label] += dt
+            turn += 1
+        return {label: samples[label] / spent[label] for label in algos}
+    finally:
+        for algo in algos.values():
+            algo.stop()
 
 
 def machine() -> str:
@@ -152,7 +212,7 @@ def machine() -> str:
 
 # What a schedule costs in this code (its sampling loop, its candidates): a new value measures again rather than
 # read figures of code that sampled otherwise.
-TIMING_VERSION = 2
+TIMING_VERSION = 3
 
 
 def shape_key(exp: Experiment, cpus: int) -> str:
@@ -171,8 +231,9 @@ def shape_key(exp: Experiment, cpus: int) -> str:
 
 
 def _read_cache(path: Path, key: str, labels: set[str]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The whole cache and this key's rates when they cover exactly ``labels`` with numbers (else None: a
-    missing, damaged or other-version file is measured again and rewritten)."""
+    """The whole cache and this key's entry when its rates cover exactly ``labels`` with numbers, and its
+    side-by-side rates (if any) some of them (else None: a missing, damaged or other-version file is measured
+    again and rewritten)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -180,12 +241,20 @@ def _read_cache(path: Path, key: str, labels: set[str]) -> tuple[dict[str, Any],
     data = data if isinstance(data, dict) else {}
     entry = data.get(key)
     rates = entry.get("rates") if isinstance(entry, dict) else None
+    paired = entry.get("side_by_side", {}) if isinstance(entry, dict) else None
     ok = (
         isinstance(rates, dict)
         and set(rates) == labels
-        and all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in rates.values())
+        and all(_is_rate(v) for v in rates.values())
+        and isinstance(paired, dict)
+        and set(paired) <= labels
+        and all(_is_rate(v) for v in paired.values())
     )
     return data, (entry if ok else None)
+
+
+def _is_rate(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
 def _write_cache(path: Path, data: dict[str, Any]) -> None:
@@ -236,12 +305,14 @@ def choose(
     log: Callable[[str], None] = print,
     fits: Callable[[Experiment], bool] = lambda exp: True,
     stopped: Callable[[], bool] = lambda: False,
+    side_by_side_fn: SideBySide | None = side_by_side,
 ) -> Experiment:
     """``exp`` with its schedule decided: measured (or read from the cache) when ``is_open(exp)`` and more than
     one candidate for ``cpus`` fits (``fits``: the memory a candidate's processes need); otherwise the schedule
-    its runner settings describe. Each candidate is timed ``PASSES`` times (``_timed``). A candidate whose probe
-    fails is skipped with one line; when ``stopped()``
-    turns true (a signal), the measuring stops and nothing is cached."""
+    its runner settings describe. Each candidate is timed ``PASSES`` times (``_timed``); when the fastest mean is
+    a local candidate, the local ones within ``SIDE_BY_SIDE_WITHIN`` of it are timed again side by side
+    (``side_by_side_fn``; None: never) and the fastest there is taken. A candidate whose probe fails is skipped
+    with one line; when ``stopped()`` turns true (a signal), the measuring stops and nothing is cached."""
     in_effect = {"resources.schedule": exp.resources.schedule_in_effect()}
     if not is_open(exp):
         return with_overrides(exp, in_effect) if exp.resources.schedule == AUTO else exp
@@ -263,17 +334,56 @@ def choose(
         if not rates:
             log("schedule: no schedule could be timed; sampling in the learner's process (local)")
             return with_overrides(exp, next(iter(options.values())))
+        paired = _paired(exp, options, rates, side_by_side_fn, log, stopped)
+        if paired is None:
+            return with_overrides(exp, in_effect)
         if set(rates) == set(options):
-            store[key] = {"rates": rates, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+            store[key] = {"rates": rates, "side_by_side": paired, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
             _write_cache(path, store)
         where = f"kept in {path}"
     else:
-        rates = entry["rates"]
+        rates, paired = entry["rates"], entry.get("side_by_side", {})
         where = f"measured {entry.get('measured', '')}, from {path}"
-    best = max(rates, key=rates.__getitem__)
+    best = max(paired or rates, key=(paired or rates).__getitem__)
     others = ", ".join(f"{label} {rate:,.0f}" for label, rate in rates.items() if label != best)
+    pairs = "; side by side: " + ", ".join(f"{label} {rate:,.0f}" for label, rate in paired.items()) if paired else ""
     log(
-        f"schedule: {best} ({rates[best]:,.0f} trained samples/s; {others}; {where}); "
+        f"schedule: {best} ({rates[best]:,.0f} trained samples/s; {others}{pairs}; {where}); "
         "force one with --set resources.schedule=local|remote|overlap"
     )
     return with_overrides(exp, options[best])
+
+
+def _paired(
+    exp: Experiment,
+    options: dict[str, dict[str, Any]],
+    rates: dict[str, float],
+    side_by_side_fn: SideBySide | None,
+    log: Callable[[str], None],
+    stopped: Callable[[], bool],
+) -> dict[str, float] | None:
+    """The side-by-side rates of the local candidates within ``SIDE_BY_SIDE_WITHIN`` of the fastest mean, when
+    that is a local one and another is that close ({} otherwise, or when the timing fails); None when stopped.
+
+    Remote candidates are not paired: two probes' runner actors at once would not fit the CPUs Ray granted."""
+    top = max(rates.values())
+    close = [
+        label
+        for label, rate in rates.items()
+        if options[label].get("resources.num_env_runners", 0) == 0 and rate >= (1 - SIDE_BY_SIDE_WITHIN) * top
+    ]
+    if side_by_side_fn is None or len(close) < 2 or max(rates[c] for c in close) < top:
+        return {}
+    within = f"{SIDE_BY_SIDE_WITHIN:.0%}"
+    log(f"schedule: {len(close)} local schedules within {within} of the fastest; timing them side by side")
+    try:
+        paired = side_by_side_fn({label: with_overrides(exp, options[label]) for label in close}, stopped)
+    except Exception as exc:  # the pass means stand
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        log(f"  side by side: could not be timed ({reason}); the means decide")
+        return {}
+    if paired is None:
+        return None
+    for label, rate in paired.items():
+        log(f"  {label}: {rate:,.0f} trained samples/s side by side")
+    return paired

@@ -118,7 +118,7 @@ def test_each_candidate_is_timed_twice_in_alternating_order_and_the_means_compar
 
     lines: list[str] = []
     fits = lambda exp: exp.resources.num_env_runners == 0  # noqa: E731  only the two local candidates
-    chosen = S.choose(_exp(), 2, drifting, tmp_path / "c.json", lines.append, fits=fits)
+    chosen = S.choose(_exp(), 2, drifting, tmp_path / "c.json", lines.append, fits=fits, side_by_side_fn=None)
     first, second = list(labels)
     assert order == [first, second, second, first]
     assert _threads(chosen) == 2  # a single pass would have taken the first, 1 thread (95 against 93.6)
@@ -126,6 +126,102 @@ def test_each_candidate_is_timed_twice_in_alternating_order_and_the_means_compar
     assert entry["rates"][first] == pytest.approx((95.0 + 80.0) / 2)
     assert entry["rates"][second] == pytest.approx((104 * 0.9 + 104 * 0.85) / 2)
     assert lines[3] == f"  {second}: {104 * 0.85:,.0f} trained samples/s (mean of 2: {104 * 0.875:,.0f})"
+
+
+LOCAL1, LOCAL2 = "local, 1 learner thread(s)", "local, 2 learner thread(s)"
+REMOTE, OVERLAP = "remote, 2 learner thread(s)", "overlap, 1 learner thread(s)"
+
+
+def _rates_by_label(rates: dict[str, float]):
+    """A measure function that gives each candidate of ``S.candidates(2)`` its rate in ``rates``."""
+    options = S.candidates(2)
+
+    def rate(exp):
+        return next(rates[k] for k, o in options.items() if S.with_overrides(_exp(), o) == exp)
+
+    return rate
+
+
+def test_local_schedules_close_to_the_fastest_are_timed_side_by_side_and_that_decides(tmp_path):
+    cache, lines, asked = tmp_path / "c.json", [], []
+    means = {LOCAL1: 100.0, LOCAL2: 95.0, REMOTE: 90.0, OVERLAP: 40.0}  # remote is close too, but not local
+
+    def paired(exps, stopped):
+        asked.append(exps)
+        assert not stopped()
+        return {LOCAL1: 101.0, LOCAL2: 120.0}
+
+    chosen = S.choose(_exp(), 2, _rates_by_label(means), cache, lines.append, side_by_side_fn=paired)
+    (exps,) = asked
+    assert list(exps) == [LOCAL1, LOCAL2]
+    assert exps[LOCAL2] == S.with_overrides(_exp(), S.candidates(2)[LOCAL2])
+    assert _threads(chosen) == 2 and chosen.resources.schedule == "local"
+    assert lines[-4] == "schedule: 2 local schedules within 10% of the fastest; timing them side by side"
+    assert lines[-3:-1] == [
+        f"  {LOCAL1}: 101 trained samples/s side by side",
+        f"  {LOCAL2}: 120 trained samples/s side by side",
+    ]
+    assert lines[-1].startswith(f"schedule: {LOCAL2} (95 trained samples/s; {LOCAL1} 100, {REMOTE} 90, {OVERLAP} 40; ")
+    assert f"; side by side: {LOCAL1} 101, {LOCAL2} 120; kept in {cache})" in lines[-1]
+    (entry,) = json.loads(cache.read_text()).values()
+    assert entry["side_by_side"] == {LOCAL1: 101.0, LOCAL2: 120.0} and entry["rates"] == means
+
+    def refuse(*args):
+        raise AssertionError("measured again although cached")
+
+    again = S.choose(_exp(), 2, refuse, cache, lines.append, side_by_side_fn=refuse)  # read back, same decision
+    assert again.resources == chosen.resources and f"side by side: {LOCAL1} 101, {LOCAL2} 120; measured " in lines[-1]
+
+
+@pytest.mark.parametrize(
+    "means",
+    [
+        {LOCAL1: 100.0, LOCAL2: 89.0, REMOTE: 50.0, OVERLAP: 40.0},  # the next local one is 11% behind
+        {LOCAL1: 95.0, LOCAL2: 96.0, REMOTE: 100.0, OVERLAP: 40.0},  # the fastest is remote
+    ],
+    ids=["none close", "remote fastest"],
+)
+def test_no_side_by_side_timing_unless_local_schedules_are_close_at_the_top(tmp_path, means):
+    def refuse(exps, stopped):
+        raise AssertionError("timed side by side")
+
+    chosen = S.choose(_exp(), 2, _rates_by_label(means), tmp_path / "c.json", lambda line: None, side_by_side_fn=refuse)
+    assert chosen == S.with_overrides(_exp(), S.candidates(2)[max(means, key=means.__getitem__)])
+    (entry,) = json.loads((tmp_path / "c.json").read_text()).values()
+    assert entry["side_by_side"] == {}
+
+
+def test_a_failed_side_by_side_timing_leaves_the_means_to_decide_and_a_stop_caches_nothing(tmp_path):
+    means = {LOCAL1: 100.0, LOCAL2: 95.0, REMOTE: 50.0, OVERLAP: 40.0}
+    lines: list[str] = []
+
+    def broken(exps, stopped):
+        raise RuntimeError("out of memory\nmore")
+
+    chosen = S.choose(_exp(), 2, _rates_by_label(means), tmp_path / "c.json", lines.append, side_by_side_fn=broken)
+    assert _threads(chosen) == 1 and "  side by side: could not be timed (out of memory); the means decide" in lines
+    cache = tmp_path / "stopped.json"
+    chosen = S.choose(_exp(), 2, _rates_by_label(means), cache, lines.append, side_by_side_fn=lambda e, s: None)
+    assert chosen.resources.schedule == "local" and _threads(chosen) == 1 and not cache.exists()
+
+
+def test_side_by_side_builds_the_schedules_together_and_times_them_in_turns(ray_session, monkeypatch):
+    import trainer.runtime.threads as threads
+
+    set_to: list[int] = []
+    real = threads.set_torch_threads
+    monkeypatch.setattr(threads, "set_torch_threads", lambda n: (set_to.append(n), real(n)))
+    exps = {label: S.with_overrides(_exp(), S.candidates(2)[label]) for label in (LOCAL1, LOCAL2)}
+    try:
+        rates = S.side_by_side(exps, seconds=0.3, slice_seconds=0.1)
+    finally:
+        real(1)
+    assert set(rates) == {LOCAL1, LOCAL2} and all(r > 0 for r in rates.values())
+    # three turns of at least 0.1 s each (after the builds), each with its own learner threads, every other turn
+    # in reverse order
+    assert set_to[-6:] == [1, 2, 2, 1, 1, 2]
+    stops = iter([False, True])
+    assert S.side_by_side(exps, stopped=lambda: next(stops), seconds=5.0, slice_seconds=0.1) is None
 
 
 def test_a_damaged_cache_is_measured_again(tmp_path):
@@ -199,8 +295,15 @@ def test_schedules_that_do_not_fit_in_memory_are_not_candidates(tmp_path):
 
 @pytest.mark.parametrize(
     "entry",
-    [[1, 2], {"rates": {"local, 1 learner thread(s)": "fast"}}, {"rates": None}, "text"],
-    ids=["a list", "text rates", "no rates", "text"],
+    [
+        [1, 2],
+        {"rates": {"local, 1 learner thread(s)": "fast"}},
+        {"rates": None},
+        "text",
+        {"rates": dict.fromkeys(S.candidates(2), 1.0), "side_by_side": {"local, 9 learner thread(s)": 5.0}},
+        {"rates": dict.fromkeys(S.candidates(2), 1.0), "side_by_side": {"local, 1 learner thread(s)": -1}},
+    ],
+    ids=["a list", "text rates", "no rates", "text", "side by side of another candidate", "negative side by side"],
 )
 def test_a_malformed_cache_entry_is_measured_again(tmp_path, entry):
     cache = tmp_path / "schedules.json"
