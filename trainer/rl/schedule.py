@@ -47,7 +47,7 @@ from trainer.runtime.run_dir import write_atomic
 MAX_THREADS = 8  # learner threads tried at most; small SAC networks gain nothing from more on a CPU
 MEASURE_SECONDS = 4.0  # timed per candidate and pass, after its warm-up (1.5 s timings of one schedule differed by 25%)
 PASSES = 2  # timings per candidate, in alternating order (_timed)
-SIDE_BY_SIDE_WITHIN = 0.10  # local candidates this close to the fastest mean are timed again side by side
+SIDE_BY_SIDE_WITHIN = 0.15  # local candidates this close to the fastest mean are timed again side by side
 SIDE_BY_SIDE_SECONDS = 8.0  # timed per candidate side by side, in slices of SLICE_SECONDS
 SLICE_SECONDS = 0.5
 OVERLAP = "resources.overlap_sampling"
