@@ -264,7 +264,7 @@ def chosen_schedule(device: str, extra: dict[str, Any]) -> tuple[str | None, str
 
         paired: dict[str, float] = {}
 
-        def pair(exps, stopped):
+        def pair(exps: dict[str, Any], stopped: Any) -> dict[str, float] | None:
             from trainer.rl.schedule import side_by_side
 
             rates = side_by_side(exps, stopped)

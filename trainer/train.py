@@ -117,7 +117,7 @@ def run_training(
 
     from trainer.rl.algorithm import PortfolioSAC
     from trainer.rl.sac_config import build_sac_config
-    from trainer.rl.schedule import choose
+    from trainer.rl.schedule import choose, side_by_side
     from trainer.runtime.checkpoint import save_atomic
     from trainer.runtime.ray_init import cluster_address, init_ray
     from trainer.runtime.resources import check_request, run_request
@@ -135,7 +135,9 @@ def run_training(
         if own and resume is None:  # a resume keeps the schedule its run recorded
             own_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     stop_flag.install()  # ray.init replaced the SIGTERM handler
-    exp = choose(exp, own_cpus, fits=fits_this_machine, stopped=lambda: bool(stop_flag.signal))
+    exp = choose(
+        exp, own_cpus, fits=fits_this_machine, stopped=lambda: bool(stop_flag.signal), side_by_side_fn=side_by_side
+    )
     if stop_flag.signal:
         raise StoppedBeforeStart(stop_flag.signal)
     # The same config a checkpoint was written with (overrides a resume may change included), then its state.

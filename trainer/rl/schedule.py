@@ -50,6 +50,7 @@ PASSES = 2  # timings per candidate, in alternating order (_timed)
 SIDE_BY_SIDE_WITHIN = 0.15  # local candidates this close to the fastest mean are timed again side by side
 SIDE_BY_SIDE_SECONDS = 8.0  # timed per candidate side by side, in slices of SLICE_SECONDS
 SLICE_SECONDS = 0.5
+SIDE_BY_SIDE_MAX = 3  # at most this many (the fastest means) are built together
 OVERLAP = "resources.overlap_sampling"
 ENVS = "resources.num_envs_per_env_runner"
 FRAGMENT = "sac.rollout_fragment_length"
@@ -176,14 +177,19 @@ def side_by_side(
     slice_seconds: float = SLICE_SECONDS,
 ) -> dict[str, float] | None:
     """Trained samples/s of local schedules built together in this process and timed in turns of
-    ``slice_seconds`` (each turn's order the reverse of the last's) until each has run ``seconds``: a machine
-    whose speed drifts, minute to minute, slows each alike. Each turn sets its learner's torch threads. None when
-    ``stopped()`` turned true. Nothing of them is kept."""
+    ``slice_seconds`` (each turn's order the reverse of the last's, each at its learner's torch threads) until
+    each has run ``seconds``: a drifting machine slows each alike. None when ``stopped()`` turned true. The
+    process' threads are restored and every probe built is stopped, whatever happens."""
+    import torch
+
     from trainer.runtime.threads import set_torch_threads
 
+    threads = torch.get_num_threads()
     algos: dict[str, Any] = {}
     try:
         for label, exp in exps.items():
+            if stopped():
+                return None
             algos[label] = _probe(exp)
         samples, spent = dict.fromkeys(algos, 0.0), dict.fromkeys(algos, 0.0)
         turn = 0
@@ -200,7 +206,9 @@ def side_by_side(
         return {label: samples[label] / spent[label] for label in algos}
     finally:
         for algo in algos.values():
-            algo.stop()
+            with contextlib.suppress(Exception):  # one probe failing to stop must not keep the others running
+                algo.stop()
+        set_torch_threads(threads)
 
 
 def machine() -> str:
@@ -239,22 +247,15 @@ def _read_cache(path: Path, key: str, labels: set[str]) -> tuple[dict[str, Any],
     except (OSError, ValueError):
         data = {}
     data = data if isinstance(data, dict) else {}
-    entry = data.get(key)
-    rates = entry.get("rates") if isinstance(entry, dict) else None
-    paired = entry.get("side_by_side", {}) if isinstance(entry, dict) else None
-    ok = (
-        isinstance(rates, dict)
-        and set(rates) == labels
-        and all(_is_rate(v) for v in rates.values())
-        and isinstance(paired, dict)
-        and set(paired) <= labels
-        and all(_is_rate(v) for v in paired.values())
+    entry = data.get(key) if isinstance(data.get(key), dict) else {}
+    rates, paired = entry.get("rates"), entry.get("side_by_side", {})
+    ok = all(
+        isinstance(d, dict)
+        and (set(d) == labels if d is rates else set(d) <= labels)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in d.values())
+        for d in (rates, paired)
     )
     return data, (entry if ok else None)
-
-
-def _is_rate(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
 def _write_cache(path: Path, data: dict[str, Any]) -> None:
@@ -305,14 +306,15 @@ def choose(
     log: Callable[[str], None] = print,
     fits: Callable[[Experiment], bool] = lambda exp: True,
     stopped: Callable[[], bool] = lambda: False,
-    side_by_side_fn: SideBySide | None = side_by_side,
+    side_by_side_fn: SideBySide | None = None,
 ) -> Experiment:
     """``exp`` with its schedule decided: measured (or read from the cache) when ``is_open(exp)`` and more than
     one candidate for ``cpus`` fits (``fits``: the memory a candidate's processes need); otherwise the schedule
     its runner settings describe. Each candidate is timed ``PASSES`` times (``_timed``); when the fastest mean is
     a local candidate, the local ones within ``SIDE_BY_SIDE_WITHIN`` of it are timed again side by side
-    (``side_by_side_fn``; None: never) and the fastest there is taken. A candidate whose probe fails is skipped
-    with one line; when ``stopped()`` turns true (a signal), the measuring stops and nothing is cached."""
+    (``side_by_side_fn``, e.g. ``side_by_side``; None: never) and the fastest there is taken. A candidate whose
+    probe fails is skipped with one line; when ``stopped()`` turns true (a signal), the measuring stops and nothing
+    is cached."""
     in_effect = {"resources.schedule": exp.resources.schedule_in_effect()}
     if not is_open(exp):
         return with_overrides(exp, in_effect) if exp.resources.schedule == AUTO else exp
@@ -345,12 +347,14 @@ def choose(
         rates, paired = entry["rates"], entry.get("side_by_side", {})
         where = f"measured {entry.get('measured', '')}, from {path}"
     best = max(paired or rates, key=(paired or rates).__getitem__)
-    others = ", ".join(f"{label} {rate:,.0f}" for label, rate in rates.items() if label != best)
-    pairs = "; side by side: " + ", ".join(f"{label} {rate:,.0f}" for label, rate in paired.items()) if paired else ""
-    log(
-        f"schedule: {best} ({rates[best]:,.0f} trained samples/s; {others}{pairs}; {where}); "
-        "force one with --set resources.schedule=local|remote|overlap"
-    )
+    if paired:  # the side-by-side figures decided: they lead, then every candidate's pass mean
+        means = ", ".join(f"{label} {rate:,.0f}" for label, rate in rates.items())
+        others = ", ".join(f"{label} {rate:,.0f}" for label, rate in paired.items() if label != best)
+        figures = f"{paired[best]:,.0f} trained samples/s side by side; {others}; means of the passes: {means}"
+    else:
+        others = ", ".join(f"{label} {rate:,.0f}" for label, rate in rates.items() if label != best)
+        figures = f"{rates[best]:,.0f} trained samples/s; {others}"
+    log(f"schedule: {best} ({figures}; {where}); force one with --set resources.schedule=local|remote|overlap")
     return with_overrides(exp, options[best])
 
 
@@ -362,16 +366,17 @@ def _paired(
     log: Callable[[str], None],
     stopped: Callable[[], bool],
 ) -> dict[str, float] | None:
-    """The side-by-side rates of the local candidates within ``SIDE_BY_SIDE_WITHIN`` of the fastest mean, when
-    that is a local one and another is that close ({} otherwise, or when the timing fails); None when stopped.
+    """The side-by-side rates of the local candidates within ``SIDE_BY_SIDE_WITHIN`` of the fastest mean (the
+    ``SIDE_BY_SIDE_MAX`` fastest of them, fastest first), when that is a local one and another is that close ({}
+    otherwise, or when the timing fails); None when stopped.
 
     Remote candidates are not paired: two probes' runner actors at once would not fit the CPUs Ray granted."""
     top = max(rates.values())
     close = [
         label
-        for label, rate in rates.items()
+        for label, rate in sorted(rates.items(), key=lambda kv: -kv[1])
         if options[label].get("resources.num_env_runners", 0) == 0 and rate >= (1 - SIDE_BY_SIDE_WITHIN) * top
-    ]
+    ][:SIDE_BY_SIDE_MAX]
     if side_by_side_fn is None or len(close) < 2 or max(rates[c] for c in close) < top:
         return {}
     within = f"{SIDE_BY_SIDE_WITHIN:.0%}"

@@ -118,7 +118,7 @@ def test_each_candidate_is_timed_twice_in_alternating_order_and_the_means_compar
 
     lines: list[str] = []
     fits = lambda exp: exp.resources.num_env_runners == 0  # noqa: E731  only the two local candidates
-    chosen = S.choose(_exp(), 2, drifting, tmp_path / "c.json", lines.append, fits=fits, side_by_side_fn=None)
+    chosen = S.choose(_exp(), 2, drifting, tmp_path / "c.json", lines.append, fits=fits)
     first, second = list(labels)
     assert order == [first, second, second, first]
     assert _threads(chosen) == 2  # a single pass would have taken the first, 1 thread (95 against 93.6)
@@ -161,8 +161,9 @@ def test_local_schedules_close_to_the_fastest_are_timed_side_by_side_and_that_de
         f"  {LOCAL1}: 101 trained samples/s side by side",
         f"  {LOCAL2}: 120 trained samples/s side by side",
     ]
-    assert lines[-1].startswith(f"schedule: {LOCAL2} (95 trained samples/s; {LOCAL1} 100, {REMOTE} 90, {OVERLAP} 40; ")
-    assert f"; side by side: {LOCAL1} 101, {LOCAL2} 120; kept in {cache})" in lines[-1]
+    # the side-by-side figures decided, so they lead the line; every pass mean follows
+    figures = f"120 trained samples/s side by side; {LOCAL1} 101; means of the passes: {LOCAL1} 100, {LOCAL2} 95"
+    assert lines[-1].startswith(f"schedule: {LOCAL2} ({figures}, {REMOTE} 90, {OVERLAP} 40; kept in {cache}); ")
     (entry,) = json.loads(cache.read_text()).values()
     assert entry["side_by_side"] == {LOCAL1: 101.0, LOCAL2: 120.0} and entry["rates"] == means
 
@@ -170,7 +171,26 @@ def test_local_schedules_close_to_the_fastest_are_timed_side_by_side_and_that_de
         raise AssertionError("measured again although cached")
 
     again = S.choose(_exp(), 2, refuse, cache, lines.append, side_by_side_fn=refuse)  # read back, same decision
-    assert again.resources == chosen.resources and f"side by side: {LOCAL1} 101, {LOCAL2} 120; measured " in lines[-1]
+    assert again.resources == chosen.resources and f"({figures}, " in lines[-1]  # (the cache sorts its keys)
+    assert f"{OVERLAP} 40" in lines[-1] and f"{REMOTE} 90" in lines[-1] and "; measured " in lines[-1]
+
+
+def test_at_most_the_three_fastest_close_schedules_are_timed_side_by_side(tmp_path):
+    exp = _exp(**{"sac.rollout_fragment_length": 8})
+    options = S.candidates(2, S.round_steps(exp))
+    means = dict(zip(options, (97.0, 99.0, 98.0, 100.0, 10.0, 10.0), strict=True))  # the four local ones close
+    asked = []
+
+    def rate(probe):
+        return next(means[k] for k, o in options.items() if S.with_overrides(exp, o) == probe)
+
+    def paired(exps, stopped):
+        asked.append(list(exps))
+        return dict.fromkeys(exps, 1.0) | {list(exps)[-1]: 2.0}
+
+    chosen = S.choose(exp, 2, rate, tmp_path / "c.json", lambda line: None, side_by_side_fn=paired)
+    assert asked == [[f"{LOCAL2}, 8 envs", f"{LOCAL1}, 8 envs", LOCAL2]]  # fastest mean first; 97 left out
+    assert chosen == S.with_overrides(exp, options[LOCAL2])
 
 
 @pytest.mark.parametrize(
@@ -205,23 +225,78 @@ def test_a_failed_side_by_side_timing_leaves_the_means_to_decide_and_a_stop_cach
     assert chosen.resources.schedule == "local" and _threads(chosen) == 1 and not cache.exists()
 
 
-def test_side_by_side_builds_the_schedules_together_and_times_them_in_turns(ray_session, monkeypatch):
-    import trainer.runtime.threads as threads
+class _FakeProbe:
+    """What side_by_side uses of a built probe, recording its rounds in ``log``."""
 
-    set_to: list[int] = []
-    real = threads.set_torch_threads
-    monkeypatch.setattr(threads, "set_torch_threads", lambda n: (set_to.append(n), real(n)))
+    def __init__(self, label: str, threads: int, log: list, stop_fails: bool = False) -> None:
+        self.label, self.torch_threads, self.log, self.stop_fails = label, threads, log, stop_fails
+        self.updates_lifetime, self.population_seeds, self.stopped = 0, None, 0
+        self.config = type("Config", (), {"total_train_batch_size": 10})()
+
+    def training_step(self) -> None:
+        import torch
+
+        self.log.append((self.label, torch.get_num_threads()))
+        self.updates_lifetime += 1
+        time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.stopped += 1
+        if self.stop_fails:
+            raise RuntimeError("stop failed")
+
+
+def test_side_by_side_times_in_alternating_turns_each_at_its_threads_and_stops_every_probe(monkeypatch):
+    import torch
+
+    log, built = [], []
+    threads = {LOCAL1: 1, LOCAL2: 2}
+
+    def probe(exp):
+        label = next(k for k in threads if S.with_overrides(_exp(), S.candidates(2)[k]) == exp)
+        built.append(_FakeProbe(label, threads[label], log, stop_fails=label == LOCAL1))
+        return built[-1]
+
+    monkeypatch.setattr(S, "_probe", probe)
+    exps = {label: S.with_overrides(_exp(), S.candidates(2)[label]) for label in threads}
+    before = torch.get_num_threads()
+    rates = S.side_by_side(exps, seconds=0.035, slice_seconds=0.0)  # one round (10 ms) a turn: 4 turns or more
+    assert torch.get_num_threads() == before  # the process' threads as they were
+    assert set(rates) == set(threads) and all(r == pytest.approx(10 / 0.01, rel=0.5) for r in rates.values())
+    turns = [log[i : i + 2] for i in range(0, len(log), 2)]
+    assert len(turns) >= 4 and len(log) % 2 == 0
+    for n, turn in enumerate(turns):  # every other turn in reverse order, each round at its probe's threads
+        assert turn == ([(LOCAL1, 1), (LOCAL2, 2)] if n % 2 == 0 else [(LOCAL2, 2), (LOCAL1, 1)])
+    assert [p.stopped for p in built] == [1, 1]  # the first probe's failing stop did not keep the second running
+
+    # a build that fails stops the probes already built; a stop signal between builds builds no more
+    built.clear()
+    real = probe
+
+    def second_fails(exp):
+        if built:
+            raise MemoryError("no room for a second probe")
+        return real(exp)
+
+    monkeypatch.setattr(S, "_probe", second_fails)
+    with pytest.raises(MemoryError):
+        S.side_by_side(exps)
+    assert [p.stopped for p in built] == [1]
+    built.clear()
+    monkeypatch.setattr(S, "_probe", probe)
+    flags = iter([False, True])
+    assert S.side_by_side(exps, stopped=lambda: next(flags)) is None
+    assert len(built) == 1 and built[0].stopped == 1
+
+
+def test_side_by_side_times_real_probes(ray_session):
+    import torch
+
+    before = torch.get_num_threads()
     exps = {label: S.with_overrides(_exp(), S.candidates(2)[label]) for label in (LOCAL1, LOCAL2)}
-    try:
-        rates = S.side_by_side(exps, seconds=0.3, slice_seconds=0.1)
-    finally:
-        real(1)
+    rates = S.side_by_side(exps, seconds=0.3, slice_seconds=0.1)
     assert set(rates) == {LOCAL1, LOCAL2} and all(r > 0 for r in rates.values())
-    # three turns of at least 0.1 s each (after the builds), each with its own learner threads, every other turn
-    # in reverse order
-    assert set_to[-6:] == [1, 2, 2, 1, 1, 2]
-    stops = iter([False, True])
-    assert S.side_by_side(exps, stopped=lambda: next(stops), seconds=5.0, slice_seconds=0.1) is None
+    assert torch.get_num_threads() == before
 
 
 def test_a_damaged_cache_is_measured_again(tmp_path):

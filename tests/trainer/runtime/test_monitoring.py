@@ -272,8 +272,8 @@ def cluster(tmp_path_factory):
         os.environ,
         RAY_AUTH_MODE="token",
         RAY_AUTH_TOKEN_PATH=str(token_file),
-        # Ray sends a process' gauges to the metrics endpoint every 10 s by default, and a smoke trial lives
-        # about 7 s: every second here, so that Prometheus sees each trial while it runs.
+        # Ray sends a process' gauges to the metrics endpoint every 10 s by default, and a smoke trial sets its
+        # gauges within about 2 s: every second here, so that Prometheus sees each trial while it runs.
         RAY_metrics_report_interval_ms="1000",
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     )
