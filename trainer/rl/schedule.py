@@ -247,7 +247,8 @@ def _read_cache(path: Path, key: str, labels: set[str]) -> tuple[dict[str, Any],
     except (OSError, ValueError):
         data = {}
     data = data if isinstance(data, dict) else {}
-    entry = data.get(key) if isinstance(data.get(key), dict) else {}
+    entry = data.get(key)
+    entry = entry if isinstance(entry, dict) else {}
     rates, paired = entry.get("rates"), entry.get("side_by_side", {})
     ok = all(
         isinstance(d, dict)
@@ -321,7 +322,7 @@ def choose(
     options = {
         label: o
         for label, o in candidates(cpus, round_steps(exp)).items()
-        if (o.get("resources.num_env_runners", 0) == 0 and ENVS not in o) or fits(with_overrides(exp, o))
+        if (_is_local(o) and ENVS not in o) or fits(with_overrides(exp, o))
     }
     if len(options) == 1:
         return with_overrides(exp, next(iter(options.values())))
@@ -371,13 +372,12 @@ def _paired(
     otherwise, or when the timing fails); None when stopped.
 
     Remote candidates are not paired: two probes' runner actors at once would not fit the CPUs Ray granted."""
-    top = max(rates.values())
-    close = [
-        label
-        for label, rate in sorted(rates.items(), key=lambda kv: -kv[1])
-        if options[label].get("resources.num_env_runners", 0) == 0 and rate >= (1 - SIDE_BY_SIDE_WITHIN) * top
-    ][:SIDE_BY_SIDE_MAX]
-    if side_by_side_fn is None or len(close) < 2 or max(rates[c] for c in close) < top:
+    ranked = sorted(rates, key=rates.__getitem__, reverse=True)
+    if side_by_side_fn is None or not _is_local(options[ranked[0]]):
+        return {}
+    floor = (1 - SIDE_BY_SIDE_WITHIN) * rates[ranked[0]]
+    close = [label for label in ranked if _is_local(options[label]) and rates[label] >= floor][:SIDE_BY_SIDE_MAX]
+    if len(close) < 2:
         return {}
     within = f"{SIDE_BY_SIDE_WITHIN:.0%}"
     log(f"schedule: {len(close)} local schedules within {within} of the fastest; timing them side by side")
@@ -392,3 +392,8 @@ def _paired(
     for label, rate in paired.items():
         log(f"  {label}: {rate:,.0f} trained samples/s side by side")
     return paired
+
+
+def _is_local(overrides: dict[str, Any]) -> bool:
+    """Whether a candidate samples in the learner's process (no env runner actors)."""
+    return overrides.get("resources.num_env_runners", 0) == 0
